@@ -11,7 +11,7 @@ SLUICE_APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates python3
   librdkafka-dev libuv1-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libmicrohttpd-dev
-  postgresql-15 kcat openjdk-17-jre-headless maven
+  postgresql-15 kcat openjdk-17-jre-headless maven clang-14 libclang-rt-14-dev
 )
 
 say() { printf '\033[1m[sluice]\033[0m %s\n' "$*" >&2; }
