@@ -42,8 +42,9 @@ sluice_kafka_fetch() {
   mkdir -p "$KAFKA_LIB"
   mvn -B -q -f "$SLUICE_ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
     org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB" >&2 \
-    || die "could not fetch Kafka $KAFKA_VERSION with Maven (is Maven Central reachable?)"
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB" > "$SLUICE_CACHE/kafka-fetch.log" 2>&1 \
+    || { tail -30 "$SLUICE_CACHE/kafka-fetch.log" >&2
+         die "could not fetch Kafka $KAFKA_VERSION with Maven (is Maven Central reachable?)"; }
   [ -f "$KAFKA_LIB/kafka_2.13-$KAFKA_VERSION.jar" ] || die "Maven ran but kafka_2.13-$KAFKA_VERSION.jar is missing"
   touch "$KAFKA_LIB/.complete"
 }
