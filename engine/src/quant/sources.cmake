@@ -1,0 +1,1 @@
+# quant/: block formats (blocks.h, header only for now).
