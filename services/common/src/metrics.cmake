@@ -1,0 +1,6 @@
+# The observability part of svc_common: the metrics registry, histograms and the HTTP endpoint
+# (/metrics, /healthz, /readyz, /info). Owned by the metrics/HTTP part, included by
+# services/common/CMakeLists.txt like every src/*.cmake list.
+list(APPEND SVC_COMMON_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/histogram.c
+  ${CMAKE_CURRENT_LIST_DIR}/metrics.c)
