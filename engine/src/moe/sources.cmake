@@ -1,0 +1,3 @@
+# The model: config schema, loading and validation, forward pass and sessions.
+list(APPEND MOE_SOURCES ${CMAKE_CURRENT_LIST_DIR}/config.c ${CMAKE_CURRENT_LIST_DIR}/model.c
+     ${CMAKE_CURRENT_LIST_DIR}/forward.c)
