@@ -1,0 +1,36 @@
+/*
+ * The table of `sluice` commands. One row per command; its usage text is what --help prints.
+ * Commands that need the engine's layers (train, eval, inspect, quantize, bench, replay,
+ * batch) are added here by their authors as they become real: a row is only added for a
+ * command that works.
+ */
+#include "cli.h"
+
+const cli_cmd_t cli_commands[] = {
+    {"version", "print the version of sluice and of the libraries it was built with",
+     "usage: sluice version [--json]\n"
+     "\n"
+     "Prints the version of sluice and of the libraries it links.\n"
+     "\n"
+     "  --json   one JSON object on stdout\n"
+     "  -h, --help\n",
+     cli_cmd_version},
+    {"data describe", "read a task's data files and summarise rows, features, labels and split",
+     "usage: sluice data describe --task TASK --data FILE [FILE...] [--json]\n"
+     "\n"
+     "Reads the data files of one task exactly as training and evaluation do, and prints the\n"
+     "rows used, the rows dropped and why, the features, the label balance, the groups and the\n"
+     "train / validation / test split (bench/quality/SPLITS.md). A malformed file is reported\n"
+     "with its file, line and column.\n"
+     "\n"
+     "  --task TASK   fraud | fault-ai4i | fault-cmapss | records-mtsamples | records-abstracts\n"
+     "  --data FILE   a data file; repeat it, or list several files after it\n"
+     "  --json        one JSON object on stdout instead of the table\n"
+     "  -h, --help\n"
+     "\n"
+     "The files are those of ../shared/data: fraud/creditcard_train.csv,\n"
+     "fault/ai4i2020_train.csv, fault/cmapss/train_FD001.txt, clinical/mtsamples_train.csv,\n"
+     "clinical/medical_abstracts/abstracts_train.csv.\n",
+     cli_cmd_data_describe},
+    {NULL, NULL, NULL, NULL},
+};
