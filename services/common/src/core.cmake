@@ -1,0 +1,5 @@
+# The runtime core of svc_common: errors, logging, configuration, Kafka, PostgreSQL.
+list(APPEND SVC_COMMON_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/error.c
+  ${CMAKE_CURRENT_LIST_DIR}/log.c
+  ${CMAKE_CURRENT_LIST_DIR}/config.c)
