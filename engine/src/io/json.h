@@ -66,6 +66,7 @@ struct moe_json_s {
 struct moe_json_member_s {
   const char *key; /* UTF-8, NUL-terminated, may contain NUL */
   size_t key_len;
+  uint32_t line, col; /* where the key starts */
   moe_json_t *value;
 };
 

@@ -5,3 +5,4 @@ list(APPEND MOE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../core/alloc.c
   ${CMAKE_CURRENT_LIST_DIR}/../core/log.c
 )
+list(APPEND MOE_SOURCES ${CMAKE_CURRENT_LIST_DIR}/json.c)
