@@ -199,10 +199,11 @@ svc_err_t svc_http_new(const svc_http_config_t *cfg, svc_http_t **out, char *err
 
   errno = 0;
   http->daemon = MHD_start_daemon(
-      flags, (uint16_t)cfg->port, NULL, NULL, http__handle, http, MHD_OPTION_SOCK_ADDR,
+      flags, (uint16_t)cfg->port, NULL, NULL, http__handle, http,
+      /* The logger first, so that option errors are logged through it too. */
+      MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP__CONNECTION_LIMIT,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP__TIMEOUT_S, MHD_OPTION_EXTERNAL_LOGGER,
-      http__mhd_log, NULL, MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP__TIMEOUT_S, MHD_OPTION_END);
   if (http->daemon == NULL) {
     int e = errno;
     snprintf(errstr, errstr_size, "http: cannot listen on %s port %u: %s", addr, cfg->port,
