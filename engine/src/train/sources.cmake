@@ -1,0 +1,1 @@
+list(APPEND MOE_SOURCES ${CMAKE_CURRENT_LIST_DIR}/metrics.c)
