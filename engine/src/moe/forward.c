@@ -110,7 +110,8 @@ int moe__moe_block_forward(const moe__moe_block_t *blk, moe__arena_t *arena, flo
 
   /* Quantize the normalised input once for every expert that reads it. */
   const moe_quant_t q = blk->experts[0].gate_up.quant;
-  const size_t qrow = moe__quant_row_bytes(q, d);
+  /* Activations are q8_0 whatever the weights are. */
+  const size_t qrow = moe__quant_row_bytes(MOE_QUANT_Q8_0, d);
   char *uq = NULL;
   if (q != MOE_QUANT_F32) {
     uq = moe__quantize_rows(arena, u, m, d);

@@ -160,8 +160,8 @@ static int load_rows(loader_t *ld, const char *prefix, int n, int k, moe_quant_t
     return rc;
   const float *scale = s->data;
   for (size_t i = 0; i < (size_t)n * nb; i++)
-    if (!isfinite(scale[i]) || scale[i] < 0.0f || scale[i] > 65504.0f)
-      return errf(ld, MOE_EFORMAT, "tensor \"%s\": element %zu (%g) is not a scale in [0, 65504]", sname,
+    if (!isfinite(scale[i]) || fabsf(scale[i]) > 65504.0f)
+      return errf(ld, MOE_EFORMAT, "tensor \"%s\": element %zu (%g) is not a scale in [-65504, 65504]", sname,
                   i, (double)scale[i]);
   for (int r = 0; r < n; r++)
     for (int b = 0; b < nb; b++) {
