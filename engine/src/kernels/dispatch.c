@@ -185,6 +185,13 @@ void kern_sgemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, co
         for (int64_t j = 0; j < n; j++) y[i * ldy + j] *= beta;
     return;
   }
+  if (m == 1) {
+    /* One row is a matrix-vector product; OpenBLAS's sgemm packs all of w first, which made
+     * batch 1 about 10x slower than sgemv in bench-kernels. */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)k, 1.0f, w, (blasint)ldw, a, 1,
+                beta, y, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f,
               a, (blasint)lda, w, (blasint)ldw, beta, y, (blasint)ldy);
 }
