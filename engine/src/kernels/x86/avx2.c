@@ -110,9 +110,11 @@ static void quantize_row_q8_0_avx2(const float *x, blk_q8_0 *y, int64_t k) {
     __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    float d = kern__scale_round(_mm_cvtss_f32(h) / 127.0f);
+    /* kern__scale_round with F16C: the same round-to-nearest-even, without the branches. */
+    uint16_t dh = _cvtss_sh(fminf(_mm_cvtss_f32(h) / 127.0f, KERN__FP16_MAX), _MM_FROUND_TO_NEAREST_INT);
+    float d = _cvtsh_ss(dh);
     __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
-    y[b].d = kern_fp32_to_fp16(d);
+    y[b].d = dh;
     for (int i = 0; i < 4; i++) {
       __m256 q = _mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       __m256i qi = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi));

@@ -442,9 +442,11 @@ static void quantize_row_q8_0_avx512(const float *x, blk_q8_0 *y, int64_t k) {
   for (int64_t b = 0; b < k / KERN_QK; b++, x += KERN_QK) {
     __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
     float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    float d = kern__scale_round(amax / 127.0f);
+    /* kern__scale_round with F16C: the same round-to-nearest-even, without the branches. */
+    uint16_t dh = _cvtss_sh(fminf(amax / 127.0f, KERN__FP16_MAX), _MM_FROUND_TO_NEAREST_INT);
+    float d = _cvtsh_ss(dh);
     __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
-    y[b].d = kern_fp32_to_fp16(d);
+    y[b].d = dh;
     __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     q0 = _mm512_min_ps(_mm512_max_ps(q0, lo), hi);
