@@ -12,6 +12,7 @@
 #include <cblas.h>
 
 #include "core/alloc-impl.h"
+#include "kernels/kernels.h"
 #include "moe/model-impl.h"
 
 struct moe_session_s {
@@ -60,6 +61,7 @@ int moe__moe_block_forward(const moe__moe_block_t *blk, moe__arena_t *arena, flo
                            int d, int route_size, int32_t *route_ids, float *route_w,
                            int32_t *load) {
   const moe__moe_cfg_t *cfg = &blk->cfg;
+  const kern_ops_t *ops = kern_ops();
   const int E = cfg->n_expert, K = cfg->top_k;
   float *u = MOE__ARENA_FLOATS(arena, (size_t)m * d);
   float *scores = MOE__ARENA_FLOATS(arena, (size_t)m * E);
@@ -134,19 +136,14 @@ int moe__moe_block_forward(const moe__moe_block_t *blk, moe__arena_t *arena, flo
     }
     int rc = moe__ffn_forward(&blk->experts[e], arena, xin, xq, c, eo);
     if (rc != MOE_OK) return rc;
-    for (int i = 0; i < c; i++) {
-      const float g = slot_gate[lo + i];
-      float *yr = y + (size_t)slot_row[lo + i] * d;
-      const float *o = eo + (size_t)i * d;
-      for (int t = 0; t < d; t++) yr[t] += g * o[t];
-    }
+    for (int i = 0; i < c; i++) ops->axpy_f32(d, slot_gate[lo + i], eo + (size_t)i * d, y + (size_t)slot_row[lo + i] * d);
   }
   for (int s = 0; s < cfg->n_shared; s++) {
     int rc = moe__ffn_forward(&blk->shared[s], arena, u, uq, m, eo);
     if (rc != MOE_OK) return rc;
-    for (size_t i = 0; i < (size_t)m * d; i++) y[i] += eo[i];
+    ops->add_f32((int64_t)m * d, eo, y);
   }
-  for (size_t i = 0; i < (size_t)m * d; i++) x[i] += y[i];
+  ops->add_f32((int64_t)m * d, y, x);
   return MOE_OK;
 }
 

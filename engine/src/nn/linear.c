@@ -4,7 +4,6 @@
  * activations quantized to q8_0 once per row, and the SwiGLU feed-forward built from it.
  */
 #include <cblas.h>
-#include <math.h>
 
 #include "kernels/kernels.h"
 #include "nn/nn.h"
@@ -73,11 +72,12 @@ int moe__ffn_forward(const moe__ffn_t *ffn, moe__arena_t *arena, const float *x,
                ? moe__linear_forward_q8(&ffn->gate_up, xq, m, gu)
                : moe__linear_forward(&ffn->gate_up, arena, x, m, gu);
   if (rc != MOE_OK) return rc;
+  const kern_ops_t *ops = kern_ops();
   for (int r = 0; r < m; r++) {
     const float *g = gu + (size_t)r * 2 * f;
-    const float *u = g + f;
     float *hr = h + (size_t)r * f;
-    for (int i = 0; i < f; i++) hr[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    ops->silu_f32(f, g, hr);
+    ops->mul_f32(f, g + f, hr);
   }
   return moe__linear_forward(&ffn->down, arena, h, m, y);
 }
