@@ -1,0 +1,446 @@
+/*
+ * The per-batch transaction as one parameterised statement of data-modifying CTEs. The
+ * contract is in batch-tx.h.
+ */
+#include "batch-tx.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema.h"
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+static void *tx__xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (q == NULL) {
+    fprintf(stderr, "wk_batch_tx: out of memory\n");
+    abort();
+  }
+  return q;
+}
+
+static char *tx__xstrdup(const char *s, const char *field) {
+  if (s == NULL) {
+    fprintf(stderr, "wk_batch_tx: required field %s is NULL\n", field);
+    abort();
+  }
+  size_t n = strlen(s) + 1;
+  char *p = tx__xrealloc(NULL, n);
+  memcpy(p, s, n);
+  return p;
+}
+
+static uint8_t *tx__xmemdup(const uint8_t *s, size_t n) {
+  uint8_t *p = tx__xrealloc(NULL, n);
+  if (n) memcpy(p, s, n);
+  return p;
+}
+
+typedef struct tx__buf_s {
+  char *p;
+  size_t len, cap;
+} tx__buf_t;
+
+static void buf_put(tx__buf_t *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1) cap *= 2;
+    b->p = tx__xrealloc(b->p, cap);
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void buf_puts(tx__buf_t *b, const char *s) { buf_put(b, s, strlen(s)); }
+
+__attribute__((format(printf, 2, 3))) static void buf_printf(tx__buf_t *b, const char *fmt, ...) {
+  char tmp[64];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* A PostgreSQL float literal that reads back to the same float. */
+static void buf_real(tx__buf_t *b, float f) {
+  if (isnan(f)) buf_puts(b, "NaN");
+  else if (isinf(f)) buf_puts(b, f > 0 ? "Infinity" : "-Infinity");
+  else buf_printf(b, "%.9g", (double)f);
+}
+
+/* One element of an array literal, double-quoted with \ and " escaped. */
+static void buf_elem(tx__buf_t *b, const char *s, size_t n) {
+  if (b->len > 1) buf_puts(b, ",");
+  buf_puts(b, "\"");
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '"' || s[i] == '\\') buf_put(b, "\\", 1);
+    buf_put(b, &s[i], 1);
+  }
+  buf_puts(b, "\"");
+}
+
+static void buf_elem_str(tx__buf_t *b, const char *s) { buf_elem(b, s, strlen(s)); }
+
+static void buf_elem_fmt(tx__buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_elem_fmt(tx__buf_t *b, const char *fmt, ...) {
+  char tmp[64];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  buf_elem_str(b, tmp);
+}
+
+static void buf_elem_hex(tx__buf_t *b, const uint8_t *p, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  char *tmp = tx__xrealloc(NULL, 2 * n + 1);
+  for (size_t i = 0; i < n; i++) {
+    tmp[2 * i] = hex[p[i] >> 4];
+    tmp[2 * i + 1] = hex[p[i] & 15];
+  }
+  buf_elem(b, tmp, 2 * n);
+  free(tmp);
+}
+
+/* ---- the builder ---------------------------------------------------------------------- */
+
+typedef struct tx__result_s {
+  char *domain, *event_id, *key, *model_version, *experts, *top_features, *topic;
+  float score;
+  wk_decision_t decision;
+  float *input;
+  size_t n_input;
+  int64_t event_time_ms, offset;
+  int32_t partition;
+} tx__result_t;
+
+typedef struct tx__state_s {
+  char *card_id, *topic;
+  int32_t partition;
+  int64_t last_offset;
+  uint8_t *state;
+  size_t state_len;
+} tx__state_t;
+
+typedef struct tx__outbox_s {
+  char *alert_id, *domain, *key, *topic;
+  uint8_t *payload;
+  size_t payload_len;
+} tx__outbox_t;
+
+typedef struct tx__offset_s {
+  char *topic;
+  int32_t partition;
+  int64_t next_offset;
+} tx__offset_t;
+
+struct wk_batch_tx_s {
+  char *group;
+  char *sql;
+  tx__result_t *results;
+  size_t n_results, cap_results;
+  tx__state_t *states;
+  size_t n_states, cap_states;
+  tx__outbox_t *outbox;
+  size_t n_outbox, cap_outbox;
+  tx__offset_t *offsets;
+  size_t n_offsets, cap_offsets;
+  tx__buf_t params[WK_BATCH_TX_N_PARAMS];
+  const char *param_ptrs[WK_BATCH_TX_N_PARAMS];
+};
+
+#define TX__GROW(arr, n, cap)                                                  \
+  do {                                                                         \
+    if ((n) == (cap)) {                                                        \
+      (cap) = (cap) ? 2 * (cap) : 64;                                          \
+      (arr) = tx__xrealloc((arr), (cap) * sizeof *(arr));                      \
+    }                                                                          \
+  } while (0)
+
+const char *wk_decision_name(wk_decision_t d) {
+  switch (d) {
+  case WK_DECISION_ALLOW: return "allow";
+  case WK_DECISION_REVIEW: return "review";
+  case WK_DECISION_BLOCK: return "block";
+  }
+  return NULL;
+}
+
+svc_err_t wk_batch_tx_new(const char *schema, const char *group, wk_batch_tx_t **out,
+                          char *errstr, size_t errstr_size) {
+  *out = NULL;
+  svc_err_t err = wk_schema_name_check(schema, errstr, errstr_size);
+  if (err) return err;
+  if (group == NULL || group[0] == '\0') {
+    snprintf(errstr, errstr_size, "batch transaction: consumer group is empty");
+    return SVC_ECONFIG;
+  }
+  wk_batch_tx_t *tx = tx__xrealloc(NULL, sizeof *tx);
+  memset(tx, 0, sizeof *tx);
+  tx->group = tx__xstrdup(group, "group");
+
+  /* The schema is a checked identifier, so it can be spliced into the text. */
+  const char *s = schema;
+  tx__buf_t q = {0};
+  char part[2048];
+  snprintf(part, sizeof part,
+           "WITH r AS (\n"
+           "  INSERT INTO \"%s\".results (domain, event_id, key, score, decision, model_version,\n"
+           "    experts, top_features, input, event_time, topic, partition, \"offset\")\n"
+           "  SELECT d, e, k, sc, dc, mv, ex::jsonb, tf::jsonb, inp::real[],\n"
+           "         to_timestamp(et::double precision / 1000), tp, pa, o\n"
+           "  FROM unnest($1::text[], $2::text[], $3::text[], $4::real[], $5::text[], $6::text[],\n"
+           "              $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[],\n"
+           "              $12::integer[], $13::bigint[])\n"
+           "       AS u(d, e, k, sc, dc, mv, ex, tf, inp, et, tp, pa, o)\n"
+           "  ON CONFLICT (domain, event_id) DO NOTHING\n"
+           "  RETURNING 1),\n",
+           s);
+  buf_puts(&q, part);
+  snprintf(part, sizeof part,
+           "s AS (\n"
+           "  INSERT INTO \"%s\".card_state AS cs (card_id, topic, partition, last_offset, state)\n"
+           "  SELECT c, tp, pa, o, decode(st, 'hex')\n"
+           "  FROM unnest($14::text[], $15::text[], $16::integer[], $17::bigint[], $18::text[])\n"
+           "       AS u(c, tp, pa, o, st)\n"
+           "  ON CONFLICT (card_id) DO UPDATE SET topic = EXCLUDED.topic,\n"
+           "    partition = EXCLUDED.partition, last_offset = EXCLUDED.last_offset,\n"
+           "    state = EXCLUDED.state, updated_at = now()\n"
+           "  WHERE (cs.topic, cs.partition) IS DISTINCT FROM (EXCLUDED.topic, EXCLUDED.partition)\n"
+           "     OR cs.last_offset < EXCLUDED.last_offset\n"
+           "  RETURNING 1),\n",
+           s);
+  buf_puts(&q, part);
+  snprintf(part, sizeof part,
+           "o AS (\n"
+           "  INSERT INTO \"%s\".outbox (alert_id, domain, key, topic, payload)\n"
+           "  SELECT a, d, k, tp, decode(p, 'hex')\n"
+           "  FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::text[])\n"
+           "       AS u(a, d, k, tp, p)\n"
+           "  ON CONFLICT (alert_id) DO NOTHING\n"
+           "  RETURNING 1),\n",
+           s);
+  buf_puts(&q, part);
+  snprintf(part, sizeof part,
+           "k AS (\n"
+           "  INSERT INTO \"%s\".kafka_offsets AS ko (consumer_group, topic, partition, next_offset)\n"
+           "  SELECT $24::text, tp, pa, n\n"
+           "  FROM unnest($25::text[], $26::integer[], $27::bigint[]) AS u(tp, pa, n)\n"
+           "  ON CONFLICT (consumer_group, topic, partition) DO UPDATE\n"
+           "    SET next_offset = EXCLUDED.next_offset, updated_at = now()\n"
+           "  WHERE ko.next_offset < EXCLUDED.next_offset\n"
+           "  RETURNING 1)\n"
+           "SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM s),\n"
+           "       (SELECT count(*) FROM o), (SELECT count(*) FROM k)",
+           s);
+  buf_puts(&q, part);
+  tx->sql = q.p;
+  *out = tx;
+  return SVC_OK;
+}
+
+void wk_batch_tx_reset(wk_batch_tx_t *tx) {
+  for (size_t i = 0; i < tx->n_results; i++) {
+    tx__result_t *r = &tx->results[i];
+    free(r->domain);
+    free(r->event_id);
+    free(r->key);
+    free(r->model_version);
+    free(r->experts);
+    free(r->top_features);
+    free(r->topic);
+    free(r->input);
+  }
+  for (size_t i = 0; i < tx->n_states; i++) {
+    free(tx->states[i].card_id);
+    free(tx->states[i].topic);
+    free(tx->states[i].state);
+  }
+  for (size_t i = 0; i < tx->n_outbox; i++) {
+    tx__outbox_t *o = &tx->outbox[i];
+    free(o->alert_id);
+    free(o->domain);
+    free(o->key);
+    free(o->topic);
+    free(o->payload);
+  }
+  for (size_t i = 0; i < tx->n_offsets; i++) free(tx->offsets[i].topic);
+  tx->n_results = tx->n_states = tx->n_outbox = tx->n_offsets = 0;
+}
+
+void wk_batch_tx_free(wk_batch_tx_t *tx) {
+  if (tx == NULL) return;
+  wk_batch_tx_reset(tx);
+  free(tx->results);
+  free(tx->states);
+  free(tx->outbox);
+  free(tx->offsets);
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) free(tx->params[i].p);
+  free(tx->group);
+  free(tx->sql);
+  free(tx);
+}
+
+void wk_batch_tx_add_result(wk_batch_tx_t *tx, const wk_result_row_t *r) {
+  if (wk_decision_name(r->decision) == NULL) {
+    fprintf(stderr, "wk_batch_tx_add_result: decision %d is not allow/review/block\n",
+            (int)r->decision);
+    abort();
+  }
+  TX__GROW(tx->results, tx->n_results, tx->cap_results);
+  tx__result_t *d = &tx->results[tx->n_results++];
+  d->domain = tx__xstrdup(r->domain, "domain");
+  d->event_id = tx__xstrdup(r->event_id, "event_id");
+  d->key = tx__xstrdup(r->key ? r->key : "", "key");
+  d->model_version = tx__xstrdup(r->model_version, "model_version");
+  d->experts = tx__xstrdup(r->experts_json ? r->experts_json : "[]", "experts_json");
+  d->top_features = tx__xstrdup(r->top_features_json ? r->top_features_json : "[]", "top_features");
+  d->topic = tx__xstrdup(r->topic, "topic");
+  d->score = r->score;
+  d->decision = r->decision;
+  d->n_input = r->n_input;
+  d->input = tx__xrealloc(NULL, r->n_input * sizeof *d->input);
+  if (r->n_input) memcpy(d->input, r->input, r->n_input * sizeof *d->input);
+  d->event_time_ms = r->event_time_ms;
+  d->partition = r->partition;
+  d->offset = r->offset;
+}
+
+void wk_batch_tx_add_state(wk_batch_tx_t *tx, const wk_state_row_t *s) {
+  for (size_t i = 0; i < tx->n_states; i++) {
+    tx__state_t *d = &tx->states[i];
+    if (strcmp(d->card_id, s->card_id) != 0) continue;
+    /* One row per card in a statement: the newest state wins. */
+    if (s->last_offset >= d->last_offset) {
+      free(d->topic);
+      free(d->state);
+      d->topic = tx__xstrdup(s->topic, "topic");
+      d->partition = s->partition;
+      d->last_offset = s->last_offset;
+      d->state = tx__xmemdup(s->state, s->state_len);
+      d->state_len = s->state_len;
+    }
+    return;
+  }
+  TX__GROW(tx->states, tx->n_states, tx->cap_states);
+  tx__state_t *d = &tx->states[tx->n_states++];
+  d->card_id = tx__xstrdup(s->card_id, "card_id");
+  d->topic = tx__xstrdup(s->topic, "topic");
+  d->partition = s->partition;
+  d->last_offset = s->last_offset;
+  d->state = tx__xmemdup(s->state, s->state_len);
+  d->state_len = s->state_len;
+}
+
+void wk_batch_tx_add_outbox(wk_batch_tx_t *tx, const wk_outbox_row_t *o) {
+  TX__GROW(tx->outbox, tx->n_outbox, tx->cap_outbox);
+  tx__outbox_t *d = &tx->outbox[tx->n_outbox++];
+  d->alert_id = tx__xstrdup(o->alert_id, "alert_id");
+  d->domain = tx__xstrdup(o->domain, "domain");
+  d->key = tx__xstrdup(o->key ? o->key : "", "key");
+  d->topic = tx__xstrdup(o->topic, "topic");
+  d->payload = tx__xmemdup(o->payload, o->payload_len);
+  d->payload_len = o->payload_len;
+}
+
+void wk_batch_tx_add_offset(wk_batch_tx_t *tx, const wk_offset_row_t *k) {
+  for (size_t i = 0; i < tx->n_offsets; i++) {
+    tx__offset_t *d = &tx->offsets[i];
+    if (d->partition == k->partition && strcmp(d->topic, k->topic) == 0) {
+      if (k->next_offset > d->next_offset) d->next_offset = k->next_offset;
+      return;
+    }
+  }
+  TX__GROW(tx->offsets, tx->n_offsets, tx->cap_offsets);
+  tx__offset_t *d = &tx->offsets[tx->n_offsets++];
+  d->topic = tx__xstrdup(k->topic, "topic");
+  d->partition = k->partition;
+  d->next_offset = k->next_offset;
+}
+
+size_t wk_batch_tx_n_results(const wk_batch_tx_t *tx) { return tx->n_results; }
+size_t wk_batch_tx_n_states(const wk_batch_tx_t *tx) { return tx->n_states; }
+
+void wk_batch_tx_finish(wk_batch_tx_t *tx, const char **sql, const char *const **params) {
+  tx__buf_t *p = tx->params;
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) {
+    p[i].len = 0;
+    buf_puts(&p[i], "{");
+  }
+  for (size_t i = 0; i < tx->n_results; i++) {
+    const tx__result_t *r = &tx->results[i];
+    buf_elem_str(&p[0], r->domain);
+    buf_elem_str(&p[1], r->event_id);
+    buf_elem_str(&p[2], r->key);
+    tx__buf_t score = {0};
+    buf_real(&score, r->score);
+    buf_elem_str(&p[3], score.p);
+    free(score.p);
+    buf_elem_str(&p[4], wk_decision_name(r->decision));
+    buf_elem_str(&p[5], r->model_version);
+    buf_elem_str(&p[6], r->experts);
+    buf_elem_str(&p[7], r->top_features);
+    tx__buf_t vec = {0};
+    buf_puts(&vec, "{");
+    for (size_t j = 0; j < r->n_input; j++) {
+      if (j) buf_puts(&vec, ",");
+      buf_real(&vec, r->input[j]);
+    }
+    buf_puts(&vec, "}");
+    buf_elem_str(&p[8], vec.p);
+    free(vec.p);
+    buf_elem_fmt(&p[9], "%" PRId64, r->event_time_ms);
+    buf_elem_str(&p[10], r->topic);
+    buf_elem_fmt(&p[11], "%" PRId32, r->partition);
+    buf_elem_fmt(&p[12], "%" PRId64, r->offset);
+  }
+  for (size_t i = 0; i < tx->n_states; i++) {
+    const tx__state_t *s = &tx->states[i];
+    buf_elem_str(&p[13], s->card_id);
+    buf_elem_str(&p[14], s->topic);
+    buf_elem_fmt(&p[15], "%" PRId32, s->partition);
+    buf_elem_fmt(&p[16], "%" PRId64, s->last_offset);
+    buf_elem_hex(&p[17], s->state, s->state_len);
+  }
+  for (size_t i = 0; i < tx->n_outbox; i++) {
+    const tx__outbox_t *o = &tx->outbox[i];
+    buf_elem_str(&p[18], o->alert_id);
+    buf_elem_str(&p[19], o->domain);
+    buf_elem_str(&p[20], o->key);
+    buf_elem_str(&p[21], o->topic);
+    buf_elem_hex(&p[22], o->payload, o->payload_len);
+  }
+  for (size_t i = 0; i < tx->n_offsets; i++) {
+    const tx__offset_t *k = &tx->offsets[i];
+    buf_elem_str(&p[24], k->topic);
+    buf_elem_fmt(&p[25], "%" PRId32, k->partition);
+    buf_elem_fmt(&p[26], "%" PRId64, k->next_offset);
+  }
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) buf_puts(&p[i], "}");
+  /* $24 is the scalar consumer group, not an array. */
+  p[23].len = 0;
+  buf_puts(&p[23], tx->group);
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) tx->param_ptrs[i] = p[i].p;
+  *sql = tx->sql;
+  *params = tx->param_ptrs;
+}
+
+svc_err_t wk_batch_tx_parse_counts(const char *const cols[4], wk_batch_tx_counts_t *out) {
+  long v[4];
+  for (int i = 0; i < 4; i++) {
+    char *end;
+    if (cols[i] == NULL || cols[i][0] == '\0') return SVC_EDECODE;
+    v[i] = strtol(cols[i], &end, 10);
+    if (*end != '\0' || v[i] < 0) return SVC_EDECODE;
+  }
+  *out = (wk_batch_tx_counts_t){v[0], v[1], v[2], v[3]};
+  return SVC_OK;
+}

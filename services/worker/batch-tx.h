@@ -1,0 +1,129 @@
+/*
+ * The per-batch PostgreSQL transaction, built as ONE parameterised statement: data-modifying
+ * CTEs insert the batch's results, upsert the changed per-card state, insert alerts into the
+ * outbox and upsert the next Kafka offset of every partition in the batch. One statement is
+ * one atomic transaction and one round trip, it needs no escaping (every value is a text
+ * parameter: arrays unnested on the server), and it returns how many rows each part actually
+ * changed, so that a re-applied batch can be seen to change nothing:
+ *   - results: INSERT ... ON CONFLICT (domain, event_id) DO NOTHING (the second line of
+ *     defence behind the stored offsets; duplicates inside one batch are skipped too);
+ *   - card_state: upserted only when the stored row is older (last_offset) or belongs to
+ *     another partition, so a stale or repeated batch cannot roll state back;
+ *   - outbox: ON CONFLICT (alert_id) DO NOTHING, alert ids being stable;
+ *   - kafka_offsets: next_offset only moves forward.
+ * Within a batch the builder keeps one state row per card (the newest offset) and one offset
+ * row per partition (the highest), as one statement may not upsert a row twice.
+ *
+ * Lifecycle: wk_batch_tx_init / wk_batch_tx_close; values are copied in. Threads: one at a
+ * time; the result can be sent from the loop thread with db_conn_query.
+ */
+#ifndef WK_BATCH_TX_H
+#define WK_BATCH_TX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "svc/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  WK_DECISION_ALLOW = 1, /* the numbers of sluice.v1.Decision */
+  WK_DECISION_REVIEW = 2,
+  WK_DECISION_BLOCK = 3
+} wk_decision_t;
+
+/* "allow", "review", "block" (the results.decision column); NULL for anything else. */
+const char *wk_decision_name(wk_decision_t d);
+
+typedef struct wk_result_row_s {
+  const char *domain;        /* "fraud" */
+  const char *event_id;
+  const char *key;           /* NULL is stored as "" */
+  float score;
+  wk_decision_t decision;
+  const char *model_version;
+  const char *experts_json;  /* JSON array, e.g. [{"layer":0,"expert":3,"weight":0.61}]; NULL = [] */
+  const char *top_features_json; /* JSON array, e.g. [{"name":"V14","contribution":0.2}]; NULL = [] */
+  const float *input;        /* (n_input) the model input vector */
+  size_t n_input;
+  int64_t event_time_ms;
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+} wk_result_row_t;
+
+typedef struct wk_state_row_s {
+  const char *card_id;
+  const char *topic;
+  int32_t partition;
+  int64_t last_offset;       /* offset of the newest event folded into this state */
+  const uint8_t *state;      /* (state_len) e.g. wk_velocity_encode's bytes */
+  size_t state_len;
+} wk_state_row_t;
+
+typedef struct wk_outbox_row_s {
+  const char *alert_id;      /* stable: the same alert always gets the same id */
+  const char *domain;
+  const char *key;
+  const char *topic;         /* where the relay publishes it, e.g. "sluice.fraud.alerts" */
+  const uint8_t *payload;    /* (payload_len) a packed sluice.v1.Alert */
+  size_t payload_len;
+} wk_outbox_row_t;
+
+typedef struct wk_offset_row_s {
+  const char *topic;
+  int32_t partition;
+  int64_t next_offset;       /* the offset of the first event NOT in this batch */
+} wk_offset_row_t;
+
+typedef struct wk_batch_tx_s wk_batch_tx_t;
+
+/* Number of parameters of the statement. */
+#define WK_BATCH_TX_N_PARAMS 27
+
+/*
+ * Creates a builder for tables in `schema` (checked with wk_schema_name_check) and the Kafka
+ * consumer group `group`. Returns SVC_OK, or SVC_ECONFIG with errstr. Aborts on out-of-memory.
+ */
+svc_err_t wk_batch_tx_new(const char *schema, const char *group, wk_batch_tx_t **out,
+                          char *errstr, size_t errstr_size);
+void wk_batch_tx_free(wk_batch_tx_t *tx);
+
+/* Adds rows; every string and buffer is copied. NULL strings where required abort. */
+void wk_batch_tx_add_result(wk_batch_tx_t *tx, const wk_result_row_t *r);
+void wk_batch_tx_add_state(wk_batch_tx_t *tx, const wk_state_row_t *s);
+void wk_batch_tx_add_outbox(wk_batch_tx_t *tx, const wk_outbox_row_t *o);
+void wk_batch_tx_add_offset(wk_batch_tx_t *tx, const wk_offset_row_t *k);
+
+/* Rows added so far (after the per-card / per-partition merging for states and offsets). */
+size_t wk_batch_tx_n_results(const wk_batch_tx_t *tx);
+size_t wk_batch_tx_n_states(const wk_batch_tx_t *tx);
+
+/*
+ * Renders the statement: *sql (borrowed; valid until the next finish or free) and the
+ * WK_BATCH_TX_N_PARAMS text parameters in params[] (borrowed likewise), ready for
+ * PQexecParams or db_conn_query. The builder keeps its rows; call it again after adding more.
+ */
+void wk_batch_tx_finish(wk_batch_tx_t *tx, const char **sql, const char *const **params);
+
+/* What the statement changed: its single result row, parsed. */
+typedef struct wk_batch_tx_counts_s {
+  long results, states, outbox, offsets;
+} wk_batch_tx_counts_t;
+
+/*
+ * Parses the statement's result row (4 columns of text counts, as PQgetvalue returns them).
+ * Returns SVC_OK or SVC_EDECODE.
+ */
+svc_err_t wk_batch_tx_parse_counts(const char *const cols[4], wk_batch_tx_counts_t *out);
+
+/* Resets the builder to no rows (keeps schema and group), for the next batch. */
+void wk_batch_tx_reset(wk_batch_tx_t *tx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WK_BATCH_TX_H */
