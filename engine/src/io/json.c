@@ -787,9 +787,13 @@ moe_err_t moe_json_to_num(const moe_json_t *v, const char *path, double min, dou
                           double *out, char *errstr, size_t errstr_size) {
   if (v == NULL || v->type != MOE_JSON_NUMBER)
     return expected(v, "number", path, errstr, errstr_size);
-  if (!(v->u.num.d >= min && v->u.num.d <= max))
-    return cfg_err(errstr, errstr_size, path, "%.17g is out of range [%.17g, %.17g]", v->u.num.d,
-                   min, max);
+  if (!(v->u.num.d >= min && v->u.num.d <= max)) {
+    char a[40], lo[40], hi[40];
+    moe_json_fmt_num(a, sizeof a, v->u.num.d);
+    moe_json_fmt_num(lo, sizeof lo, min);
+    moe_json_fmt_num(hi, sizeof hi, max);
+    return cfg_err(errstr, errstr_size, path, "%s is out of range [%s, %s]", a, lo, hi);
+  }
   *out = v->u.num.d;
   return MOE_OK;
 }
@@ -1129,6 +1133,20 @@ void moe_jw_uint(moe_jw_t *jw, uint64_t v) {
   if (jw_value(jw)) jw_put(jw, b, (size_t)n);
 }
 
+size_t moe_json_fmt_num(char *buf, size_t size, double v) {
+  if (!isfinite(v)) return (size_t)snprintf(buf, size, "%s", isnan(v) ? "nan" : v < 0 ? "-inf" : "inf");
+  int n = 0;
+  locale_t loc = c_locale();
+  locale_t old = loc != (locale_t)0 ? uselocale(loc) : (locale_t)0;
+  /* The fewest significant digits (from 15) that read back as the same double. */
+  for (int prec = 15; prec <= 17; prec++) {
+    n = snprintf(buf, size, "%.*g", prec, v);
+    if (strtod_c(buf, NULL) == v) break;
+  }
+  if (old != (locale_t)0) uselocale(old);
+  return n < 0 ? 0 : (size_t)n;
+}
+
 void moe_jw_num(moe_jw_t *jw, double v) {
   if (jw->err != MOE_OK) return;
   if (!isfinite(v)) {
@@ -1136,16 +1154,8 @@ void moe_jw_num(moe_jw_t *jw, double v) {
     return;
   }
   char b[40];
-  int n = 0;
-  locale_t loc = c_locale();
-  locale_t old = loc != (locale_t)0 ? uselocale(loc) : (locale_t)0;
-  /* The fewest significant digits that read back as the same double. */
-  for (int prec = 15; prec <= 17; prec++) {
-    n = snprintf(b, sizeof b, "%.*g", prec, v);
-    if (strtod_c(b, NULL) == v) break;
-  }
-  if (old != (locale_t)0) uselocale(old);
-  if (jw_value(jw)) jw_put(jw, b, (size_t)n);
+  size_t n = moe_json_fmt_num(b, sizeof b, v);
+  if (jw_value(jw)) jw_put(jw, b, n);
 }
 
 void moe_jw_bool(moe_jw_t *jw, bool v) {

@@ -114,6 +114,12 @@ const moe_json_member_t *moe_json_member_at(const moe_json_t *v, size_t i);
 const moe_json_t *moe_json_get(const moe_json_t *v, const char *key);
 const moe_json_t *moe_json_getn(const moe_json_t *v, const char *key, size_t key_len);
 bool moe_json_is_int(const moe_json_t *v);
+/*
+ * Formats v in the C locale with the fewest significant digits (at least 15) that read back as
+ * the same double ("0.1", "3", "1e+300"; "nan"/"inf"/"-inf" for non-finite values, which JSON
+ * cannot hold). Returns the length snprintf would produce; 32 bytes always suffice.
+ */
+size_t moe_json_fmt_num(char *buf, size_t size, double v);
 
 /* ---- typed checks with config errors -------------------------------------
  *

@@ -211,10 +211,12 @@ static moe_err_t parse_tensor(const moe_json_t *v, moe_st_tensor_t *t, uint64_t 
   for (int i = 0; i < t->ndim; i++) {
     const moe_json_t *d = moe_json_at(shape, (size_t)i);
     if (!moe_json_is_int(d) || d->u.num.i < 0) {
-      if (d->type == MOE_JSON_NUMBER)
+      if (d->type == MOE_JSON_NUMBER) {
+        char num[40];
+        moe_json_fmt_num(num, sizeof num, d->u.num.d);
         return fail(errstr, errstr_size, MOE_EFORMAT,
-                    "tensor '%s': shape[%d] must be a non-negative integer, got %.17g", name, i,
-                    d->u.num.d);
+                    "tensor '%s': shape[%d] must be a non-negative integer, got %s", name, i, num);
+      }
       return fail(errstr, errstr_size, MOE_EFORMAT,
                   "tensor '%s': shape[%d] must be a non-negative integer, got %s", name, i,
                   moe_json_kind(d));

@@ -114,7 +114,8 @@ moe_err_t moe_st_open_memory(const void *buf, size_t len, moe_st_file_t **out, c
 /* Unmaps / releases everything, including the tensors' copied data. NULL is a no-op. */
 void moe_st_close(moe_st_file_t *file);
 
-/* Tensors in data order (ascending offset, ties by name). */
+/* Tensors in data order: ascending offset (an empty tensor sorts before a non-empty one at the
+ * same offset; remaining ties by name). */
 size_t moe_st_n_tensors(const moe_st_file_t *file);
 /* Tensor i (0 <= i < n), or NULL when i is out of range. */
 const moe_st_tensor_t *moe_st_tensor_at(const moe_st_file_t *file, size_t i);

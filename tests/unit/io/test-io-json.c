@@ -320,6 +320,9 @@ TEST(typed_getters) {
   ASSERT_NEAR(d, 2, 0);
   ASSERT_EQ(moe_json_get_num(moe, "bias", "config.moe", 1, 2, &d, err, sizeof err), MOE_ECONFIG);
   ASSERT_STR_EQ(err, "config.moe.bias: 0.5 is out of range [1, 2]");
+  ASSERT_EQ(moe_json_get_num(moe, "bias", "config.moe", 0.1, 0.3, &d, err, sizeof err),
+            MOE_ECONFIG);
+  ASSERT_STR_EQ(err, "config.moe.bias: 0.5 is out of range [0.1, 0.3]");
   ASSERT_EQ(moe_json_get_bool(moe, "shared", "config.moe", &b, err, sizeof err), MOE_ECONFIG);
   ASSERT_STR_EQ(err, "config.moe.shared: expected boolean, got integer");
   ASSERT_OK(moe_json_get_bool(moe, "flag", "config.moe", &b, err, sizeof err));
@@ -547,4 +550,20 @@ TEST(parser_fault_injection) {
   }
   ASSERT_OP(n, >, 4); /* the document really needed several allocations */
   moe__free(text);
+}
+
+TEST(fmt_num) {
+  char b[40];
+  ASSERT_EQ(moe_json_fmt_num(b, sizeof b, 0.1), 3);
+  ASSERT_STR_EQ(b, "0.1");
+  moe_json_fmt_num(b, sizeof b, -2.0);
+  ASSERT_STR_EQ(b, "-2");
+  moe_json_fmt_num(b, sizeof b, 1e21);
+  ASSERT_STR_EQ(b, "1e+21");
+  moe_json_fmt_num(b, sizeof b, 0.1 + 0.2); /* needs 17 digits to survive a round trip */
+  ASSERT_STR_EQ(b, "0.30000000000000004");
+  moe_json_fmt_num(b, sizeof b, -INFINITY);
+  ASSERT_STR_EQ(b, "-inf");
+  moe_json_fmt_num(b, sizeof b, NAN);
+  ASSERT_STR_EQ(b, "nan");
 }
