@@ -105,15 +105,23 @@ TEST(silu_softmax_extremes) {
   /* Large magnitudes exercise exp's overflow / underflow handling in the SIMD versions. */
   float x[40], want[40], got[40];
   for (int i = 0; i < 40; i++) x[i] = (float)(i - 20) * 9.5f;
+  float gx[64], gw[64], gg[64];
+  for (int i = 0; i < 64; i++) gx[i] = (float)(i - 32) * 0.37f; /* erf's whole curve, both tails */
   const kern_ops_t *v[8];
   int nv = kern_ops_list(v, 8);
   float sm[40];
-  kern__silu_f32_ref(40, x, want);
   kern__softmax_f32_ref(40, x, sm);
   ASSERT_NEAR(sm[39], 1.0 / (1.0 + exp(-9.5)), 1e-6);
   for (int j = 0; j < nv; j++) {
+    kern__silu_f32_ref(40, x, want);
     v[j]->silu_f32(40, x, got);
     near_all("silu extremes", v[j]->name, 40, got, want, TOL_F32_ELEM);
+    kern__gelu_f32_ref(64, gx, gw);
+    v[j]->gelu_f32(64, gx, gg);
+    near_all("gelu sweep", v[j]->name, 64, gg, gw, TOL_F32_ELEM);
+    v[j]->gelu_f32(40, x, got);
+    kern__gelu_f32_ref(40, x, want);
+    near_all("gelu extremes", v[j]->name, 40, got, want, TOL_F32_ELEM);
     v[j]->softmax_f32(40, x, got);
     near_all("softmax extremes", v[j]->name, 40, got, sm, TOL_F32_ELEM);
     ASSERT(got[0] >= 0.0f && got[0] < 1e-30f);

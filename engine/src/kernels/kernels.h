@@ -13,6 +13,9 @@
  *     overwritten (not accumulated into).
  *   - Pointers need no alignment unless stated; outputs may not alias inputs unless stated.
  *   - Every function is thread-safe and reentrant: no global mutable state, no allocation.
+ *     The AVX-512 GEMMs stage scales and panels on the stack: up to 16 KiB (packed) and
+ *     52 KiB (gemm_q8_0 on row-format weights), so a thread needs a stack of 64 KiB or more
+ *     to spare for them.
  *   - Integer parts are exact: the int32 sum of products inside one block is the same in every
  *     variant; only the float arithmetic after it (scales, accumulation order) may differ, within
  *     the tolerances named in tests/kernels/.
@@ -72,7 +75,8 @@ typedef struct kern_ops_s {
   void (*scale_f32)(int64_t n, float s, float *y);                 /* y *= s */
   /* y = x * sigmoid(x); in place ok. */
   void (*silu_f32)(int64_t n, const float *x, float *y);
-  /* y = 0.5 x (1 + erf(x / sqrt 2)), PyTorch's default (exact) GELU; in place ok. */
+  /* y = 0.5 x (1 + erf(x / sqrt 2)), PyTorch's default (exact) GELU; in place ok. SIMD
+   * variants may approximate erf (|error| in y within the test's TOL_F32_ELEM). */
   void (*gelu_f32)(int64_t n, const float *x, float *y);
   /* y = softmax(x), max-subtracted; n >= 1; in place ok. */
   void (*softmax_f32)(int64_t n, const float *x, float *y);
