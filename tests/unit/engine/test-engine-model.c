@@ -7,6 +7,8 @@
  */
 #include "test.h"
 
+#include <pthread.h>
+
 #include "io/safetensors.h"
 #include "moe/alloc.h"
 #include "moe/moe.h"
@@ -316,5 +318,89 @@ TEST(allocation_failures_return_enomem_without_leaks) {
   ASSERT_OP(n, >, 20);
   ASSERT_EQ(moe_alloc_live(), live);
   free(buf);
+  builder_free(&b);
+}
+
+/* A session in steady state never calls the allocator: the arena keeps the high-water block. */
+TEST(steady_state_runs_do_not_allocate) {
+  builder_t b;
+  build(&b);
+  moe_model_t *model;
+  char err[256];
+  ASSERT_MSG(load(&b, &model, err, sizeof err) == MOE_OK, "%s", err);
+  moe_session_t *sess;
+  ASSERT_OK(moe_session_new(model, 64, &sess));
+  float num[64][2];
+  int32_t cat[64][1];
+  moe_input_t rows[64];
+  for (int r = 0; r < 64; r++) {
+    num[r][0] = (float)r;
+    num[r][1] = (float)(r % 7) - 3;
+    cat[r][0] = r % 3;
+    rows[r] = (moe_input_t){.numeric = num[r], .categorical = cat[r]};
+  }
+  float scores[64];
+  moe_output_t out = {.scores = scores};
+  ASSERT_OK(moe_session_run(sess, rows, 64, &out));
+  uint64_t before = moe_alloc_count();
+  for (int i = 0; i < 10; i++) {
+    ASSERT_OK(moe_session_run(sess, rows, 64 - i, &out));
+    ASSERT_OK(moe_session_run(sess, rows + i, 1, &out));
+  }
+  ASSERT_EQ(moe_alloc_count(), before);
+  moe_session_free(sess);
+  moe_model_free(model);
+  builder_free(&b);
+}
+
+/* One model, one session per thread: every thread gets the single-threaded answer. */
+typedef struct worker_s {
+  const moe_model_t *model;
+  const moe_input_t *rows;
+  float scores[64];
+  int rc;
+} worker_t;
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  moe_session_t *sess;
+  w->rc = moe_session_new(w->model, 64, &sess);
+  if (w->rc != MOE_OK) return NULL;
+  moe_output_t out = {.scores = w->scores};
+  for (int i = 0; i < 50 && w->rc == MOE_OK; i++) w->rc = moe_session_run(sess, w->rows, 64, &out);
+  moe_session_free(sess);
+  return NULL;
+}
+
+TEST(model_is_shared_by_threads) {
+  builder_t b;
+  build(&b);
+  moe_model_t *model;
+  char err[256];
+  ASSERT_MSG(load(&b, &model, err, sizeof err) == MOE_OK, "%s", err);
+  float num[64][2];
+  int32_t cat[64][1];
+  moe_input_t rows[64];
+  for (int r = 0; r < 64; r++) {
+    num[r][0] = (float)r * 0.1f;
+    num[r][1] = (float)(r % 5);
+    cat[r][0] = (r * 7) % 3;
+    rows[r] = (moe_input_t){.numeric = num[r], .categorical = cat[r]};
+  }
+  worker_t single = {model, rows, {0}, 0};
+  worker_main(&single);
+  ASSERT_OK(single.rc);
+  static worker_t w[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = (worker_t){model, rows, {0}, -1};
+    ASSERT_OK(pthread_create(&th[i], NULL, worker_main, &w[i]));
+  }
+  for (int i = 0; i < 4; i++) {
+    ASSERT_OK(pthread_join(th[i], NULL));
+    ASSERT_OK(w[i].rc);
+    for (int r = 0; r < 64; r++) ASSERT_EQ(w[i].scores[r], single.scores[r]);
+  }
+  moe_model_free(model);
   builder_free(&b);
 }
