@@ -138,7 +138,9 @@ static inline int32_t kern__load_i32(const int8_t *p) {
 }
 
 KERN__AI void kern__tile_store(const kern__tile_t *t, int R, int C, __m512 f[4][4]) {
+  _Pragma("GCC unroll 4")
   for (int r = 0; r < R; r++) {
+    _Pragma("GCC unroll 4")
     for (int c = 0; c < C; c++) {
       int64_t left = t->ncol - 16 * c;
       if (left <= 0) break;
@@ -153,30 +155,41 @@ KERN__AI void kern__tile_store(const kern__tile_t *t, int R, int C, __m512 f[4][
 
 KERN__AI void kern__tile_q8(const kern__tile_t *t, int R, int C) {
   __m512 f[4][4];
+  _Pragma("GCC unroll 4")
   for (int r = 0; r < R; r++)
+    _Pragma("GCC unroll 4")
     for (int c = 0; c < C; c++) f[r][c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < t->nb; b++) {
     __m512 dw[4];
     __m512i s[4][4];
     const uint8_t *q = t->w + t->dpad + (size_t)b * KERN__Q8_BLK_BYTES;
+    _Pragma("GCC unroll 4")
     for (int c = 0; c < C; c++)
       dw[c] = _mm512_cvtph_ps(
           _mm256_load_si256((const __m256i *)(t->w + c * t->gstride + (size_t)b * 32)));
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++) {
       __m512i c0 = _mm512_set1_epi32(t->cx[r][b]);
+      _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++) s[r][c] = c0;
     }
+    _Pragma("GCC unroll 8")
     for (int j = 0; j < 8; j++) {
       __m512i wv[4];
+      _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++)
         wv[c] = _mm512_load_si512((const void *)(q + c * t->gstride + j * 64));
+      _Pragma("GCC unroll 4")
       for (int r = 0; r < R; r++) {
         __m512i xv = _mm512_set1_epi32(kern__load_i32(t->xa[r][b].qs + 4 * j));
+        _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) s[r][c] = _mm512_dpbusd_epi32(s[r][c], wv[c], xv);
       }
     }
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++) {
       __m512 sx = _mm512_set1_ps(t->dx[r][b]);
+      _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++)
         f[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][c]), _mm512_mul_ps(dw[c], sx), f[r][c]);
     }
@@ -187,37 +200,48 @@ KERN__AI void kern__tile_q8(const kern__tile_t *t, int R, int C) {
 KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
   const __m512i lo4 = _mm512_set1_epi8(0x0f);
   __m512 f[4][4];
+  _Pragma("GCC unroll 4")
   for (int r = 0; r < R; r++)
+    _Pragma("GCC unroll 4")
     for (int c = 0; c < C; c++) f[r][c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < t->nb; b++) {
     __m512 dw[4];
     __m512i s[4][4];
     const uint8_t *q = t->w + t->dpad + (size_t)b * KERN__Q4_BLK_BYTES;
+    _Pragma("GCC unroll 4")
     for (int c = 0; c < C; c++)
       dw[c] = _mm512_cvtph_ps(
           _mm256_load_si256((const __m256i *)(t->w + c * t->gstride + (size_t)b * 32)));
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++) {
       __m512i c0 = _mm512_set1_epi32(t->cx[r][b]);
+      _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++) s[r][c] = c0;
     }
+    _Pragma("GCC unroll 8")
     for (int j = 0; j < 4; j++) {
       __m512i wl[4], wh[4];
+      _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++) {
         __m512i v = _mm512_load_si512((const void *)(q + c * t->gstride + j * 64));
         wl[c] = _mm512_and_si512(v, lo4);
         wh[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
       }
+      _Pragma("GCC unroll 4")
       for (int r = 0; r < R; r++) {
         __m512i xl = _mm512_set1_epi32(kern__load_i32(t->xa[r][b].qs + 8 * j));
         __m512i xh = _mm512_set1_epi32(kern__load_i32(t->xa[r][b].qs + 8 * j + 4));
+        _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
           s[r][c] = _mm512_dpbusd_epi32(s[r][c], wl[c], xl);
           s[r][c] = _mm512_dpbusd_epi32(s[r][c], wh[c], xh);
         }
       }
     }
+    _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++) {
       __m512 sx = _mm512_set1_ps(t->dx[r][b]);
+      _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++)
         f[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][c]), _mm512_mul_ps(dw[c], sx), f[r][c]);
     }
@@ -228,7 +252,7 @@ KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
 typedef void (*kern__tile_fn)(const kern__tile_t *);
 
 #define KERN__TILE_INSTANCES(X) \
-  X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(2, 1) X(2, 2) X(3, 1) X(3, 2) X(4, 1) X(4, 2)
+  X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(2, 1) X(2, 2) X(2, 3) X(3, 1) X(3, 2) X(3, 3) X(4, 1) X(4, 2) X(4, 3)
 #define KERN__DEF_TILE(R, C)                                                            \
   static void kern__tile_q8_##R##x##C(const kern__tile_t *t) { kern__tile_q8(t, R, C); } \
   static void kern__tile_q4_##R##x##C(const kern__tile_t *t) { kern__tile_q4(t, R, C); }
@@ -238,15 +262,15 @@ KERN__TILE_INSTANCES(KERN__DEF_TILE)
 /* [R - 1][C - 1]; R x C combinations without an instance are never requested. */
 static const kern__tile_fn kern__tiles_q8[4][4] = {
   {kern__tile_q8_1x1, kern__tile_q8_1x2, kern__tile_q8_1x3, kern__tile_q8_1x4},
-  {kern__tile_q8_2x1, kern__tile_q8_2x2, NULL, NULL},
-  {kern__tile_q8_3x1, kern__tile_q8_3x2, NULL, NULL},
-  {kern__tile_q8_4x1, kern__tile_q8_4x2, NULL, NULL},
+  {kern__tile_q8_2x1, kern__tile_q8_2x2, kern__tile_q8_2x3, NULL},
+  {kern__tile_q8_3x1, kern__tile_q8_3x2, kern__tile_q8_3x3, NULL},
+  {kern__tile_q8_4x1, kern__tile_q8_4x2, kern__tile_q8_4x3, NULL},
 };
 static const kern__tile_fn kern__tiles_q4[4][4] = {
   {kern__tile_q4_1x1, kern__tile_q4_1x2, kern__tile_q4_1x3, kern__tile_q4_1x4},
-  {kern__tile_q4_2x1, kern__tile_q4_2x2, NULL, NULL},
-  {kern__tile_q4_3x1, kern__tile_q4_3x2, NULL, NULL},
-  {kern__tile_q4_4x1, kern__tile_q4_4x2, NULL, NULL},
+  {kern__tile_q4_2x1, kern__tile_q4_2x2, kern__tile_q4_2x3, NULL},
+  {kern__tile_q4_3x1, kern__tile_q4_3x2, kern__tile_q4_3x3, NULL},
+  {kern__tile_q4_4x1, kern__tile_q4_4x2, kern__tile_q4_4x3, NULL},
 };
 
 /* ---- drivers ---------------------------------------------------------------------------- */
@@ -275,12 +299,12 @@ static void kern__run_panel(const kern__tile_fn tiles[4][4], int64_t mr, int64_t
                             const int32_t *cx, const uint8_t *w, size_t gstride, size_t dpad,
                             int64_t nbc, int64_t ng, int64_t col0, int64_t n, float *y_r0,
                             int64_t ldy, int acc) {
-  int cmax = mr == 1 ? 4 : 2;
+  int cmax = mr == 1 ? 4 : 3;
   for (int64_t g = 0; g < ng; g += cmax) {
     int gc = (int)(ng - g < cmax ? ng - g : cmax);
     for (int64_t r = 0; r < mr; r += 4) {
       int rr = (int)(mr - r < 4 ? mr - r : 4);
-      int cc = rr == 1 ? gc : (gc < 2 ? gc : 2);
+      int cc = gc;
       for (int c0 = 0; c0 < gc; c0 += cc) {
         int cn = gc - c0 < cc ? gc - c0 : cc;
         kern__tile_t t;
