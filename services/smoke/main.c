@@ -26,9 +26,6 @@ typedef struct {
   int log_format;
 } smoke_cfg_t;
 
-static const char *const log_levels[] = {"debug", "info", "warn", "error", "off", NULL};
-static const char *const log_formats[] = {"logfmt", "json", NULL};
-
 static bool run_id_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp, size_t n) {
   (void)d;
   size_t len = 0;
@@ -71,9 +68,9 @@ static const svc_cfg_def_t smoke_table[] = {
     {.name = "keep.tables", .type = SVC_CFG_BOOL, .def = "false",
      .offset = offsetof(smoke_cfg_t, keep_tables), .help = "keep the run's tables for inspection"},
     {.name = "log.level", .type = SVC_CFG_ENUM, .def = "warn", .env = "SLUICE_LOG_LEVEL",
-     .offset = offsetof(smoke_cfg_t, log_level), .values = log_levels, .help = "log threshold"},
+     .offset = offsetof(smoke_cfg_t, log_level), .values = svc_log_level_names, .help = "log threshold"},
     {.name = "log.format", .type = SVC_CFG_ENUM, .def = "logfmt", .env = "SLUICE_LOG_FORMAT",
-     .offset = offsetof(smoke_cfg_t, log_format), .values = log_formats, .help = "log line format"},
+     .offset = offsetof(smoke_cfg_t, log_format), .values = svc_log_format_names, .help = "log line format"},
     {0}};
 
 int main(int argc, char **argv) {

@@ -20,7 +20,8 @@ static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
 static svc_log_sink_t log_sink;
 static void *log_sink_ud;
 
-static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+const char *const svc_log_level_names[] = {"debug", "info", "warn", "error", "off", NULL};
+const char *const svc_log_format_names[] = {"logfmt", "json", NULL};
 
 /* ---- settings ----------------------------------------------------------- */
 
@@ -45,7 +46,7 @@ void svc_log_set_sink(svc_log_sink_t sink, void *ud) {
 
 svc_err_t svc_log_level_parse(const char *text, svc_log_level_t *out) {
   for (int i = 0; i <= SVC_LOG_OFF; i++) {
-    if (strcasecmp(text, level_names[i]) == 0) {
+    if (strcasecmp(text, svc_log_level_names[i]) == 0) {
       *out = (svc_log_level_t)i;
       return SVC_OK;
     }
@@ -59,7 +60,7 @@ svc_err_t svc_log_level_parse(const char *text, svc_log_level_t *out) {
 
 const char *svc_log_level_name(svc_log_level_t level) {
   if ((int)level < 0 || level > SVC_LOG_OFF) return "unknown";
-  return level_names[level];
+  return svc_log_level_names[level];
 }
 
 svc_err_t svc_log_format_parse(const char *text, svc_log_format_t *out) {

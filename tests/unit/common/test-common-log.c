@@ -98,6 +98,15 @@ TEST(parse_names) {
   ASSERT_EQ(svc_log_format_parse("xml", &f), SVC_EINVAL);
   ASSERT_STR_EQ(svc_log_level_name(SVC_LOG_ERROR), "error");
   ASSERT_STR_EQ(svc_log_format_name(SVC_LOG_JSON), "json");
+  /* The name tables are in enum order, for config enum rows. */
+  for (int i = SVC_LOG_DEBUG; i <= SVC_LOG_OFF; i++) {
+    ASSERT_OK(svc_log_level_parse(svc_log_level_names[i], &l));
+    ASSERT_EQ(l, i);
+  }
+  ASSERT_NULL(svc_log_level_names[SVC_LOG_OFF + 1]);
+  ASSERT_OK(svc_log_format_parse(svc_log_format_names[SVC_LOG_JSON], &f));
+  ASSERT_EQ(f, SVC_LOG_JSON);
+  ASSERT_NULL(svc_log_format_names[2]);
 }
 
 static void *log_many(void *arg) {

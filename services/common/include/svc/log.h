@@ -78,6 +78,13 @@ void svc_log_set_sink(svc_log_sink_t sink, void *ud);
 /* "debug", "info", "warn", "error", "off" and back. Parse returns SVC_EINVAL on other text. */
 svc_err_t svc_log_level_parse(const char *text, svc_log_level_t *out);
 const char *svc_log_level_name(svc_log_level_t level);
+/*
+ * The level and format names in enum order, NULL-terminated: ready to be the `values` of an
+ * SVC_CFG_ENUM config row whose stored index is then the svc_log_level_t / svc_log_format_t.
+ */
+extern const char *const svc_log_level_names[];
+extern const char *const svc_log_format_names[];
+
 /* "logfmt", "json" and back. */
 svc_err_t svc_log_format_parse(const char *text, svc_log_format_t *out);
 const char *svc_log_format_name(svc_log_format_t format);
