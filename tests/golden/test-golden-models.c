@@ -185,3 +185,46 @@ TEST(model_info) {
   ASSERT_EQ(moe_model_text_max_len(fx.model), 16);
   fixture_close(&fx);
 }
+
+/* Sensor channels and text tokens are attributed by the same occlusion rule (moe.h). */
+TEST(sensor_and_text_attributions) {
+  const char *names[2] = {"sensor-f32", "text-q8_0"};
+  for (int k = 0; k < 2; k++) {
+    fixture_t fx;
+    fixture_open(&fx, names[k]);
+    moe_session_t *sess;
+    ASSERT_OK(moe_session_new(fx.model, 4, &sess));
+    const int text = moe_model_encoder(fx.model) == MOE_ENCODER_TEXT;
+    const moe_input_t *row = &fx.rows[0];
+    const int n = text ? row->n_tokens : moe_model_n_attributions(fx.model);
+    const int n_out = moe_model_n_outputs(fx.model);
+    float attr[64], base[16], occ[16];
+    ASSERT_OP(n, <=, 64);
+    ASSERT_OK(moe_session_attribute(sess, row, n_out - 1, attr, 64));
+    moe_output_t out = {base, NULL, NULL, NULL};
+    ASSERT_OK(moe_session_run(sess, row, 1, &out));
+    /* Occlude feature 1 by hand. */
+    moe_input_t copy = *row;
+    float window[24 * 3];
+    int32_t tokens[16];
+    if (text) {
+      memcpy(tokens, row->tokens, (size_t)row->n_tokens * sizeof(int32_t));
+      tokens[1] = 0;
+      copy.tokens = tokens;
+    } else {
+      const int T = moe_model_sensor_window(fx.model), C = moe_model_sensor_channels(fx.model);
+      ASSERT_OP(T * C, <=, 24 * 3);
+      memcpy(window, row->window, (size_t)T * C * sizeof(float));
+      for (int t = 0; t < T; t++) window[t * C + 1] = 0.0f; /* vib's mean is 0 (gen_golden.py) */
+      copy.window = window;
+    }
+    out.scores = occ;
+    ASSERT_OK(moe_session_run(sess, &copy, 1, &out));
+    ASSERT_NEAR(attr[1], base[n_out - 1] - occ[n_out - 1], 1e-4);
+    double total = 0;
+    for (int f = 0; f < n; f++) total += fabs(attr[f]);
+    ASSERT_OP(total, >, 1e-5);
+    moe_session_free(sess);
+    fixture_close(&fx);
+  }
+}

@@ -182,11 +182,27 @@ int moe_session_run(moe_session_t *sess, const moe_input_t *rows, int n_rows, mo
 /* The message of the last failed run ("" after a success). Valid until the next run. */
 const char *moe_session_error(const moe_session_t *sess);
 
+/* ---- explanations ------------------------------------------------------------------------ */
+
 /*
- * Feature attributions (top contributing input features / tokens) are planned as an on-demand
- * call on a session (occlusion: re-run the row with a feature at its mean/unknown and report
- * the score deltas), so that the plain scoring path pays nothing for it.
+ * Number of attributions moe_session_attribute gives for this model: tabular n_numeric +
+ * n_categorical (numeric features first, in config order); sensor n_channels; text 0 (it is
+ * per row: one per token).
  */
+int moe_model_n_attributions(const moe_model_t *model);
+
+/*
+ * Feature attributions by occlusion, on demand (the plain scoring path pays nothing for it):
+ * attr[f] = score(row)[output] - score(row with feature f neutral)[output], where neutral is a
+ * numeric feature at its training mean, a categorical one at id 0 (vocab[0], "<unk>" by
+ * convention), a sensor channel at its mean for the whole window, a token replaced by id 0.
+ * Positive: the feature pushed the output up. Runs n + 1 rows through the session (in batches
+ * of max_batch), so its arena is reused and its last outputs are overwritten. n_attr must be
+ * >= the number of features (moe_model_n_attributions, or row->n_tokens for text); output is
+ * an index into the row's scores (0 for binary). Returns MOE_OK, MOE_EINVAL, MOE_EDATA (as
+ * moe_session_run) or MOE_ENOMEM. The thread that owns sess only.
+ */
+int moe_session_attribute(moe_session_t *sess, const moe_input_t *row, int output, float *attr, int n_attr);
 
 #ifdef __cplusplus
 }

@@ -15,13 +15,6 @@
 #include "kernels/kernels.h"
 #include "moe/model-impl.h"
 
-struct moe_session_s {
-  const moe_model_t *model;
-  int max_batch;
-  moe__arena_t arena;
-  char err[256];
-};
-
 static int sess_err(moe_session_t *sess, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int sess_err(moe_session_t *sess, int rc, const char *fmt, ...) {
   va_list ap;
@@ -310,6 +303,9 @@ int moe_session_new(const moe_model_t *model, int max_batch, moe_session_t **ses
 
 void moe_session_free(moe_session_t *sess) {
   if (sess == NULL) return;
+  moe__free(sess->attr_rows);
+  moe__free(sess->attr_data);
+  moe__free(sess->attr_scores);
   moe__arena_close(&sess->arena);
   moe__free(sess);
 }

@@ -129,6 +129,20 @@ struct moe_model_s {
   int n_allocs, cap_allocs;
 };
 
+/* ---- sessions ------------------------------------------------------------------------ */
+
+struct moe_session_s {
+  const moe_model_t *model;
+  int max_batch;
+  moe__arena_t arena;
+  char err[256];
+  /* Attribution scratch (moe/attribute.c), allocated on first use: occluded copies of a row. */
+  moe_input_t *attr_rows;
+  void *attr_data;
+  float *attr_scores;
+  size_t attr_rows_cap, attr_data_cap, attr_scores_cap;
+};
+
 /* ---- forward pieces (moe/forward.c) -------------------------------------------------- */
 
 /*

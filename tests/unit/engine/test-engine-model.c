@@ -404,3 +404,41 @@ TEST(model_is_shared_by_threads) {
   moe_model_free(model);
   builder_free(&b);
 }
+
+/* Occlusion attributions are the score changes of the occluded rows; a neutral row has none. */
+TEST(attributions_are_occlusion_deltas) {
+  builder_t b;
+  build(&b);
+  moe_model_t *model;
+  char err[256];
+  ASSERT_MSG(load(&b, &model, err, sizeof err) == MOE_OK, "%s", err);
+  ASSERT_EQ(moe_model_n_attributions(model), 3);
+  moe_session_t *sess;
+  ASSERT_OK(moe_session_new(model, 2, &sess)); /* smaller than the 4 variants: runs in chunks */
+  float num[2] = {4, -1.5f};
+  int32_t cat[1] = {2};
+  moe_input_t row = {.numeric = num, .categorical = cat};
+  float attr[3], base, occluded;
+  ASSERT_OK(moe_session_attribute(sess, &row, 0, attr, 3));
+  moe_output_t out = {.scores = &base};
+  ASSERT_OK(moe_session_run(sess, &row, 1, &out));
+  out.scores = &occluded;
+  const float saved[3] = {num[0], num[1], (float)cat[0]};
+  for (int f = 0; f < 3; f++) {
+    if (f < 2) num[f] = f == 0 ? 1.0f : 0.0f; /* the config's means */
+    else cat[0] = 0;
+    ASSERT_OK(moe_session_run(sess, &row, 1, &out));
+    ASSERT_NEAR(attr[f], base - occluded, 1e-5);
+    num[0] = saved[0], num[1] = saved[1], cat[0] = (int32_t)saved[2];
+  }
+  ASSERT(fabsf(attr[0]) + fabsf(attr[1]) + fabsf(attr[2]) > 1e-4f);
+  /* Already neutral: every occlusion leaves the row as it was. */
+  num[0] = 1, num[1] = 0, cat[0] = 0;
+  ASSERT_OK(moe_session_attribute(sess, &row, 0, attr, 3));
+  for (int f = 0; f < 3; f++) ASSERT_NEAR(attr[f], 0, 1e-6);
+  ASSERT_EQ(moe_session_attribute(sess, &row, 1, attr, 3), MOE_EINVAL);
+  ASSERT_EQ(moe_session_attribute(sess, &row, 0, attr, 2), MOE_EINVAL);
+  moe_session_free(sess);
+  moe_model_free(model);
+  builder_free(&b);
+}
