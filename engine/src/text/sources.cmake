@@ -1,0 +1,4 @@
+list(APPEND MOE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/normalize.c
+  ${CMAKE_CURRENT_LIST_DIR}/sections.c
+  ${CMAKE_CURRENT_LIST_DIR}/wordpiece.c)
