@@ -6,14 +6,22 @@
 
 #include "bench-limits.h"
 
-uint64_t bench_read_avx512(const void *buf, size_t bytes, int64_t passes) {
-  /* Four streams, one per quarter of the buffer, read side by side: a single sequential
-   * stream is limited by how many misses one prefetch stream keeps in flight, not by the
-   * cache's bandwidth, and the kernels read several streams at once too. */
+uint64_t bench_read_avx512(const void *buf, size_t bytes, int64_t passes, int streams) {
+  /* With 4 streams, one per quarter of the buffer, read side by side: a single sequential
+   * stream can be limited by how many misses one prefetch stream keeps in flight rather than
+   * by the cache's bandwidth, while DRAM may prefer one stream; the caller takes the best. */
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  size_t q = bytes / 4 / 128 * 128;
+  size_t q = streams == 4 ? bytes / 4 / 128 * 128 : 0;
   for (int64_t p = 0; p < passes; p++) {
     const char *c0 = (const char *)buf, *c1 = c0 + q, *c2 = c1 + q, *c3 = c2 + q;
+    if (streams != 4) {
+      for (size_t off = 0; off + 256 <= bytes; off += 256) {
+        a0 = _mm512_add_epi32(a0, _mm512_load_si512((const void *)(c0 + off)));
+        a1 = _mm512_add_epi32(a1, _mm512_load_si512((const void *)(c0 + off + 64)));
+        a2 = _mm512_add_epi32(a2, _mm512_load_si512((const void *)(c0 + off + 128)));
+        a3 = _mm512_add_epi32(a3, _mm512_load_si512((const void *)(c0 + off + 192)));
+      }
+    }
     for (size_t off = 0; off < q; off += 128) {
       a0 = _mm512_add_epi32(a0, _mm512_load_si512((const void *)(c0 + off)));
       a1 = _mm512_add_epi32(a1, _mm512_load_si512((const void *)(c1 + off)));

@@ -11,9 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Reads `bytes` (a multiple of 512, 64-byte aligned) `passes` times with 512-bit loads;
- * returns a value derived from the data so the reads cannot be optimised away. */
-uint64_t bench_read_avx512(const void *buf, size_t bytes, int64_t passes);
+/* Reads `bytes` (a multiple of 512, 64-byte aligned) `passes` times with 512-bit loads, as
+ * one sequential stream (streams 1) or four interleaved ones (streams 4); returns a value
+ * derived from the data so that the reads cannot be optimised away. */
+uint64_t bench_read_avx512(const void *buf, size_t bytes, int64_t passes, int streams);
 
 /* `iters` iterations of 16 independent vpdpbusd chains: 16 * 64 multiply-adds each. Returns
  * a checksum. */
