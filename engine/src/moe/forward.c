@@ -240,6 +240,9 @@ static int encode_text(moe_session_t *sess, const moe_input_t *rows, int m, floa
         return sess_err(sess, MOE_EDATA, "row %d: token %d has id %d, outside [0, %d)", r, i, (int)rows[r].tokens[i],
                         cfg->vocab_size);
     start[r + 1] = start[r] + n;
+    /* Token rows go through int-indexed GEMMs; no real batch comes near this. */
+    if (start[r + 1] > (1 << 26))
+      return sess_err(sess, MOE_EINVAL, "batch has more than %d tokens; split it", 1 << 26);
   }
   const int N = start[m];
   float *hs = MOE__ARENA_FLOATS(arena, (size_t)N * d);
