@@ -35,8 +35,14 @@ uint64_t bench_read_avx512(const void *buf, size_t bytes, int64_t passes, int st
     /* Keep the compiler from hoisting or merging passes. */
     __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3));
   }
-  __m512i s = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
-  return (uint64_t)(uint32_t)_mm512_reduce_add_epi32(s);
+  /* Summed as unsigned: the lanes wrap, which the intrinsic's signed reduction would make
+   * undefined. */
+  uint32_t lanes[16];
+  _mm512_storeu_si512((void *)lanes,
+                      _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+  uint32_t sum = 0;
+  for (int i = 0; i < 16; i++) sum += lanes[i];
+  return sum;
 }
 
 /* The chains are written in assembly: compiled C kept moving the accumulators between
