@@ -7,6 +7,7 @@
  * writes the engine's scores of all N rows (raw float32) for them to compare against.
  *
  *   bench-engine-model MODEL INPUTS [--scores-out FILE] [--min-time SECONDS] [--repeats N]
+ *                      [--only-batch B]
  */
 #include <sched.h>
 #include <stdio.h>
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
   const char *scores_out = NULL;
   double min_time = 0.3;
   int repeats = 3;
+  int only_batch = 0; /* for profiling: time just this batch size */
   if (argc < 3) {
     fprintf(stderr, "usage: %s MODEL INPUTS [--scores-out FILE] [--min-time S] [--repeats N]\n", argv[0]);
     return 2;
@@ -53,6 +55,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--scores-out") == 0 && i + 1 < argc) scores_out = argv[++i];
     else if (strcmp(argv[i], "--min-time") == 0 && i + 1 < argc) min_time = atof(argv[++i]);
     else if (strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) repeats = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--only-batch") == 0 && i + 1 < argc) only_batch = atoi(argv[++i]);
     else {
       fprintf(stderr, "bench-engine-model: unknown argument \"%s\"\n", argv[i]);
       return 2;
@@ -115,6 +118,8 @@ int main(int argc, char **argv) {
          kern_ops()->name, n);
   for (int bi = 0; bi < 3; bi++) {
     const int b = batches[bi] < n ? batches[bi] : n;
+    us_per_row[bi] = cpu_us_per_row[bi] = 0;
+    if (only_batch > 0 && b != only_batch) continue;
     moe_session_t *sess;
     if (moe_session_new(model, b, &sess) != MOE_OK) return 1;
     double best = 1e30, best_cpu = 1e30;

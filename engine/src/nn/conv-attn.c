@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "nn/nn.h"
 
 int moe__conv1d_forward(const moe__conv1d_t *conv, moe__arena_t *arena, const float *x, int m,
@@ -48,6 +49,7 @@ void moe__attention_windowed(const float *qkv, int n, int d, int n_head, int win
   const int half = window / 2;
   const float scale = 1.0f / sqrtf((float)dh);
   const size_t ld = (size_t)3 * d;
+  const kern_ops_t *ops = kern_ops();
   for (int h = 0; h < n_head; h++) {
     for (int i = 0; i < n; i++) {
       const float *q = qkv + (size_t)i * ld + (size_t)h * dh;
@@ -62,9 +64,7 @@ void moe__attention_windowed(const float *qkv, int n, int d, int n_head, int win
       float mx = -INFINITY;
       for (int j = first; j < n; j = next_key(j, lo, hi, n_global, n)) {
         const float *kk = qkv + (size_t)j * ld + d + (size_t)h * dh;
-        float s = 0.0f;
-        for (int e = 0; e < dh; e++) s += q[e] * kk[e];
-        scores[j] = s * scale;
+        scores[j] = ops->dot_f32(dh, q, kk) * scale;
         mx = scores[j] > mx ? scores[j] : mx;
       }
       float sum = 0.0f;
@@ -75,9 +75,7 @@ void moe__attention_windowed(const float *qkv, int n, int d, int n_head, int win
       const float inv = 1.0f / sum;
       memset(o, 0, (size_t)dh * sizeof(float));
       for (int j = first; j < n; j = next_key(j, lo, hi, n_global, n)) {
-        const float p = scores[j] * inv;
-        const float *v = qkv + (size_t)j * ld + 2 * (size_t)d + (size_t)h * dh;
-        for (int e = 0; e < dh; e++) o[e] += p * v[e];
+        ops->axpy_f32(dh, scores[j] * inv, qkv + (size_t)j * ld + 2 * (size_t)d + (size_t)h * dh, o);
       }
     }
   }
