@@ -76,6 +76,9 @@ typedef struct {
   size_t err_size;
   double t_start, t_last_dr, t_done;
   int32_t *seen;
+  /* Per partition, the next offset the offsets table holds once every submitted batch has
+   * committed: -1 no row yet, >= 0 a row; the fence of the next batch expects exactly this. */
+  int64_t *expected_next;
 } smoke_t;
 
 static double now_s(void) {
@@ -256,46 +259,66 @@ static void batch_committed(db_conn_t *conn, svc_err_t err, const PGresult *res,
   }
 }
 
-/* Submits the current batch as one transaction: the events and the next offsets. */
+/*
+ * Submits the current batch as one transaction: the events, then the next offsets. The offsets
+ * are fenced: a partition that has a row is updated only where it still holds the offset this
+ * member expects (db_txn_add_expect), and a partition without one is inserted (a row inserted
+ * meanwhile by another member is a key conflict). Either way a member that lost the partition
+ * commits nothing.
+ */
 static void batch_flush(smoke_t *s) {
   batch_t *b = &s->batch;
   if (!b->any || s->tearing_down) return;
-  sb_t po = {0}, pn = {0};
-  sb_printf(&po, "{");
-  sb_printf(&pn, "{");
+  sb_t up = {0}, un = {0}, ue = {0}, ip = {0}, in = {0};
+  long n_upd = 0, n_ins = 0;
   for (int64_t p = 0; p < s->o.partitions; p++) {
     if (b->next_off[p] < 0) continue;
-    sb_printf(&po, "%s%" PRId64, po.len > 1 ? "," : "", p);
-    sb_printf(&pn, "%s%" PRId64, pn.len > 1 ? "," : "", b->next_off[p]);
+    if (s->expected_next[p] >= 0) {
+      const char *sep = n_upd++ ? "," : "";
+      sb_printf(&up, "%s%" PRId64, sep, p);
+      sb_printf(&un, "%s%" PRId64, sep, b->next_off[p]);
+      sb_printf(&ue, "%s%" PRId64, sep, s->expected_next[p]);
+    } else {
+      const char *sep = n_ins++ ? "," : "";
+      sb_printf(&ip, "%s%" PRId64, sep, p);
+      sb_printf(&in, "%s%" PRId64, sep, b->next_off[p]);
+    }
+    s->expected_next[p] = b->next_off[p];
   }
-  sb_printf(&po, "}");
-  sb_printf(&pn, "}");
-  char ev_sql[512], off_sql[512];
+  char ev_sql[512], upd_sql[512], ins_sql[512];
   snprintf(ev_sql, sizeof ev_sql,
            "INSERT INTO %s (event_id, kafka_partition, kafka_offset, amount, card_id) "
            "SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::float8[], $5::text[])",
            s->rep->events_table);
-  snprintf(off_sql, sizeof off_sql,
-           "INSERT INTO %s (topic, kafka_partition, next_offset) "
-           "SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS x(p, o) "
-           "ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+  snprintf(upd_sql, sizeof upd_sql,
+           "UPDATE %s o SET next_offset = x.n "
+           "FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS x(p, n, e) "
+           "WHERE o.topic = $1 AND o.kafka_partition = x.p AND o.next_offset = x.e",
            s->rep->offsets_table);
-  char *ids = NULL, *parts = NULL, *offs = NULL, *amounts = NULL, *cards = NULL;
-  sb_t *arrays[] = {&b->ids, &b->parts, &b->offs, &b->amounts, &b->cards};
-  char **outs[] = {&ids, &parts, &offs, &amounts, &cards};
-  for (int k = 0; k < 5; k++) {
+  snprintf(ins_sql, sizeof ins_sql,
+           "INSERT INTO %s (topic, kafka_partition, next_offset) "
+           "SELECT $1, p, n FROM unnest($2::int[], $3::bigint[]) AS x(p, n)",
+           s->rep->offsets_table);
+  sb_t *lists[] = {&b->ids, &b->parts, &b->offs, &b->amounts, &b->cards, &up, &un, &ue, &ip, &in};
+  char *arr[10];
+  for (int k = 0; k < 10; k++) {
     sb_t tmp = {0};
-    sb_printf(&tmp, "{%s}", arrays[k]->s ? arrays[k]->s : "");
-    *outs[k] = tmp.s;
+    sb_printf(&tmp, "{%s}", lists[k]->s ? lists[k]->s : "");
+    arr[k] = tmp.s;
   }
   db_txn_t *txn = db_txn_new();
-  const char *ev_params[] = {ids, parts, offs, amounts, cards};
+  const char *ev_params[] = {arr[0], arr[1], arr[2], arr[3], arr[4]};
   db_txn_add(txn, ev_sql, 5, ev_params);
-  const char *off_params[] = {s->rep->topic, po.s, pn.s};
-  db_txn_add(txn, off_sql, 3, off_params);
-  for (int k = 0; k < 5; k++) free(*outs[k]);
-  free(po.s);
-  free(pn.s);
+  if (n_upd > 0) {
+    const char *params[] = {s->rep->topic, arr[5], arr[6], arr[7]};
+    db_txn_add_expect(txn, upd_sql, 4, params, n_upd);
+  }
+  if (n_ins > 0) {
+    const char *params[] = {s->rep->topic, arr[8], arr[9]};
+    db_txn_add(txn, ins_sql, 3, params);
+  }
+  for (int k = 0; k < 10; k++) free(arr[k]);
+  for (int k = 5; k < 10; k++) free(lists[k]->s);
   int64_t n = b->n;
   batch_clear(s);
   svc_err_t rc = db_conn_txn(s->db, txn, batch_committed, (void *)(intptr_t)n);
@@ -363,6 +386,8 @@ static void offsets_loaded(db_conn_t *conn, svc_err_t err, const PGresult *res, 
       if (atoi(PQgetvalue(res, row, 0)) == tp->partition)
         tp->offset = strtoll(PQgetvalue(res, row, 1), NULL, 10);
     }
+    if (tp->partition >= 0 && tp->partition < s->o.partitions)
+      s->expected_next[tp->partition] = tp->offset >= 0 ? tp->offset : -1;
     SVC_LOG(SVC_LOG_INFO, "smoke: partition starts at stored offset", "partition=%d offset=%" PRId64,
             (int)tp->partition, (int64_t)tp->offset);
   }
@@ -376,8 +401,8 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
                                           rd_kafka_topic_partition_list_t *parts) {
   smoke_t *s = cons->data;
   if (kind != KQ_REBALANCE_ASSIGN) {
-    /* Hand in what we have before the partitions go. (The worker must also fence: a commit
-     * landing after the new owner read the offsets would duplicate; see the report.) */
+    /* Hand in what we have before the partitions go; should it land after the new owner read
+     * the offsets, the fence in batch_flush makes it fail instead of duplicating. */
     batch_flush(s);
     return KQ_REBALANCE_DONE;
   }
@@ -543,11 +568,13 @@ svc_err_t smoke_run(const smoke_opts_t *opts, smoke_report_t *rep, char *errstr,
 
   s->seen = calloc((size_t)s->o.events, sizeof *s->seen);
   s->batch.next_off = calloc((size_t)s->o.partitions, sizeof *s->batch.next_off);
-  if (s->seen == NULL || s->batch.next_off == NULL) {
+  s->expected_next = calloc((size_t)s->o.partitions, sizeof *s->expected_next);
+  if (s->seen == NULL || s->batch.next_off == NULL || s->expected_next == NULL) {
     rc = SVC_ENOMEM;
     goto out;
   }
   batch_clear(s);
+  for (int64_t p = 0; p < s->o.partitions; p++) s->expected_next[p] = -1;
 
   rc = kq_topic_create(s->o.brokers, rep->topic, (int)s->o.partitions, 1, 15000, errstr, errstr_size);
   if (rc != SVC_OK) goto out;
@@ -600,6 +627,7 @@ svc_err_t smoke_run(const smoke_opts_t *opts, smoke_report_t *rep, char *errstr,
 out:
   free(s->seen);
   free(s->batch.next_off);
+  free(s->expected_next);
   free(s->batch.ids.s);
   free(s->batch.parts.s);
   free(s->batch.offs.s);

@@ -3,8 +3,8 @@
  * against the real servers, and checked. It produces N protobuf Envelope{Transaction} events
  * with unique ids to a fresh topic, consumes them in a consumer group through kq_consumer on a
  * libuv loop, writes them to PostgreSQL in batches (one transaction per batch that also stores
- * the next offset of each partition, and on assignment the consumer seeks to those stored
- * offsets), and finally verifies that exactly those N ids are stored, once each.
+ * the next offset of each partition, fenced so that a member that lost a partition commits
+ * nothing; on assignment the consumer seeks to the stored offsets), and finally verifies that exactly those N ids are stored, once each.
  *
  * Names used by a run with id R (lowercase letters, digits and '_'): topic "sluice-smoke-R"
  * with `partitions` partitions, consumer group "sluice-smoke-R", tables smoke_R_events

@@ -1,7 +1,7 @@
 /*
  * db_conn on a libuv loop against the real PostgreSQL server: queued queries run in order with
  * parameters and NULLs, server errors carry the SQLSTATE, scripts and transactions commit or
- * roll back as a whole, and when the server kills the backend (pg_terminate_backend from a
+ * roll back as a whole, a row-count fence (db_txn_add_expect) rolls a transaction back, and when the server kills the backend (pg_terminate_backend from a
  * second connection, while a request is in flight and again while idle) the work in flight
  * fails with SVC_ECONNLOST, queued work with SVC_ENOTCONN, and the connection comes back on a
  * new backend by itself.
@@ -85,12 +85,25 @@ TEST(queries_scripts_and_transactions) {
   ASSERT_OK(db_conn_query(conn, "SELECT string_agg(v, '' ORDER BY id) FROM t", 0, NULL, record, (void *)6));
   ASSERT_OK(db_conn_exec(conn, "SELECT 1; SELECT * FROM no_such_table; SELECT 3", record, (void *)7));
   ASSERT_OK(db_conn_query(conn, "SELECT 'still usable'", 0, NULL, record, (void *)8));
-  ASSERT_EQ(db_conn_pending(conn), 9);
+  /* Fencing: the first update matches one row, the second none (the value moved on), so the
+   * whole transaction is rolled back; the next one expects the right count and commits. */
+  db_txn_t *fenced = db_txn_new();
+  const char *f1[] = {"x", "1"};
+  const char *f2[] = {"y", "2", "moved-on"};
+  db_txn_add_expect(fenced, "UPDATE t SET v = $1 WHERE id = $2::int", 2, f1, 1);
+  db_txn_add_expect(fenced, "UPDATE t SET v = $1 WHERE id = $2::int AND v = $3", 3, f2, 1);
+  ASSERT_OK(db_conn_txn(conn, fenced, record, (void *)9));
+  db_txn_t *fine = db_txn_new();
+  const char *f3[] = {"z", "2", "b"};
+  db_txn_add_expect(fine, "UPDATE t SET v = $1 WHERE id = $2::int AND v = $3", 3, f3, 1);
+  db_txn_add(fine, "SELECT string_agg(v, '' ORDER BY id) FROM t", 0, NULL);
+  ASSERT_OK(db_conn_txn(conn, fine, record, (void *)10));
+  ASSERT_EQ(db_conn_pending(conn), 11);
 
-  while (R.n < 9 && uv_run(&loop, UV_RUN_ONCE)) {
+  while (R.n < 11 && uv_run(&loop, UV_RUN_ONCE)) {
   }
-  ASSERT_EQ(R.n, 9);
-  for (int i = 0; i < 9; i++) ASSERT_EQ(R.order[i], i);
+  ASSERT_EQ(R.n, 11);
+  for (int i = 0; i < 11; i++) ASSERT_EQ(R.order[i], i);
   ASSERT_EQ(R.err[0], SVC_OK);
   ASSERT_STR_EQ(R.val[0], "5");
   ASSERT_STR_EQ(R.val[1], "was null");
@@ -108,6 +121,10 @@ TEST(queries_scripts_and_transactions) {
   ASSERT_EQ(R.err[7], SVC_EDB);
   ASSERT_STR_CONTAINS(R.msg[7], "(SQLSTATE 42P01)");
   ASSERT_STR_EQ(R.val[8], "still usable");
+  ASSERT_EQ(R.err[9], SVC_ECONFLICT);
+  ASSERT_STR_CONTAINS(R.msg[9], "statement 2 of 2: expected 1 rows affected, got 0");
+  ASSERT_EQ(R.err[10], SVC_OK);
+  ASSERT_STR_EQ(R.val[10], "azcd"); /* the fenced transaction's first update was rolled back */
   ASSERT_EQ(db_conn_connects(conn), 1);
 
   db_conn_close(conn, closed);

@@ -20,6 +20,7 @@ typedef struct {
   char *sql;
   int n_params;
   char **params;
+  long expect_rows; /* -1: any */
 } stmt_t;
 
 struct db_txn_s {
@@ -116,6 +117,11 @@ db_txn_t *db_txn_new(void) {
 }
 
 void db_txn_add(db_txn_t *t, const char *sql, int n_params, const char *const *params) {
+  db_txn_add_expect(t, sql, n_params, params, -1);
+}
+
+void db_txn_add_expect(db_txn_t *t, const char *sql, int n_params, const char *const *params,
+                       long expect_rows) {
   if (t->n == t->cap) {
     t->cap = t->cap ? 2 * t->cap : 4;
     stmt_t *v = realloc(t->v, t->cap * sizeof *v);
@@ -125,6 +131,7 @@ void db_txn_add(db_txn_t *t, const char *sql, int n_params, const char *const *p
   stmt_t *s = &t->v[t->n++];
   s->sql = xstrdup(sql);
   s->n_params = n_params;
+  s->expect_rows = expect_rows;
   s->params = NULL;
   if (n_params > 0) {
     s->params = xmalloc((size_t)n_params * sizeof *s->params);
@@ -424,6 +431,15 @@ static void statement_done(conn_t *c, req_t *r, PGresult *res) {
       snprintf(where, sizeof where, "statement %zu of %zu: ", r->pos + 1, r->stmts->n);
       r->err = SVC_EDB;
       r->errmsg = res ? result_error(res, where) : xprintf("%sno result", where);
+      PQclear(res);
+      r->phase = PH_ROLLBACK;
+      return;
+    }
+    long expect = r->stmts->v[r->pos].expect_rows;
+    if (expect >= 0 && atol(PQcmdTuples(res)) != expect) {
+      r->err = SVC_ECONFLICT;
+      r->errmsg = xprintf("statement %zu of %zu: expected %ld rows affected, got %s: rolled back",
+                          r->pos + 1, r->stmts->n, expect, PQcmdTuples(res));
       PQclear(res);
       r->phase = PH_ROLLBACK;
       return;

@@ -55,7 +55,7 @@ typedef void (*db_status_cb)(db_conn_t *conn, db_status_t status, const char *de
  * The outcome of a request. err is SVC_OK with `res` the result of the (last) statement
  * (PGRES_TUPLES_OK or PGRES_COMMAND_OK), or an error with res NULL and errmsg saying what
  * failed: SVC_EDB (the server rejected a statement; errmsg has the statement number, the
- * server's message and SQLSTATE), SVC_ECONNLOST, SVC_ENOTCONN, SVC_ECANCELED (db_conn_close).
+ * server's message and SQLSTATE), SVC_ECONFLICT (see db_txn_add_expect), SVC_ECONNLOST, SVC_ENOTCONN, SVC_ECANCELED (db_conn_close).
  * `res` and `errmsg` are borrowed: they are freed when the callback returns. The callback may
  * submit more requests or close the connection.
  */
@@ -97,6 +97,15 @@ typedef struct db_txn_s db_txn_t;
 db_txn_t *db_txn_new(void);
 /* Appends one statement; SQL and parameters are copied. */
 void db_txn_add(db_txn_t *txn, const char *sql, int n_params, const char *const *params);
+/*
+ * Appends a statement that must affect exactly `expect_rows` rows (PQcmdTuples), or the whole
+ * transaction is rolled back and reported as SVC_ECONFLICT. This is the fence of the
+ * exactly-once design: "UPDATE offsets SET next_offset = $new WHERE ... AND next_offset =
+ * $expected" affects 0 rows when another member has moved the partition on since we read it,
+ * so a zombie's late batch commits nothing instead of duplicating results.
+ */
+void db_txn_add_expect(db_txn_t *txn, const char *sql, int n_params, const char *const *params,
+                       long expect_rows);
 size_t db_txn_len(const db_txn_t *txn);
 /* Frees a transaction that was not submitted. NULL is a no-op. */
 void db_txn_free(db_txn_t *txn);
@@ -104,8 +113,9 @@ void db_txn_free(db_txn_t *txn);
 /*
  * Queues BEGIN, the statements, COMMIT. Always takes ownership of `txn`. The callback's `res`
  * is the result of the last statement before COMMIT. A failing statement rolls the
- * transaction back before the callback (SVC_EDB, errmsg "statement 2 of 3: ..."), and a COMMIT
- * that the server turned into a ROLLBACK is reported as SVC_EDB too.
+ * transaction back before the callback (SVC_EDB, errmsg "statement 2 of 3: ..."; SVC_ECONFLICT
+ * when a db_txn_add_expect row count did not match), and a COMMIT that the server turned into
+ * a ROLLBACK is reported as SVC_EDB too.
  */
 svc_err_t db_conn_txn(db_conn_t *conn, db_txn_t *txn, db_result_cb cb, void *arg);
 

@@ -28,7 +28,8 @@ extern "C" {
   XX(EDB, "database error")                                                  \
   XX(EUV, "event loop error")                                                \
   XX(EDECODE, "malformed message")                                           \
-  XX(ESTATE, "operation not allowed in the current state")
+  XX(ESTATE, "operation not allowed in the current state")                  \
+  XX(ECONFLICT, "a concurrent change was detected; nothing was applied")
 
 typedef enum {
   SVC_OK = 0,
