@@ -4,7 +4,8 @@
  * delivery report on the loop thread; closing a producer whose broker is down purges the queue
  * after the timeout (every record reported SVC_ECANCELED) while the loop keeps running; and a
  * consumer limited to one message per wakeup still drains a backlog at loop speed (the bounded
- * drain re-arms itself instead of waiting for a wakeup byte that will not come).
+ * drain re-arms itself instead of waiting for a wakeup byte that will not come), and hands
+ * librdkafka's statistics to the stats hook.
  */
 #include "test.h"
 
@@ -120,7 +121,16 @@ typedef struct {
   int got;
   int assigned;
   int closed;
+  int stats;
 } cstate_t;
+
+static void on_stats(kq_consumer_t *cons, const char *json, size_t len) {
+  cstate_t *c = cons->data;
+  ASSERT_OP(len, >, 10);
+  ASSERT_EQ(json[0], '{');
+  ASSERT_STR_CONTAINS(json, "\"consumer\"");
+  c->stats++;
+}
 
 static void on_message(kq_consumer_t *cons, rd_kafka_message_t *m) {
   cstate_t *c = cons->data;
@@ -156,7 +166,8 @@ TEST(bounded_drain_rearms_itself) {
   const char *topics[] = {"backlog", NULL};
   kq_consumer_opts_t co = {.brokers = rd_kafka_mock_cluster_bootstraps(mc), .group_id = "g",
                            .topics = topics, .max_per_wakeup = 1, .on_message = on_message,
-                           .on_rebalance = on_rebalance, .data = &c};
+                           .on_rebalance = on_rebalance, .statistics_interval_ms = 100,
+                           .on_stats = on_stats, .data = &c};
   kq_consumer_t *cons;
   ASSERT_MSG(kq_consumer_new(&loop, &co, &cons, err, sizeof err) == SVC_OK, "%s", err);
   run_until(&loop, &c.assigned, 1, 20);
@@ -165,6 +176,7 @@ TEST(bounded_drain_rearms_itself) {
   /* One message per wakeup and only the 1 s idle poll would take n seconds. */
   ASSERT_OP(test_now_s() - t0, <, 10);
   ASSERT_EQ(c.got, n);
+  run_until(&loop, &c.stats, 1, 5); /* the statistics hook fires on the loop thread too */
   kq_consumer_close(cons, cons_closed);
   kq_producer_close(prod, 1000, on_closed);
   run_until(&loop, &c.closed, 1, 20);

@@ -129,7 +129,7 @@ typedef struct kq_consumer_opts_s {
  *   enable.partition.eof=false; isolation.level=read_committed.
  * Returns SVC_OK, SVC_EINVAL (missing option) or SVC_ECONFIG (librdkafka rejected a property;
  * errstr says which), SVC_EKAFKA/SVC_EUV/SVC_EIO on setup failures. On failure nothing needs
- * closing.
+ * closing (handles already opened are closed and freed by the loop's next run).
  */
 svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *opts, kq_consumer_t **out,
                           char *errstr, size_t errstr_size);
