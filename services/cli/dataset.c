@@ -177,7 +177,7 @@ static int load_fraud_file(builder_t *b, uint32_t fi, char *errstr, size_t errst
   cli_csv_t csv;
   int eof, err = cli_csv_open(&csv, t->file[fi], ',', errstr, errstr_size);
   if (err) return err;
-  int col[31];
+  int col[31] = {0};
   const char *want[31];
   char vnames[28][4];
   want[0] = "Time";
@@ -235,7 +235,7 @@ static int load_ai4i_file(builder_t *b, uint32_t fi, char *errstr, size_t errstr
   if (err) return err;
   const char *want[8] = {"UDI", "Type", ai4i_num[0], ai4i_num[1], ai4i_num[2], ai4i_num[3],
                          ai4i_num[4], "Machine failure"};
-  int col[8];
+  int col[8] = {0};
   if ((err = cli_csv_next(&csv, &eof, errstr, errstr_size))) goto fail;
   if (eof) {
     err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s: empty file, expected a header",
@@ -452,7 +452,7 @@ static int load_text_file(cli_table_t *t, uint32_t fi, raw_text_t *raw, const ch
   int eof, err = cli_csv_open(&csv, t->file[fi], ',', errstr, errstr_size);
   if (err) return err;
   const char *want[2] = {text_col, label_col};
-  int col[2];
+  int col[2] = {0, 0};
   if ((err = cli_csv_next(&csv, &eof, errstr, errstr_size))) goto fail;
   if (eof) {
     err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s: empty file, expected a header",

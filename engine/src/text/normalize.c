@@ -12,7 +12,10 @@
 typedef struct abbrev_s {
   const char *pat;  /* lowercase; matched case-insensitively at a word start */
   const char *repl;
+  size_t pat_len, repl_len;
 } abbrev_t;
+
+#define AB(p, r) {p, r, sizeof(p) - 1, sizeof(r) - 1}
 
 /*
  * Longest patterns first where one is a prefix of another ("w/o" before "w/"). Every
@@ -20,17 +23,17 @@ typedef struct abbrev_s {
  * except "w/", which is often written against its object ("w/chest pain").
  */
 static const abbrev_t abbrevs[] = {
-    {"b.i.d.", "bid"}, {"t.i.d.", "tid"}, {"q.i.d.", "qid"}, {"q.h.s.", "qhs"},
-    {"p.r.n.", "prn"}, {"n.p.o.", "npo"}, {"q.d.", "qd"}, {"p.o.", "po"},
-    {"i.v.", "iv"}, {"i.m.", "im"}, {"a.m.", "am"}, {"p.m.", "pm"},
-    {"e.g.", "eg"}, {"i.e.", "ie"}, {"y.o.", "year old"}, {"y/o", "year old"},
-    {"h/o", "history of"}, {"s/p", "status post"}, {"c/o", "complains of"},
-    {"w/o", "without"}, {"r/o", "rule out"}, {"n/v", "nausea and vomiting"},
-    {"b/l", "bilateral"}, {"f/u", "follow up"}, {"w/", "with"},
-    {"pts", "patients"}, {"pt", "patient"}, {"hx", "history"}, {"fhx", "family history"},
-    {"dx", "diagnosis"}, {"tx", "treatment"}, {"sx", "symptoms"}, {"fx", "fracture"},
-    {"yo", "year old"}, {"sob", "shortness of breath"}, {"htn", "hypertension"},
-    {"cad", "coronary artery disease"}, {"chf", "congestive heart failure"},
+    AB("b.i.d.", "bid"), AB("t.i.d.", "tid"), AB("q.i.d.", "qid"), AB("q.h.s.", "qhs"),
+    AB("p.r.n.", "prn"), AB("n.p.o.", "npo"), AB("q.d.", "qd"), AB("p.o.", "po"),
+    AB("i.v.", "iv"), AB("i.m.", "im"), AB("a.m.", "am"), AB("p.m.", "pm"),
+    AB("e.g.", "eg"), AB("i.e.", "ie"), AB("y.o.", "year old"), AB("y/o", "year old"),
+    AB("h/o", "history of"), AB("s/p", "status post"), AB("c/o", "complains of"),
+    AB("w/o", "without"), AB("r/o", "rule out"), AB("n/v", "nausea and vomiting"),
+    AB("b/l", "bilateral"), AB("f/u", "follow up"), AB("w/", "with"),
+    AB("pts", "patients"), AB("pt", "patient"), AB("hx", "history"), AB("fhx", "family history"),
+    AB("dx", "diagnosis"), AB("tx", "treatment"), AB("sx", "symptoms"), AB("fx", "fracture"),
+    AB("yo", "year old"), AB("sob", "shortness of breath"), AB("htn", "hypertension"),
+    AB("cad", "coronary artery disease"), AB("chf", "congestive heart failure"),
 };
 
 typedef struct out_s {
@@ -39,31 +42,36 @@ typedef struct out_s {
   int oom;
 } out_t;
 
+/* Makes room for `need` bytes in all three arrays; sets o->oom on failure. */
+static void reserve(out_t *o, size_t need) {
+  moe_text_norm_t *n = o->n;
+  if (o->oom || need <= o->cap) return;
+  size_t cap = o->cap * 2 > need ? o->cap * 2 : need;
+  char *t = moe__realloc(n->text, cap);
+  if (t == NULL) goto oom;
+  n->text = t;
+  uint32_t *a = moe__reallocarray(n->src_start, cap, sizeof(uint32_t));
+  if (a == NULL) goto oom;
+  n->src_start = a;
+  a = moe__reallocarray(n->src_end, cap, sizeof(uint32_t));
+  if (a == NULL) goto oom;
+  n->src_end = a;
+  o->cap = cap;
+  return;
+oom:
+  o->oom = 1;
+}
+
 static void emit(out_t *o, const char *b, size_t k, size_t s, size_t e) {
   moe_text_norm_t *n = o->n;
+  if (n->len + k + 1 > o->cap) reserve(o, n->len + k + 16);
   if (o->oom) return;
-  if (n->len + k + 1 > o->cap) {
-    size_t cap = o->cap * 2 + k + 16;
-    char *t = moe__realloc(n->text, cap);
-    if (t == NULL) goto oom;
-    n->text = t;
-    uint32_t *a = moe__reallocarray(n->src_start, cap, sizeof(uint32_t));
-    if (a == NULL) goto oom;
-    n->src_start = a;
-    a = moe__reallocarray(n->src_end, cap, sizeof(uint32_t));
-    if (a == NULL) goto oom;
-    n->src_end = a;
-    o->cap = cap;
-  }
   for (size_t j = 0; j < k; j++) {
     n->text[n->len] = b[j];
     n->src_start[n->len] = (uint32_t)s;
     n->src_end[n->len] = (uint32_t)e;
     n->len++;
   }
-  return;
-oom:
-  o->oom = 1;
 }
 
 static void emit_space(out_t *o, size_t s, size_t e) {
@@ -113,11 +121,13 @@ static size_t utf8_decode(const unsigned char *s, size_t avail, uint32_t *cp) {
 }
 
 /* Matches an abbreviation at in[i] (a word start); returns its length and *repl, or 0. */
-static size_t match_abbrev(const unsigned char *in, size_t len, size_t i, const char **repl) {
+static size_t match_abbrev(const unsigned char *in, size_t len, size_t i, const char **repl,
+                           size_t *repl_len) {
+  unsigned char c0 = lower(in[i]);
   for (size_t a = 0; a < sizeof(abbrevs) / sizeof(abbrevs[0]); a++) {
     const char *p = abbrevs[a].pat;
-    size_t k = strlen(p), j = 0;
-    if (i + k > len) continue;
+    size_t k = abbrevs[a].pat_len, j = 1;
+    if ((unsigned char)p[0] != c0 || i + k > len) continue;
     while (j < k && lower(in[i + j]) == (unsigned char)p[j]) j++;
     if (j < k) continue;
     int slash_end = p[k - 1] == '/';
@@ -125,6 +135,7 @@ static size_t match_abbrev(const unsigned char *in, size_t len, size_t i, const 
     /* "pt" must not swallow "pt/inr"-like compounds of letters and slashes either. */
     if (!slash_end && p[k - 1] != '.' && i + k < len && in[i + k] == '/') continue;
     *repl = abbrevs[a].repl;
+    *repl_len = abbrevs[a].repl_len;
     return k;
   }
   return 0;
@@ -144,15 +155,17 @@ moe_err_t moe_text_normalize(const char *text, size_t len, moe_text_norm_t *norm
   if (len >= (size_t)1 << 31) return MOE_EINVAL;
   const unsigned char *in = (const unsigned char *)text;
   out_t o = {norm, 0, 0};
+  /* Room for the usual case up front; expansions grow it when needed. */
+  reserve(&o, len + len / 8 + 16);
   size_t i = 0;
   while (i < len && !o.oom) {
     unsigned char c = in[i];
     int word_start = i == 0 || !(is_alnum(in[i - 1]) || in[i - 1] >= 0x80);
     if (word_start && is_alpha(c)) {
       const char *repl;
-      size_t k = match_abbrev(in, len, i, &repl);
+      size_t repl_len, k = match_abbrev(in, len, i, &repl, &repl_len);
       if (k > 0) {
-        emit(&o, repl, strlen(repl), i, i + k);
+        emit(&o, repl, repl_len, i, i + k);
         i += k;
         continue;
       }
@@ -214,19 +227,11 @@ moe_err_t moe_text_normalize(const char *text, size_t len, moe_text_norm_t *norm
     i += k;
   }
   if (!o.oom && norm->len > 0 && norm->text[norm->len - 1] == ' ') norm->len--;
-  if (!o.oom) emit(&o, "", 0, len, len); /* makes room for the NUL below */
-  if (o.oom || norm->text == NULL) {
-    if (!o.oom) {
-      /* Empty output: still a valid empty string. */
-      norm->text = moe__malloc(1);
-      if (norm->text != NULL) {
-        norm->text[0] = '\0';
-        return MOE_OK;
-      }
-    }
+  if (o.oom) {
     moe_text_norm_free(norm);
     return MOE_ENOMEM;
   }
+  /* emit() always leaves room for the NUL. */
   norm->text[norm->len] = '\0';
   return MOE_OK;
 }

@@ -36,13 +36,32 @@ static uint64_t fnv(const char *s, size_t n) {
   return h;
 }
 
-static int32_t strtab_find(const strtab_t *t, const char *s, size_t n) {
+/* Lookup with the FNV-1a hash of s already computed (the encoder hashes incrementally). */
+static int32_t strtab_find_h(const strtab_t *t, const char *s, size_t n, uint64_t h) {
   if (t->cap == 0) return -1;
-  size_t mask = t->cap - 1, i = (size_t)fnv(s, n) & mask;
+  size_t mask = t->cap - 1, i = (size_t)h & mask;
   for (;;) {
     int32_t id = t->slot[i];
     if (id < 0) return -1;
     if (t->len[id] == n && memcmp(t->str[id], s, n) == 0) return id;
+    i = (i + 1) & mask;
+  }
+}
+
+static int32_t strtab_find(const strtab_t *t, const char *s, size_t n) {
+  return strtab_find_h(t, s, n, fnv(s, n));
+}
+
+/* Lookup of "##" + s[0..n) without building the string; h is the hash of the whole. */
+static int32_t strtab_find_cont_h(const strtab_t *t, const char *s, size_t n, uint64_t h) {
+  if (t->cap == 0) return -1;
+  size_t mask = t->cap - 1, i = (size_t)h & mask;
+  for (;;) {
+    int32_t id = t->slot[i];
+    if (id < 0) return -1;
+    const char *str = t->str[id];
+    if (t->len[id] == n + 2 && str[0] == '#' && str[1] == '#' && memcmp(str + 2, s, n) == 0)
+      return id;
     i = (i + 1) & mask;
   }
 }
@@ -145,7 +164,6 @@ moe_err_t moe_wordpiece_encode(const moe_wordpiece_t *wp, const char *text, size
   size_t cap = nm.len / 3 + 16, n = 0;
   moe_token_t *out = moe__reallocarray(NULL, cap, sizeof(*out));
   if (out == NULL) goto oom;
-  char key[WP_MAX_TOKEN + 3] = "##";
   size_t pos = 0, ws, we;
   while (moe__text_next_word(nm.text, nm.len, &pos, &ws, &we)) {
     size_t wlen = we - ws, first = n;
@@ -156,11 +174,24 @@ moe_err_t moe_wordpiece_encode(const moe_wordpiece_t *wp, const char *text, size
       size_t max_end = we;
       if (max_end - p + prefix > wp->max_piece) max_end = p + wp->max_piece - prefix;
       if (max_end - p > WP_MAX_TOKEN) max_end = p + WP_MAX_TOKEN;
+      /* Hashes of every candidate piece s[p..e), "##" included, in one forward pass;
+       * then the probes go from the longest down. */
+      uint64_t hs[WP_MAX_TOKEN + 1];
+      uint64_t h = prefix ? fnv("##", 2) : 0xcbf29ce484222325ULL;
+      for (size_t e = p; e < max_end; e++) {
+        h ^= (unsigned char)nm.text[e];
+        h *= 0x100000001b3ULL;
+        hs[e + 1 - p] = h;
+      }
       for (size_t e = max_end; e > p; e--) {
         /* Never end inside a UTF-8 character. */
         if (e < we && ((unsigned char)nm.text[e] & 0xC0) == 0x80) continue;
-        memcpy(key + 2, nm.text + p, e - p);
-        int32_t id = strtab_find(&wp->vocab, prefix ? key : key + 2, e - p + prefix);
+        int32_t id;
+        if (prefix) {
+          id = strtab_find_cont_h(&wp->vocab, nm.text + p, e - p, hs[e - p]);
+        } else {
+          id = strtab_find_h(&wp->vocab, nm.text + p, e - p, hs[e - p]);
+        }
         if (id >= 0) {
           best = id;
           best_end = e;
