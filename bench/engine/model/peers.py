@@ -4,7 +4,8 @@
   peers.py make DIR    writes the benchmark's ~1M-parameter tabular MoE model (8 routed experts,
                        top-2, one shared expert, d_model 128, d_ff 288) as DIR/tabular-{f32,q8_0,
                        q4_0}.safetensors with the same random weights, and DIR/inputs.safetensors
-                       (1024 rows), using the reference implementation in tests/golden/gen_golden.py.
+                       (1024 rows), using the reference implementation in tests/golden/gen_golden.py;
+                       plus a sensor and a text model (q8_0) with their inputs, for the engine only.
   peers.py peers DIR   runs the same fp32 weights through PyTorch (eager, fp32 and dynamic int8)
                        and ONNX Runtime (fp32 and dynamic int8), one thread each, at batch 1, 16
                        and 256, checks their scores against the engine's (DIR/scores-*.bin), and
@@ -48,6 +49,24 @@ def bench_config(quant):
             "task": {"kind": "binary", "labels": ["legit", "fraud"]}}
 
 
+def other_configs():
+    """Bench-sized sensor and text models (timed by the engine only; the peers run tabular)."""
+    moe = [{"n_expert": 8, "top_k": 2, "n_shared": 1, "d_ff": 256, "score": "sigmoid"}]
+    base = {"format": "sluice-moe", "format_version": 1, "quant": "q8_0", "d_model": 128, "moe": moe,
+            "provenance": {"generator": "bench/engine/model/peers.py", "random_weights": True}}
+    sensor = dict(base, version="bench-sensor-q8_0", norm="layernorm", encoder={
+        "kind": "sensor", "window": 128,
+        "channels": [{"name": f"c{i}", "mean": 0.0, "std": 1.0} for i in range(8)],
+        "conv": [{"out": 32, "kernel": 5, "stride": 2}, {"out": 64, "kernel": 5, "stride": 2},
+                 {"out": 64, "kernel": 3, "stride": 2}]},
+        task={"kind": "multiclass", "labels": ["ok", "bearing", "overheat", "imbalance"]})
+    text = dict(base, version="bench-text-q8_0", norm="rmsnorm", encoder={
+        "kind": "text", "vocab_size": 8000, "max_len": 256, "n_layer": 2, "n_head": 4, "d_ff": 256,
+        "window": [64, 256], "n_global": 1},
+        task={"kind": "multiclass", "labels": ["a", "b", "c"]})
+    return {"sensor": sensor, "text": text}
+
+
 def make(out):
     os.makedirs(out, exist_ok=True)
     for quant in ("f32", "q8_0", "q4_0"):
@@ -60,6 +79,15 @@ def make(out):
                              {"config": json.dumps(cfg, separators=(",", ":"))})
     inputs = gg.make_inputs(bench_config("f32"), np.random.default_rng(8), N_ROWS)
     gg.write_safetensors(os.path.join(out, "inputs.safetensors"), inputs)
+    for kind, cfg in other_configs().items():
+        m = gg.Model(cfg, np.random.default_rng(9))
+        m.build_encoder()
+        m.build_moe(bias_scale=0.05)
+        m.build_head()
+        gg.write_safetensors(os.path.join(out, f"{kind}-q8_0.safetensors"), m.t,
+                             {"config": json.dumps(cfg, separators=(",", ":"))})
+        gg.write_safetensors(os.path.join(out, f"{kind}-inputs.safetensors"),
+                             gg.make_inputs(cfg, np.random.default_rng(10), 512))
 
 
 def read_safetensors(path):

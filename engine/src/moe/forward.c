@@ -250,7 +250,7 @@ static int encode_text(moe_session_t *sess, const moe_input_t *rows, int m, floa
   float *o = MOE__ARENA_FLOATS(arena, (size_t)N * d);
   float *t = MOE__ARENA_FLOATS(arena, (size_t)N * d);
   float *qkv = MOE__ARENA_FLOATS(arena, (size_t)N * 3 * d);
-  float *sc = MOE__ARENA_FLOATS(arena, (size_t)cfg->max_len);
+  float *sc = MOE__ARENA_FLOATS(arena, MOE__ATTN_SCRATCH(cfg->max_len));
   if (!hs || !a || !o || !t || !qkv || !sc) return MOE_ENOMEM;
   for (int r = 0; r < m; r++)
     for (int i = 0; i < rows[r].n_tokens; i++) {

@@ -35,48 +35,54 @@ int moe__conv1d_forward(const moe__conv1d_t *conv, moe__arena_t *arena, const fl
   return MOE_OK;
 }
 
-/* The next key after j that query window [lo, hi] may see, or n: keys below n_global are global. */
-static inline int next_key(int j, int lo, int hi, int n_global, int n) {
-  j++;
-  if (j >= n_global && j < lo) j = lo;
-  if (j > hi && j >= n_global) j = n;
-  return j;
+/*
+ * One block of queries [i0, i1) of one head against the keys [klo, khi] plus the global keys
+ * [0, ng) (ng <= klo), by GEMMs: S = Q K^T (scaled), mask, softmax per row, O = P V.
+ * s: (i1 - i0) x (ng + khi - klo + 1) scratch.
+ */
+static void attend_block(const kern_ops_t *ops, const float *qkv, int d, int dh, int h, int half,
+                         int n_global, int i0, int i1, int ng, int klo, int khi, float *s, float *out) {
+  const int bq = i1 - i0, nw = khi - klo + 1, nk = ng + nw;
+  const int ld = 3 * d;
+  const float scale = 1.0f / sqrtf((float)dh);
+  const float *q = qkv + (size_t)i0 * ld + (size_t)h * dh;
+  const float *k = qkv + d + (size_t)h * dh;
+  const float *v = qkv + 2 * (size_t)d + (size_t)h * dh;
+  if (ng > 0)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, ng, dh, scale, q, ld, k, ld, 0.0f, s, nk);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nw, dh, scale, q, ld, k + (size_t)klo * ld, ld, 0.0f,
+              s + ng, nk);
+  for (int r = 0; r < bq; r++) {
+    const int i = i0 + r;
+    float *sr = s + (size_t)r * nk + ng;
+    /* Global queries see every key; others their window, plus keys that are global. */
+    if (i >= n_global)
+      for (int j = klo; j <= khi; j++)
+        if ((j < i - half || j > i + half) && j >= n_global) sr[j - klo] = -INFINITY;
+    ops->softmax_f32(nk, s + (size_t)r * nk, s + (size_t)r * nk);
+  }
+  float *o = out + (size_t)i0 * d + (size_t)h * dh;
+  if (ng > 0) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, ng, 1.0f, s, nk, v, ld, 0.0f, o, d);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dh, nw, 1.0f, s + ng, nk, v + (size_t)klo * ld, ld,
+              ng > 0 ? 1.0f : 0.0f, o, d);
 }
 
 void moe__attention_windowed(const float *qkv, int n, int d, int n_head, int window, int n_global,
                              float *scores, float *out) {
   const int dh = d / n_head;
   const int half = window / 2;
-  const float scale = 1.0f / sqrtf((float)dh);
-  const size_t ld = (size_t)3 * d;
+  const int g = n_global < n ? n_global : n;
   const kern_ops_t *ops = kern_ops();
   for (int h = 0; h < n_head; h++) {
-    for (int i = 0; i < n; i++) {
-      const float *q = qkv + (size_t)i * ld + (size_t)h * dh;
-      float *o = out + (size_t)i * d + (size_t)h * dh;
-      /* Global queries see every key; others see their window plus the global keys. */
-      int lo = 0, hi = n - 1;
-      if (i >= n_global) {
-        lo = i - half < 0 ? 0 : i - half;
-        hi = i + half > n - 1 ? n - 1 : i + half;
-      }
-      const int first = next_key(-1, lo, hi, n_global, n);
-      float mx = -INFINITY;
-      for (int j = first; j < n; j = next_key(j, lo, hi, n_global, n)) {
-        const float *kk = qkv + (size_t)j * ld + d + (size_t)h * dh;
-        scores[j] = ops->dot_f32(dh, q, kk) * scale;
-        mx = scores[j] > mx ? scores[j] : mx;
-      }
-      float sum = 0.0f;
-      for (int j = first; j < n; j = next_key(j, lo, hi, n_global, n)) {
-        scores[j] = expf(scores[j] - mx);
-        sum += scores[j];
-      }
-      const float inv = 1.0f / sum;
-      memset(o, 0, (size_t)dh * sizeof(float));
-      for (int j = first; j < n; j = next_key(j, lo, hi, n_global, n)) {
-        ops->axpy_f32(dh, scores[j] * inv, qkv + (size_t)j * ld + 2 * (size_t)d + (size_t)h * dh, o);
-      }
+    /* The global queries attend to everything. */
+    if (g > 0) attend_block(ops, qkv, d, dh, h, half, n_global, 0, g, 0, 0, n - 1, scores, out);
+    /* The others in blocks: the union of a block's windows is one contiguous key range. */
+    for (int i0 = g; i0 < n; i0 += MOE__ATTN_BLOCK) {
+      const int i1 = i0 + MOE__ATTN_BLOCK < n ? i0 + MOE__ATTN_BLOCK : n;
+      const int klo = i0 - half > 0 ? i0 - half : 0;
+      const int khi = i1 - 1 + half < n - 1 ? i1 - 1 + half : n - 1;
+      const int ng = g < klo ? g : klo;
+      attend_block(ops, qkv, d, dh, h, half, n_global, i0, i1, ng, klo, khi, scores, out);
     }
   }
 }

@@ -106,8 +106,11 @@ int moe__conv1d_forward(const moe__conv1d_t *conv, moe__arena_t *arena, const fl
  * Attention over one sequence of n tokens, given qkv (n, 3*d) (q, k, v blocks of d, heads of
  * d/n_head inside each). Token i attends to j when |i - j| <= window / 2, or when i or j is
  * one of the first n_global tokens (global tokens see and are seen by everything).
- * out (n, d). scores: scratch of n floats.
+ * out (n, d). scores: scratch of MOE__ATTN_SCRATCH(n) floats. Queries run in blocks of
+ * MOE__ATTN_BLOCK through GEMMs over the union of their windows.
  */
+#define MOE__ATTN_BLOCK 32
+#define MOE__ATTN_SCRATCH(n) ((size_t)((n) > MOE__ATTN_BLOCK ? (n) : MOE__ATTN_BLOCK) * 2 * (size_t)(n))
 void moe__attention_windowed(const float *qkv, int n, int d, int n_head, int window, int n_global,
                              float *scores, float *out);
 

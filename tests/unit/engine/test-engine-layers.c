@@ -199,7 +199,7 @@ static void naive_attention(const float *qkv, int n, int d, int nh, int window, 
   const int dh = d / nh;
   for (int h = 0; h < nh; h++)
     for (int i = 0; i < n; i++) {
-      double s[64], mx = -1e300, sum = 0;
+      double s[128], mx = -1e300, sum = 0;
       for (int j = 0; j < n; j++) {
         int ok = abs(i - j) <= window / 2 || i < g || j < g;
         s[j] = -1e300;
@@ -220,11 +220,12 @@ static void naive_attention(const float *qkv, int n, int d, int nh, int window, 
 }
 
 TEST(attention_window_and_global_tokens) {
-  const int n = 20, d = 8, nh = 2;
+  enum { n = 75 }; /* several query blocks of MOE__ATTN_BLOCK */
+  const int d = 8, nh = 2;
   float *qkv = rand_vec((size_t)n * 3 * d, 1.5f);
-  float out[20 * 8], want[20 * 8], sc[20];
-  const int cases[][2] = {{4, 1}, {6, 0}, {1, 2}, {64, 0}};
-  for (int c = 0; c < 4; c++) {
+  float out[n * 8], want[n * 8], sc[MOE__ATTN_SCRATCH(n)];
+  const int cases[][2] = {{4, 1}, {6, 0}, {1, 2}, {64, 0}, {20, 3}, {200, 1}, {33, 40}};
+  for (int c = 0; c < 7; c++) {
     moe__attention_windowed(qkv, n, d, nh, cases[c][0], cases[c][1], sc, out);
     naive_attention(qkv, n, d, nh, cases[c][0], cases[c][1], want);
     for (int i = 0; i < n * d; i++) ASSERT_NEAR(out[i], want[i], 1e-5);
