@@ -1,8 +1,10 @@
 /*
  * The AVX2 variant (AVX2 + FMA + F16C, no AVX-512): for x86-64 machines without AVX-512 VNNI.
  * Int8 products use vpmaddubsw on |w| and sign(w) * a, exact because neither operand is -128
- * (blocks.h) so each pair sum stays within int16 (2 * 127 * 127 < 32768). Weight packing keeps
- * the reference layout: without VNNI a 16-row interleave buys little over 4-row blocking.
+ * (blocks.h) so each pair sum stays within int16 (2 * 127 * 127 < 32768). Packed weights put
+ * 8 output rows side by side, 4 consecutive inputs per 32-bit lane (the AVX-512 layout at half
+ * width, with q8_0 quants kept signed), so that a broadcast of 4 activation bytes advances 8
+ * dot products; after a block's 8 steps each lane holds that block's exact int32 sum.
  * Operations not specialised here point at the reference implementations.
  */
 #include <immintrin.h>
@@ -87,14 +89,280 @@ static void gemm_q4_0_avx2(int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
       y[i * ldy + j] = vec_dot_q4_0_q8_0_avx2(k, w + j * kb, act + i * kb);
 }
 
+/* ---- packed layout and GEMM ------------------------------------------------------------
+ * Per group of 8 output rows (the last zero-padded): fp16 scales d[kb][8] padded to 32
+ * bytes, then per block 8 lanes-groups of 32 bytes, byte (c * 4 + t) of group j = row c's
+ * input 4 j + t (q8_0: the signed quant; q4_0: 4 groups, low nibble input 8 j + t, high nibble
+ * 8 j + 4 + t, as in avx512.c). */
+#define KERN__AI static inline __attribute__((always_inline))
+#define KERN__GR8 8
+#define KERN__Q8_BLK8 256
+#define KERN__Q4_BLK8 128
+#define KERN__MC8 16
+#define KERN__KC8 128
+
+static size_t kern__dpad8(int64_t kb) { return ((size_t)kb * 16 + 31) & ~(size_t)31; }
+
+static size_t kern__gstride8(int64_t kb, size_t blk) { return kern__dpad8(kb) + (size_t)kb * blk; }
+
+static size_t pack_size_q8_0_avx2(int64_t n, int64_t k) {
+  if (n <= 0 || k <= 0) return 0;
+  return (size_t)((n + KERN__GR8 - 1) / KERN__GR8) * kern__gstride8(k / KERN_QK, KERN__Q8_BLK8);
+}
+
+static size_t pack_size_q4_0_avx2(int64_t n, int64_t k) {
+  if (n <= 0 || k <= 0) return 0;
+  return (size_t)((n + KERN__GR8 - 1) / KERN__GR8) * kern__gstride8(k / KERN_QK, KERN__Q4_BLK8);
+}
+
+static void pack_q8_0_avx2(int64_t n, int64_t k, const blk_q8_0 *w, void *dst) {
+  if (n <= 0 || k <= 0) return;
+  int64_t kb = k / KERN_QK, ng = (n + KERN__GR8 - 1) / KERN__GR8;
+  size_t dpad = kern__dpad8(kb), gstride = kern__gstride8(kb, KERN__Q8_BLK8);
+  for (int64_t g = 0; g < ng; g++) {
+    uint8_t *base = (uint8_t *)dst + (size_t)g * gstride;
+    uint16_t *d = (uint16_t *)base;
+    for (int64_t b = 0; b < kb; b++) {
+      uint8_t *qb = base + dpad + (size_t)b * KERN__Q8_BLK8;
+      for (int c = 0; c < KERN__GR8; c++) {
+        int64_t row = g * KERN__GR8 + c;
+        const blk_q8_0 *src = row < n ? &w[row * kb + b] : NULL;
+        d[b * KERN__GR8 + c] = src ? src->d : 0;
+        for (int j = 0; j < 8; j++)
+          for (int t = 0; t < 4; t++)
+            qb[j * 32 + c * 4 + t] = src ? (uint8_t)src->qs[4 * j + t] : 0;
+      }
+    }
+  }
+}
+
+static void pack_q4_0_avx2(int64_t n, int64_t k, const blk_q4_0 *w, void *dst) {
+  if (n <= 0 || k <= 0) return;
+  int64_t kb = k / KERN_QK, ng = (n + KERN__GR8 - 1) / KERN__GR8;
+  size_t dpad = kern__dpad8(kb), gstride = kern__gstride8(kb, KERN__Q4_BLK8);
+  for (int64_t g = 0; g < ng; g++) {
+    uint8_t *base = (uint8_t *)dst + (size_t)g * gstride;
+    uint16_t *d = (uint16_t *)base;
+    for (int64_t b = 0; b < kb; b++) {
+      uint8_t *qb = base + dpad + (size_t)b * KERN__Q4_BLK8;
+      for (int c = 0; c < KERN__GR8; c++) {
+        int64_t row = g * KERN__GR8 + c;
+        uint8_t v[KERN_QK];
+        if (row < n) {
+          const blk_q4_0 *src = &w[row * kb + b];
+          d[b * KERN__GR8 + c] = src->d;
+          for (int i = 0; i < KERN_QK / 2; i++) {
+            v[i] = src->qs[i] & 0x0f;
+            v[i + KERN_QK / 2] = src->qs[i] >> 4;
+          }
+        } else {
+          d[b * KERN__GR8 + c] = 0;
+          memset(v, 8, sizeof v); /* q = 8 is the value 0 */
+        }
+        for (int j = 0; j < 4; j++)
+          for (int t = 0; t < 4; t++)
+            qb[j * 32 + c * 4 + t] = (uint8_t)(v[8 * j + t] | (v[8 * j + 4 + t] << 4));
+      }
+    }
+  }
+}
+
+typedef struct {
+  const blk_q8_0 *xa[2];
+  const float *dx[2];
+  const int32_t *cx[2];
+  const uint8_t *w; /* group 0 of this tile, scales of the chunk's first block */
+  size_t gstride, dpad;
+  int64_t nb;
+  float *y;
+  int64_t ldy, ncol;
+  int acc;
+} kern__tile8_t;
+
+static inline int32_t kern__load_i32(const int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+KERN__AI void kern__tile8_store(const kern__tile8_t *t, int R, int C, __m256 f[2][3]) {
+  _Pragma("GCC unroll 2")
+  for (int r = 0; r < R; r++) {
+    _Pragma("GCC unroll 3")
+    for (int c = 0; c < C; c++) {
+      int64_t left = t->ncol - 8 * c;
+      if (left <= 0) break;
+      float *yp = t->y + r * t->ldy + 8 * c;
+      if (left >= 8) {
+        __m256 v = f[r][c];
+        if (t->acc) v = _mm256_add_ps(v, _mm256_loadu_ps(yp));
+        _mm256_storeu_ps(yp, v);
+      } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, f[r][c]);
+        for (int64_t i = 0; i < left; i++) yp[i] = t->acc ? yp[i] + tmp[i] : tmp[i];
+      }
+    }
+  }
+}
+
+/* Q4: 1 for q4_0 (unsigned nibbles, start at -8 sum x), 0 for q8_0 (sign transfer, start 0). */
+KERN__AI void kern__tile8(const kern__tile8_t *t, int R, int C, int Q4) {
+  const __m256i ones16 = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0x0f);
+  const size_t blk = Q4 ? KERN__Q4_BLK8 : KERN__Q8_BLK8;
+  __m256 f[2][3];
+  _Pragma("GCC unroll 2")
+  for (int r = 0; r < R; r++)
+    _Pragma("GCC unroll 3")
+    for (int c = 0; c < C; c++) f[r][c] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < t->nb; b++) {
+    __m256i s[2][3];
+    const uint8_t *q = t->w + t->dpad + (size_t)b * blk;
+    _Pragma("GCC unroll 2")
+    for (int r = 0; r < R; r++) {
+      __m256i c0 = Q4 ? _mm256_set1_epi32(t->cx[r][b]) : _mm256_setzero_si256();
+      _Pragma("GCC unroll 3")
+      for (int c = 0; c < C; c++) s[r][c] = c0;
+    }
+    for (int j = 0; j < (Q4 ? 4 : 8); j++) {
+      __m256i u[3], sg[3], u2[3];
+      _Pragma("GCC unroll 3")
+      for (int c = 0; c < C; c++) {
+        __m256i v = _mm256_load_si256((const __m256i *)(q + c * t->gstride + j * 32));
+        if (Q4) {
+          u[c] = _mm256_and_si256(v, lo4);
+          u2[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        } else {
+          sg[c] = v;
+          u[c] = _mm256_sign_epi8(v, v);
+        }
+      }
+      _Pragma("GCC unroll 2")
+      for (int r = 0; r < R; r++) {
+        if (Q4) {
+          __m256i xl = _mm256_set1_epi32(kern__load_i32(t->xa[r][b].qs + 8 * j));
+          __m256i xh = _mm256_set1_epi32(kern__load_i32(t->xa[r][b].qs + 8 * j + 4));
+          _Pragma("GCC unroll 3")
+          for (int c = 0; c < C; c++) {
+            /* Nibbles <= 15: a pair sum is at most 2 * 15 * 128, so two products may share one
+             * int16 before widening. */
+            __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u[c], xl),
+                                         _mm256_maddubs_epi16(u2[c], xh));
+            s[r][c] = _mm256_add_epi32(s[r][c], _mm256_madd_epi16(p, ones16));
+          }
+        } else {
+          __m256i xv = _mm256_set1_epi32(kern__load_i32(t->xa[r][b].qs + 4 * j));
+          _Pragma("GCC unroll 3")
+          for (int c = 0; c < C; c++) {
+            __m256i p = _mm256_maddubs_epi16(u[c], _mm256_sign_epi8(xv, sg[c]));
+            s[r][c] = _mm256_add_epi32(s[r][c], _mm256_madd_epi16(p, ones16));
+          }
+        }
+      }
+    }
+    _Pragma("GCC unroll 3")
+    for (int c = 0; c < C; c++) {
+      __m256 dw = _mm256_cvtph_ps(
+          _mm_load_si128((const __m128i *)(t->w + c * t->gstride + (size_t)b * 16)));
+      _Pragma("GCC unroll 2")
+      for (int r = 0; r < R; r++)
+        f[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r][c]),
+                                  _mm256_mul_ps(dw, _mm256_set1_ps(t->dx[r][b])), f[r][c]);
+    }
+  }
+  kern__tile8_store(t, R, C, f);
+}
+
+typedef void (*kern__tile8_fn)(const kern__tile8_t *);
+#define KERN__TILE8_INSTANCES(X) X(1, 1) X(1, 2) X(1, 3) X(2, 1) X(2, 2)
+#define KERN__DEF_TILE8(R, C)                                                                  \
+  static void kern__tile8_q8_##R##x##C(const kern__tile8_t *t) { kern__tile8(t, R, C, 0); } \
+  static void kern__tile8_q4_##R##x##C(const kern__tile8_t *t) { kern__tile8(t, R, C, 1); }
+KERN__TILE8_INSTANCES(KERN__DEF_TILE8)
+#undef KERN__DEF_TILE8
+
+/* [R - 1][C - 1]: one-row tiles take up to 3 groups, two-row tiles up to 2. */
+static const kern__tile8_fn kern__tiles8_q8[2][3] = {
+  {kern__tile8_q8_1x1, kern__tile8_q8_1x2, kern__tile8_q8_1x3},
+  {kern__tile8_q8_2x1, kern__tile8_q8_2x2, NULL},
+};
+static const kern__tile8_fn kern__tiles8_q4[2][3] = {
+  {kern__tile8_q4_1x1, kern__tile8_q4_1x2, kern__tile8_q4_1x3},
+  {kern__tile8_q4_2x1, kern__tile8_q4_2x2, NULL},
+};
+
+static int32_t kern__block_sum8(const int8_t *qs) {
+  __m256i v = _mm256_loadu_si256((const __m256i *)qs);
+  __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+  return _mm_cvtsi128_si32(h);
+}
+
+static void kern__gemm8_packed(const kern__tile8_fn tiles[2][3], int q4, size_t blk, int64_t m,
+                               int64_t n, int64_t k, const blk_q8_0 *act, const uint8_t *wp,
+                               float *y, int64_t ldy) {
+  if (m <= 0 || n <= 0) return;
+  int64_t kb = k / KERN_QK;
+  if (kb == 0) {
+    for (int64_t i = 0; i < m; i++) memset(y + i * ldy, 0, (size_t)n * sizeof(float));
+    return;
+  }
+  int64_t ng = (n + KERN__GR8 - 1) / KERN__GR8;
+  size_t dpad = kern__dpad8(kb), gstride = kern__gstride8(kb, blk);
+  float dx[KERN__MC8 * KERN__KC8];
+  int32_t cx[KERN__MC8 * KERN__KC8];
+  for (int64_t r0 = 0; r0 < m; r0 += KERN__MC8) {
+    int64_t mr = m - r0 < KERN__MC8 ? m - r0 : KERN__MC8;
+    for (int64_t b0 = 0; b0 < kb; b0 += KERN__KC8) {
+      int64_t nbc = kb - b0 < KERN__KC8 ? kb - b0 : KERN__KC8;
+      for (int64_t r = 0; r < mr; r++)
+        for (int64_t b = 0; b < nbc; b++) {
+          const blk_q8_0 *blkp = &act[(r0 + r) * kb + b0 + b];
+          dx[r * KERN__KC8 + b] = _cvtsh_ss(blkp->d);
+          cx[r * KERN__KC8 + b] = q4 ? -8 * kern__block_sum8(blkp->qs) : 0;
+        }
+      const uint8_t *w = wp + (size_t)b0 * 16;
+      size_t dpad_chunk = dpad - (size_t)b0 * 16 + (size_t)b0 * blk;
+      int cmax = mr == 1 ? 3 : 2;
+      for (int64_t g = 0; g < ng; g += cmax) {
+        int gc = (int)(ng - g < cmax ? ng - g : cmax);
+        for (int64_t r = 0; r < mr; r += 2) {
+          int rr = (int)(mr - r < 2 ? mr - r : 2);
+          for (int c0 = 0; c0 < gc; c0 += (rr == 2 ? 2 : 3)) {
+            int cn = gc - c0 < (rr == 2 ? 2 : 3) ? gc - c0 : (rr == 2 ? 2 : 3);
+            kern__tile8_t t;
+            for (int i = 0; i < rr; i++) {
+              t.xa[i] = act + (r0 + r + i) * kb + b0;
+              t.dx[i] = dx + (r + i) * KERN__KC8;
+              t.cx[i] = cx + (r + i) * KERN__KC8;
+            }
+            t.w = w + (size_t)(g + c0) * gstride;
+            t.gstride = gstride;
+            t.dpad = dpad_chunk;
+            t.nb = nbc;
+            int64_t col = (g + c0) * KERN__GR8;
+            t.y = y + (r0 + r) * ldy + col;
+            t.ldy = ldy;
+            t.ncol = n - col;
+            t.acc = b0 > 0;
+            tiles[rr - 1][cn - 1](&t);
+          }
+        }
+      }
+    }
+  }
+}
+
 static void gemm_q8_0_packed_avx2(int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
                                   const void *wp, float *y, int64_t ldy) {
-  gemm_q8_0_avx2(m, n, k, act, (const blk_q8_0 *)wp, y, ldy);
+  kern__gemm8_packed(kern__tiles8_q8, 0, KERN__Q8_BLK8, m, n, k, act, wp, y, ldy);
 }
 
 static void gemm_q4_0_packed_avx2(int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
                                   const void *wp, float *y, int64_t ldy) {
-  gemm_q4_0_avx2(m, n, k, act, (const blk_q4_0 *)wp, y, ldy);
+  kern__gemm8_packed(kern__tiles8_q4, 1, KERN__Q4_BLK8, m, n, k, act, wp, y, ldy);
 }
 
 static void quantize_row_q8_0_avx2(const float *x, blk_q8_0 *y, int64_t k) {
@@ -155,11 +423,11 @@ const kern_ops_t kern__ops_avx2 = {
   .vec_dot_q4_0_q8_0 = vec_dot_q4_0_q8_0_avx2,
   .gemm_q8_0 = gemm_q8_0_avx2,
   .gemm_q4_0 = gemm_q4_0_avx2,
-  .pack_size_q8_0 = kern__pack_size_q8_0_ref,
-  .pack_q8_0 = kern__pack_q8_0_ref,
+  .pack_size_q8_0 = pack_size_q8_0_avx2,
+  .pack_q8_0 = pack_q8_0_avx2,
   .gemm_q8_0_packed = gemm_q8_0_packed_avx2,
-  .pack_size_q4_0 = kern__pack_size_q4_0_ref,
-  .pack_q4_0 = kern__pack_q4_0_ref,
+  .pack_size_q4_0 = pack_size_q4_0_avx2,
+  .pack_q4_0 = pack_q4_0_avx2,
   .gemm_q4_0_packed = gemm_q4_0_packed_avx2,
   .dot_f32 = dot_f32_avx2,
   .axpy_f32 = axpy_f32_avx2,
