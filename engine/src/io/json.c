@@ -1102,7 +1102,9 @@ void moe_jw_obj_end(moe_jw_t *jw) { jw_end(jw, true); }
 void moe_jw_arr_begin(moe_jw_t *jw) { jw_begin(jw, false); }
 void moe_jw_arr_end(moe_jw_t *jw) { jw_end(jw, false); }
 
-void moe_jw_key(moe_jw_t *jw, const char *key) {
+void moe_jw_key(moe_jw_t *jw, const char *key) { moe_jw_keyn(jw, key, strlen(key)); }
+
+void moe_jw_keyn(moe_jw_t *jw, const char *key, size_t len) {
   if (jw->err != MOE_OK) return;
   if (!jw->is_obj[jw->depth] || jw->after_key) {
     jw_fail(jw, MOE_EINVAL);
@@ -1110,7 +1112,7 @@ void moe_jw_key(moe_jw_t *jw, const char *key) {
   }
   if (jw->n_items[jw->depth]) jw_put(jw, ",", 1);
   jw->n_items[jw->depth] = 1;
-  jw_escaped(jw, key, strlen(key));
+  jw_escaped(jw, key, len);
   jw_put(jw, ":", 1);
   jw->after_key = true;
 }
@@ -1168,6 +1170,36 @@ void moe_jw_null(moe_jw_t *jw) {
 
 void moe_jw_raw(moe_jw_t *jw, const char *json, size_t len) {
   if (jw_value(jw)) jw_put(jw, json, len);
+}
+
+void moe_jw_value(moe_jw_t *jw, const moe_json_t *v) {
+  if (jw->err != MOE_OK) return;
+  switch (v->type) {
+  case MOE_JSON_NULL: moe_jw_null(jw); break;
+  case MOE_JSON_BOOL: moe_jw_bool(jw, v->u.b); break;
+  case MOE_JSON_NUMBER:
+    if (v->u.num.is_int)
+      moe_jw_int(jw, v->u.num.i);
+    else
+      moe_jw_num(jw, v->u.num.d);
+    break;
+  case MOE_JSON_STRING: moe_jw_strn(jw, v->u.str.s, v->u.str.len); break;
+  case MOE_JSON_ARRAY:
+    moe_jw_arr_begin(jw);
+    for (size_t i = 0; i < v->u.arr.n && jw->err == MOE_OK; i++) moe_jw_value(jw, v->u.arr.items[i]);
+    moe_jw_arr_end(jw);
+    break;
+  case MOE_JSON_OBJECT:
+    moe_jw_obj_begin(jw);
+    for (size_t i = 0; i < v->u.obj.n && jw->err == MOE_OK; i++) {
+      const moe_json_member_t *m = v->u.obj.members[i];
+      moe_jw_keyn(jw, m->key, m->key_len);
+      moe_jw_value(jw, m->value);
+    }
+    moe_jw_obj_end(jw);
+    break;
+  default: jw_fail(jw, MOE_EINVAL);
+  }
 }
 
 moe_err_t moe_jw_finish(moe_jw_t *jw, char **out, size_t *len) {

@@ -204,8 +204,10 @@ void moe_jw_obj_begin(moe_jw_t *jw);
 void moe_jw_obj_end(moe_jw_t *jw);
 void moe_jw_arr_begin(moe_jw_t *jw);
 void moe_jw_arr_end(moe_jw_t *jw);
-/* The next member's key (inside an object); escaped. */
+/* The next member's key (inside an object); escaped. The n variant takes a length, for keys
+ * that may contain NUL (from \u0000). */
 void moe_jw_key(moe_jw_t *jw, const char *key);
+void moe_jw_keyn(moe_jw_t *jw, const char *key, size_t len);
 void moe_jw_str(moe_jw_t *jw, const char *s);
 void moe_jw_strn(moe_jw_t *jw, const char *s, size_t len);
 void moe_jw_int(moe_jw_t *jw, int64_t v);
@@ -215,6 +217,12 @@ void moe_jw_bool(moe_jw_t *jw, bool v);
 void moe_jw_null(moe_jw_t *jw);
 /* Appends `len` bytes of already-valid JSON as one value (not checked). */
 void moe_jw_raw(moe_jw_t *jw, const char *json, size_t len);
+/*
+ * Writes a parsed value and everything below it, in document order (re-serialising part of a
+ * config). Integers are written exactly, other numbers with moe_json_fmt_num, so parsing the
+ * output gives an equal DOM. Values nested deeper than MOE_JW_MAX_DEPTH fail with MOE_EINVAL.
+ */
+void moe_jw_value(moe_jw_t *jw, const moe_json_t *v);
 
 /*
  * Checks that the document is complete and returns the sticky error. On MOE_OK, *out (may be

@@ -567,3 +567,71 @@ TEST(fmt_num) {
   moe_json_fmt_num(b, sizeof b, NAN);
   ASSERT_STR_EQ(b, "nan");
 }
+
+/* Structural equality of two parsed values (numbers bit-exact, strings byte-exact). */
+static int json_equal(const moe_json_t *a, const moe_json_t *b) {
+  if (a->type != b->type) return 0;
+  switch (a->type) {
+  case MOE_JSON_NULL: return 1;
+  case MOE_JSON_BOOL: return a->u.b == b->u.b;
+  case MOE_JSON_NUMBER:
+    return a->u.num.d == b->u.num.d && a->u.num.is_int == b->u.num.is_int &&
+           (!a->u.num.is_int || a->u.num.i == b->u.num.i);
+  case MOE_JSON_STRING:
+    return a->u.str.len == b->u.str.len && memcmp(a->u.str.s, b->u.str.s, a->u.str.len) == 0;
+  case MOE_JSON_ARRAY:
+    if (a->u.arr.n != b->u.arr.n) return 0;
+    for (size_t i = 0; i < a->u.arr.n; i++)
+      if (!json_equal(a->u.arr.items[i], b->u.arr.items[i])) return 0;
+    return 1;
+  case MOE_JSON_OBJECT:
+    if (a->u.obj.n != b->u.obj.n) return 0;
+    for (size_t i = 0; i < a->u.obj.n; i++) {
+      const moe_json_member_t *x = a->u.obj.members[i], *y = b->u.obj.members[i];
+      if (x->key_len != y->key_len || memcmp(x->key, y->key, x->key_len) != 0) return 0;
+      if (!json_equal(x->value, y->value)) return 0;
+    }
+    return 1;
+  }
+  return 0;
+}
+
+TEST(value_round_trip) {
+  const char *src =
+      "{\"tokenizer\": {\"kind\": \"wordpiece\", \"vocab\": [\"[PAD]\", \"caf\\u00e9\", "
+      "\"\\ud83d\\ude00\", \"a\\u0000b\", \"q\\\"\"], \"k\\u0000ey\": 1},"
+      " \"n\": [0, -1, 9223372036854775807, 0.1, -2.5e-300, 1e3, true, false, null, [], {}]}";
+  moe_json_doc_t *doc = parse_ok(src);
+  moe_jw_t jw;
+  moe_jw_init(&jw);
+  moe_jw_value(&jw, moe_json_root(doc));
+  char *text;
+  size_t len;
+  ASSERT_OK(moe_jw_finish(&jw, &text, &len));
+  moe_jw_close(&jw);
+  moe_json_doc_t *again = parse_ok(text);
+  ASSERT(json_equal(moe_json_root(doc), moe_json_root(again)));
+  /* The NUL inside the key survives (moe_jw_keyn). */
+  const moe_json_t *tok = moe_json_get(moe_json_root(again), "tokenizer");
+  ASSERT_NOT_NULL(moe_json_getn(tok, "k\0ey", 4));
+  /* A sub-value alone. */
+  moe_jw_init(&jw);
+  moe_jw_value(&jw, moe_json_get(tok, "vocab"));
+  char *sub;
+  ASSERT_OK(moe_jw_finish(&jw, &sub, NULL));
+  moe_jw_close(&jw);
+  ASSERT_STR_EQ(sub, "[\"[PAD]\",\"caf\xc3\xa9\",\"\xf0\x9f\x98\x80\",\"a\\u0000b\",\"q\\\"\"]");
+  moe__free(sub);
+  moe__free(text);
+  moe_json_free(again);
+  moe_json_free(doc);
+  /* Deeper than the writer allows: a clean MOE_EINVAL. */
+  char *deep = nested(MOE_JW_MAX_DEPTH + 1);
+  doc = parse_ok(deep);
+  moe_jw_init(&jw);
+  moe_jw_value(&jw, moe_json_root(doc));
+  ASSERT_EQ(moe_jw_finish(&jw, NULL, NULL), MOE_EINVAL);
+  moe_jw_close(&jw);
+  moe_json_free(doc);
+  free(deep);
+}
