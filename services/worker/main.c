@@ -1,0 +1,153 @@
+/*
+ * sluice-worker: the fraud-scoring worker. Reads its configuration from one table (flags >
+ * environment > config file > defaults; --help prints it), sets up logging and runs the worker
+ * (worker.h) until SIGTERM. Exit status 0 after a graceful stop, 1 after a fatal error, 2 on
+ * bad configuration.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "svc/config.h"
+#include "svc/log.h"
+#include "worker.h"
+
+typedef struct wk_cfg_s {
+  char *brokers;
+  char *group;
+  char *instance_id;
+  char *topic;
+  char *dlq_topic;
+  char *alerts_topic;
+  char *pg_dsn;
+  char *pg_schema;
+  char *http_address;
+  int64_t http_port;
+  char *model_path;
+  int64_t batch_max;
+  int64_t batch_wait_ms;
+  int64_t max_event_bytes;
+  double review_threshold;
+  double block_threshold;
+  int log_level;
+  int log_format;
+} wk_cfg_t;
+
+static bool schema_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp, size_t n) {
+  size_t len = 0;
+  for (const char *p = v->s; *p; p++, len++) {
+    bool ok = (*p >= 'a' && *p <= 'z') || *p == '_' || (len > 0 && *p >= '0' && *p <= '9');
+    if (!ok) break;
+    if (p[1] == '\0' && len < 63) return true;
+  }
+  snprintf(exp, n, "a lower-case identifier [a-z_][a-z0-9_]* of at most 63 characters");
+  return false;
+}
+
+static const svc_cfg_def_t wk_cfg_table[] = {
+    {.name = "kafka.brokers", .type = SVC_CFG_STRING, .def = "127.0.0.1:9092",
+     .env = "SLUICE_KAFKA_BROKERS", .flags = SVC_CFG_NONEMPTY,
+     .offset = offsetof(wk_cfg_t, brokers), .help = "Kafka bootstrap servers (host:port,...)"},
+    {.name = "kafka.group", .type = SVC_CFG_STRING, .def = "sluice-fraud",
+     .env = "SLUICE_KAFKA_GROUP", .flags = SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, group),
+     .help = "consumer group; also the key of the offsets stored in PostgreSQL"},
+    {.name = "kafka.instance_id", .type = SVC_CFG_STRING, .def = "",
+     .env = "SLUICE_KAFKA_INSTANCE_ID", .offset = offsetof(wk_cfg_t, instance_id),
+     .help = "static group membership id (e.g. the pod name); empty for dynamic membership"},
+    {.name = "fraud.topic", .type = SVC_CFG_STRING, .def = "sluice.fraud.events",
+     .env = "SLUICE_FRAUD_TOPIC", .flags = SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, topic),
+     .help = "input topic of protobuf Envelope/Transaction events"},
+    {.name = "fraud.dlq_topic", .type = SVC_CFG_STRING, .def = "sluice.fraud.dlq",
+     .env = "SLUICE_FRAUD_DLQ_TOPIC", .flags = SVC_CFG_NONEMPTY,
+     .offset = offsetof(wk_cfg_t, dlq_topic),
+     .help = "dead-letter topic for events that cannot be decoded or validated"},
+    {.name = "fraud.alerts_topic", .type = SVC_CFG_STRING, .def = "sluice.fraud.alerts",
+     .env = "SLUICE_FRAUD_ALERTS_TOPIC", .flags = SVC_CFG_NONEMPTY,
+     .offset = offsetof(wk_cfg_t, alerts_topic),
+     .help = "topic the outbox relay publishes alerts to (recorded with each outbox row)"},
+    {.name = "pg.dsn", .type = SVC_CFG_STRING, .env = "SLUICE_PG_DSN",
+     .flags = SVC_CFG_REQUIRED | SVC_CFG_SECRET | SVC_CFG_NONEMPTY,
+     .offset = offsetof(wk_cfg_t, pg_dsn), .help = "PostgreSQL connection string"},
+    {.name = "pg.schema", .type = SVC_CFG_STRING, .def = "sluice", .env = "SLUICE_PG_SCHEMA",
+     .offset = offsetof(wk_cfg_t, pg_schema), .check = schema_ok,
+     .help = "PostgreSQL schema holding the worker's tables (created and migrated at start)"},
+    {.name = "http.address", .type = SVC_CFG_STRING, .def = "0.0.0.0",
+     .env = "SLUICE_HTTP_ADDRESS", .flags = SVC_CFG_NONEMPTY,
+     .offset = offsetof(wk_cfg_t, http_address),
+     .help = "address of the /metrics, /healthz, /readyz, /info endpoint"},
+    {.name = "http.port", .type = SVC_CFG_INT, .def = "9464", .env = "SLUICE_HTTP_PORT",
+     .offset = offsetof(wk_cfg_t, http_port), .min = 0, .max = 65535,
+     .help = "port of the HTTP endpoint (0: any free port, logged at start)"},
+    {.name = "model.path", .type = SVC_CFG_STRING, .env = "SLUICE_FRAUD_MODEL",
+     .flags = SVC_CFG_REQUIRED | SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, model_path),
+     .help = "libmoe model file (binary tabular model over fraud features)"},
+    {.name = "batch.max", .type = SVC_CFG_INT, .def = "256", .env = "SLUICE_BATCH_MAX",
+     .offset = offsetof(wk_cfg_t, batch_max), .min = 1, .max = 65536,
+     .help = "events per batch (one inference call and one PostgreSQL statement)"},
+    {.name = "batch.wait", .type = SVC_CFG_DURATION, .def = "20ms", .env = "SLUICE_BATCH_WAIT",
+     .offset = offsetof(wk_cfg_t, batch_wait_ms), .min = 0, .max = 60000,
+     .help = "longest wait before a partial batch is scored"},
+    {.name = "event.max_bytes", .type = SVC_CFG_SIZE, .def = "64KiB",
+     .env = "SLUICE_EVENT_MAX_BYTES", .offset = offsetof(wk_cfg_t, max_event_bytes), .min = 64,
+     .max = 16777216, .help = "larger records are dead-lettered as oversize"},
+    {.name = "fraud.review_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
+     .env = "SLUICE_FRAUD_REVIEW_THRESHOLD", .offset = offsetof(wk_cfg_t, review_threshold),
+     .min = -1, .max = 1, .help = "score from which a transaction is sent to review (-1: half "
+                                  "the block threshold)"},
+    {.name = "fraud.block_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
+     .env = "SLUICE_FRAUD_BLOCK_THRESHOLD", .offset = offsetof(wk_cfg_t, block_threshold),
+     .min = -1, .max = 1, .help = "score from which a transaction is blocked and alerted (-1: "
+                                  "the model card's threshold)"},
+    {.name = "log.level", .type = SVC_CFG_ENUM, .def = "info", .env = "SLUICE_LOG_LEVEL",
+     .offset = offsetof(wk_cfg_t, log_level), .values = svc_log_level_names,
+     .flags = SVC_CFG_RELOADABLE, .help = "log threshold"},
+    {.name = "log.format", .type = SVC_CFG_ENUM, .def = "logfmt", .env = "SLUICE_LOG_FORMAT",
+     .offset = offsetof(wk_cfg_t, log_format), .values = svc_log_format_names,
+     .help = "log line format"},
+    {0}};
+
+int main(int argc, char **argv) {
+  wk_cfg_t c = {0};
+  svc_cfg_t *cfg = NULL;
+  char err[1024];
+  if (svc_cfg_new(&cfg, "sluice-worker",
+                  "Score card transactions from Kafka with the MoE engine and store every result, "
+                  "card state, alert and offset in PostgreSQL exactly once per batch.",
+                  wk_cfg_table, &c, "SLUICE_WORKER_CONFIG", err, sizeof err) != SVC_OK) {
+    fprintf(stderr, "sluice-worker: %s\n", err);
+    return 2;
+  }
+  if (svc_cfg_load(cfg, argc, argv, err, sizeof err) != SVC_OK) {
+    fprintf(stderr, "sluice-worker: %s\n", err);
+    svc_cfg_free(cfg);
+    return 2;
+  }
+  if (svc_cfg_help_requested(cfg)) {
+    svc_cfg_print_help(cfg, stdout);
+    svc_cfg_free(cfg);
+    return 0;
+  }
+  svc_log_set_level((svc_log_level_t)c.log_level);
+  svc_log_set_format((svc_log_format_t)c.log_format);
+
+  wk_worker_opts_t o = {.brokers = c.brokers, .group = c.group, .instance_id = c.instance_id,
+                        .topic = c.topic, .dlq_topic = c.dlq_topic,
+                        .alerts_topic = c.alerts_topic, .pg_dsn = c.pg_dsn,
+                        .pg_schema = c.pg_schema, .http_address = c.http_address,
+                        .http_port = (unsigned)c.http_port, .model_path = c.model_path,
+                        .batch_max = (size_t)c.batch_max, .batch_wait_ms = (uint64_t)c.batch_wait_ms,
+                        .max_event_bytes = (size_t)c.max_event_bytes,
+                        .review_threshold = c.review_threshold,
+                        .block_threshold = c.block_threshold, .domain = "fraud"};
+  svc_err_t rc = wk_worker_run(&o, err, sizeof err);
+  if (rc != SVC_OK) {
+    SVC_LOG(SVC_LOG_ERROR, "worker stopped on an error", "err=%s detail=\"%s\"", svc_err_name(rc),
+            err);
+    fprintf(stderr, "sluice-worker: %s\n", err);
+  } else {
+    SVC_LOG(SVC_LOG_INFO, "worker stopped");
+  }
+  svc_cfg_free(cfg);
+  if (rc == SVC_ECONFIG) return 2;
+  return rc == SVC_OK ? 0 : 1;
+}

@@ -1,0 +1,952 @@
+/*
+ * The fraud worker's event loop: Kafka in, validation and DLQ, card state, micro-batches,
+ * scoring on the thread pool, one PostgreSQL statement per batch, restore on assignment,
+ * metrics and health, graceful stop. The contract is in worker.h.
+ */
+#include "worker.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "batch-tx.h"
+#include "batcher.h"
+#include "card-store.h"
+#include "fraud-input.h"
+#include "schema.h"
+#include "scorer.h"
+#include "sluice/v1/results.pb-c.h"
+#include "svc/db.h"
+#include "svc/http.h"
+#include "svc/kafka.h"
+#include "svc/log.h"
+#include "svc/metrics.h"
+
+/* ---- metrics -------------------------------------------------------------------------- */
+
+#define WK_METRICS(XX)                                                                       \
+  XX(WK_M_EVENTS_IN, "sluice_events_in_total", SVC_COUNTER, "events", "topic", 4,            \
+     SVC_BUCKETS_NONE, "Events consumed from Kafka.")                                        \
+  XX(WK_M_SCORED, "sluice_events_scored_total", SVC_COUNTER, "events", "", 0,                \
+     SVC_BUCKETS_NONE, "Events scored and committed to PostgreSQL.")                         \
+  XX(WK_M_DEAD, "sluice_events_dead_lettered_total", SVC_COUNTER, "events", "reason", 8,     \
+     SVC_BUCKETS_NONE, "Events sent to the dead-letter topic, by reason.")                   \
+  XX(WK_M_DLQ_FAILED, "sluice_dlq_send_failures_total", SVC_COUNTER, "events", "", 0,        \
+     SVC_BUCKETS_NONE, "Dead-letter records that could not be queued or delivered.")         \
+  XX(WK_M_DECISIONS, "sluice_decisions_total", SVC_COUNTER, "events", "decision", 4,         \
+     SVC_BUCKETS_NONE, "Decisions taken, by decision.")                                      \
+  XX(WK_M_ALERTS, "sluice_alerts_total", SVC_COUNTER, "alerts", "", 0, SVC_BUCKETS_NONE,     \
+     "Alerts written to the outbox.")                                                        \
+  XX(WK_M_DUPLICATES, "sluice_results_duplicate_total", SVC_COUNTER, "events", "", 0,        \
+     SVC_BUCKETS_NONE, "Results not inserted because their event id was already stored.")    \
+  XX(WK_M_BATCHES, "sluice_batches_committed_total", SVC_COUNTER, "batches", "", 0,          \
+     SVC_BUCKETS_NONE, "Batch transactions committed.")                                      \
+  XX(WK_M_BATCH_SIZE, "sluice_batch_size", SVC_HISTOGRAM, "events", "", 0,                   \
+     SVC_BUCKETS_EXP(1, 2, 12), "Events per batch (scored and dead-lettered).")              \
+  XX(WK_M_INFER, "sluice_inference_seconds", SVC_HISTOGRAM, "seconds", "", 0,                \
+     SVC_BUCKETS_EXP(1e-5, 2, 24), "Time to score one batch with the model.")                \
+  XX(WK_M_E2E, "sluice_end_to_end_seconds", SVC_HISTOGRAM, "seconds", "", 0,                 \
+     SVC_BUCKETS_EXP(1e-4, 2, 24),                                                           \
+     "From the Kafka record's timestamp to the commit of its result.")                       \
+  XX(WK_M_COMMIT, "sluice_pg_commit_seconds", SVC_HISTOGRAM, "seconds", "", 0,               \
+     SVC_BUCKETS_EXP(1e-4, 2, 20), "Time of one batch statement in PostgreSQL.")             \
+  XX(WK_M_LAG, "sluice_consumer_lag", SVC_GAUGE, "messages", "topic,partition", 1024,        \
+     SVC_BUCKETS_NONE, "Messages behind the partition's high watermark.")                   \
+  XX(WK_M_PARTITIONS, "sluice_partitions_assigned", SVC_GAUGE, "partitions", "", 0,          \
+     SVC_BUCKETS_NONE, "Partitions currently assigned to this worker.")                      \
+  XX(WK_M_CARDS, "sluice_cards_in_memory", SVC_GAUGE, "cards", "", 0, SVC_BUCKETS_NONE,      \
+     "Cards whose velocity state is held in memory.")                                        \
+  XX(WK_M_EXPERT_LOAD, "sluice_expert_load_total", SVC_COUNTER, "rows", "expert", 512,       \
+     SVC_BUCKETS_NONE,                                                                       \
+     "Rows routed to each routed expert (index over all MoE blocks, block by block).")       \
+  XX(WK_M_MODEL, "sluice_model_info", SVC_GAUGE, "", "version", 8, SVC_BUCKETS_NONE,         \
+     "The loaded model version (value 1).")
+
+enum { WK_METRICS(SVC_METRIC_ENUM) WK_M__COUNT };
+static const svc_metric_def_t wk_metric_defs[] = {WK_METRICS(SVC_METRIC_DEF)};
+
+enum { WK_READY_MODEL = 0, WK_READY_PARTITIONS = 1, WK_READY_DATABASE = 2 };
+static const char *const wk_ready_names[] = {"model", "partitions", "database"};
+
+/* ---- state ---------------------------------------------------------------------------- */
+
+typedef struct wk_event_s {
+  rd_kafka_message_t *msg;   /* owned until the batch commits (back-pressure on fetching) */
+  Sluice__V1__Envelope *env; /* NULL: dead-lettered, only its offset is committed */
+  int has_state;
+  uint8_t state[WK_VEL_ENCODED_SIZE]; /* the card's state after this event */
+  float feats[WK_FRAUD_N_FEATURES];
+} wk_event_t;
+
+typedef struct wk_worker_s wk_worker_t;
+
+typedef struct wk_batch_s {
+  wk_worker_t *w;
+  wk_event_t **ev;
+  size_t n;
+  size_t n_rows;       /* events to score */
+  float *x;            /* (n_rows * n_inputs) */
+  wk_score_t *scores;  /* (n_rows) */
+  int64_t *load;       /* (load_size) */
+  svc_err_t score_err;
+  char score_errstr[256];
+  uint64_t infer_ns, commit_start_ns;
+  uv_work_t work;
+  struct wk_batch_s *next;
+} wk_batch_t;
+
+struct wk_worker_s {
+  wk_worker_opts_t o;
+  uv_loop_t loop;
+  svc_metrics_t *metrics;
+  svc_http_t *http;
+  wk_scorer_t *scorer;
+  wk_scorer_session_t *sess;
+  wk_feature_map_t fmap;
+  float review_thr, block_thr;
+  kq_consumer_t *cons;
+  kq_producer_t *prod;
+  db_conn_t *db;
+  wk_card_store_t cards;
+  wk_batcher_t batcher;
+  int batcher_open;
+  wk_batch_tx_t *tx;
+  wk_batch_t *queue_head, *queue_tail, *inflight;
+  rd_kafka_topic_partition_list_t *pending_revoke;
+  kq_rebalance_kind_t pending_kind;
+  uv_signal_t sig_term, sig_int;
+  uv_timer_t lag_timer;
+  int handles_open;
+  int stopping, closing, fatal;
+  char fatal_msg[512];
+  svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
+  svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_cards;
+  svc_series_t *m_decision[4];
+  svc_series_t **m_load; /* (load_size) */
+};
+
+static void worker_begin_close(wk_worker_t *w);
+static void worker_pump(wk_worker_t *w);
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static void event_free(wk_event_t *ev) {
+  if (ev == NULL) return;
+  if (ev->env) sluice__v1__envelope__free_unpacked(ev->env, NULL);
+  if (ev->msg) rd_kafka_message_destroy(ev->msg);
+  free(ev);
+}
+
+static void batch_free(wk_batch_t *b) {
+  if (b == NULL) return;
+  for (size_t i = 0; i < b->n; i++) event_free(b->ev[i]);
+  free(b->ev);
+  free(b->x);
+  free(b->scores);
+  free(b->load);
+  free(b);
+}
+
+/* Stops the worker after an error it cannot recover from in process (see worker.h). */
+static void worker_fatal(wk_worker_t *w, const char *what, const char *detail) {
+  if (!w->fatal) {
+    w->fatal = 1;
+    snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s: %s", what, detail);
+    SVC_LOG(SVC_LOG_ERROR, "fatal: stopping the worker", "what=\"%s\" detail=\"%s\"", what,
+            detail);
+  }
+  if (w->http) {
+    svc_http_set_ready(w->http, WK_READY_PARTITIONS, false);
+    svc_http_set_live(w->http, false, "fatal error; see the log");
+  }
+  w->stopping = 1;
+  /* Work not yet started is dropped: it was never committed and will be consumed again. */
+  while (w->queue_head) {
+    wk_batch_t *b = w->queue_head;
+    w->queue_head = b->next;
+    batch_free(b);
+  }
+  w->queue_tail = NULL;
+  if (w->batcher_open) {
+    size_t n;
+    void **items = wk_batcher_take(&w->batcher, &n);
+    for (size_t i = 0; i < n; i++) event_free(items[i]);
+    free(items);
+  }
+  if (w->inflight == NULL) worker_begin_close(w);
+}
+
+static wk_decision_t worker_decide(const wk_worker_t *w, float score) {
+  if (score >= w->block_thr) return WK_DECISION_BLOCK;
+  if (score >= w->review_thr) return WK_DECISION_REVIEW;
+  return WK_DECISION_ALLOW;
+}
+
+/* ---- dead letters --------------------------------------------------------------------- */
+
+static void dlq_delivered(kq_producer_t *prod, const rd_kafka_message_t *msg, svc_err_t err,
+                          void *opaque) {
+  wk_worker_t *w = prod->data;
+  if (err != SVC_OK) {
+    svc_counter_add(w->m_dlq_failed, 1);
+    SVC_LOG(SVC_LOG_ERROR, "dead-letter record not delivered", "err=%s", svc_err_name(err));
+  }
+}
+
+static void dlq_send(wk_worker_t *w, const rd_kafka_message_t *msg, const wk_reject_t *rej) {
+  char partition[16], offset[24];
+  snprintf(partition, sizeof partition, "%" PRId32, msg->partition);
+  snprintf(offset, sizeof offset, "%" PRId64, msg->offset);
+  const char *topic = rd_kafka_topic_name(msg->rkt);
+  const char *reason = wk_reject_name(rej->reason);
+  kq_header_t h[] = {
+      {"sluice-dlq-reason", reason, strlen(reason)},
+      {"sluice-dlq-detail", rej->detail, strlen(rej->detail)},
+      {"sluice-origin-topic", topic, strlen(topic)},
+      {"sluice-origin-partition", partition, strlen(partition)},
+      {"sluice-origin-offset", offset, strlen(offset)},
+  };
+  kq_record_t rec = {.topic = w->o.dlq_topic, .partition = KQ_PARTITION_ANY, .key = msg->key,
+                     .key_len = msg->key_len, .value = msg->payload, .value_len = msg->len,
+                     .headers = h, .n_headers = sizeof h / sizeof h[0]};
+  svc_err_t err = kq_producer_send(w->prod, &rec);
+  if (err != SVC_OK) {
+    /* The stream goes on regardless; the loss of this copy is counted and logged. */
+    svc_counter_add(w->m_dlq_failed, 1);
+    SVC_LOG(SVC_LOG_ERROR, "dead-letter record not queued", "err=%s topic=%s partition=%s offset=%s",
+            svc_err_name(err), topic, partition, offset);
+  }
+  svc_counter_add(svc_metrics_series1(w->metrics, WK_M_DEAD, reason), 1);
+  SVC_LOG(SVC_LOG_WARN, "event dead-lettered", "reason=%s detail=\"%s\" partition=%s offset=%s",
+          reason, rej->detail, partition, offset);
+}
+
+/* ---- consuming ------------------------------------------------------------------------ */
+
+static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
+  wk_worker_t *w = cons->data;
+  svc_counter_add(w->m_events_in, 1);
+  wk_event_t *ev = calloc(1, sizeof *ev);
+  if (ev == NULL) {
+    rd_kafka_message_destroy(msg);
+    worker_fatal(w, "consuming", "out of memory");
+    return;
+  }
+  ev->msg = msg;
+  if (w->fatal) {
+    event_free(ev);
+    return;
+  }
+  wk_reject_t rej;
+  ev->env = wk_fraud_decode(msg->payload, msg->payload ? msg->len : 0, w->o.max_event_bytes, &rej);
+  if (ev->env == NULL) {
+    dlq_send(w, msg, &rej);
+  } else {
+    const Sluice__V1__Transaction *tx = ev->env->transaction;
+    float vel[WK_VEL_N_FEATURES];
+    const float *velp = NULL;
+    if (tx->card_id != NULL && tx->card_id[0] != '\0') {
+      wk_card_t *card = wk_card_store_get(&w->cards, tx->card_id, msg->partition, NULL);
+      if (msg->offset > card->last_offset) {
+        wk_velocity_observe(&card->vel, ev->env->event_time_ms, tx->amount, vel);
+        card->last_offset = msg->offset;
+      } else {
+        /* Already folded into the restored state (a replay): features only. */
+        wk_velocity_features(&card->vel, ev->env->event_time_ms, tx->amount, vel);
+      }
+      card->partition = msg->partition;
+      wk_velocity_encode(&card->vel, ev->state, sizeof ev->state);
+      ev->has_state = 1;
+      velp = vel;
+    }
+    wk_fraud_build(ev->env, velp, ev->feats);
+  }
+  wk_batcher_add(&w->batcher, ev);
+  if (w->stopping) wk_batcher_flush(&w->batcher);
+}
+
+/* ---- batches: score on the pool, commit on the loop ----------------------------------- */
+
+static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
+  wk_worker_t *w = bt->data;
+  wk_batch_t *b = calloc(1, sizeof *b);
+  if (b == NULL) {
+    for (size_t i = 0; i < n; i++) event_free(items[i]);
+    free(items);
+    worker_fatal(w, "batching", "out of memory");
+    return;
+  }
+  b->w = w;
+  b->ev = (wk_event_t **)items;
+  b->n = n;
+  if (w->queue_tail) w->queue_tail->next = b;
+  else w->queue_head = b;
+  w->queue_tail = b;
+  worker_pump(w);
+}
+
+static void score_work(uv_work_t *req) {
+  wk_batch_t *b = req->data;
+  wk_worker_t *w = b->w;
+  uint64_t t0 = uv_hrtime();
+  b->score_err = w->scorer->score(w->sess, b->x, b->n_rows, b->scores, b->load, b->score_errstr,
+                                  sizeof b->score_errstr);
+  b->infer_ns = uv_hrtime() - t0;
+}
+
+static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                         void *arg);
+
+/* Builds the batch statement from the scored batch and sends it. */
+static void batch_commit(wk_worker_t *w, wk_batch_t *b) {
+  wk_batch_tx_reset(w->tx);
+  size_t row = 0;
+  const char *topic = w->o.topic;
+  for (size_t i = 0; i < b->n; i++) {
+    wk_event_t *ev = b->ev[i];
+    const rd_kafka_message_t *m = ev->msg;
+    wk_offset_row_t k = {.topic = topic, .partition = m->partition, .next_offset = m->offset + 1};
+    wk_batch_tx_add_offset(w->tx, &k);
+    if (ev->env == NULL) continue;
+    const wk_score_t *s = &b->scores[row];
+    const float *in = &b->x[row * w->scorer->n_inputs];
+    row++;
+    const Sluice__V1__Transaction *tx = ev->env->transaction;
+    wk_decision_t d = worker_decide(w, s->score);
+    char experts[512];
+    wk_score_experts_json(s, experts, sizeof experts);
+    wk_result_row_t r = {.domain = w->o.domain, .event_id = ev->env->event_id,
+                         .key = ev->env->key, .score = s->score, .decision = d,
+                         .model_version = w->scorer->version, .experts_json = experts,
+                         .top_features_json = NULL, .input = in,
+                         .n_input = w->scorer->n_inputs,
+                         .event_time_ms = ev->env->event_time_ms, .topic = topic,
+                         .partition = m->partition, .offset = m->offset};
+    wk_batch_tx_add_result(w->tx, &r);
+    if (ev->has_state) {
+      wk_state_row_t st = {.card_id = tx->card_id, .topic = topic, .partition = m->partition,
+                           .last_offset = m->offset, .state = ev->state,
+                           .state_len = sizeof ev->state};
+      wk_batch_tx_add_state(w->tx, &st);
+    }
+    if (d == WK_DECISION_BLOCK) {
+      char alert_id[256], text[128];
+      snprintf(alert_id, sizeof alert_id, "%s:%s", w->o.domain, ev->env->event_id);
+      snprintf(text, sizeof text, "score %.3f at or above the block threshold %.3f",
+               (double)s->score, (double)w->block_thr);
+      Sluice__V1__Alert a = SLUICE__V1__ALERT__INIT;
+      a.alert_id = alert_id;
+      a.domain = (char *)w->o.domain;
+      a.key = ev->env->key ? ev->env->key : (char *)"";
+      a.kind = (char *)"fraud";
+      a.has_state = 1;
+      a.state = SLUICE__V1__ALERT_STATE__ALERT_STATE_FIRING;
+      a.has_score = 1;
+      a.score = s->score;
+      a.event_id = ev->env->event_id;
+      a.has_at_ms = 1;
+      a.at_ms = ev->env->event_time_ms;
+      a.message = text;
+      a.model_version = (char *)w->scorer->version;
+      uint8_t payload[1024];
+      size_t len = sluice__v1__alert__get_packed_size(&a);
+      if (len <= sizeof payload) {
+        sluice__v1__alert__pack(&a, payload);
+        wk_outbox_row_t o = {.alert_id = alert_id, .domain = w->o.domain, .key = a.key,
+                             .topic = w->o.alerts_topic, .payload = payload, .payload_len = len};
+        wk_batch_tx_add_outbox(w->tx, &o);
+      }
+    }
+  }
+  const char *sql;
+  const char *const *params;
+  wk_batch_tx_finish(w->tx, &sql, &params);
+  b->commit_start_ns = uv_hrtime();
+  svc_err_t err = db_conn_query(w->db, sql, WK_BATCH_TX_N_PARAMS, params, on_committed, b);
+  if (err != SVC_OK) {
+    w->inflight = NULL;
+    batch_free(b);
+    worker_fatal(w, "sending the batch transaction", svc_strerror(err));
+  }
+}
+
+static void after_score(uv_work_t *req, int status) {
+  wk_batch_t *b = req->data;
+  wk_worker_t *w = b->w;
+  if (w->fatal) {
+    w->inflight = NULL;
+    batch_free(b);
+    worker_begin_close(w);
+    return;
+  }
+  if (status != 0 || b->score_err != SVC_OK) {
+    w->inflight = NULL;
+    batch_free(b);
+    worker_fatal(w, "scoring a batch", status != 0 ? uv_strerror(status) : b->score_errstr);
+    return;
+  }
+  svc_histogram_observe(w->m_infer, (double)b->infer_ns * 1e-9);
+  for (size_t i = 0; i < w->scorer->load_size; i++)
+    if (b->load[i]) svc_counter_add(w->m_load[i], (uint64_t)b->load[i]);
+  batch_commit(w, b);
+}
+
+static void worker_pump(wk_worker_t *w) {
+  if (w->inflight != NULL || w->queue_head == NULL || w->closing) return;
+  wk_batch_t *b = w->queue_head;
+  w->queue_head = b->next;
+  if (w->queue_head == NULL) w->queue_tail = NULL;
+  b->next = NULL;
+  w->inflight = b;
+  for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->env != NULL;
+  if (b->n_rows == 0) {
+    batch_commit(w, b); /* only dead letters: their offsets still move */
+    return;
+  }
+  size_t width = w->scorer->n_inputs;
+  b->x = malloc(b->n_rows * width * sizeof *b->x);
+  b->scores = calloc(b->n_rows, sizeof *b->scores);
+  b->load = calloc(w->scorer->load_size + 1, sizeof *b->load);
+  if (b->x == NULL || b->scores == NULL || b->load == NULL) {
+    w->inflight = NULL;
+    batch_free(b);
+    worker_fatal(w, "preparing a batch", "out of memory");
+    return;
+  }
+  size_t row = 0;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->ev[i]->env) wk_feature_map_apply(&w->fmap, b->ev[i]->feats, &b->x[width * row++]);
+  b->work.data = b;
+  int rc = uv_queue_work(&w->loop, &b->work, score_work, after_score);
+  if (rc != 0) {
+    w->inflight = NULL;
+    batch_free(b);
+    worker_fatal(w, "queueing the scoring work", uv_strerror(rc));
+  }
+}
+
+static void revoke_finish(wk_worker_t *w, bool call_done);
+static void stop_maybe_close(wk_worker_t *w);
+
+static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                         void *arg) {
+  wk_batch_t *b = arg;
+  wk_worker_t *w = b->w;
+  w->inflight = NULL;
+  if (err != SVC_OK) {
+    batch_free(b);
+    worker_fatal(w, "committing a batch", errmsg ? errmsg : svc_strerror(err));
+    return;
+  }
+  uint64_t now_ns = uv_hrtime();
+  svc_histogram_observe(w->m_commit, (double)(now_ns - b->commit_start_ns) * 1e-9);
+  wk_batch_tx_counts_t c = {0};
+  if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4) {
+    const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                           PQgetvalue(res, 0, 3)};
+    wk_batch_tx_parse_counts(cols, &c);
+  }
+  svc_counter_add(w->m_batches, 1);
+  svc_histogram_observe(w->m_batch_size, (double)b->n);
+  svc_counter_add(w->m_scored, b->n_rows);
+  if ((size_t)c.results < b->n_rows) svc_counter_add(w->m_dupes, b->n_rows - (size_t)c.results);
+  svc_counter_add(w->m_alerts, (uint64_t)c.outbox);
+
+  /* Kafka's committed offsets follow PostgreSQL's, for lag tools; the truth stays in PG. */
+  rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(4);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  double now_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+  size_t row = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const rd_kafka_message_t *m = b->ev[i]->msg;
+    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(offs, w->o.topic, m->partition);
+    if (tp == NULL) tp = rd_kafka_topic_partition_list_add(offs, w->o.topic, m->partition);
+    if (m->offset + 1 > tp->offset) tp->offset = m->offset + 1;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts_ms = rd_kafka_message_timestamp(m, &tstype);
+    if (ts_ms > 0) svc_histogram_observe(w->m_e2e, (now_ms - (double)ts_ms) * 1e-3);
+    if (b->ev[i]->env) {
+      wk_decision_t d = worker_decide(w, b->scores[row++].score);
+      svc_counter_add(w->m_decision[d], 1);
+    }
+  }
+  if (w->cons) kq_consumer_commit(w->cons, offs);
+  rd_kafka_topic_partition_list_destroy(offs);
+  SVC_LOG(SVC_LOG_DEBUG, "batch committed", "events=%zu scored=%zu inserted=%ld states=%ld alerts=%ld",
+          b->n, b->n_rows, c.results, c.states, c.outbox);
+  batch_free(b);
+
+  if (w->pending_revoke && w->queue_head == NULL && w->inflight == NULL) revoke_finish(w, true);
+  worker_pump(w);
+  stop_maybe_close(w);
+}
+
+/* ---- rebalances ----------------------------------------------------------------------- */
+
+typedef struct wk_assign_s {
+  wk_worker_t *w;
+  rd_kafka_topic_partition_list_t *parts;
+  char partitions[4096]; /* "{0,3,5}" */
+} wk_assign_t;
+
+static void assign_free(wk_assign_t *a) {
+  if (a->parts) rd_kafka_topic_partition_list_destroy(a->parts);
+  free(a);
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                      void *arg) {
+  wk_assign_t *a = arg;
+  wk_worker_t *w = a->w;
+  if (err != SVC_OK) {
+    worker_fatal(w, "restoring card state", errmsg ? errmsg : svc_strerror(err));
+    assign_free(a);
+    return;
+  }
+  int n = PQntuples(res), bad = 0;
+  for (int i = 0; i < n; i++) {
+    const char *id = PQgetvalue(res, i, 0);
+    int32_t part = (int32_t)atoi(PQgetvalue(res, i, 1));
+    int64_t last = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+    const char *hex = PQgetvalue(res, i, 3);
+    size_t hl = strlen(hex);
+    uint8_t buf[WK_VEL_ENCODED_SIZE];
+    wk_card_t *card = wk_card_store_get(&w->cards, id, part, NULL);
+    char derr[256] = "hex length";
+    svc_err_t de = SVC_EDECODE;
+    if (hl == 2 * sizeof buf) {
+      size_t j = 0;
+      for (; j < sizeof buf; j++) {
+        int hi = hexval(hex[2 * j]), lo = hexval(hex[2 * j + 1]);
+        if (hi < 0 || lo < 0) break;
+        buf[j] = (uint8_t)(hi << 4 | lo);
+      }
+      if (j == sizeof buf) de = wk_velocity_decode(&card->vel, buf, sizeof buf, derr, sizeof derr);
+    }
+    if (de != SVC_OK) {
+      /* A state this worker cannot read starts afresh rather than stopping the partition. */
+      bad++;
+      wk_velocity_init(&card->vel);
+      SVC_LOG(SVC_LOG_WARN, "card state unreadable, starting it empty", "card=\"%s\" err=\"%s\"",
+              id, derr);
+    }
+    card->partition = part;
+    card->last_offset = last;
+  }
+  svc_gauge_set(w->m_cards, (double)w->cards.n);
+  svc_err_t rc = kq_consumer_rebalance_done(w->cons, KQ_REBALANCE_ASSIGN, a->parts);
+  if (rc != SVC_OK && rc != SVC_ECLOSED) worker_fatal(w, "assigning partitions", svc_strerror(rc));
+  rd_kafka_topic_partition_list_t *now = NULL;
+  if (rd_kafka_assignment(kq_consumer_rk(w->cons), &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    svc_gauge_set(w->m_parts, now->cnt);
+    svc_http_set_ready(w->http, WK_READY_PARTITIONS, now->cnt > 0 && !w->stopping);
+    rd_kafka_topic_partition_list_destroy(now);
+  }
+  SVC_LOG(SVC_LOG_INFO, "partitions assigned", "partitions=%s cards_restored=%d unreadable=%d",
+          a->partitions, n, bad);
+  assign_free(a);
+}
+
+static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                       void *arg) {
+  wk_assign_t *a = arg;
+  wk_worker_t *w = a->w;
+  if (err != SVC_OK) {
+    worker_fatal(w, "reading stored offsets", errmsg ? errmsg : svc_strerror(err));
+    assign_free(a);
+    return;
+  }
+  /* PostgreSQL is the truth: a partition without a stored offset starts at the beginning. */
+  for (int i = 0; i < a->parts->cnt; i++) a->parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+  for (int i = 0; i < PQntuples(res); i++) {
+    int32_t p = (int32_t)atoi(PQgetvalue(res, i, 0));
+    int64_t next = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(a->parts, w->o.topic, p);
+    if (tp) tp->offset = next;
+  }
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT card_id, partition, last_offset, encode(state, 'hex') FROM \"%s\".card_state "
+           "WHERE topic = $1 AND partition = ANY($2::integer[])",
+           w->o.pg_schema);
+  const char *params[] = {w->o.topic, a->partitions};
+  svc_err_t rc = db_conn_query(w->db, sql, 2, params, on_states, a);
+  if (rc != SVC_OK) {
+    worker_fatal(w, "restoring card state", svc_strerror(rc));
+    assign_free(a);
+  }
+}
+
+/* Drops the revoked partitions' state; completes the deferred rebalance when call_done. */
+static void revoke_finish(wk_worker_t *w, bool call_done) {
+  rd_kafka_topic_partition_list_t *parts = w->pending_revoke;
+  w->pending_revoke = NULL;
+  size_t dropped = 0;
+  for (int i = 0; i < parts->cnt; i++) {
+    dropped += wk_card_store_drop_partition(&w->cards, parts->elems[i].partition);
+    char p[16];
+    snprintf(p, sizeof p, "%" PRId32, parts->elems[i].partition);
+    const char *lbl[] = {w->o.topic, p};
+    svc_gauge_clear(svc_metrics_series(w->metrics, WK_M_LAG, lbl));
+  }
+  svc_gauge_set(w->m_cards, (double)w->cards.n);
+  if (w->cons && call_done) kq_consumer_rebalance_done(w->cons, w->pending_kind, parts);
+  SVC_LOG(SVC_LOG_INFO, "partitions released", "count=%d cards_dropped=%zu lost=%d", parts->cnt,
+          dropped, w->pending_kind == KQ_REBALANCE_LOST);
+  rd_kafka_topic_partition_list_destroy(parts);
+  rd_kafka_topic_partition_list_t *now = NULL;
+  if (w->cons && rd_kafka_assignment(kq_consumer_rk(w->cons), &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    svc_gauge_set(w->m_parts, now->cnt);
+    svc_http_set_ready(w->http, WK_READY_PARTITIONS, now->cnt > 0 && !w->stopping);
+    rd_kafka_topic_partition_list_destroy(now);
+  }
+}
+
+static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind_t kind,
+                                          rd_kafka_topic_partition_list_t *parts) {
+  wk_worker_t *w = cons->data;
+  if (kind == KQ_REBALANCE_ASSIGN) {
+    wk_assign_t *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+      worker_fatal(w, "assigning partitions", "out of memory");
+      return KQ_REBALANCE_DONE;
+    }
+    a->w = w;
+    a->parts = rd_kafka_topic_partition_list_copy(parts);
+    size_t len = 0;
+    len += (size_t)snprintf(a->partitions + len, sizeof a->partitions - len, "{");
+    for (int i = 0; i < parts->cnt && len + 16 < sizeof a->partitions; i++)
+      len += (size_t)snprintf(a->partitions + len, sizeof a->partitions - len, "%s%" PRId32,
+                              i ? "," : "", parts->elems[i].partition);
+    snprintf(a->partitions + len, sizeof a->partitions - len, "}");
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT partition, next_offset FROM \"%s\".kafka_offsets WHERE consumer_group = $1 "
+             "AND topic = $2 AND partition = ANY($3::integer[])",
+             w->o.pg_schema);
+    const char *params[] = {w->o.group, w->o.topic, a->partitions};
+    svc_err_t rc = db_conn_query(w->db, sql, 3, params, on_offsets, a);
+    if (rc != SVC_OK) {
+      assign_free(a);
+      worker_fatal(w, "reading stored offsets", svc_strerror(rc));
+      return KQ_REBALANCE_DONE;
+    }
+    return KQ_REBALANCE_DEFER;
+  }
+  /* REVOKE / LOST: finish the batches that hold these partitions' events, then let go. */
+  if (w->pending_revoke) {
+    /* A second revocation while one is pending: merge them. */
+    for (int i = 0; i < parts->cnt; i++)
+      rd_kafka_topic_partition_list_add(w->pending_revoke, parts->elems[i].topic,
+                                        parts->elems[i].partition);
+  } else {
+    w->pending_revoke = rd_kafka_topic_partition_list_copy(parts);
+  }
+  w->pending_kind = kind;
+  if (w->batcher_open) wk_batcher_flush(&w->batcher);
+  if (w->queue_head == NULL && w->inflight == NULL) {
+    revoke_finish(w, false); /* nothing in flight: let go at once */
+    return KQ_REBALANCE_DONE;
+  }
+  return KQ_REBALANCE_DEFER;
+}
+
+static void on_consumer_error(kq_consumer_t *cons, svc_err_t err, const char *reason, bool fatal) {
+  wk_worker_t *w = cons->data;
+  if (fatal) worker_fatal(w, "Kafka consumer", reason);
+}
+
+/* ---- lag ------------------------------------------------------------------------------ */
+
+static void on_lag_timer(uv_timer_t *t) {
+  wk_worker_t *w = t->data;
+  if (w->cons == NULL || w->closing) return;
+  rd_kafka_t *rk = kq_consumer_rk(w->cons);
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  /* Both calls read librdkafka's cached state: nothing here waits on the network. */
+  rd_kafka_position(rk, parts);
+  for (int i = 0; i < parts->cnt; i++) {
+    int64_t lo = 0, hi = 0;
+    rd_kafka_topic_partition_t *tp = &parts->elems[i];
+    if (rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi < 0 || tp->offset < 0)
+      continue;
+    char p[16];
+    snprintf(p, sizeof p, "%" PRId32, tp->partition);
+    const char *lbl[] = {tp->topic, p};
+    svc_gauge_set(svc_metrics_series(w->metrics, WK_M_LAG, lbl), (double)(hi - tp->offset));
+  }
+  rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* ---- stopping ------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  wk_worker_t *w = h->data;
+  w->handles_open--;
+}
+
+static void on_batcher_closed(wk_batcher_t *b) {
+  wk_worker_t *w = b->data;
+  w->handles_open--;
+}
+
+/* Last: the loop's own handles. The loop then runs out of work and returns. */
+static void close_handles(wk_worker_t *w) {
+  uv_close((uv_handle_t *)&w->sig_term, on_handle_closed);
+  uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
+  uv_close((uv_handle_t *)&w->lag_timer, on_handle_closed);
+  if (w->batcher_open) {
+    w->batcher_open = 0;
+    wk_batcher_close(&w->batcher, on_batcher_closed);
+  }
+}
+
+static void on_db_closed(db_conn_t *db) {
+  wk_worker_t *w = db->data;
+  w->db = NULL;
+  close_handles(w);
+}
+
+static void on_producer_closed(kq_producer_t *prod, size_t n_undelivered) {
+  wk_worker_t *w = prod->data;
+  w->prod = NULL;
+  if (n_undelivered) {
+    svc_counter_add(w->m_dlq_failed, n_undelivered);
+    SVC_LOG(SVC_LOG_ERROR, "dead-letter records lost at shutdown", "count=%zu", n_undelivered);
+  }
+  if (w->db) db_conn_close(w->db, on_db_closed);
+  else close_handles(w);
+}
+
+static void on_consumer_closed(kq_consumer_t *cons) {
+  wk_worker_t *w = cons->data;
+  w->cons = NULL;
+  if (w->prod) kq_producer_close(w->prod, 10000, on_producer_closed);
+  else if (w->db) db_conn_close(w->db, on_db_closed);
+  else close_handles(w);
+}
+
+/* Starts closing Kafka, then PostgreSQL, then the loop's handles; once. */
+static void worker_begin_close(wk_worker_t *w) {
+  if (w->closing) return;
+  w->closing = 1;
+  if (w->pending_revoke) {
+    rd_kafka_topic_partition_list_destroy(w->pending_revoke);
+    w->pending_revoke = NULL;
+  }
+  SVC_LOG(SVC_LOG_INFO, "closing Kafka and PostgreSQL clients");
+  if (w->cons) kq_consumer_close(w->cons, on_consumer_closed);
+  else on_consumer_closed(&(kq_consumer_t){.data = w});
+}
+
+static void stop_maybe_close(wk_worker_t *w) {
+  if (!w->stopping || w->closing) return;
+  if (w->batcher_open && wk_batcher_pending(&w->batcher) > 0) wk_batcher_flush(&w->batcher);
+  if (w->queue_head == NULL && w->inflight == NULL) worker_begin_close(w);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  wk_worker_t *w = s->data;
+  if (w->stopping) {
+    SVC_LOG(SVC_LOG_WARN, "second signal while stopping: still draining", "signal=%d", signum);
+    return;
+  }
+  SVC_LOG(SVC_LOG_INFO, "stopping: draining pending events", "signal=%d", signum);
+  w->stopping = 1;
+  svc_http_set_ready(w->http, WK_READY_PARTITIONS, false);
+  if (w->cons) {
+    rd_kafka_t *rk = kq_consumer_rk(w->cons);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_pause_partitions(rk, parts);
+      rd_kafka_topic_partition_list_destroy(parts);
+    }
+  }
+  stop_maybe_close(w);
+}
+
+static void on_db_status(db_conn_t *db, db_status_t status, const char *detail) {
+  wk_worker_t *w = db->data;
+  if (w->http) svc_http_set_ready(w->http, WK_READY_DATABASE, status == DB_STATUS_CONNECTED);
+  if (status == DB_STATUS_DISCONNECTED)
+    SVC_LOG(SVC_LOG_WARN, "PostgreSQL disconnected", "detail=\"%s\"", detail ? detail : "");
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+static svc_err_t worker_migrate(wk_worker_t *w, char *errstr, size_t errstr_size) {
+  PGconn *conn = PQconnectdb(w->o.pg_dsn);
+  if (PQstatus(conn) != CONNECTION_OK) {
+    snprintf(errstr, errstr_size, "connecting to PostgreSQL for migrations: %s",
+             PQerrorMessage(conn));
+    PQfinish(conn);
+    return SVC_EDB;
+  }
+  PQclear(PQexec(conn, "SET client_min_messages TO warning"));
+  int applied = 0;
+  svc_err_t err = wk_schema_migrate(conn, w->o.pg_schema, &applied, errstr, errstr_size);
+  PQfinish(conn);
+  if (err == SVC_OK)
+    SVC_LOG(SVC_LOG_INFO, "database schema ready", "schema=%s migrations_applied=%d",
+            w->o.pg_schema, applied);
+  return err;
+}
+
+static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) {
+  svc_err_t err;
+  char e[512];
+  w->metrics = svc_metrics_new(wk_metric_defs, WK_M__COUNT, e, sizeof e);
+  if (w->metrics == NULL) {
+    snprintf(errstr, errstr_size, "metrics table: %s", e);
+    return SVC_ECONFIG;
+  }
+  w->m_events_in = svc_metrics_series1(w->metrics, WK_M_EVENTS_IN, w->o.topic);
+  w->m_scored = svc_metrics_series(w->metrics, WK_M_SCORED, NULL);
+  w->m_alerts = svc_metrics_series(w->metrics, WK_M_ALERTS, NULL);
+  w->m_dupes = svc_metrics_series(w->metrics, WK_M_DUPLICATES, NULL);
+  w->m_batches = svc_metrics_series(w->metrics, WK_M_BATCHES, NULL);
+  w->m_dlq_failed = svc_metrics_series(w->metrics, WK_M_DLQ_FAILED, NULL);
+  w->m_batch_size = svc_metrics_series(w->metrics, WK_M_BATCH_SIZE, NULL);
+  w->m_infer = svc_metrics_series(w->metrics, WK_M_INFER, NULL);
+  w->m_e2e = svc_metrics_series(w->metrics, WK_M_E2E, NULL);
+  w->m_commit = svc_metrics_series(w->metrics, WK_M_COMMIT, NULL);
+  w->m_parts = svc_metrics_series(w->metrics, WK_M_PARTITIONS, NULL);
+  w->m_cards = svc_metrics_series(w->metrics, WK_M_CARDS, NULL);
+  for (int d = WK_DECISION_ALLOW; d <= WK_DECISION_BLOCK; d++)
+    w->m_decision[d] = svc_metrics_series1(w->metrics, WK_M_DECISIONS, wk_decision_name(d));
+  svc_gauge_set(w->m_parts, 0);
+  svc_gauge_set(w->m_cards, 0);
+
+  svc_http_config_t hc = {.bind_address = w->o.http_address, .port = w->o.http_port,
+                          .metrics = w->metrics, .conditions = wk_ready_names,
+                          .n_conditions = 3};
+  err = svc_http_new(&hc, &w->http, errstr, errstr_size);
+  if (err) return err;
+
+  err = wk_scorer_moe_open(w->o.model_path, w->o.batch_max, &w->scorer, errstr, errstr_size);
+  if (err) return err;
+  err = wk_feature_map_init(&w->fmap, w->scorer->input_names, w->scorer->n_inputs, errstr,
+                            errstr_size);
+  if (err) return err;
+  err = w->scorer->session_new(w->scorer, &w->sess);
+  if (err) {
+    snprintf(errstr, errstr_size, "scorer session: %s", svc_strerror(err));
+    return err;
+  }
+  w->block_thr = (float)(w->o.block_threshold >= 0 ? w->o.block_threshold : w->scorer->threshold);
+  w->review_thr = (float)(w->o.review_threshold >= 0 ? w->o.review_threshold : w->block_thr / 2);
+  if (w->review_thr > w->block_thr) {
+    snprintf(errstr, errstr_size, "review threshold %.3f is above the block threshold %.3f",
+             (double)w->review_thr, (double)w->block_thr);
+    return SVC_ECONFIG;
+  }
+  w->m_load = calloc(w->scorer->load_size + 1, sizeof *w->m_load);
+  if (w->m_load == NULL) return SVC_ENOMEM;
+  for (size_t i = 0; i < w->scorer->load_size; i++) {
+    char expert[24];
+    snprintf(expert, sizeof expert, "%zu", i);
+    w->m_load[i] = svc_metrics_series1(w->metrics, WK_M_EXPERT_LOAD, expert);
+  }
+  svc_gauge_set(svc_metrics_series1(w->metrics, WK_M_MODEL, w->scorer->version), 1);
+  svc_http_set_ready(w->http, WK_READY_MODEL, true);
+  SVC_LOG(SVC_LOG_INFO, "model loaded", "version=%s inputs=%zu block_threshold=%.3f "
+          "review_threshold=%.3f", w->scorer->version, w->scorer->n_inputs, (double)w->block_thr,
+          (double)w->review_thr);
+
+  err = worker_migrate(w, errstr, errstr_size);
+  if (err) return err;
+  err = wk_batch_tx_new(w->o.pg_schema, w->o.group, &w->tx, errstr, errstr_size);
+  if (err) return err;
+
+  if (uv_loop_init(&w->loop) != 0) {
+    snprintf(errstr, errstr_size, "uv_loop_init failed");
+    return SVC_EUV;
+  }
+  wk_card_store_init(&w->cards);
+  w->batcher.data = w;
+  err = wk_batcher_init(&w->batcher, &w->loop, w->o.batch_max, w->o.batch_wait_ms, on_batch);
+  if (err) {
+    snprintf(errstr, errstr_size, "batcher: %s", svc_strerror(err));
+    return err;
+  }
+  w->batcher_open = 1;
+  w->handles_open++;
+  uv_signal_init(&w->loop, &w->sig_term);
+  uv_signal_init(&w->loop, &w->sig_int);
+  uv_timer_init(&w->loop, &w->lag_timer);
+  w->sig_term.data = w->sig_int.data = w->lag_timer.data = w;
+  w->handles_open += 3;
+  uv_signal_start(&w->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&w->sig_int, on_signal, SIGINT);
+  uv_timer_start(&w->lag_timer, on_lag_timer, 2000, 2000);
+
+  db_conn_opts_t dbo = {.dsn = w->o.pg_dsn, .on_status = on_db_status, .data = w};
+  err = db_conn_new(&w->loop, &dbo, &w->db, errstr, errstr_size);
+  if (err) return err;
+
+  kq_producer_opts_t po = {.brokers = w->o.brokers, .on_delivery = dlq_delivered, .data = w};
+  err = kq_producer_new(&w->loop, &po, &w->prod, errstr, errstr_size);
+  if (err) return err;
+
+  const char *topics[] = {w->o.topic, NULL};
+  kq_consumer_opts_t co = {.brokers = w->o.brokers, .group_id = w->o.group, .topics = topics,
+                           .group_instance_id = (w->o.instance_id && w->o.instance_id[0])
+                                                    ? w->o.instance_id
+                                                    : NULL,
+                           .on_message = on_message, .on_rebalance = on_rebalance,
+                           .on_error = on_consumer_error, .data = w};
+  err = kq_consumer_new(&w->loop, &co, &w->cons, errstr, errstr_size);
+  if (err) return err;
+  SVC_LOG(SVC_LOG_INFO, "worker started", "topic=%s group=%s http_port=%u batch_max=%zu "
+          "batch_wait_ms=%" PRIu64, w->o.topic, w->o.group, svc_http_port(w->http),
+          w->o.batch_max, w->o.batch_wait_ms);
+  return SVC_OK;
+}
+
+svc_err_t wk_worker_run(const wk_worker_opts_t *opts, char *errstr, size_t errstr_size) {
+  wk_worker_t *w = calloc(1, sizeof *w);
+  if (w == NULL) return SVC_ENOMEM;
+  w->o = *opts;
+  svc_err_t err = worker_setup(w, errstr, errstr_size);
+  int loop_ready = w->handles_open > 0;
+  if (err != SVC_OK && loop_ready) {
+    /* Setup failed after the loop came up: close what is open through the loop. */
+    w->fatal = 1;
+    snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s", errstr);
+    worker_begin_close(w);
+  }
+  if (loop_ready) {
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Anything still referenced by the loop (thread-pool work) has finished by now. */
+    if (uv_loop_close(&w->loop) != 0) SVC_LOG(SVC_LOG_WARN, "loop closed with handles open");
+    wk_card_store_close(&w->cards);
+  }
+  if (err == SVC_OK && w->fatal) {
+    snprintf(errstr, errstr_size, "%s", w->fatal_msg);
+    err = SVC_EIO;
+  }
+  wk_batch_tx_free(w->tx);
+  if (w->scorer && w->sess) w->scorer->session_free(w->sess);
+  wk_feature_map_close(&w->fmap);
+  wk_scorer_free(w->scorer);
+  svc_http_free(w->http);
+  svc_metrics_free(w->metrics);
+  free(w->m_load);
+  free(w);
+  return err;
+}
