@@ -10,6 +10,16 @@
 
 #include "kernels/kernels.h"
 #include "moe/error.h"
+#include "moe/log.h"
+
+static char logged[512];
+static moe_log_level_t logged_level = MOE_LOG_NONE;
+
+static void log_cb(moe_log_level_t level, const char *msg, void *user) {
+  (void)user;
+  snprintf(logged, sizeof logged, "%s", msg);
+  logged_level = level;
+}
 
 /* Runs the choice in a child with MOE_KERNELS=value; the child exits 0 when it saw `want_err`
  * from kern_init and, on success, the variant `want_name`. */
@@ -17,9 +27,13 @@ static int child_choice(const char *value, int want_err, const char *want_name) 
   pid_t pid = fork();
   if (pid == 0) {
     setenv("MOE_KERNELS", value, 1);
+    moe_log_set(log_cb, NULL);
     char err[256] = "";
     int rc = kern_init(err, sizeof err);
     if (rc != want_err) _exit(10);
+    /* The choice was logged once, as a warning when MOE_KERNELS could not be honoured. */
+    if (strstr(logged, "kernels: ") == NULL) _exit(14);
+    if (logged_level != (rc == 0 ? MOE_LOG_INFO : MOE_LOG_WARN)) _exit(15);
     if (rc != 0 && (strstr(err, "MOE_KERNELS") == NULL || strstr(err, value) == NULL)) _exit(11);
     if (rc == 0 && strcmp(kern_ops()->name, want_name) != 0) _exit(12);
     if (kern_ops() == NULL || kern_ops_reason()[0] == '\0') _exit(13);

@@ -193,3 +193,59 @@ TEST(gemm_empty_shapes) {
     y[0] = y[1] = y[2] = 5;
   }
 }
+
+TEST(gemm_zero_and_extreme_blocks) {
+  /* Zero-scale and all-zero blocks contribute exactly 0; the largest scales and quants
+   * (65504 * 127 on both sides) stay finite and agree with ref. */
+  const kern_ops_t *v[8];
+  int nv = kern_ops_list(v, 8);
+  enum { M = 3, N = 19, KB = 5, K = KB * 32 };
+  blk_q8_0 act[M * KB], w[N * KB];
+  blk_q4_0 w4[N * KB];
+  rng_t r = {6};
+  rng_q8(&r, act, M * KB, 0.0f, 1.0f);
+  rng_q8(&r, w, N * KB, -1.0f, 1.0f);
+  rng_q4(&r, w4, N * KB, -1.0f, 1.0f);
+  for (int j = 0; j < N; j++) {
+    w[j * KB + 1].d = 0;                           /* zero scale, random quants */
+    memset(w[j * KB + 2].qs, 0, 32);               /* zero quants */
+    w4[j * KB + 2].d = 0;
+    w[j * KB + 3].d = kern_fp32_to_fp16(65504.0f); /* extremes */
+    memset(w[j * KB + 3].qs, 127, 32);
+  }
+  for (int i = 0; i < M; i++) {
+    act[i * KB + 3].d = kern_fp32_to_fp16(65504.0f);
+    memset(act[i * KB + 3].qs, i == 1 ? 0x81 : 127, 32); /* 0x81 = -127 */
+  }
+  float ref8[M * N], ref4[M * N], y[M * N];
+  kern__gemm_q8_0_ref(M, N, K, act, w, ref8, N);
+  kern__gemm_q4_0_ref(M, N, K, act, w4, ref4, N);
+  ASSERT(isfinite(ref8[N]) && ref8[N] < -1e13f); /* row 1: -127 * 127 * 32 * 65504^2 dominates */
+  for (int j = 0; j < nv; j++) {
+    const kern_ops_t *o = v[j];
+    void *p8 = xalloc(o->pack_size_q8_0(N, K)), *p4 = xalloc(o->pack_size_q4_0(N, K));
+    o->pack_q8_0(N, K, w, p8);
+    o->pack_q4_0(N, K, w4, p4);
+    for (int pass = 0; pass < 4; pass++) {
+      if (pass == 0) o->gemm_q8_0(M, N, K, act, w, y, N);
+      if (pass == 1) o->gemm_q8_0_packed(M, N, K, act, p8, y, N);
+      if (pass == 2) o->gemm_q4_0(M, N, K, act, w4, y, N);
+      if (pass == 3) o->gemm_q4_0_packed(M, N, K, act, p4, y, N);
+      const float *want = pass < 2 ? ref8 : ref4;
+      for (int i = 0; i < M * N; i++) {
+        double mag = pass < 2 ? mag_q8(K, w + (i % N) * KB, act + (i / N) * KB)
+                              : mag_q4(K, w4 + (i % N) * KB, act + (i / N) * KB);
+        ASSERT_MSG(fabs((double)y[i] - want[i]) <= TOL_DOT_REL * mag + 1e-30,
+                   "%s pass %d at %d: %.9g vs %.9g", o->name, pass, i, y[i], want[i]);
+      }
+    }
+    free(p8), free(p4);
+  }
+}
+
+TEST(gemm_random_shapes) {
+  /* Random small shapes hit every tile size and tail combination of every variant. */
+  rng_t r = {8};
+  for (int it = 0; it < 60; it++)
+    run_gemm_case(&r, rng_int(&r, 1, 13), rng_int(&r, 1, 60), 32 * rng_int(&r, 1, 9), it % 4 == 0);
+}

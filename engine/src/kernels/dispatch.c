@@ -1,7 +1,7 @@
 /*
  * Chooses the kernel variant once per process: probes the CPU (cpuid) and the OS (xgetbv: is
  * the AVX / AVX-512 register state saved on context switch?), honours MOE_KERNELS, and keeps a
- * one-line reason for the host to log. Also the OpenBLAS wrapper and the q8_0 format check,
+ * one-line reason, logged once through the engine's log callback (moe/log.h). Also the OpenBLAS wrapper and the q8_0 format check,
  * which belong to no variant. Built without ISA flags: it must run on any x86-64.
  */
 #include <pthread.h>
@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 
+#include "core/log-impl.h"
 #include "kernels/kernels-impl.h"
 #include "moe/error.h"
 
@@ -117,7 +118,7 @@ static char kern__errstr[192];
 static char kern__reason[sizeof kern__errstr + 96];
 static pthread_once_t kern__choice_once = PTHREAD_ONCE_INIT;
 
-static void kern__choose(void) {
+static void kern__choose_variant(void) {
   pthread_once(&kern__cpu_once, kern__cpu_init);
   const kern_ops_t *best = &kern__ops_ref;
   for (int i = 0; i < KERN__N_VARIANTS; i++)
@@ -151,6 +152,12 @@ static void kern__choose(void) {
   kern__chosen = best;
   snprintf(kern__reason, sizeof kern__reason, "kernels: %s (%s; using the best supported)",
            best->name, kern__errstr);
+}
+
+/* Chooses, then logs the choice once through the host's callback (if one is installed yet). */
+static void kern__choose(void) {
+  kern__choose_variant();
+  MOE_LOG(kern__init_err != 0 ? MOE_LOG_WARN : MOE_LOG_INFO, "%s", kern__reason);
 }
 
 int kern_init(char *errstr, size_t errstr_size) {
