@@ -95,12 +95,12 @@ static void produce(const ctx_t *c, int first, int n, int with_bad) {
   rd_kafka_destroy(rk);
 }
 
-static pid_t start_worker(const ctx_t *c) {
+static pid_t start_worker_on(const ctx_t *c, unsigned http_port) {
   char bin[512], port[16];
   const char *bdir = getenv("SLUICE_BINARY_DIR");
   ASSERT_NOT_NULL(bdir);
   snprintf(bin, sizeof bin, "%s/bin/sluice-worker", bdir);
-  snprintf(port, sizeof port, "%u", c->port);
+  snprintf(port, sizeof port, "%u", http_port);
   pid_t pid = fork();
   ASSERT(pid >= 0);
   if (pid == 0) {
@@ -124,6 +124,8 @@ static pid_t start_worker(const ctx_t *c) {
   }
   return pid;
 }
+
+static pid_t start_worker(const ctx_t *c) { return start_worker_on(c, c->port); }
 
 static int stop_worker(pid_t pid) {
   ASSERT_OK(kill(pid, SIGTERM));
@@ -309,6 +311,70 @@ TEST(worker_end_to_end) {
   check_velocity_chain(conn, &c, 18);
   ASSERT_EQ(count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".results", c.schema), 180);
   ASSERT_EQ(stop_worker(pid), 0);
+
+  char sql[256];
+  snprintf(sql, sizeof sql, "DROP SCHEMA \"%s\" CASCADE", c.schema);
+  PQclear(PQexec(conn, sql));
+  PQfinish(conn);
+  unlink(c.model);
+}
+
+/*
+ * Two workers in one group: the second joins mid-stream (cooperative rebalance moves some
+ * partitions to it), then the first stops (its partitions move over). Each move hands the
+ * partition over through PostgreSQL, so every event is scored exactly once and every card's
+ * velocity state continues without a gap across owners.
+ */
+TEST(rebalance_hands_state_over) {
+  ctx_t c = {0};
+  c.brokers = test_require_env("SLUICE_KAFKA_BROKERS");
+  c.dsn = test_require_env("SLUICE_PG_DSN");
+  test_unique_name(c.topic, sizeof c.topic, "wk-rb-events");
+  test_unique_name(c.dlq, sizeof c.dlq, "wk-rb-dlq");
+  test_unique_name(c.group, sizeof c.group, "wk-rb-group");
+  snprintf(c.schema, sizeof c.schema, "wk_rb_%ld_%ld", (long)getpid(), (long)time(NULL));
+  snprintf(c.model, sizeof c.model, "/tmp/wk-rb-%ld.safetensors", (long)getpid());
+  char err[512];
+  ASSERT_MSG(kq_topic_create(c.brokers, c.topic, N_PARTS, 1, 20000, err, sizeof err) == SVC_OK,
+             "%s", err);
+  ASSERT_MSG(kq_topic_create(c.brokers, c.dlq, 1, 1, 20000, err, sizeof err) == SVC_OK, "%s",
+             err);
+  fm_write(c.model, model_inputs, 7, "fraud-rb-1", 0.5, "binary");
+  PGconn *conn = PQconnectdb(c.dsn);
+  ASSERT_MSG(PQstatus(conn) == CONNECTION_OK, "%s", PQerrorMessage(conn));
+
+  unsigned port_a = free_port(), port_b = free_port();
+  pid_t a = start_worker_on(&c, port_a);
+  produce(&c, 0, 100, 0);
+  wait_results(conn, &c, 100, a);
+
+  pid_t b = start_worker_on(&c, port_b);
+  /* Wait until the second worker owns partitions (it is ready only then). */
+  int status = 0;
+  static char body[4096];
+  for (int i = 0; i < 400; i++) {
+    usleep(50000);
+    int st;
+    if (waitpid(b, &st, WNOHANG) != 0) ASSERT_MSG(0, "second worker exited (status %d)", st);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port_b)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int up = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (!up) continue;
+    http_get(port_b, "/readyz", &status, body, sizeof body);
+    if (status == 200) break;
+  }
+  ASSERT_EQ(status, 200);
+  produce(&c, 100, 100, 0);
+  wait_results(conn, &c, 200, a);
+
+  ASSERT_EQ(stop_worker(a), 0);
+  produce(&c, 200, 100, 0);
+  wait_results(conn, &c, 300, b);
+  check_velocity_chain(conn, &c, 30);
+  ASSERT_EQ(count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".results", c.schema), 300);
+  ASSERT_EQ(stop_worker(b), 0);
 
   char sql[256];
   snprintf(sql, sizeof sql, "DROP SCHEMA \"%s\" CASCADE", c.schema);
