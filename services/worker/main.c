@@ -100,7 +100,7 @@ static const svc_cfg_def_t wk_cfg_table[] = {
                                   "the model card's threshold)"},
     {.name = "log.level", .type = SVC_CFG_ENUM, .def = "info", .env = "SLUICE_LOG_LEVEL",
      .offset = offsetof(wk_cfg_t, log_level), .values = svc_log_level_names,
-     .flags = SVC_CFG_RELOADABLE, .help = "log threshold"},
+     .help = "log threshold"},
     {.name = "log.format", .type = SVC_CFG_ENUM, .def = "logfmt", .env = "SLUICE_LOG_FORMAT",
      .offset = offsetof(wk_cfg_t, log_format), .values = svc_log_format_names,
      .help = "log line format"},
