@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc-impl.h"
+#include "core/log-impl.h"
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
 #include "moe/model-impl.h"
@@ -465,6 +466,10 @@ static int load_common(moe_st_file_t *file, moe_model_t **model_out, char *errst
   }
   rc = load_from_file(&ld);
   if (rc != MOE_OK) goto fail;
+  static const char *const quant_names[] = {"f32", "q8_0", "q4_0"};
+  MOE_LOG(MOE_LOG_INFO, "model \"%s\" loaded: %lld parameters, %s weights, %d MoE blocks, kernels %s",
+          ld.model->cfg.version, (long long)ld.model->n_params, quant_names[ld.model->cfg.quant], ld.model->cfg.n_moe,
+          kern_ops()->name);
   moe__free(ld.used);
   *model_out = ld.model;
   return MOE_OK;

@@ -11,6 +11,7 @@
 
 #include "io/safetensors.h"
 #include "moe/alloc.h"
+#include "moe/log.h"
 #include "moe/moe.h"
 
 #define D 32
@@ -116,12 +117,21 @@ static void expect_fail(builder_t *b, int code, const char *needle) {
   ASSERT_STR_CONTAINS(err, needle);
 }
 
+static void capture_log(moe_log_level_t level, const char *msg, void *user) {
+  if (level == MOE_LOG_INFO) snprintf(user, 256, "%s", msg);
+}
+
 TEST(valid_model_loads_and_scores) {
   builder_t b;
   build(&b);
   moe_model_t *model;
-  char err[256];
+  char err[256], logged[256] = "";
+  moe_log_set(capture_log, logged);
   ASSERT_MSG(load(&b, &model, err, sizeof err) == MOE_OK, "%s", err);
+  moe_log_set(NULL, NULL);
+  /* The engine never prints; the host's callback hears about the load. */
+  ASSERT_STR_CONTAINS(logged, "model \"unit-1\" loaded:");
+  ASSERT_STR_CONTAINS(logged, "f32 weights");
   int64_t want = 0;
   for (int i = 0; i < b.n; i++) want += (int64_t)(b.t[i].nbytes / sizeof(float));
   ASSERT_EQ(moe_model_n_params(model), want);
