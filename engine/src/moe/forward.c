@@ -296,6 +296,7 @@ int moe_session_new(const moe_model_t *model, int max_batch, moe_session_t **ses
   sess->max_batch = max_batch;
   /* A first guess of the scratch size; the arena grows to the real high water on first use. */
   size_t guess = (size_t)max_batch * (size_t)model->cfg.d_model * 16 * sizeof(float);
+  if (guess > ((size_t)64 << 20)) guess = (size_t)64 << 20;
   if (moe__arena_init(&sess->arena, guess) != MOE_OK) {
     moe__free(sess);
     return MOE_ENOMEM;
