@@ -4,7 +4,8 @@
  * (moe_st_open_memory), the JSON parser on the config metadata, and the full model loader
  * (moe_model_load_memory). Whatever the bytes, these must return an error or a valid object and
  * never crash, leak or read out of bounds (ASan + UBSan catch it); and every file the reader
- * accepts must survive a round trip through the writer unchanged.
+ * accepts must survive a round trip through the writer unchanged, and so must every JSON
+ * document through the JSON writer.
  *
  * Built twice: with clang -fsanitize=fuzzer for real fuzzing (tests/fuzz/clang/), and with the
  * suite's compiler plus replay-main.c, which runs every committed corpus file as a unit test.
@@ -69,6 +70,54 @@ static void round_trip(const moe_st_file_t *file) {
   free(ts);
 }
 
+static int json_equal(const moe_json_t *a, const moe_json_t *b) {
+  if (a->type != b->type) return 0;
+  switch (a->type) {
+  case MOE_JSON_NULL: return 1;
+  case MOE_JSON_BOOL: return a->u.b == b->u.b;
+  case MOE_JSON_NUMBER:
+    return a->u.num.d == b->u.num.d && a->u.num.is_int == b->u.num.is_int &&
+           (!a->u.num.is_int || a->u.num.i == b->u.num.i);
+  case MOE_JSON_STRING:
+    return a->u.str.len == b->u.str.len && memcmp(a->u.str.s, b->u.str.s, a->u.str.len) == 0;
+  case MOE_JSON_ARRAY:
+    if (a->u.arr.n != b->u.arr.n) return 0;
+    for (size_t i = 0; i < a->u.arr.n; i++)
+      if (!json_equal(a->u.arr.items[i], b->u.arr.items[i])) return 0;
+    return 1;
+  case MOE_JSON_OBJECT:
+    if (a->u.obj.n != b->u.obj.n) return 0;
+    for (size_t i = 0; i < a->u.obj.n; i++) {
+      const moe_json_member_t *x = a->u.obj.members[i], *y = b->u.obj.members[i];
+      if (x->key_len != y->key_len || memcmp(x->key, y->key, x->key_len) != 0) return 0;
+      if (!json_equal(x->value, y->value)) return 0;
+      if (moe_json_getn(b, x->key, x->key_len) != y->value) return 0; /* lookup agrees */
+    }
+    return 1;
+  }
+  return 0;
+}
+
+/* JSON oracle: what the parser accepts, the writer re-serialises to text that parses back to an
+ * equal document (unless it is nested deeper than the writer allows). */
+static void json_round_trip(const moe_json_doc_t *doc) {
+  moe_jw_t jw;
+  moe_jw_init(&jw);
+  moe_jw_value(&jw, moe_json_root(doc));
+  char *text = NULL;
+  size_t len = 0;
+  moe_err_t rc = moe_jw_finish(&jw, &text, &len);
+  moe_jw_close(&jw);
+  if (rc == MOE_EINVAL) return; /* deeper than MOE_JW_MAX_DEPTH */
+  if (rc != MOE_OK) __builtin_trap();
+  moe_json_doc_t *again = NULL;
+  char err[256];
+  if (moe_json_parse(text, len, NULL, &again, err, sizeof err) != MOE_OK) __builtin_trap();
+  if (!json_equal(moe_json_root(doc), moe_json_root(again))) __builtin_trap();
+  moe_json_free(again);
+  moe__free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[512];
   moe_st_file_t *file = NULL;
@@ -88,8 +137,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   /* The raw input as JSON too: the parser sees far more shapes of text this way. */
   moe_json_doc_t *doc = NULL;
-  if (moe_json_parse((const char *)data, size, NULL, &doc, err, sizeof err) == MOE_OK)
+  if (moe_json_parse((const char *)data, size, NULL, &doc, err, sizeof err) == MOE_OK) {
+    json_round_trip(doc);
     moe_json_free(doc);
+  } else if (err[0] == '\0') {
+    __builtin_trap();
+  }
 
   moe_model_t *model = NULL;
   if (moe_model_load_memory(data, size, &model, err, sizeof err) == MOE_OK) moe_model_free(model);

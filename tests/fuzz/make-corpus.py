@@ -3,8 +3,12 @@
 one way each, and two tiny model files that moe_model_load_memory accepts (tabular and text,
 fp32). Deterministic: rerunning it reproduces the committed files.
 
+valid-python-package is not made here: it was written by the Python `safetensors` package 0.8.0
+(save_file) and is kept as an interoperability seed.
+
 Names say what each seed must do (tests/fuzz/replay-main.c checks it): valid-* open as
-safetensors, model-* also load as models, invalid-* are rejected by the safetensors reader.
+safetensors, model-* also load as models, invalid-* are rejected by the safetensors reader;
+json-* are plain JSON texts for the parser.
 
 Run: /usr/bin/python3 tests/fuzz/make-corpus.py
 """
@@ -72,6 +76,7 @@ def tiny_models(rng):
     t += [("head.norm.weight", np.ones(d, np.float32)), ("head.weight", f(1, d)),
           ("head.bias", f(1))]
     save("model-tabular-f32", st(t, {"config": json.dumps(tab)}))
+    save("json-config", json.dumps(tab, indent=1).encode())
 
     txt = dict(base, version="fuzz-text",
                encoder={"kind": "text", "vocab_size": 6, "max_len": 4, "n_layer": 1, "n_head": 2,
@@ -105,6 +110,9 @@ def main():
     save("valid-misaligned", st([("u", np.array([7], np.uint8)),
                                  ("f", np.array([1.5, 2.5], np.float32))], pad=8))
     tiny_models(rng)
+    save("json-escapes", b'{"s":"\\u00e9\\ud83d\\ude00\\u0000\\"\\\\\\/\\b\\f\\n\\r\\t",'
+                         b'"n":[-0,1e-5,1.5E+300,-9223372036854775808,123456789012345678901],'
+                         b'"l":[true,false,null,{},[]]}')
 
     ok = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
     save("invalid-too-small", b"\x02\x00\x00")
