@@ -294,7 +294,11 @@ static int load_sensor(loader_t *ld) {
     conv->kernel = cfg->conv[i].kernel;
     conv->stride = cfg->conv[i].stride;
     snprintf(name, sizeof name, "enc.conv.%d.weight", i);
-    if ((rc = load_f32(ld, name, 3, shape, "(out, in channels, kernel)", &conv->w)) != MOE_OK) return rc;
+    float *w;
+    if ((rc = load_f32(ld, name, 3, shape, "(out, in channels, kernel)", &w)) != MOE_OK) return rc;
+    conv->w = model_alloc(model, (size_t)conv->c_out * c_in * conv->kernel * sizeof(float));
+    if (conv->w == NULL) return errf(ld, MOE_ENOMEM, "out of memory");
+    moe__conv1d_pack(conv->c_out, c_in, conv->kernel, w, conv->w);
     snprintf(name, sizeof name, "enc.conv.%d.bias", i);
     if ((rc = load_vec(ld, name, conv->c_out, "config.encoder.conv out", &conv->b)) != MOE_OK) return rc;
     c_in = conv->c_out;

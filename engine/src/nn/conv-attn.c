@@ -10,6 +10,13 @@
 #include "kernels/kernels.h"
 #include "nn/nn.h"
 
+void moe__conv1d_pack(int c_out, int c_in, int kernel, const float *src, float *dst) {
+  for (int o = 0; o < c_out; o++)
+    for (int i = 0; i < c_in; i++)
+      for (int j = 0; j < kernel; j++)
+        dst[((size_t)o * kernel + j) * c_in + i] = src[((size_t)o * c_in + i) * kernel + j];
+}
+
 int moe__conv1d_forward(const moe__conv1d_t *conv, moe__arena_t *arena, const float *x, int m,
                         int t_in, float *y) {
   const int t_out = moe__conv1d_out_len(conv, t_in);
@@ -17,16 +24,14 @@ int moe__conv1d_forward(const moe__conv1d_t *conv, moe__arena_t *arena, const fl
   const int rows = m * t_out;
   float *col = MOE__ARENA_FLOATS(arena, (size_t)rows * ck);
   if (col == NULL) return MOE_ENOMEM;
-  /* col[(s, t), i * kernel + j] = x[s, t * stride + j, i], matching the weight's (c_in, kernel)
-   * flattening so that y = col W^T. */
+  /* col[(s, t), j * c_in + i] = x[s, t * stride + j, i], matching the packed weight's (kernel,
+   * c_in) flattening so that y = col W^T: the kernel's input time steps are contiguous in x, so
+   * each row is one copy. */
+  const size_t span = (size_t)ck * sizeof(float);
   for (int s = 0; s < m; s++) {
     const float *xs = x + (size_t)s * t_in * conv->c_in;
-    for (int t = 0; t < t_out; t++) {
-      float *c = col + ((size_t)s * t_out + t) * ck;
-      for (int i = 0; i < conv->c_in; i++)
-        for (int j = 0; j < conv->kernel; j++)
-          c[i * conv->kernel + j] = xs[(size_t)(t * conv->stride + j) * conv->c_in + i];
-    }
+    for (int t = 0; t < t_out; t++)
+      memcpy(col + ((size_t)s * t_out + t) * ck, xs + (size_t)t * conv->stride * conv->c_in, span);
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, conv->c_out, ck, 1.0f, col, ck,
               conv->w, ck, 0.0f, y, conv->c_out);

@@ -85,9 +85,13 @@ int moe__ffn_forward(const moe__ffn_t *ffn, moe__arena_t *arena, const float *x,
 
 typedef struct moe__conv1d_s {
   int c_in, c_out, kernel, stride;
-  float *w; /* (c_out, c_in, kernel) */
+  float *w; /* (c_out, kernel, c_in): repacked by moe__conv1d_pack from PyTorch's (c_out, c_in, kernel) */
   float *b; /* (c_out) */
 } moe__conv1d_t;
+
+/* Reorders a PyTorch Conv1d weight (c_out, c_in, kernel) into the (c_out, kernel, c_in) layout
+ * of moe__conv1d_t, whose im2col rows are then plain copies of input time steps. */
+void moe__conv1d_pack(int c_out, int c_in, int kernel, const float *src, float *dst);
 
 static inline int moe__conv1d_out_len(const moe__conv1d_t *conv, int t_in) {
   return t_in < conv->kernel ? 0 : (t_in - conv->kernel) / conv->stride + 1;

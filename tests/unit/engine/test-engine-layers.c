@@ -174,7 +174,9 @@ TEST(conv1d_matches_direct_loops) {
   const int m = 2, t_in = 11, c_in = 3, c_out = 4, kernel = 3, stride = 2;
   float *w = rand_vec((size_t)c_out * c_in * kernel, 1), *b = rand_vec(c_out, 1);
   float *x = rand_vec((size_t)m * t_in * c_in, 1);
-  moe__conv1d_t conv = {c_in, c_out, kernel, stride, w, b};
+  float *packed = malloc((size_t)c_out * c_in * kernel * sizeof(float));
+  moe__conv1d_pack(c_out, c_in, kernel, w, packed);
+  moe__conv1d_t conv = {c_in, c_out, kernel, stride, packed, b};
   const int t_out = moe__conv1d_out_len(&conv, t_in);
   ASSERT_EQ(t_out, 5);
   float y[2 * 5 * 4];
@@ -191,7 +193,7 @@ TEST(conv1d_matches_direct_loops) {
         ASSERT_NEAR(y[((size_t)s * t_out + t) * c_out + o], want, 1e-5);
       }
   moe__arena_close(&a);
-  free(w), free(b), free(x);
+  free(w), free(b), free(x), free(packed);
 }
 
 /* Attention against a dense masked softmax computed here. */
