@@ -381,33 +381,6 @@ static int load_moe_blocks(loader_t *ld) {
   return MOE_OK;
 }
 
-/* ---- the tokenizer hook: re-serialise config.encoder.tokenizer --------------------- */
-
-static void write_json(moe_jw_t *jw, const moe_json_t *v) {
-  switch (v->type) {
-  case MOE_JSON_NULL: moe_jw_null(jw); break;
-  case MOE_JSON_BOOL: moe_jw_bool(jw, v->u.b); break;
-  case MOE_JSON_NUMBER:
-    if (v->u.num.is_int) moe_jw_int(jw, v->u.num.i);
-    else moe_jw_num(jw, v->u.num.d);
-    break;
-  case MOE_JSON_STRING: moe_jw_strn(jw, v->u.str.s, v->u.str.len); break;
-  case MOE_JSON_ARRAY:
-    moe_jw_arr_begin(jw);
-    for (size_t i = 0; i < v->u.arr.n; i++) write_json(jw, v->u.arr.items[i]);
-    moe_jw_arr_end(jw);
-    break;
-  case MOE_JSON_OBJECT:
-    moe_jw_obj_begin(jw);
-    for (size_t i = 0; i < v->u.obj.n; i++) {
-      moe_jw_key(jw, v->u.obj.members[i]->key);
-      write_json(jw, v->u.obj.members[i]->value);
-    }
-    moe_jw_obj_end(jw);
-    break;
-  }
-}
-
 /* ---- load / free ----------------------------------------------------------------------- */
 
 static int load_from_file(loader_t *ld) {
@@ -428,10 +401,12 @@ static int load_from_file(loader_t *ld) {
   if (cfg->tokenizer != NULL) {
     moe_jw_t jw;
     moe_jw_init(&jw);
-    write_json(&jw, cfg->tokenizer);
+    moe_jw_value(&jw, cfg->tokenizer);
     rc = moe_jw_finish(&jw, &model->tokenizer_json, NULL);
     moe_jw_close(&jw);
-    if (rc != MOE_OK) return errf(ld, rc, "config.encoder.tokenizer: cannot re-serialise (%s)", moe_strerror(rc));
+    if (rc != MOE_OK)
+      return errf(ld, rc == MOE_ENOMEM ? rc : MOE_ECONFIG, "config.encoder.tokenizer: cannot re-serialise (%s)",
+                  moe_strerror(rc));
   }
   model->n_outputs = cfg->task == MOE_TASK_BINARY ? 1 : cfg->n_labels;
 
