@@ -125,8 +125,7 @@ static const char *corpus[] = {
     "HISTORY OF PRESENT ILLNESS: The patient presents with chest pain radiating to the arm.",
     "Patient denies shortness of breath. Takes lisinopril 10mg p.o. b.i.d.",
     "ASSESSMENT: Hypertension, diabetes mellitus, chest pain. PLAN: Continue medications.",
-    "The patient tolerated the procedure well and was transferred to recovery in stable "
-    "condition.",
+    "The patient tolerated the procedure well and was transferred to recovery, stable.",
 };
 
 static moe_wordpiece_t *train_small(size_t vocab_size) {
