@@ -403,6 +403,67 @@ fail:
   return err;
 }
 
+int cli_table_apply_rul(cli_table_t *t, const char *rul_path, char *errstr,
+                        size_t errstr_size) {
+  if (t->task != CLI_TASK_CMAPSS || t->n_file != 1)
+    return cli__fail(CLI_EINVAL, errstr, errstr_size,
+                     "a RUL file applies to one fault-cmapss test file");
+  size_t n_unit = 0;
+  for (size_t i = 0; i < t->n_rows; i++) n_unit += i == 0 || t->group[i] != t->group[i - 1];
+  cli_csv_t csv; /* whole-file read only */
+  int err = cli_csv_open(&csv, rul_path, ' ', errstr, errstr_size);
+  if (err) return err;
+  double *rul = malloc((n_unit ? n_unit : 1) * sizeof(double));
+  size_t n = 0, line = 1;
+  if (rul == NULL) {
+    err = cli__fail(CLI_ENOMEM, errstr, errstr_size, "out of memory");
+    goto done;
+  }
+  for (char *p = csv.buf + csv.pos, *end = csv.buf + csv.len; p < end; line++) {
+    char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL) eol = end;
+    *eol = '\0';
+    char *q = p;
+    while (*q == ' ' || *q == '\t' || *q == '\r') q++;
+    p = eol + 1;
+    if (*q == '\0') continue; /* blank line */
+    char *e;
+    errno = 0;
+    long v = strtol(q, &e, 10);
+    while (*e == ' ' || *e == '\t' || *e == '\r') e++;
+    if (e == q || *e != '\0' || errno == ERANGE || v < 0) {
+      err = cli__fail(CLI_EFORMAT, errstr, errstr_size,
+                      "%s:%zu: expected one non-negative integer (the RUL of unit %zu), found "
+                      "'%.40s'",
+                      rul_path, line, n + 1, q);
+      goto done;
+    }
+    if (n == n_unit) {
+      err = cli__fail(CLI_EFORMAT, errstr, errstr_size,
+                      "%s:%zu: more RUL values than the %zu units of %s", rul_path, line,
+                      n_unit, t->file[0]);
+      goto done;
+    }
+    rul[n++] = (double)v;
+  }
+  if (n != n_unit) {
+    err = cli__fail(CLI_EFORMAT, errstr, errstr_size,
+                    "%s: %zu RUL values for the %zu units of %s", rul_path, n, n_unit,
+                    t->file[0]);
+    goto done;
+  }
+  /* label already holds last cycle - cycle; the RUL file adds what lies beyond the end. */
+  for (size_t i = 0, u = 0; i < t->n_rows; i++) {
+    if (i > 0 && t->group[i] != t->group[i - 1]) u++;
+    t->label[i] += rul[u];
+  }
+  err = CLI_OK;
+done:
+  free(rul);
+  cli_csv_close(&csv);
+  return err;
+}
+
 /* ---- text tasks ----------------------------------------------------------------- */
 
 typedef struct text_row_s {

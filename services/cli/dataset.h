@@ -94,6 +94,16 @@ int cli_table_load(cli_table_t *t, cli_task_t task, const char *const *files, si
                    char *errstr, size_t errstr_size);
 void cli_table_close(cli_table_t *t);
 
+/*
+ * C-MAPSS test files end before failure; the true remaining useful life at each unit's last
+ * row is in a separate RUL file (RUL_FD001.txt: one non-negative integer per line, one line
+ * per unit in the order the units appear). Reads it and sets every row's label to
+ * RUL + (last cycle - cycle). `t` must be a fault-cmapss table of one file. CLI_EFORMAT with
+ * "file:line: ..." when a line is not a non-negative integer or the count of values is not the
+ * number of units; `t` is unchanged on error.
+ */
+int cli_table_apply_rul(cli_table_t *t, const char *rul_path, char *errstr, size_t errstr_size);
+
 /* 64-bit FNV-1a of n bytes (the hash every split uses; bench/quality does the same). */
 uint64_t cli_fnv1a64(const void *data, size_t n);
 /*

@@ -293,3 +293,47 @@ TEST(split_matches_python) {
   ASSERT_EQ(checked, 15);
   fclose(f);
 }
+
+/* ---- C-MAPSS test files with their RUL file ------------------------------------- */
+
+static void write_file(char *path, const char *content) {
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(write(fd, content, strlen(content)), (long long)strlen(content));
+  close(fd);
+}
+
+TEST(cmapss_rul_file) {
+  /* Unit 1 observed for 3 cycles, unit 2 for 2; the RUL file says 10 and 4 remain. */
+  const char *row = " 0 0 100 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 \n";
+  char test_txt[1024] = "";
+  const char *ids[5] = {"1 1", "1 2", "1 3", "2 1", "2 2"};
+  for (int i = 0; i < 5; i++) {
+    strcat(test_txt, ids[i]);
+    strcat(test_txt, row);
+  }
+  char tpath[] = "/tmp/sluice-cmapss-test-XXXXXX", rpath[] = "/tmp/sluice-cmapss-rul-XXXXXX";
+  write_file(tpath, test_txt);
+  write_file(rpath, "10\n4\n");
+  cli_table_t t;
+  char err[512];
+  const char *files[1] = {tpath};
+  ASSERT_OK(cli_table_load(&t, CLI_TASK_CMAPSS, files, 1, err, sizeof(err)));
+  ASSERT_OK(cli_table_apply_rul(&t, rpath, err, sizeof(err)));
+  const double want[5] = {12, 11, 10, 5, 4};
+  for (int i = 0; i < 5; i++) ASSERT_NEAR(t.label[i], want[i], 0);
+  /* Wrong count and bad values are reported with file and line; labels stay as they were. */
+  char bad1[] = "/tmp/sluice-cmapss-rul-XXXXXX", bad2[] = "/tmp/sluice-cmapss-rul-XXXXXX";
+  write_file(bad1, "10\n");
+  write_file(bad2, "10\nsoon\n");
+  ASSERT_EQ(cli_table_apply_rul(&t, bad1, err, sizeof(err)), CLI_EFORMAT);
+  ASSERT_STR_CONTAINS(err, "1 RUL values for the 2 units");
+  ASSERT_EQ(cli_table_apply_rul(&t, bad2, err, sizeof(err)), CLI_EFORMAT);
+  ASSERT_STR_CONTAINS(err, ":2: expected one non-negative integer (the RUL of unit 2)");
+  ASSERT_NEAR(t.label[0], 12, 0);
+  cli_table_close(&t);
+  unlink(tpath);
+  unlink(rpath);
+  unlink(bad1);
+  unlink(bad2);
+}
