@@ -64,6 +64,10 @@
   XX(WK_M_EXPERT_LOAD, "sluice_expert_load_total", SVC_COUNTER, "rows", "expert", 512,       \
      SVC_BUCKETS_NONE,                                                                       \
      "Rows routed to each routed expert (index over all MoE blocks, block by block).")       \
+  XX(WK_M_PUBLISHED, "sluice_alerts_published_total", SVC_COUNTER, "alerts", "", 0,         \
+     SVC_BUCKETS_NONE, "Outbox alerts published to the alerts topic (at least once).")      \
+  XX(WK_M_PUBLISH_FAILED, "sluice_alert_publish_failures_total", SVC_COUNTER, "alerts", "", 0, \
+     SVC_BUCKETS_NONE, "Outbox alerts whose publication failed (retried on the next pass).") \
   XX(WK_M_MODEL, "sluice_model_info", SVC_GAUGE, "", "version", 8, SVC_BUCKETS_NONE,         \
      "The loaded model version (value 1).")
 
@@ -121,11 +125,14 @@ struct wk_worker_s {
   kq_rebalance_kind_t pending_kind;
   uv_signal_t sig_term, sig_int;
   uv_timer_t lag_timer;
+  uv_timer_t relay_timer;
+  int relay_busy, relay_lock;
   int handles_open;
   int stopping, closing, fatal;
   char fatal_msg[512];
   svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
   svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_cards;
+  svc_series_t *m_published, *m_publish_failed;
   svc_series_t *m_decision[4];
   svc_series_t **m_load; /* (load_size) */
 };
@@ -189,9 +196,16 @@ static wk_decision_t worker_decide(const wk_worker_t *w, float score) {
 
 /* ---- dead letters --------------------------------------------------------------------- */
 
-static void dlq_delivered(kq_producer_t *prod, const rd_kafka_message_t *msg, svc_err_t err,
-                          void *opaque) {
+static void relay_delivered(wk_worker_t *w, void *opaque, svc_err_t err);
+
+/* Delivery reports of both uses of the producer: DLQ records (opaque NULL) and alerts. */
+static void on_delivery(kq_producer_t *prod, const rd_kafka_message_t *msg, svc_err_t err,
+                        void *opaque) {
   wk_worker_t *w = prod->data;
+  if (opaque != NULL) {
+    relay_delivered(w, opaque, err);
+    return;
+  }
   if (err != SVC_OK) {
     svc_counter_add(w->m_dlq_failed, 1);
     SVC_LOG(SVC_LOG_ERROR, "dead-letter record not delivered", "err=%s", svc_err_name(err));
@@ -668,6 +682,197 @@ static void on_consumer_error(kq_consumer_t *cons, svc_err_t err, const char *re
   if (fatal) worker_fatal(w, "Kafka consumer", reason);
 }
 
+/* ---- the outbox relay ---------------------------------------------------------------- */
+
+/*
+ * Publishes unpublished outbox rows to their topic (key = the alert's key, header
+ * sluice-alert-id = the stable alert id) and marks them published once Kafka acknowledged them.
+ * At least once: a crash between the acknowledgement and the mark publishes the alert again
+ * with the same id, for consumers to deduplicate. One relay per schema at a time: the worker
+ * that holds a session advisory lock on its PostgreSQL connection (released if that connection
+ * drops, so another worker takes over).
+ */
+
+#define WK_RELAY_BATCH 500
+
+typedef struct wk_relay_s {
+  wk_worker_t *w;
+  size_t pending;       /* sends without a delivery report yet */
+  size_t n_done;
+  char *done_ids;       /* "{1,2,3}" being built: ids acknowledged by Kafka */
+  size_t done_len, done_cap;
+} wk_relay_t;
+
+static void relay_free(wk_relay_t *r) {
+  free(r->done_ids);
+  free(r);
+}
+
+static void relay_idle(wk_worker_t *w) { w->relay_busy = 0; }
+
+static void on_relay_marked(db_conn_t *db, svc_err_t err, const PGresult *res,
+                            const char *errmsg, void *arg) {
+  wk_relay_t *r = arg;
+  wk_worker_t *w = r->w;
+  if (err == SVC_OK) svc_counter_add(w->m_published, r->n_done);
+  else
+    SVC_LOG(SVC_LOG_WARN, "published alerts not marked; they will be published again",
+            "count=%zu err=\"%s\"", r->n_done, errmsg ? errmsg : svc_strerror(err));
+  relay_free(r);
+  relay_idle(w);
+}
+
+/* Every send of the pass has its report: mark the acknowledged rows. */
+static void relay_finish(wk_relay_t *r) {
+  wk_worker_t *w = r->w;
+  if (r->n_done == 0 || w->db == NULL) {
+    relay_free(r);
+    relay_idle(w);
+    return;
+  }
+  r->done_ids[r->done_len - 1] = '}'; /* the trailing comma closes the array */
+  r->done_ids[r->done_len] = '\0';
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "UPDATE \"%s\".outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+           w->o.pg_schema);
+  const char *params[] = {r->done_ids};
+  if (db_conn_query(w->db, sql, 1, params, on_relay_marked, r) != SVC_OK) {
+    relay_free(r);
+    relay_idle(w);
+  }
+}
+
+/* opaque is the row's id, allocated per send, with the pass in front. */
+typedef struct wk_relay_send_s {
+  wk_relay_t *r;
+  char id[24];
+} wk_relay_send_t;
+
+static void relay_delivered(wk_worker_t *w, void *opaque, svc_err_t err) {
+  wk_relay_send_t *snd = opaque;
+  wk_relay_t *r = snd->r;
+  if (err == SVC_OK) {
+    size_t n = strlen(snd->id);
+    /* Room for "{", the id, "," and the final NUL. */
+    if (r->done_len + n + 3 > r->done_cap) {
+      size_t cap = r->done_cap ? r->done_cap * 2 : 256;
+      while (cap < r->done_len + n + 3) cap *= 2;
+      char *p = realloc(r->done_ids, cap);
+      if (p == NULL) abort();
+      r->done_ids = p;
+      r->done_cap = cap;
+    }
+    if (r->done_len == 0) r->done_ids[r->done_len++] = '{';
+    memcpy(r->done_ids + r->done_len, snd->id, n);
+    r->done_len += n;
+    r->done_ids[r->done_len++] = ',';
+    r->n_done++;
+  } else {
+    svc_counter_add(w->m_publish_failed, 1);
+  }
+  free(snd);
+  if (--r->pending == 0) relay_finish(r);
+}
+
+static int relay_hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static void on_relay_rows(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                          void *arg) {
+  wk_worker_t *w = arg;
+  if (err != SVC_OK || w->prod == NULL || w->closing) {
+    relay_idle(w);
+    return;
+  }
+  int n = PQntuples(res);
+  if (n == 0) {
+    relay_idle(w);
+    return;
+  }
+  wk_relay_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    relay_idle(w);
+    return;
+  }
+  r->w = w;
+  r->pending = 1; /* held by this function until every row is sent */
+  for (int i = 0; i < n; i++) {
+    const char *alert_id = PQgetvalue(res, i, 1), *key = PQgetvalue(res, i, 2);
+    const char *topic = PQgetvalue(res, i, 3), *hex = PQgetvalue(res, i, 4);
+    size_t hl = strlen(hex), len = hl / 2;
+    uint8_t *payload = malloc(len + 1);
+    wk_relay_send_t *snd = calloc(1, sizeof *snd);
+    if (payload == NULL || snd == NULL) {
+      free(payload);
+      free(snd);
+      break;
+    }
+    for (size_t j = 0; j < len; j++)
+      payload[j] = (uint8_t)(relay_hex(hex[2 * j]) << 4 | relay_hex(hex[2 * j + 1]));
+    snd->r = r;
+    snprintf(snd->id, sizeof snd->id, "%s", PQgetvalue(res, i, 0));
+    kq_header_t h[] = {{"sluice-alert-id", alert_id, strlen(alert_id)}};
+    kq_record_t rec = {.topic = topic, .partition = KQ_PARTITION_ANY, .key = key,
+                       .key_len = strlen(key), .value = payload, .value_len = len,
+                       .headers = h, .n_headers = 1, .opaque = snd};
+    svc_err_t se = kq_producer_send(w->prod, &rec);
+    free(payload);
+    if (se != SVC_OK) {
+      /* Queue full or closing: the rest waits for the next pass. */
+      svc_counter_add(w->m_publish_failed, 1);
+      free(snd);
+      break;
+    }
+    r->pending++;
+  }
+  if (--r->pending == 0) relay_finish(r);
+}
+
+static void relay_fetch(wk_worker_t *w) {
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT id, alert_id, key, topic, encode(payload, 'hex') FROM \"%s\".outbox "
+           "WHERE published_at IS NULL ORDER BY id LIMIT %d",
+           w->o.pg_schema, WK_RELAY_BATCH);
+  if (db_conn_query(w->db, sql, 0, NULL, on_relay_rows, w) != SVC_OK) relay_idle(w);
+}
+
+static void on_relay_lock(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                          void *arg) {
+  wk_worker_t *w = arg;
+  if (err == SVC_OK && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+    w->relay_lock = 1;
+    SVC_LOG(SVC_LOG_INFO, "this worker relays the alert outbox", "schema=%s", w->o.pg_schema);
+    if (!w->closing && w->db) {
+      relay_fetch(w);
+      return;
+    }
+  }
+  relay_idle(w);
+}
+
+static void on_relay_timer(uv_timer_t *t) {
+  wk_worker_t *w = t->data;
+  if (w->relay_busy || w->closing || w->db == NULL || w->prod == NULL ||
+      db_conn_status(w->db) != DB_STATUS_CONNECTED)
+    return;
+  w->relay_busy = 1;
+  if (w->relay_lock) {
+    relay_fetch(w);
+    return;
+  }
+  char key[160];
+  snprintf(key, sizeof key, "sluice-relay:%s", w->o.pg_schema);
+  const char *params[] = {key};
+  if (db_conn_query(w->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, params, on_relay_lock,
+                    w) != SVC_OK)
+    relay_idle(w);
+}
+
 /* ---- lag ------------------------------------------------------------------------------ */
 
 static void on_lag_timer(uv_timer_t *t) {
@@ -710,6 +915,7 @@ static void close_handles(wk_worker_t *w) {
   uv_close((uv_handle_t *)&w->sig_term, on_handle_closed);
   uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
   uv_close((uv_handle_t *)&w->lag_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->relay_timer, on_handle_closed);
   if (w->batcher_open) {
     w->batcher_open = 0;
     wk_batcher_close(&w->batcher, on_batcher_closed);
@@ -783,6 +989,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 static void on_db_status(db_conn_t *db, db_status_t status, const char *detail) {
   wk_worker_t *w = db->data;
   if (w->http) svc_http_set_ready(w->http, WK_READY_DATABASE, status == DB_STATUS_CONNECTED);
+  /* A new session does not hold the relay's advisory lock. */
+  if (status != DB_STATUS_CONNECTED) w->relay_lock = 0;
   if (status == DB_STATUS_DISCONNECTED)
     SVC_LOG(SVC_LOG_WARN, "PostgreSQL disconnected", "detail=\"%s\"", detail ? detail : "");
 }
@@ -827,6 +1035,8 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   w->m_commit = svc_metrics_series(w->metrics, WK_M_COMMIT, NULL);
   w->m_parts = svc_metrics_series(w->metrics, WK_M_PARTITIONS, NULL);
   w->m_cards = svc_metrics_series(w->metrics, WK_M_CARDS, NULL);
+  w->m_published = svc_metrics_series(w->metrics, WK_M_PUBLISHED, NULL);
+  w->m_publish_failed = svc_metrics_series(w->metrics, WK_M_PUBLISH_FAILED, NULL);
   for (int d = WK_DECISION_ALLOW; d <= WK_DECISION_BLOCK; d++)
     w->m_decision[d] = svc_metrics_series1(w->metrics, WK_M_DECISIONS, wk_decision_name(d));
   svc_gauge_set(w->m_parts, 0);
@@ -889,17 +1099,19 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   uv_signal_init(&w->loop, &w->sig_term);
   uv_signal_init(&w->loop, &w->sig_int);
   uv_timer_init(&w->loop, &w->lag_timer);
-  w->sig_term.data = w->sig_int.data = w->lag_timer.data = w;
-  w->handles_open += 3;
+  uv_timer_init(&w->loop, &w->relay_timer);
+  w->sig_term.data = w->sig_int.data = w->lag_timer.data = w->relay_timer.data = w;
+  w->handles_open += 4;
   uv_signal_start(&w->sig_term, on_signal, SIGTERM);
   uv_signal_start(&w->sig_int, on_signal, SIGINT);
   uv_timer_start(&w->lag_timer, on_lag_timer, 2000, 2000);
+  uv_timer_start(&w->relay_timer, on_relay_timer, 200, 200);
 
   db_conn_opts_t dbo = {.dsn = w->o.pg_dsn, .on_status = on_db_status, .data = w};
   err = db_conn_new(&w->loop, &dbo, &w->db, errstr, errstr_size);
   if (err) return err;
 
-  kq_producer_opts_t po = {.brokers = w->o.brokers, .on_delivery = dlq_delivered, .data = w};
+  kq_producer_opts_t po = {.brokers = w->o.brokers, .on_delivery = on_delivery, .data = w};
   err = kq_producer_new(&w->loop, &po, &w->prod, errstr, errstr_size);
   if (err) return err;
 

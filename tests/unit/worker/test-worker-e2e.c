@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 
 #include "fraud-input.h"
+#include "sluice/v1/results.pb-c.h"
 #include "fraud-model.h"
 #include "svc/kafka.h"
 
@@ -28,7 +29,8 @@ static const char *const model_inputs[] = {"amount", "log_amount", "V14", "has_c
 
 typedef struct ctx_s {
   const char *brokers, *dsn;
-  char topic[128], dlq[128], group[128], schema[96], model[256];
+  char topic[128], dlq[128], alerts[128], group[128], schema[96], model[256];
+  const char *block; /* --fraud-block-threshold */
   unsigned port;
 } ctx_t;
 
@@ -110,6 +112,8 @@ static pid_t start_worker_on(const ctx_t *c, unsigned http_port) {
                     "--kafka-group", (char *)c->group,
                     "--fraud-topic", (char *)c->topic,
                     "--fraud-dlq-topic", (char *)c->dlq,
+                    "--fraud-alerts-topic", (char *)(c->alerts[0] ? c->alerts : "sluice.fraud.alerts"),
+                    "--fraud-block-threshold", (char *)(c->block ? c->block : "-1"),
                     "--pg-schema", (char *)c->schema,
                     "--http-address", "127.0.0.1",
                     "--http-port", port,
@@ -251,12 +255,67 @@ static void check_dlq(const ctx_t *c) {
   rd_kafka_destroy(rk);
 }
 
+/* Waits until every outbox row is marked published, then reads the alerts topic: each alert
+ * id is there (at least once), with the Alert payload of its event. */
+static void check_alerts(PGconn *conn, const ctx_t *c, long want) {
+  for (int i = 0; i < 600 && count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE published_at "
+                                         "IS NULL", c->schema) != 0; i++)
+    usleep(50000);
+  ASSERT_EQ(count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE published_at IS NULL", c->schema), 0);
+  ASSERT_EQ(count(conn, "SELECT count(*) FROM \"%s\".outbox", c->schema), want);
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_NOT_NULL(rk);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, c->alerts, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(parts);
+  static char seen[100000];
+  memset(seen, 0, sizeof seen);
+  long distinct = 0;
+  for (int i = 0; i < 200 && distinct < want; i++) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (m == NULL) continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_headers_t *hdrs = NULL;
+      const void *val;
+      size_t len;
+      ASSERT_EQ(rd_kafka_message_headers(m, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-alert-id", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, m->len, m->payload);
+      ASSERT_NOT_NULL(a);
+      ASSERT_EQ(len, strlen(a->alert_id));
+      ASSERT_EQ(memcmp(val, a->alert_id, len), 0);
+      char want_id[64];
+      snprintf(want_id, sizeof want_id, "fraud:%s", a->event_id);
+      ASSERT_STR_EQ(a->alert_id, want_id); /* stable: derived from the event */
+      ASSERT_EQ(a->state, SLUICE__V1__ALERT_STATE__ALERT_STATE_FIRING);
+      int k = atoi(a->event_id + 3);
+      ASSERT(k >= 0 && k < (int)sizeof seen);
+      if (!seen[k]) distinct++;
+      seen[k] = 1;
+      sluice__v1__alert__free_unpacked(a, NULL);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  ASSERT_EQ(distinct, want);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
 TEST(worker_end_to_end) {
   ctx_t c = {0};
   c.brokers = test_require_env("SLUICE_KAFKA_BROKERS");
   c.dsn = test_require_env("SLUICE_PG_DSN");
   test_unique_name(c.topic, sizeof c.topic, "wk-e2e-events");
   test_unique_name(c.dlq, sizeof c.dlq, "wk-e2e-dlq");
+  test_unique_name(c.alerts, sizeof c.alerts, "wk-e2e-alerts");
+  c.block = "0"; /* every event is blocked: one alert each */
   test_unique_name(c.group, sizeof c.group, "wk-e2e-group");
   snprintf(c.schema, sizeof c.schema, "wk_e2e_%ld_%ld", (long)getpid(), (long)time(NULL));
   snprintf(c.model, sizeof c.model, "/tmp/wk-e2e-%ld.safetensors", (long)getpid());
@@ -265,6 +324,8 @@ TEST(worker_end_to_end) {
   ASSERT_MSG(kq_topic_create(c.brokers, c.topic, N_PARTS, 1, 20000, err, sizeof err) == SVC_OK,
              "%s", err);
   ASSERT_MSG(kq_topic_create(c.brokers, c.dlq, 1, 1, 20000, err, sizeof err) == SVC_OK, "%s",
+             err);
+  ASSERT_MSG(kq_topic_create(c.brokers, c.alerts, 1, 1, 20000, err, sizeof err) == SVC_OK, "%s",
              err);
   fm_write(c.model, model_inputs, 7, "fraud-e2e-1", 0.5, "binary");
 
@@ -293,13 +354,19 @@ TEST(worker_end_to_end) {
   static char body[65536];
   http_get(c.port, "/readyz", &status, body, sizeof body);
   ASSERT_EQ(status, 200);
-  http_get(c.port, "/metrics", &status, body, sizeof body);
+  /* The worker counts a batch right after PostgreSQL answers; the test may look first. */
+  for (int i = 0; i < 100; i++) {
+    http_get(c.port, "/metrics", &status, body, sizeof body);
+    if (strstr(body, "sluice_events_scored_total 120\n")) break;
+    usleep(50000);
+  }
   ASSERT_EQ(status, 200);
   ASSERT_STR_CONTAINS(body, "sluice_events_scored_total 120\n");
   ASSERT_STR_CONTAINS(body, "sluice_events_dead_lettered_total{reason=\"decode\"} 1\n");
   ASSERT_STR_CONTAINS(body, "sluice_events_dead_lettered_total{reason=\"invalid\"} 1\n");
   ASSERT_STR_CONTAINS(body, "sluice_model_info{version=\"fraud-e2e-1\"} 1\n");
   ASSERT_STR_CONTAINS(body, "sluice_inference_seconds_count ");
+  ASSERT_STR_CONTAINS(body, "sluice_decisions_total{decision=\"block\"} 120\n");
   check_dlq(&c);
 
   ASSERT_EQ(stop_worker(pid), 0);
@@ -310,6 +377,7 @@ TEST(worker_end_to_end) {
   wait_results(conn, &c, 180, pid);
   check_velocity_chain(conn, &c, 18);
   ASSERT_EQ(count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".results", c.schema), 180);
+  check_alerts(conn, &c, 180);
   ASSERT_EQ(stop_worker(pid), 0);
 
   char sql[256];
