@@ -173,9 +173,10 @@ void moe_session_free(moe_session_t *sess);
 /*
  * Scores n_rows rows (1 <= n_rows <= max_batch). Rows are grouped by expert inside, so that
  * each active expert runs one GEMM over its rows; shared experts run over the whole batch.
- * Returns MOE_OK; MOE_EINVAL for a bad n_rows or missing scores buffer; MOE_EDATA for a bad
- * row (non-finite value, id out of range, bad n_tokens; moe_session_error() names the row and
- * feature); MOE_ENOMEM. On error the outputs are unspecified. The thread that owns sess only.
+ * Returns MOE_OK; MOE_EINVAL for a bad n_rows, a missing scores buffer or a text batch of more
+ * than 2^26 tokens; MOE_EDATA for a bad row (non-finite value, id out of range, bad n_tokens;
+ * moe_session_error() names the row and feature); MOE_ENOMEM. On error the outputs are
+ * unspecified. The thread that owns sess only.
  */
 int moe_session_run(moe_session_t *sess, const moe_input_t *rows, int n_rows, moe_output_t *out);
 
