@@ -153,6 +153,8 @@ struct wk_batch_tx_s {
   size_t n_outbox, cap_outbox;
   tx__offset_t *offsets;
   size_t n_offsets, cap_offsets;
+  size_t *state_index;    /* open addressing: card hash -> states index + 1 (0 = empty) */
+  size_t n_state_index;   /* slots, a power of two, at least twice n_states */
   tx__buf_t params[WK_BATCH_TX_N_PARAMS];
   const char *param_ptrs[WK_BATCH_TX_N_PARAMS];
 };
@@ -164,6 +166,36 @@ struct wk_batch_tx_s {
       (arr) = tx__xrealloc((arr), (cap) * sizeof *(arr));                      \
     }                                                                          \
   } while (0)
+
+static uint64_t tx__hash(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+/* The slot holding card `id`, or the empty slot where it would go. */
+static size_t *tx__state_slot(wk_batch_tx_t *tx, const char *id) {
+  size_t mask = tx->n_state_index - 1;
+  for (size_t k = tx__hash(id) & mask;; k = (k + 1) & mask) {
+    size_t *slot = &tx->state_index[k];
+    if (*slot == 0 || strcmp(tx->states[*slot - 1].card_id, id) == 0) return slot;
+  }
+}
+
+/* Keeps the index at most half full, so that lookups stay short. */
+static void tx__state_index_grow(wk_batch_tx_t *tx) {
+  if (2 * (tx->n_states + 1) <= tx->n_state_index) return;
+  size_t n = tx->n_state_index ? tx->n_state_index * 2 : 256;
+  while (2 * (tx->n_states + 1) > n) n *= 2;
+  free(tx->state_index);
+  tx->state_index = tx__xrealloc(NULL, n * sizeof *tx->state_index);
+  memset(tx->state_index, 0, n * sizeof *tx->state_index);
+  tx->n_state_index = n;
+  for (size_t i = 0; i < tx->n_states; i++) *tx__state_slot(tx, tx->states[i].card_id) = i + 1;
+}
 
 const char *wk_decision_name(wk_decision_t d) {
   switch (d) {
@@ -274,6 +306,7 @@ void wk_batch_tx_reset(wk_batch_tx_t *tx) {
   }
   for (size_t i = 0; i < tx->n_offsets; i++) free(tx->offsets[i].topic);
   tx->n_results = tx->n_states = tx->n_outbox = tx->n_offsets = 0;
+  if (tx->state_index) memset(tx->state_index, 0, tx->n_state_index * sizeof *tx->state_index);
 }
 
 void wk_batch_tx_free(wk_batch_tx_t *tx) {
@@ -283,6 +316,7 @@ void wk_batch_tx_free(wk_batch_tx_t *tx) {
   free(tx->states);
   free(tx->outbox);
   free(tx->offsets);
+  free(tx->state_index);
   for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) free(tx->params[i].p);
   free(tx->group);
   free(tx->sql);
@@ -315,9 +349,11 @@ void wk_batch_tx_add_result(wk_batch_tx_t *tx, const wk_result_row_t *r) {
 }
 
 void wk_batch_tx_add_state(wk_batch_tx_t *tx, const wk_state_row_t *s) {
-  for (size_t i = 0; i < tx->n_states; i++) {
-    tx__state_t *d = &tx->states[i];
-    if (strcmp(d->card_id, s->card_id) != 0) continue;
+  if (s->card_id == NULL) tx__xstrdup(NULL, "card_id");
+  tx__state_index_grow(tx);
+  size_t *slot = tx__state_slot(tx, s->card_id);
+  if (*slot != 0) {
+    tx__state_t *d = &tx->states[*slot - 1];
     /* One row per card in a statement: the newest state wins. */
     if (s->last_offset >= d->last_offset) {
       free(d->topic);
@@ -332,6 +368,7 @@ void wk_batch_tx_add_state(wk_batch_tx_t *tx, const wk_state_row_t *s) {
   }
   TX__GROW(tx->states, tx->n_states, tx->cap_states);
   tx__state_t *d = &tx->states[tx->n_states++];
+  *slot = tx->n_states;
   d->card_id = tx__xstrdup(s->card_id, "card_id");
   d->topic = tx__xstrdup(s->topic, "topic");
   d->partition = s->partition;

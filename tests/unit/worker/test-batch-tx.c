@@ -1,0 +1,108 @@
+/*
+ * Unit tests of the batch statement builder without a database: the exact text parameters
+ * (array literals with quotes, backslashes, braces and commas escaped; NaN and infinities;
+ * bytea as hex), one state row per card keeping the newest even across thousands of cards,
+ * one offset per partition keeping the highest, and an empty batch. The statement itself is
+ * run against PostgreSQL in test-worker-db.
+ */
+#include "batch-tx.h"
+#include "test.h"
+
+static const char *const *finish(wk_batch_tx_t *tx) {
+  const char *sql;
+  const char *const *params;
+  wk_batch_tx_finish(tx, &sql, &params);
+  ASSERT_STR_CONTAINS(sql, "INSERT INTO \"s\".results");
+  return params;
+}
+
+TEST(parameters_are_exact_array_literals) {
+  wk_batch_tx_t *tx = NULL;
+  char err[256];
+  ASSERT_OK(wk_batch_tx_new("s", "grp", &tx, err, sizeof err));
+  const char *const *p = finish(tx);
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++)
+    if (i != 23) ASSERT_STR_EQ(p[i], "{}");
+  ASSERT_STR_EQ(p[23], "grp");
+
+  const float input[3] = {1.5f, INFINITY, -0.0f};
+  wk_result_row_t r = {.domain = "fraud", .event_id = "a\"b\\c{d},e", .key = NULL,
+                       .score = NAN, .decision = WK_DECISION_REVIEW, .model_version = "m1",
+                       .experts_json = "[{\"x\":1}]", .input = input, .n_input = 3,
+                       .event_time_ms = 1700000000123, .topic = "t", .partition = 2,
+                       .offset = 41};
+  wk_batch_tx_add_result(tx, &r);
+  const uint8_t bytes[] = {0x00, 0xff, 0x5c};
+  wk_state_row_t s = {.card_id = "c", .topic = "t", .partition = 2, .last_offset = 41,
+                      .state = bytes, .state_len = 3};
+  wk_batch_tx_add_state(tx, &s);
+  wk_outbox_row_t o = {.alert_id = "fraud:x", .domain = "fraud", .key = "k", .topic = "alerts",
+                       .payload = bytes, .payload_len = 3};
+  wk_batch_tx_add_outbox(tx, &o);
+  p = finish(tx);
+  ASSERT_STR_EQ(p[1], "{\"a\\\"b\\\\c{d},e\"}");
+  ASSERT_STR_EQ(p[2], "{\"\"}");
+  ASSERT_STR_EQ(p[3], "{\"NaN\"}");
+  ASSERT_STR_EQ(p[4], "{\"review\"}");
+  ASSERT_STR_EQ(p[6], "{\"[{\\\"x\\\":1}]\"}");
+  ASSERT_STR_EQ(p[7], "{\"[]\"}");
+  ASSERT_STR_EQ(p[8], "{\"{1.5,Infinity,-0}\"}");
+  ASSERT_STR_EQ(p[9], "{\"1700000000123\"}");
+  ASSERT_STR_EQ(p[11], "{\"2\"}");
+  ASSERT_STR_EQ(p[12], "{\"41\"}");
+  ASSERT_STR_EQ(p[17], "{\"00ff5c\"}");
+  ASSERT_STR_EQ(p[22], "{\"00ff5c\"}");
+  ASSERT_STR_EQ(p[18], "{\"fraud:x\"}");
+
+  /* A reset batch renders empty arrays again. */
+  wk_batch_tx_reset(tx);
+  p = finish(tx);
+  ASSERT_STR_EQ(p[1], "{}");
+  ASSERT_STR_EQ(p[13], "{}");
+  wk_batch_tx_free(tx);
+}
+
+TEST(one_row_per_card_and_partition) {
+  wk_batch_tx_t *tx = NULL;
+  char err[256];
+  ASSERT_OK(wk_batch_tx_new("s", "grp", &tx, err, sizeof err));
+  enum { N = 20000, CARDS = 5000 };
+  uint8_t st[8];
+  /* Offsets rise with i; card i % CARDS: each card's newest is i in [N - CARDS, N). The
+   * shuffled order also adds older rows after newer ones, which must not win. */
+  for (int k = 0; k < N; k++) {
+    int i = (int)(((long)k * 7919) % N);
+    char id[16];
+    snprintf(id, sizeof id, "card-%d", i % CARDS);
+    memset(st, i & 0xff, sizeof st);
+    wk_state_row_t s = {.card_id = id, .topic = "t", .partition = 0, .last_offset = i,
+                        .state = st, .state_len = sizeof st};
+    wk_batch_tx_add_state(tx, &s);
+    wk_offset_row_t o = {.topic = "t", .partition = i % 3, .next_offset = i + 1};
+    wk_batch_tx_add_offset(tx, &o);
+  }
+  ASSERT_EQ(wk_batch_tx_n_states(tx), CARDS);
+  const char *const *p = finish(tx);
+  /* Walk card ids and last offsets together. */
+  const char *ids = p[13], *offs = p[16];
+  int n = 0;
+  while (*ids && *ids != '}') {
+    int card, off;
+    ASSERT_EQ(sscanf(ids, "%*[{,]\"card-%d\"", &card), 1);
+    ASSERT_EQ(sscanf(offs, "%*[{,]\"%d\"", &off), 1);
+    ASSERT_EQ(off % CARDS, card);
+    ASSERT_OP(off, >=, N - CARDS);
+    n++;
+    ids = strchr(ids + 1, ',') ? strchr(ids + 1, ',') : "}";
+    offs = strchr(offs + 1, ',') ? strchr(offs + 1, ',') : "}";
+  }
+  ASSERT_EQ(n, CARDS);
+  /* Partitions 0, 1, 2 (in first-seen order) with their highest next offset. */
+  ASSERT_STR_CONTAINS(p[25], "\"0\"");
+  ASSERT_STR_CONTAINS(p[25], "\"1\"");
+  ASSERT_STR_CONTAINS(p[25], "\"2\"");
+  ASSERT_STR_CONTAINS(p[26], "\"19999\"");
+  ASSERT_STR_CONTAINS(p[26], "\"20000\"");
+  ASSERT_STR_CONTAINS(p[26], "\"19998\"");
+  wk_batch_tx_free(tx);
+}
