@@ -5,11 +5,13 @@
                        top-2, one shared expert, d_model 128, d_ff 288) as DIR/tabular-{f32,q8_0,
                        q4_0}.safetensors with the same random weights, and DIR/inputs.safetensors
                        (1024 rows), using the reference implementation in tests/golden/gen_golden.py;
-                       plus a sensor and a text model (q8_0) with their inputs, for the engine only.
-  peers.py peers DIR   runs the same fp32 weights through PyTorch (eager, fp32 and dynamic int8)
-                       and ONNX Runtime (fp32 and dynamic int8), one thread each, at batch 1, 16
-                       and 256, checks their scores against the engine's (DIR/scores-*.bin), and
-                       prints one JSON object of timings.
+                       plus a sensor model (q8_0 and f32) and a text model (q8_0) with their inputs.
+  peers.py peers DIR   runs the same fp32 weights of the tabular and sensor models through PyTorch
+                       (eager, fp32 and dynamic int8) and ONNX Runtime (fp32 and dynamic int8), one
+                       thread each, at batch 1, 16 and 256, checks their scores against the
+                       engine's (DIR/scores-<kind>-<quant>.bin), and prints one JSON object of
+                       timings (tabular keys unprefixed, sensor keys prefixed "sensor_"). The text
+                       model is timed by the engine only (its peers would need padded batches).
 
 How the peers run the MoE: PyTorch eager groups rows by expert (index_select, one matmul per
 active expert, index_add), as Hugging Face's MoE layers do. ONNX has no data-dependent
@@ -80,12 +82,15 @@ def make(out):
     inputs = gg.make_inputs(bench_config("f32"), np.random.default_rng(8), N_ROWS)
     gg.write_safetensors(os.path.join(out, "inputs.safetensors"), inputs)
     for kind, cfg in other_configs().items():
-        m = gg.Model(cfg, np.random.default_rng(9))
-        m.build_encoder()
-        m.build_moe(bias_scale=0.05)
-        m.build_head()
-        gg.write_safetensors(os.path.join(out, f"{kind}-q8_0.safetensors"), m.t,
-                             {"config": json.dumps(cfg, separators=(",", ":"))})
+        # The sensor model also in fp32 (same weights) for the peers, which run tabular and sensor.
+        for quant in (("q8_0", "f32") if kind == "sensor" else ("q8_0",)):
+            c = dict(cfg, quant=quant, version=f"bench-{kind}-{quant}")
+            m = gg.Model(c, np.random.default_rng(9))
+            m.build_encoder()
+            m.build_moe(bias_scale=0.05)
+            m.build_head()
+            gg.write_safetensors(os.path.join(out, f"{kind}-{quant}.safetensors"), m.t,
+                                 {"config": json.dumps(c, separators=(",", ":"))})
         gg.write_safetensors(os.path.join(out, f"{kind}-inputs.safetensors"),
                              gg.make_inputs(cfg, np.random.default_rng(10), 512))
 
@@ -103,59 +108,68 @@ def read_safetensors(path):
     return out, meta
 
 
-# ---- the model as a torch module ------------------------------------------------------------
+# ---- the models as torch modules ------------------------------------------------------------
 
-def rms(x, w, eps=1e-5):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+def tensor(t, name):
+    return torch.from_numpy(t[name].copy())
+
+
+def linear_from(t, prefix, bias):
+    n, k = t[prefix + ".weight"].shape
+    lin = nn.Linear(k, n, bias=bias)
+    lin.weight.data = tensor(t, prefix + ".weight")
+    if bias:
+        lin.bias.data = tensor(t, prefix + ".bias")
+    return lin
+
+
+class Norm(nn.Module):
+    def __init__(self, t, prefix, kind, eps=1e-5):
+        super().__init__()
+        self.kind, self.eps = kind, eps
+        self.register_buffer("w", tensor(t, prefix + ".weight"))
+        self.register_buffer("b", tensor(t, prefix + ".bias") if kind == "layernorm" else torch.zeros(0))
+
+    def forward(self, x):
+        if self.kind == "layernorm":
+            return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w
 
 
 class SwiGLU(nn.Module):
     def __init__(self, t, p):
         super().__init__()
-        d_ff, d = t[p + ".gate.weight"].shape
-        self.gate = nn.Linear(d, d_ff, bias=False)
-        self.up = nn.Linear(d, d_ff, bias=False)
-        self.down = nn.Linear(d_ff, d, bias=False)
-        for name in ("gate", "up", "down"):
-            getattr(self, name).weight.data = torch.from_numpy(t[f"{p}.{name}.weight"].copy())
+        self.gate = linear_from(t, p + ".gate", False)
+        self.up = linear_from(t, p + ".up", False)
+        self.down = linear_from(t, p + ".down", False)
 
     def forward(self, x):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-class TabularMoE(nn.Module):
-    def __init__(self, t, cfg, dense):
-        super().__init__()
-        enc, mc = cfg["encoder"], cfg["moe"][0]
-        self.dense, self.k = dense, mc["top_k"]
-        self.register_buffer("mean", torch.tensor([f["mean"] for f in enc["numeric"]], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor([f["std"] for f in enc["numeric"]], dtype=torch.float32))
-        self.embs = nn.ModuleList()
-        for i in range(len(enc["categorical"])):
-            w = torch.from_numpy(t[f"enc.cat.{i}.weight"].copy())
-            self.embs.append(nn.Embedding.from_pretrained(w))
-        self.enc_in = nn.Linear(*t["enc.in.weight"].shape[::-1])
-        self.enc_in.weight.data = torch.from_numpy(t["enc.in.weight"].copy())
-        self.enc_in.bias.data = torch.from_numpy(t["enc.in.bias"].copy())
-        self.register_buffer("norm_w", torch.from_numpy(t["moe.0.norm.weight"].copy()))
-        self.router = nn.Linear(cfg["d_model"], mc["n_expert"], bias=False)
-        self.router.weight.data = torch.from_numpy(t["moe.0.router.weight"].copy())
-        self.register_buffer("sel_bias", torch.from_numpy(t["moe.0.router.bias"].copy()))
-        self.experts = nn.ModuleList(SwiGLU(t, f"moe.0.expert.{e}") for e in range(mc["n_expert"]))
-        self.shared = nn.ModuleList(SwiGLU(t, f"moe.0.shared.{s}") for s in range(mc["n_shared"]))
-        self.register_buffer("head_norm_w", torch.from_numpy(t["head.norm.weight"].copy()))
-        self.head = nn.Linear(cfg["d_model"], 1)
-        self.head.weight.data = torch.from_numpy(t["head.weight"].copy())
-        self.head.bias.data = torch.from_numpy(t["head.bias"].copy())
+class MoEBlock(nn.Module):
+    """dense: every expert runs, unchosen ones weighted 0 (exportable to ONNX); else rows are
+    grouped per expert (index, one matmul per active expert, index_add)."""
 
-    def forward(self, num, cat):
-        parts = [(num - self.mean) / self.std] + [e(cat[:, i]) for i, e in enumerate(self.embs)]
-        h = self.enc_in(torch.cat(parts, dim=1))
-        u = rms(h, self.norm_w)
-        s = torch.softmax(self.router(u), dim=-1)
+    def __init__(self, t, b, mc, norm, dense):
+        super().__init__()
+        self.dense, self.k, self.sigmoid = dense, mc["top_k"], mc["score"] == "sigmoid"
+        self.normalize, self.scale = mc.get("normalize", True), mc.get("route_scale", 1.0)
+        self.norm = Norm(t, f"moe.{b}.norm", norm)
+        self.router = linear_from(t, f"moe.{b}.router", False)
+        self.register_buffer("sel_bias", tensor(t, f"moe.{b}.router.bias"))
+        self.experts = nn.ModuleList(SwiGLU(t, f"moe.{b}.expert.{e}") for e in range(mc["n_expert"]))
+        self.shared = nn.ModuleList(SwiGLU(t, f"moe.{b}.shared.{s}") for s in range(mc["n_shared"]))
+
+    def forward(self, h):
+        u = self.norm(h)
+        logits = self.router(u)
+        s = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=-1)
         idx = torch.topk(s + self.sel_bias, self.k, dim=-1).indices
         g = torch.gather(s, 1, idx)
-        g = g / g.sum(dim=-1, keepdim=True)
+        if self.normalize:
+            g = g / g.sum(dim=-1, keepdim=True)
+        g = g * self.scale
         if self.dense:
             w = torch.zeros_like(s).scatter(1, idx, g)
             y = sum(w[:, e:e + 1] * ex(u) for e, ex in enumerate(self.experts))
@@ -167,19 +181,61 @@ class TabularMoE(nn.Module):
                     y.index_add_(0, rows, g[rows, slot, None] * ex(u[rows]))
         for sh in self.shared:
             y = y + sh(u)
-        h = h + y
-        return torch.sigmoid(self.head(rms(h, self.head_norm_w)))
+        return h + y
 
 
-def timeit(fn, num, cat, b, min_time=0.3, repeats=3):
-    n = num.shape[0]
+class Net(nn.Module):
+    """encoder -> MoE blocks -> head, for the tabular and sensor encoders."""
+
+    def __init__(self, t, cfg, dense):
+        super().__init__()
+        enc, self.kind = cfg["encoder"], cfg["encoder"]["kind"]
+        norm = cfg.get("norm", "rmsnorm")
+        feats = enc["numeric"] if self.kind == "tabular" else enc["channels"]
+        self.register_buffer("mean", torch.tensor([f["mean"] for f in feats], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([f["std"] for f in feats], dtype=torch.float32))
+        if self.kind == "tabular":
+            self.embs = nn.ModuleList(nn.Embedding.from_pretrained(tensor(t, f"enc.cat.{i}.weight"))
+                                      for i in range(len(enc["categorical"])))
+        else:
+            self.convs = nn.ModuleList()
+            for i, c in enumerate(enc["conv"]):
+                w = tensor(t, f"enc.conv.{i}.weight")
+                conv = nn.Conv1d(w.shape[1], w.shape[0], w.shape[2], stride=c["stride"])
+                conv.weight.data, conv.bias.data = w, tensor(t, f"enc.conv.{i}.bias")
+                self.convs.append(conv)
+            self.silu = enc.get("activation", "gelu") == "silu"
+        self.enc_in = linear_from(t, "enc.in", True)
+        self.blocks = nn.ModuleList(MoEBlock(t, b, mc, norm, dense) for b, mc in enumerate(cfg["moe"]))
+        self.head_norm = Norm(t, "head.norm", norm)
+        self.head = linear_from(t, "head", True)
+        self.task = cfg["task"]["kind"]
+
+    def forward(self, *x):
+        if self.kind == "tabular":
+            num, cat = x
+            parts = [(num - self.mean) / self.std] + [e(cat[:, i]) for i, e in enumerate(self.embs)]
+            h = self.enc_in(torch.cat(parts, dim=1))
+        else:
+            z = ((x[0] - self.mean) / self.std).transpose(1, 2)
+            for conv in self.convs:
+                z = F.silu(conv(z)) if self.silu else F.gelu(conv(z))
+            h = self.enc_in(z.mean(dim=2))
+        for blk in self.blocks:
+            h = blk(h)
+        y = self.head(self.head_norm(h))
+        return torch.sigmoid(y) if self.task == "binary" else torch.softmax(y, dim=-1) if self.task == "multiclass" else y
+
+
+def timeit(fn, inputs, b, min_time=0.3, repeats=3):
+    n = inputs[0].shape[0]
     best = 1e30
     for rep in range(repeats + 1):
         done, at, t0 = 0, 0, time.perf_counter()
         while True:
             if at + b > n:
                 at = 0
-            fn(num[at:at + b], cat[at:at + b])
+            fn(*[x[at:at + b] for x in inputs])
             at += b
             done += b
             t = time.perf_counter() - t0
@@ -190,53 +246,65 @@ def timeit(fn, num, cat, b, min_time=0.3, repeats=3):
     return best * 1e6
 
 
-def peers(d):
-    torch.set_num_threads(1)
-    t, meta = read_safetensors(os.path.join(d, "tabular-f32.safetensors"))
+def peers_one(d, kind, res):
+    """Times one model (tabular or sensor) through the peers; keys are prefixed by `kind`_ except
+    for tabular, whose keys are the unprefixed headline ones."""
+    pre = "" if kind == "tabular" else kind + "_"
+    t, meta = read_safetensors(os.path.join(d, f"{kind}-f32.safetensors"))
     cfg = json.loads(meta["config"])
-    inp, _ = read_safetensors(os.path.join(d, "inputs.safetensors"))
-    num_np, cat_np = inp["numeric"].copy(), inp["categorical"].astype(np.int64)
-    num, cat = torch.from_numpy(num_np), torch.from_numpy(cat_np)
-    res = {"onnx_formulation": "dense (every expert computed, unchosen zeroed)",
-           "pytorch_formulation": "eager, rows grouped per expert"}
-    sparse = TabularMoE(t, cfg, dense=False).eval()
-    dense = TabularMoE(t, cfg, dense=True).eval()
+    inp, _ = read_safetensors(os.path.join(d, "inputs.safetensors" if kind == "tabular" else f"{kind}-inputs.safetensors"))
+    if kind == "tabular":
+        names, arrays = ["num", "cat"], [inp["numeric"].copy(), inp["categorical"].astype(np.int64)]
+    else:
+        names, arrays = ["window"], [inp["window"].copy()]
+    tens = [torch.from_numpy(a) for a in arrays]
+    sparse = Net(t, cfg, dense=False).eval()
+    dense = Net(t, cfg, dense=True).eval()
     with torch.no_grad():
-        ref = sparse(num, cat).numpy()[:, 0]
-        res["dense_vs_sparse_max_abs"] = float(np.abs(dense(num, cat).numpy()[:, 0] - ref).max())
+        ref = sparse(*tens).numpy().reshape(-1)
+        res[pre + "dense_vs_sparse_max_abs"] = float(np.abs(dense(*tens).numpy().reshape(-1) - ref).max())
     for q in ("f32", "q8_0", "q4_0"):
-        p = os.path.join(d, f"scores-{q}.bin")
+        p = os.path.join(d, f"scores-{kind}-{q}.bin")
         if os.path.exists(p):
-            ours = np.fromfile(p, np.float32)
-            res[f"ours_{q}_vs_pytorch_f32_max_abs"] = float(np.abs(ours - ref).max())
-
+            res[f"{pre}ours_{q}_vs_pytorch_f32_max_abs"] = float(np.abs(np.fromfile(p, np.float32) - ref).max())
     qsparse = torch.quantization.quantize_dynamic(sparse, {nn.Linear}, dtype=torch.qint8)
     with torch.no_grad():
         for name, m in (("pytorch_f32", sparse), ("pytorch_int8", qsparse)):
             for b in BATCHES:
-                res[f"{name}_b{b}_us_per_row"] = timeit(lambda x, c: m(x, c), num, cat, b)
-        res["pytorch_int8_vs_f32_max_abs"] = float(np.abs(qsparse(num, cat).numpy()[:, 0] - ref).max())
+                res[f"{pre}{name}_b{b}_us_per_row"] = timeit(m, tens, b)
+        res[pre + "pytorch_int8_vs_f32_max_abs"] = float(np.abs(qsparse(*tens).numpy().reshape(-1) - ref).max())
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except Exception as e:  # noqa: BLE001
         res["onnxruntime_error"] = f"onnxruntime not importable: {e}"
-        return res
-    f32_path, i8_path = os.path.join(d, "tabular-f32.onnx"), os.path.join(d, "tabular-int8.onnx")
-    torch.onnx.export(dense, (num[:2], cat[:2]), f32_path, input_names=["num", "cat"], output_names=["p"],
-                      dynamic_axes={"num": {0: "b"}, "cat": {0: "b"}, "p": {0: "b"}}, opset_version=14)
+        return
+    f32_path, i8_path = os.path.join(d, f"{kind}-f32.onnx"), os.path.join(d, f"{kind}-int8.onnx")
+    axes = {n: {0: "b"} for n in names}
+    axes["p"] = {0: "b"}
+    torch.onnx.export(dense, tuple(x[:2] for x in tens), f32_path, input_names=names, output_names=["p"],
+                      dynamic_axes=axes, opset_version=14)
     quantize_dynamic(f32_path, i8_path, weight_type=QuantType.QInt8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
     res["onnxruntime_version"] = ort.__version__
     for name, path in (("onnxruntime_f32", f32_path), ("onnxruntime_int8", i8_path)):
         s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        out = s.run(None, {"num": num_np, "cat": cat_np})[0][:, 0]
-        res[f"{name}_vs_pytorch_f32_max_abs"] = float(np.abs(out - ref).max())
+        out = s.run(None, dict(zip(names, arrays)))[0].reshape(-1)
+        res[f"{pre}{name}_vs_pytorch_f32_max_abs"] = float(np.abs(out - ref).max())
         for b in BATCHES:
-            res[f"{name}_b{b}_us_per_row"] = timeit(lambda x, c: s.run(None, {"num": x, "cat": c}), num_np, cat_np, b)
+            res[f"{pre}{name}_b{b}_us_per_row"] = timeit(lambda *x: s.run(None, dict(zip(names, x))), arrays, b)
+
+
+def peers(d):
+    torch.set_num_threads(1)
+    res = {"onnx_formulation": "dense (every expert computed, unchosen zeroed)",
+           "pytorch_formulation": "eager, rows grouped per expert"}
+    for kind in ("tabular", "sensor"):
+        peers_one(d, kind, res)
     return res
 
 
