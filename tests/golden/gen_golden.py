@@ -348,10 +348,11 @@ def config_for(kind, quant):
             "provenance": {"generator": "tests/golden/gen_golden.py", "seed": 0},
             "quant": quant, "d_model": 32}
     if kind == "tabular":
+        # 6 numeric + 23 + 3 embedding values: enc.in has k = 32 and is quantized too.
         base.update(norm="rmsnorm", moe=moe, encoder={
             "kind": "tabular",
             "numeric": [{"name": f"x{i}", "mean": 0.5 * i, "std": 1.0 + 0.25 * i} for i in range(6)],
-            "categorical": [{"name": "mcc", "vocab": ["<unk>", "5411", "5812", "5999", "4111"], "dim": 4},
+            "categorical": [{"name": "mcc", "vocab": ["<unk>", "5411", "5812", "5999", "4111"], "dim": 23},
                             {"name": "country", "vocab": ["<unk>", "DE", "FR"], "dim": 3}]},
             task={"kind": "binary", "labels": ["legit", "fraud"], "threshold": 0.7})
     elif kind == "sensor":
