@@ -29,6 +29,7 @@ typedef struct wk_cfg_s {
   int64_t max_event_bytes;
   double review_threshold;
   double block_threshold;
+  double explain_threshold;
   int log_level;
   int log_format;
 } wk_cfg_t;
@@ -98,6 +99,10 @@ static const svc_cfg_def_t wk_cfg_table[] = {
      .env = "SLUICE_FRAUD_BLOCK_THRESHOLD", .offset = offsetof(wk_cfg_t, block_threshold),
      .min = -1, .max = 1, .help = "score from which a transaction is blocked and alerted (-1: "
                                   "the model card's threshold)"},
+    {.name = "fraud.explain_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
+     .env = "SLUICE_FRAUD_EXPLAIN_THRESHOLD", .offset = offsetof(wk_cfg_t, explain_threshold),
+     .min = -1, .max = 2, .help = "store the top contributing features of results scoring at "
+                                  "least this (-1: the review threshold; 2: never)"},
     {.name = "log.level", .type = SVC_CFG_ENUM, .def = "info", .env = "SLUICE_LOG_LEVEL",
      .offset = offsetof(wk_cfg_t, log_level), .values = svc_log_level_names,
      .help = "log threshold"},
@@ -138,7 +143,8 @@ int main(int argc, char **argv) {
                         .batch_max = (size_t)c.batch_max, .batch_wait_ms = (uint64_t)c.batch_wait_ms,
                         .max_event_bytes = (size_t)c.max_event_bytes,
                         .review_threshold = c.review_threshold,
-                        .block_threshold = c.block_threshold, .domain = "fraud"};
+                        .block_threshold = c.block_threshold,
+                        .explain_threshold = c.explain_threshold, .domain = "fraud"};
   svc_err_t rc = wk_worker_run(&o, err, sizeof err);
   if (rc != SVC_OK) {
     SVC_LOG(SVC_LOG_ERROR, "worker stopped on an error", "err=%s detail=\"%s\"", svc_err_name(rc),

@@ -5,6 +5,7 @@
 #include "scorer.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ struct wk_scorer_session_s {
   int32_t *expert_ids;       /* (max_batch * route_size) */
   float *expert_weights;     /* (max_batch * route_size) */
   int32_t *expert_load;      /* (load_size) */
+  float *attr;               /* (n_attr) */
+  int n_attr;
 };
 
 void wk_scorer_free(wk_scorer_t *sc) {
@@ -50,6 +53,7 @@ static void sm__session_free(wk_scorer_session_t *s) {
   free(s->expert_ids);
   free(s->expert_weights);
   free(s->expert_load);
+  free(s->attr);
   free(s);
 }
 
@@ -65,8 +69,10 @@ static svc_err_t sm__session_new(wk_scorer_t *pub, wk_scorer_session_t **out) {
   s->expert_ids = calloc(nb * rs + 1, sizeof *s->expert_ids);
   s->expert_weights = calloc(nb * rs + 1, sizeof *s->expert_weights);
   s->expert_load = calloc(pub->load_size + 1, sizeof *s->expert_load);
+  s->n_attr = moe_model_n_attributions(sc->model);
+  s->attr = calloc((size_t)s->n_attr + 1, sizeof *s->attr);
   if (s->rows == NULL || s->scores == NULL || s->expert_ids == NULL ||
-      s->expert_weights == NULL || s->expert_load == NULL ||
+      s->expert_weights == NULL || s->expert_load == NULL || s->attr == NULL ||
       moe_session_new(sc->model, (int)nb, &s->sess) != MOE_OK) {
     sm__session_free(s);
     return SVC_ENOMEM;
@@ -108,6 +114,7 @@ static svc_err_t sm__score(wk_scorer_session_t *s, const float *x, size_t n, wk_
     wk_score_t *o = &out[i];
     o->score = s->scores[i];
     o->n_experts = 0;
+    o->n_features = 0;
     for (int b = 0; b < sc->n_blocks; b++) {
       for (int k = 0; k < sc->blocks[b].top_k && o->n_experts < WK_SCORE_MAX_EXPERTS; k++) {
         size_t at = i * rs + (size_t)sc->blocks[b].route_offset + (size_t)k;
@@ -120,6 +127,33 @@ static svc_err_t sm__score(wk_scorer_session_t *s, const float *x, size_t n, wk_
   }
   if (expert_load != NULL)
     for (size_t i = 0; i < sc->pub.load_size; i++) expert_load[i] += s->expert_load[i];
+  return SVC_OK;
+}
+
+static svc_err_t sm__explain(wk_scorer_session_t *s, const float *row, wk_score_t *out,
+                             char *errstr, size_t errstr_size) {
+  sm__impl_t *sc = s->sc;
+  moe_input_t in = {.numeric = row};
+  int rc = moe_session_attribute(s->sess, &in, 0, s->attr, s->n_attr);
+  if (rc != MOE_OK) {
+    snprintf(errstr, errstr_size, "%s: %s", moe_err_name(rc), moe_session_error(s->sess));
+    return rc == MOE_ENOMEM ? SVC_ENOMEM : SVC_EINVAL;
+  }
+  /* Top-k by magnitude: k is tiny, a selection pass per slot is enough. */
+  size_t n = sc->pub.n_inputs < (size_t)s->n_attr ? sc->pub.n_inputs : (size_t)s->n_attr;
+  out->n_features = 0;
+  for (uint32_t k = 0; k < WK_SCORE_MAX_FEATURES && k < n; k++) {
+    int best = -1;
+    for (size_t i = 0; i < n; i++) {
+      bool taken = false;
+      for (uint32_t j = 0; j < k; j++) taken |= out->features[j].input == i;
+      if (taken) continue;
+      if (best < 0 || fabsf(s->attr[i]) > fabsf(s->attr[best])) best = (int)i;
+    }
+    out->features[k].input = (uint32_t)best;
+    out->features[k].contribution = s->attr[best];
+    out->n_features = k + 1;
+  }
   return SVC_OK;
 }
 
@@ -191,6 +225,7 @@ svc_err_t wk_scorer_moe_open(const char *path, size_t max_batch, wk_scorer_t **o
   sc->pub.session_new = sm__session_new;
   sc->pub.session_free = sm__session_free;
   sc->pub.score = sm__score;
+  sc->pub.explain = sm__explain;
   sc->pub.free = sm__free;
   *out = &sc->pub;
   return SVC_OK;
@@ -213,7 +248,48 @@ size_t wk_score_experts_json(const wk_score_t *s, char *buf, size_t size) {
     char item[96];
     int n = snprintf(item, sizeof item, "%s{\"layer\":%u,\"expert\":%u,\"weight\":%.6g}",
                      i ? "," : "", s->experts[i].layer, s->experts[i].expert,
-                     (double)s->experts[i].weight);
+                     isfinite(s->experts[i].weight) ? (double)s->experts[i].weight : 0.0);
+    if (n < 0 || len + (size_t)n + 2 > size) break;
+    memcpy(buf + len, item, (size_t)n);
+    len += (size_t)n;
+  }
+  buf[len++] = ']';
+  buf[len] = '\0';
+  return len;
+}
+
+/* Writes s as a JSON string body with quotes and control characters escaped. */
+static size_t sm__json_str(const char *s, char *out, size_t size) {
+  size_t n = 0;
+  for (; *s && n + 7 < size; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
+      out[n++] = '\\';
+      out[n++] = (char)c;
+    } else if (c < 0x20) {
+      n += (size_t)snprintf(out + n, size - n, "\\u%04x", c);
+    } else {
+      out[n++] = (char)c;
+    }
+  }
+  out[n] = '\0';
+  return n;
+}
+
+size_t wk_score_features_json(const wk_score_t *s, const char *const *names, char *buf,
+                              size_t size) {
+  size_t len = 0;
+  if (size < 3) {
+    if (size) buf[0] = '\0';
+    return 0;
+  }
+  buf[len++] = '[';
+  for (uint32_t i = 0; i < s->n_features; i++) {
+    char name[160], item[256];
+    sm__json_str(names[s->features[i].input], name, sizeof name);
+    float c = s->features[i].contribution;
+    int n = snprintf(item, sizeof item, "%s{\"name\":\"%s\",\"contribution\":%.6g}",
+                     i ? "," : "", name, isfinite(c) ? (double)c : 0.0);
     if (n < 0 || len + (size_t)n + 2 > size) break;
     memcpy(buf + len, item, (size_t)n);
     len += (size_t)n;

@@ -26,6 +26,8 @@ extern "C" {
 
 /* Experts reported per row at most (the top ones by gate weight). */
 #define WK_SCORE_MAX_EXPERTS 8
+/* Contributing input features reported per explained row at most. */
+#define WK_SCORE_MAX_FEATURES 5
 
 typedef struct wk_score_s {
   float score; /* probability of the positive class (fraud) */
@@ -35,6 +37,11 @@ typedef struct wk_score_s {
     uint16_t expert; /* routed expert id */
     float weight;    /* its gate weight for this row */
   } experts[WK_SCORE_MAX_EXPERTS];
+  uint32_t n_features; /* 0 unless the row was explained */
+  struct {
+    uint32_t input;     /* index into the scorer's input_names */
+    float contribution; /* score change the input caused (positive: towards fraud) */
+  } features[WK_SCORE_MAX_FEATURES]; /* by decreasing |contribution| */
 } wk_score_t;
 
 typedef struct wk_scorer_s wk_scorer_t;
@@ -59,6 +66,13 @@ struct wk_scorer_s {
    */
   svc_err_t (*score)(wk_scorer_session_t *sess, const float *x, size_t n, wk_score_t *out,
                      int64_t *expert_load, char *errstr, size_t errstr_size);
+  /*
+   * Optional (NULL when the engine cannot explain): fills out->features with the inputs that
+   * contributed most to the score of one row (n_inputs values), by decreasing magnitude.
+   * Costs about n_inputs + 1 scorings of the row. Returns SVC_OK or SVC_EINVAL with errstr.
+   */
+  svc_err_t (*explain)(wk_scorer_session_t *sess, const float *row, wk_score_t *out,
+                       char *errstr, size_t errstr_size);
   /* Releases the scorer; NULL-safe through wk_scorer_free. */
   void (*free)(wk_scorer_t *sc);
 };
@@ -79,6 +93,11 @@ svc_err_t wk_scorer_moe_open(const char *path, size_t max_batch, wk_scorer_t **o
 /* JSON array of a score's experts, e.g. [{"layer":0,"expert":3,"weight":0.61}], into buf
  * (always NUL-terminated; truncated rows are left out whole). Returns the length. */
 size_t wk_score_experts_json(const wk_score_t *s, char *buf, size_t size);
+
+/* JSON array of a score's top features with their names from `names`, e.g.
+ * [{"name":"V14","contribution":-0.21}]; same buffer rules. Names are JSON-escaped. */
+size_t wk_score_features_json(const wk_score_t *s, const char *const *names, char *buf,
+                              size_t size);
 
 #ifdef __cplusplus
 }

@@ -50,6 +50,10 @@
      SVC_BUCKETS_EXP(1, 2, 12), "Events per batch (scored and dead-lettered).")              \
   XX(WK_M_INFER, "sluice_inference_seconds", SVC_HISTOGRAM, "seconds", "", 0,                \
      SVC_BUCKETS_EXP(1e-5, 2, 24), "Time to score one batch with the model.")                \
+  XX(WK_M_EXPLAIN, "sluice_explain_seconds", SVC_HISTOGRAM, "seconds", "", 0,               \
+     SVC_BUCKETS_EXP(1e-5, 2, 24), "Time to explain the explained rows of one batch.")       \
+  XX(WK_M_EXPLAINED, "sluice_events_explained_total", SVC_COUNTER, "events", "", 0,          \
+     SVC_BUCKETS_NONE, "Results stored with their top contributing features.")               \
   XX(WK_M_E2E, "sluice_end_to_end_seconds", SVC_HISTOGRAM, "seconds", "", 0,                 \
      SVC_BUCKETS_EXP(1e-4, 2, 24),                                                           \
      "From the Kafka record's timestamp to the commit of its result.")                       \
@@ -99,7 +103,8 @@ typedef struct wk_batch_s {
   int64_t *load;       /* (load_size) */
   svc_err_t score_err;
   char score_errstr[256];
-  uint64_t infer_ns, commit_start_ns;
+  uint64_t infer_ns, explain_ns, commit_start_ns;
+  size_t n_explained;
   uv_work_t work;
   struct wk_batch_s *next;
 } wk_batch_t;
@@ -112,7 +117,7 @@ struct wk_worker_s {
   wk_scorer_t *scorer;
   wk_scorer_session_t *sess;
   wk_feature_map_t fmap;
-  float review_thr, block_thr;
+  float review_thr, block_thr, explain_thr;
   kq_consumer_t *cons;
   kq_producer_t *prod;
   db_conn_t *db;
@@ -132,7 +137,7 @@ struct wk_worker_s {
   char fatal_msg[512];
   svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
   svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_cards;
-  svc_series_t *m_published, *m_publish_failed;
+  svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained;
   svc_series_t *m_decision[4];
   svc_series_t **m_load; /* (load_size) */
 };
@@ -311,6 +316,16 @@ static void score_work(uv_work_t *req) {
   b->score_err = w->scorer->score(w->sess, b->x, b->n_rows, b->scores, b->load, b->score_errstr,
                                   sizeof b->score_errstr);
   b->infer_ns = uv_hrtime() - t0;
+  /* Explanations cost about one scoring per input: only for the rows someone will look at. */
+  if (b->score_err != SVC_OK || w->scorer->explain == NULL) return;
+  uint64_t t1 = uv_hrtime();
+  for (size_t i = 0; i < b->n_rows && b->score_err == SVC_OK; i++) {
+    if (b->scores[i].score < w->explain_thr) continue;
+    b->score_err = w->scorer->explain(w->sess, &b->x[i * w->scorer->n_inputs], &b->scores[i],
+                                      b->score_errstr, sizeof b->score_errstr);
+    b->n_explained++;
+  }
+  b->explain_ns = uv_hrtime() - t1;
 }
 
 static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
@@ -332,12 +347,13 @@ static void batch_commit(wk_worker_t *w, wk_batch_t *b) {
     row++;
     const Sluice__V1__Transaction *tx = ev->env->transaction;
     wk_decision_t d = worker_decide(w, s->score);
-    char experts[512];
+    char experts[512], features[1024];
     wk_score_experts_json(s, experts, sizeof experts);
+    wk_score_features_json(s, w->scorer->input_names, features, sizeof features);
     wk_result_row_t r = {.domain = w->o.domain, .event_id = ev->env->event_id,
                          .key = ev->env->key, .score = s->score, .decision = d,
                          .model_version = w->scorer->version, .experts_json = experts,
-                         .top_features_json = NULL, .input = in,
+                         .top_features_json = features, .input = in,
                          .n_input = w->scorer->n_inputs,
                          .event_time_ms = ev->env->event_time_ms, .topic = topic,
                          .partition = m->partition, .offset = m->offset};
@@ -405,6 +421,10 @@ static void after_score(uv_work_t *req, int status) {
     return;
   }
   svc_histogram_observe(w->m_infer, (double)b->infer_ns * 1e-9);
+  if (b->n_explained) {
+    svc_histogram_observe(w->m_explain, (double)b->explain_ns * 1e-9);
+    svc_counter_add(w->m_explained, b->n_explained);
+  }
   for (size_t i = 0; i < w->scorer->load_size; i++)
     if (b->load[i]) svc_counter_add(w->m_load[i], (uint64_t)b->load[i]);
   batch_commit(w, b);
@@ -1036,6 +1056,8 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   w->m_parts = svc_metrics_series(w->metrics, WK_M_PARTITIONS, NULL);
   w->m_cards = svc_metrics_series(w->metrics, WK_M_CARDS, NULL);
   w->m_published = svc_metrics_series(w->metrics, WK_M_PUBLISHED, NULL);
+  w->m_explain = svc_metrics_series(w->metrics, WK_M_EXPLAIN, NULL);
+  w->m_explained = svc_metrics_series(w->metrics, WK_M_EXPLAINED, NULL);
   w->m_publish_failed = svc_metrics_series(w->metrics, WK_M_PUBLISH_FAILED, NULL);
   for (int d = WK_DECISION_ALLOW; d <= WK_DECISION_BLOCK; d++)
     w->m_decision[d] = svc_metrics_series1(w->metrics, WK_M_DECISIONS, wk_decision_name(d));
@@ -1060,6 +1082,7 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   }
   w->block_thr = (float)(w->o.block_threshold >= 0 ? w->o.block_threshold : w->scorer->threshold);
   w->review_thr = (float)(w->o.review_threshold >= 0 ? w->o.review_threshold : w->block_thr / 2);
+  w->explain_thr = (float)(w->o.explain_threshold >= 0 ? w->o.explain_threshold : w->review_thr);
   if (w->review_thr > w->block_thr) {
     snprintf(errstr, errstr_size, "review threshold %.3f is above the block threshold %.3f",
              (double)w->review_thr, (double)w->block_thr);

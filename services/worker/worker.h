@@ -46,6 +46,7 @@ typedef struct wk_worker_opts_s {
   size_t max_event_bytes;     /* larger records are dead-lettered as oversize */
   double review_threshold;    /* < 0: half the block threshold */
   double block_threshold;     /* < 0: the model card's threshold */
+  double explain_threshold;   /* explain rows scoring at least this; < 0: the review threshold */
   const char *domain;         /* "fraud" */
 } wk_worker_opts_t;
 

@@ -80,6 +80,31 @@ TEST(scores_match_the_engine) {
   wk_score_experts_json(&none, json, sizeof json);
   ASSERT_STR_EQ(json, "[]");
 
+  /* Explanations: the engine's own occlusion attributions, the largest five by magnitude. */
+  ASSERT_NOT_NULL(sc->explain);
+  float attr[3];
+  ASSERT_OK(moe_session_attribute(ms, &rows[2], 0, attr, 3));
+  wk_score_t ex = out[2];
+  ASSERT_OK(sc->explain(sess, &x[2 * 3], &ex, err, sizeof err));
+  ASSERT_EQ(ex.n_features, 3); /* only three inputs */
+  for (uint32_t k = 0; k < ex.n_features; k++) {
+    ASSERT_EQ(ex.features[k].contribution, attr[ex.features[k].input]);
+    if (k) ASSERT_OP(fabsf(ex.features[k].contribution), <=, fabsf(ex.features[k - 1].contribution));
+  }
+  ASSERT_NE(ex.features[0].input, ex.features[1].input);
+  ASSERT_NE(ex.features[1].input, ex.features[2].input);
+  ASSERT_NE(ex.features[0].input, ex.features[2].input);
+  ASSERT_OP(fabsf(ex.features[0].contribution), >, 0);
+  char fj[512];
+  wk_score_features_json(&ex, sc->input_names, fj, sizeof fj);
+  char want_fj[64];
+  snprintf(want_fj, sizeof want_fj, "[{\"name\":\"%s\",\"contribution\":", names[ex.features[0].input]);
+  ASSERT_STR_CONTAINS(fj, want_fj);
+  ASSERT_EQ(out[3].n_features, 0); /* plain scoring explains nothing */
+  const char *const odd[] = {"a\"b", "c", "d"};
+  wk_score_features_json(&ex, odd, fj, sizeof fj);
+  if (ex.features[0].input == 0) ASSERT_STR_CONTAINS(fj, "\"name\":\"a\\\"b\"");
+
   /* Bad input is named. */
   x[3 * 3 + 1] = NAN;
   ASSERT_EQ(sc->score(sess, x, N, out, NULL, err, sizeof err), SVC_EINVAL);

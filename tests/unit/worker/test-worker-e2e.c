@@ -344,7 +344,10 @@ TEST(worker_end_to_end) {
   ASSERT_EQ(count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 122);
   ASSERT_EQ(count(conn, "SELECT count(*) FROM \"%s\".results WHERE decision NOT IN "
                         "('allow','review','block') OR model_version <> 'fraud-e2e-1' OR "
-                        "array_length(input, 1) <> 7 OR jsonb_array_length(experts) <> 2",
+                        "array_length(input, 1) <> 7 OR jsonb_array_length(experts) <> 2 OR "
+                        "jsonb_array_length(top_features) <> 5 OR "
+                        "top_features->0->>'name' NOT IN ('amount', 'log_amount', 'V14', "
+                        "'has_card', 'v_count_1h', 'v_amount_z', 'v_n_seen')",
                   c.schema),
             0);
   ASSERT_EQ(count(conn, "SELECT count(*) FROM \"%s\".outbox", c.schema),
