@@ -313,10 +313,30 @@ TEST(allocation_failures_return_enomem_without_leaks) {
     if (!moe_alloc_fault_fired()) {
       moe_alloc_fault_disarm();
       ASSERT_OK(rc);
-      /* The session and its first run allocate too. */
-      moe_session_t *sess;
-      ASSERT_OK(moe_session_new(model, 2, &sess));
-      moe_session_free(sess);
+      /* The session and its first runs allocate too (the arena grows past its first guess). */
+      static float num[512][2];
+      static int32_t cat[512][1];
+      static moe_input_t rows[512];
+      for (int r = 0; r < 512; r++) rows[r] = (moe_input_t){.numeric = num[r], .categorical = cat[r]};
+      static float scores[512];
+      moe_output_t out = {.scores = scores};
+      int m;
+      for (m = 1;; m++) {
+        moe_session_t *sess = NULL;
+        moe_alloc_fault_arm((uint64_t)m);
+        int rs = moe_session_new(model, 512, &sess);
+        if (rs == MOE_OK) rs = moe_session_run(sess, rows, 512, &out);
+        if (rs == MOE_OK) rs = moe_session_run(sess, rows, 3, &out);
+        const int fired = moe_alloc_fault_fired();
+        moe_alloc_fault_disarm();
+        moe_session_free(sess);
+        if (!fired) {
+          ASSERT_OK(rs);
+          break;
+        }
+        ASSERT_MSG(rs == MOE_ENOMEM, "session allocation %d failed but got %s", m, moe_err_name(rs));
+      }
+      ASSERT_OP(m, >, 1);
       moe_model_free(model);
       break;
     }
