@@ -124,17 +124,24 @@ typedef struct {
   kq_consumer_error_cb on_error;
   kq_consumer_stats_cb on_stats;
   kq_consumer_close_cb close_cb;
+  /* Back-pressure (kq_consumer_pause): */
+  bool paused;
+  rd_kafka_topic_partition_list_t *pending; /* assigned by the group while paused, not applied */
+  rd_kafka_message_t **stash;               /* fetched before the pause took effect */
+  size_t n_stash, cap_stash;
 } cons_t;
 
-static svc_err_t apply_rebalance(cons_t *c, kq_rebalance_kind_t kind,
-                                 const rd_kafka_topic_partition_list_t *parts) {
+static bool is_cooperative(cons_t *c) {
   const char *proto = rd_kafka_rebalance_protocol(c->rk);
-  bool coop = proto != NULL && strcmp(proto, "COOPERATIVE") == 0;
-  const char *what = kind == KQ_REBALANCE_ASSIGN ? "assign" : "unassign";
-  if (coop) {
-    rd_kafka_error_t *e = kind == KQ_REBALANCE_ASSIGN
-                              ? rd_kafka_incremental_assign(c->rk, parts)
-                              : rd_kafka_incremental_unassign(c->rk, parts);
+  return proto != NULL && strcmp(proto, "COOPERATIVE") == 0;
+}
+
+/* Assigns or unassigns in librdkafka, incrementally under the cooperative protocol. */
+static svc_err_t rd_apply(cons_t *c, bool assign, const rd_kafka_topic_partition_list_t *parts) {
+  const char *what = assign ? "assign" : "unassign";
+  if (is_cooperative(c)) {
+    rd_kafka_error_t *e = assign ? rd_kafka_incremental_assign(c->rk, parts)
+                                 : rd_kafka_incremental_unassign(c->rk, parts);
     if (e != NULL) {
       SVC_LOG(SVC_LOG_ERROR, "kafka incremental rebalance failed", "op=%s err=\"%s\"", what,
               rd_kafka_error_string(e));
@@ -143,14 +150,70 @@ static svc_err_t apply_rebalance(cons_t *c, kq_rebalance_kind_t kind,
     }
     return SVC_OK;
   }
-  rd_kafka_resp_err_t err =
-      rd_kafka_assign(c->rk, kind == KQ_REBALANCE_ASSIGN ? parts : NULL);
+  rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, assign ? parts : NULL);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     SVC_LOG(SVC_LOG_ERROR, "kafka rebalance failed", "op=%s err=\"%s\"", what,
             rd_kafka_err2str(err));
     return kq_err_from_rd(err);
   }
   return SVC_OK;
+}
+
+/* Drops stashed messages of partitions that are going away: they must not be delivered. */
+static void stash_drop(cons_t *c, const rd_kafka_topic_partition_list_t *parts) {
+  size_t w = 0;
+  for (size_t i = 0; i < c->n_stash; i++) {
+    rd_kafka_message_t *m = c->stash[i];
+    if (rd_kafka_topic_partition_list_find(parts, rd_kafka_topic_name(m->rkt), m->partition)) {
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    c->stash[w++] = m;
+  }
+  c->n_stash = w;
+}
+
+/*
+ * Applies a rebalance. While paused, assignments are held back in c->pending (assigning and
+ * pausing right after can lose the assigned offset in librdkafka, issue 2190) and applied by
+ * kq_consumer_resume; revocations remove held-back partitions and unassign the rest.
+ */
+static svc_err_t apply_rebalance(cons_t *c, kq_rebalance_kind_t kind,
+                                 const rd_kafka_topic_partition_list_t *parts) {
+  bool coop = is_cooperative(c);
+  if (kind == KQ_REBALANCE_ASSIGN) {
+    if (!c->paused || c->state != ST_OPEN) return rd_apply(c, true, parts);
+    if (!coop || c->pending == NULL) {
+      if (c->pending != NULL) rd_kafka_topic_partition_list_destroy(c->pending);
+      c->pending = rd_kafka_topic_partition_list_copy(parts);
+    } else {
+      for (int k = 0; k < parts->cnt; k++) {
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(
+            c->pending, parts->elems[k].topic, parts->elems[k].partition);
+        tp->offset = parts->elems[k].offset;
+      }
+    }
+    SVC_LOG(SVC_LOG_INFO, "kafka assignment held back while paused", "partitions=%d",
+            parts->cnt);
+    return SVC_OK;
+  }
+  stash_drop(c, parts);
+  if (c->pending == NULL) return rd_apply(c, false, parts);
+  if (!coop) {
+    rd_kafka_topic_partition_list_destroy(c->pending);
+    c->pending = NULL;
+    return rd_apply(c, false, parts);
+  }
+  rd_kafka_topic_partition_list_t *rest = rd_kafka_topic_partition_list_new(parts->cnt);
+  for (int k = 0; k < parts->cnt; k++) {
+    const rd_kafka_topic_partition_t *tp = &parts->elems[k];
+    if (!rd_kafka_topic_partition_list_del(c->pending, tp->topic, tp->partition))
+      rd_kafka_topic_partition_list_add(rest, tp->topic, tp->partition);
+  }
+  /* Even an empty list is passed on: librdkafka waits for every rebalance to be acknowledged. */
+  svc_err_t rc = rd_apply(c, false, rest);
+  rd_kafka_topic_partition_list_destroy(rest);
+  return rc;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -215,6 +278,7 @@ static void cons_drain(cons_t *c) {
   if (c->state != ST_OPEN) return;
   unsigned n = 0;
   while (n < c->max_per_wakeup && c->state == ST_OPEN) {
+    /* While paused we still poll (rebalances, max.poll.interval.ms) but hand out nothing. */
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
     if (m == NULL) break;
     n++;
@@ -227,6 +291,17 @@ static void cons_drain(cons_t *c) {
           c->on_error(&c->pub, kq_err_from_rd(m->err), rd_kafka_message_errstr(m), false);
       }
       rd_kafka_message_destroy(m);
+      continue;
+    }
+    if (c->paused) {
+      if (c->n_stash == c->cap_stash) {
+        size_t cap = c->cap_stash ? 2 * c->cap_stash : 64;
+        rd_kafka_message_t **v = realloc(c->stash, cap * sizeof *v);
+        if (v == NULL) abort();
+        c->stash = v;
+        c->cap_stash = cap;
+      }
+      c->stash[c->n_stash++] = m;
       continue;
     }
     c->on_message(&c->pub, m);
@@ -251,6 +326,7 @@ static void cons_handle_closed(uv_handle_t *h) {
   cons_t *c = h->data;
   if (--c->handles_open > 0) return;
   close_pipe(c->fds);
+  free(c->stash);
   c->state = ST_DONE;
   if (c->close_cb != NULL) c->close_cb(&c->pub);
   free(c);
@@ -290,6 +366,10 @@ static void cons_close_step(cons_t *c) {
   }
   if (!rd_kafka_consumer_closed(c->rk)) return;
   c->state = ST_DESTROYING;
+  for (size_t i = 0; i < c->n_stash; i++) rd_kafka_message_destroy(c->stash[i]);
+  c->n_stash = 0;
+  if (c->pending != NULL) rd_kafka_topic_partition_list_destroy(c->pending);
+  c->pending = NULL;
   uv_timer_stop(&c->timer);
   uv_poll_stop(&c->poll);
   rd_kafka_queue_io_event_enable(c->close_q, -1, NULL, 0);
@@ -454,6 +534,56 @@ svc_err_t kq_consumer_commit(kq_consumer_t *cons, const rd_kafka_topic_partition
   return SVC_OK;
 }
 
+svc_err_t kq_consumer_pause(kq_consumer_t *cons) {
+  cons_t *c = (cons_t *)cons;
+  if (c->state != ST_OPEN) return SVC_ECLOSED;
+  if (c->paused) return SVC_OK;
+  c->paused = true;
+  rd_kafka_topic_partition_list_t *cur = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &cur);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR && cur->cnt > 0) err = rd_kafka_pause_partitions(c->rk, cur);
+  if (cur != NULL) rd_kafka_topic_partition_list_destroy(cur);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    SVC_LOG(SVC_LOG_ERROR, "kafka pause failed", "err=\"%s\"", rd_kafka_err2str(err));
+    return kq_err_from_rd(err);
+  }
+  return SVC_OK;
+}
+
+svc_err_t kq_consumer_resume(kq_consumer_t *cons) {
+  cons_t *c = (cons_t *)cons;
+  if (c->state != ST_OPEN) return SVC_ECLOSED;
+  if (!c->paused) return SVC_OK;
+  c->paused = false;
+  svc_err_t rc = SVC_OK;
+  rd_kafka_topic_partition_list_t *cur = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &cur);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR && cur->cnt > 0) err = rd_kafka_resume_partitions(c->rk, cur);
+  if (cur != NULL) rd_kafka_topic_partition_list_destroy(cur);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    SVC_LOG(SVC_LOG_ERROR, "kafka resume failed", "err=\"%s\"", rd_kafka_err2str(err));
+    rc = kq_err_from_rd(err);
+  }
+  if (c->pending != NULL) {
+    rd_kafka_topic_partition_list_t *p = c->pending;
+    c->pending = NULL;
+    svc_err_t r2 = rd_apply(c, true, p);
+    rd_kafka_topic_partition_list_destroy(p);
+    if (rc == SVC_OK) rc = r2;
+  }
+  /* Hand out what arrived before the pause took effect, in order, unless paused again. */
+  size_t i = 0;
+  while (i < c->n_stash && !c->paused && c->state == ST_OPEN) c->on_message(&c->pub, c->stash[i++]);
+  if (i > 0) {
+    memmove(c->stash, c->stash + i, (c->n_stash - i) * sizeof *c->stash);
+    c->n_stash -= i;
+  }
+  if (c->state == ST_OPEN) uv_timer_start(&c->timer, cons_timer_cb, 0, KQ_IDLE_POLL_MS);
+  return rc;
+}
+
+bool kq_consumer_paused(kq_consumer_t *cons) { return ((cons_t *)cons)->paused; }
+
 const char *kq_consumer_protocol(kq_consumer_t *cons) {
   const char *p = rd_kafka_rebalance_protocol(((cons_t *)cons)->rk);
   return p != NULL ? p : "NONE";
@@ -466,6 +596,12 @@ void kq_consumer_close(kq_consumer_t *cons, kq_consumer_close_cb close_cb) {
   if (c->state != ST_OPEN) return;
   c->state = ST_CLOSING;
   c->close_cb = close_cb;
+  if (c->pending != NULL) {
+    /* The group waits for this assignment to be acknowledged; do so, so that it can end. */
+    rd_apply(c, true, c->pending);
+    rd_kafka_topic_partition_list_destroy(c->pending);
+    c->pending = NULL;
+  }
   c->close_q = rd_kafka_queue_new(c->rk);
   static const char wake = 'c';
   rd_kafka_queue_io_event_enable(c->close_q, c->fds[1], &wake, 1);

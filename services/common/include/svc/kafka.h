@@ -61,10 +61,11 @@ typedef enum {
 
 /*
  * A message for the user, who now owns it and must call rd_kafka_message_destroy(msg) on
- * every path (it may keep it, e.g. in a batch, until then; keeping many messages holds
- * librdkafka's queued.max.messages.kbytes budget and so throttles fetching, which is the
- * intended back-pressure). Only messages without error are delivered here; consumer errors go
- * to on_error. The callback may call kq_consumer_close.
+ * every path (it may keep it, e.g. in a batch, until then). Messages handed out no longer
+ * count against librdkafka's fetch queue limits, so a user that cannot keep up must say so
+ * with kq_consumer_pause. Only messages without error are delivered here; consumer errors go
+ * to on_error. The callback may call kq_consumer_close, kq_consumer_pause and
+ * kq_consumer_resume.
  */
 typedef void (*kq_message_cb)(kq_consumer_t *cons, rd_kafka_message_t *msg);
 
@@ -141,6 +142,20 @@ svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *opts, kq_co
  */
 svc_err_t kq_consumer_rebalance_done(kq_consumer_t *cons, kq_rebalance_kind_t kind,
                                      const rd_kafka_topic_partition_list_t *parts);
+
+/*
+ * Back-pressure: stop / restart handing out messages (e.g. while a batch is being scored and
+ * stored). Pausing pauses fetching of every assigned partition in librdkafka; the loop keeps
+ * polling, so rebalances are still served and max.poll.interval.ms is kept. A message that
+ * was already fetched when the pause took effect is kept and handed out first on resume.
+ * Partitions assigned while paused are assigned only at resume (so keep pauses well below
+ * max.poll.interval.ms); revoked ones are dropped together with their kept messages. Resume
+ * continues each partition right after the last message handed out: nothing is skipped or
+ * repeated. Both return SVC_OK (also when already in that state), SVC_ECLOSED, or SVC_EKAFKA.
+ */
+svc_err_t kq_consumer_pause(kq_consumer_t *cons);
+svc_err_t kq_consumer_resume(kq_consumer_t *cons);
+bool kq_consumer_paused(kq_consumer_t *cons);
 
 /*
  * Commits `offsets` (next offsets to read) to Kafka asynchronously; the result is logged.
