@@ -211,14 +211,15 @@ int cli_cmd_data_describe(int argc, char **argv) {
   if (files == NULL) return CLI_EXIT_FAIL;
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  /* A leading ':' makes getopt return ':' for a missing value and '?' for an unknown option. */
+  while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
     switch (c) {
     case 't': task_name = optarg; break;
     case 'd': files[n_file++] = optarg; break;
     case 'j': json = 1; break;
     default:
       fprintf(stderr, "sluice data describe: %s option '%s'\n\n",
-              optopt ? "missing value for" : "unknown", argv[optind - 1]);
+              c == ':' ? "missing value for" : "unknown", argv[optind - 1]);
       fputs(usage_of("data describe"), stderr);
       status = CLI_EXIT_USAGE;
       goto done;
