@@ -6,6 +6,7 @@
 #include "svc/db.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ typedef struct {
   bool closing;
   int connect_timeout_ms, reconnect_min_ms, reconnect_max_ms;
   int backoff_ms;
+  uint64_t rng; /* xorshift state for the backoff jitter */
   unsigned connects;
   req_t *head, *tail;
   size_t n_reqs;
@@ -260,6 +262,19 @@ static void timer_fired(uv_timer_t *t) {
   }
 }
 
+/*
+ * The backoff with +-20 % jitter, so that the many workers that lost their connections to one
+ * restarted server do not all knock again in the same millisecond.
+ */
+static uint64_t jittered(conn_t *c, int ms) {
+  c->rng ^= c->rng << 13;
+  c->rng ^= c->rng >> 7;
+  c->rng ^= c->rng << 17;
+  double f = 0.8 + 0.4 * (double)(c->rng >> 11) / 9007199254740992.0;
+  uint64_t d = (uint64_t)((double)ms * f);
+  return d > 0 ? d : 1;
+}
+
 /* The connection failed or was lost: report, fail work, and schedule the next attempt. */
 static void drop(conn_t *c, const char *why_in) {
   char *why = xstrdup(why_in);
@@ -275,7 +290,7 @@ static void drop(conn_t *c, const char *why_in) {
   fail_all(c, SVC_ENOTCONN, was_connected ? SVC_ECONNLOST : SVC_ENOTCONN, why);
   free(why);
   if (c->closing) return;
-  uv_timer_start(&c->timer, timer_fired, (uint64_t)c->backoff_ms, 0);
+  uv_timer_start(&c->timer, timer_fired, jittered(c, c->backoff_ms), 0);
   int next = c->backoff_ms * 2;
   c->backoff_ms = next > c->reconnect_max_ms ? c->reconnect_max_ms : next;
 }
@@ -561,6 +576,7 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
   c->reconnect_max_ms = o->reconnect_max_ms > 0 ? o->reconnect_max_ms : 10000;
   if (c->reconnect_max_ms < c->reconnect_min_ms) c->reconnect_max_ms = c->reconnect_min_ms;
   c->backoff_ms = c->reconnect_min_ms;
+  c->rng = (uint64_t)uv_hrtime() ^ ((uint64_t)(uintptr_t)c << 17) ^ 0x9e3779b97f4a7c15ULL;
   c->on_status = o->on_status;
   int rc = uv_timer_init(loop, &c->timer);
   if (rc != 0) {

@@ -10,7 +10,8 @@
  *
  * When the server goes away (restart, network, pg_terminate_backend) the connection reports
  * DISCONNECTED through the status callback, fails work and reconnects after a backoff of
- * reconnect_min_ms doubling up to reconnect_max_ms. Work is never retried silently:
+ * reconnect_min_ms doubling up to reconnect_max_ms (each wait jittered by +-20 %); a connect
+ * attempt that takes longer than connect_timeout_ms counts as failed. Work is never retried silently:
  *   - the request in flight fails with SVC_ECONNLOST: its outcome is unknown (a COMMIT may or
  *     may not have happened; a transaction whose COMMIT was not yet sent did not commit, and
  *     errmsg says which);
