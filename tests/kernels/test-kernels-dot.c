@@ -158,7 +158,8 @@ TEST(gemm_variants_match_ref_odd_shapes) {
   const int64_t ks[] = {32, 96, 160};
   for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
     for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
-      for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) run_gemm_case(&r, ms[a], ns[b], ks[c], 0);
+      for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
+        run_gemm_case(&r, ms[a], ns[b], ks[c], 0);
 }
 
 TEST(gemm_variants_exact_with_unit_scales) {

@@ -1,7 +1,8 @@
 /*
  * Chooses the kernel variant once per process: probes the CPU (cpuid) and the OS (xgetbv: is
  * the AVX / AVX-512 register state saved on context switch?), honours MOE_KERNELS, and keeps a
- * one-line reason, logged once through the engine's log callback (moe/log.h). Also the OpenBLAS wrapper and the q8_0 format check,
+ * one-line reason, logged once through the engine's log callback (moe/log.h). Also the
+ * OpenBLAS wrapper and the q8_0 format check,
  * which belong to no variant. Built without ISA flags: it must run on any x86-64.
  */
 #include <pthread.h>

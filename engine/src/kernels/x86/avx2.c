@@ -13,6 +13,9 @@
 
 #include "kernels/kernels-impl.h"
 
+/* Round to nearest even without raising the inexact exception. */
+#define KERN__RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 static float kern__hsum256(__m256 v) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -379,12 +382,14 @@ static void quantize_row_q8_0_avx2(const float *x, blk_q8_0 *y, int64_t k) {
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     /* kern__scale_round with F16C: the same round-to-nearest-even, without the branches. */
-    uint16_t dh = _cvtss_sh(fminf(_mm_cvtss_f32(h) / 127.0f, KERN__FP16_MAX), _MM_FROUND_TO_NEAREST_INT);
+    uint16_t dh =
+        _cvtss_sh(fminf(_mm_cvtss_f32(h) / 127.0f, KERN__FP16_MAX), _MM_FROUND_TO_NEAREST_INT);
     float d = _cvtsh_ss(dh);
     __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     y[b].d = dh;
     for (int i = 0; i < 4; i++) {
-      __m256 q = _mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m256 q = _mm256_round_ps(_mm256_mul_ps(v[i], id),
+                                 KERN__RNE);
       __m256i qi = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi));
       __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
       int64_t p8 = _mm_cvtsi128_si64(_mm_packs_epi16(p16, p16));

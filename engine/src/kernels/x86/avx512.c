@@ -18,6 +18,9 @@
 
 #include "kernels/kernels-impl.h"
 
+/* Round to nearest even without raising the inexact exception. */
+#define KERN__RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 #define KERN__AI static inline __attribute__((always_inline))
 
 /* ---- packed layout ---------------------------------------------------------------------
@@ -252,7 +255,8 @@ KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
 typedef void (*kern__tile_fn)(const kern__tile_t *);
 
 #define KERN__TILE_INSTANCES(X) \
-  X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(2, 1) X(2, 2) X(2, 3) X(3, 1) X(3, 2) X(3, 3) X(4, 1) X(4, 2) X(4, 3)
+  X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(2, 1) X(2, 2) X(2, 3) X(3, 1) X(3, 2) X(3, 3) \
+  X(4, 1) X(4, 2) X(4, 3)
 #define KERN__DEF_TILE(R, C)                                                            \
   static void kern__tile_q8_##R##x##C(const kern__tile_t *t) { kern__tile_q8(t, R, C); } \
   static void kern__tile_q4_##R##x##C(const kern__tile_t *t) { kern__tile_q4(t, R, C); }
@@ -471,8 +475,8 @@ static void quantize_row_q8_0_avx512(const float *x, blk_q8_0 *y, int64_t k) {
     float d = _cvtsh_ss(dh);
     __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     y[b].d = dh;
-    __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, id), KERN__RNE);
+    __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, id), KERN__RNE);
     q0 = _mm512_min_ps(_mm512_max_ps(q0, lo), hi);
     q1 = _mm512_min_ps(_mm512_max_ps(q1, lo), hi);
     _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q0)));
@@ -540,7 +544,8 @@ static inline __m512 kern__exp512(__m512 x) {
   const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
   const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
   x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(128.0f)), _mm512_set1_ps(-160.0f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e),
+                                  KERN__RNE);
   __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
   r = _mm512_fnmadd_ps(n, ln2_lo, r);
   __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
@@ -584,7 +589,8 @@ static void gelu_f32_avx512(int64_t n, const float *x, float *y) {
     q = _mm512_fmadd_ps(q, t, a2);
     q = _mm512_fmadd_ps(q, t, a1);
     q = _mm512_mul_ps(q, t);
-    __m512 tail = _mm512_mul_ps(q, kern__exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))));
+    __m512 e = kern__exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+    __m512 tail = _mm512_mul_ps(q, e);
     __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
     __m512 onep = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.0f), tail), tail);
     _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), onep));
