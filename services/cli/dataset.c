@@ -532,6 +532,16 @@ static int load_text_file(cli_table_t *t, uint32_t fi, raw_text_t *raw, const ch
                       csv.path, csv.record_line, col[1] + 1, label_col);
       goto fail;
     }
+    if (t->task == CLI_TASK_ABSTRACTS) {
+      const char *l = csv.field[col[1]];
+      if (!(l[0] >= '1' && l[0] <= '5' && l[1] == '\0')) {
+        err = cli__fail(CLI_EFORMAT, errstr, errstr_size,
+                        "%s:%zu: column %d ('%s'): expected a condition label 1 to 5, found "
+                        "'%.40s'",
+                        csv.path, csv.record_line, col[1] + 1, label_col, l);
+        goto fail;
+      }
+    }
     if (raw->n == raw->cap) {
       size_t cap = raw->cap ? raw->cap * 2 : 1024;
       if (grow((void **)&raw->text, cap, sizeof(char *)) ||

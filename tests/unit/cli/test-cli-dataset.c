@@ -225,6 +225,9 @@ TEST(bad_files_are_reported_precisely) {
                     ":2: column 2: unit 1 cycle 3 follows cycle 1, expected 2");
   expect_load_error(CLI_TASK_MTSAMPLES, "note_id,medical_specialty,transcription\n1,,\"x\"\n",
                     ":2: column 2 ('medical_specialty'): expected a label");
+  expect_load_error(CLI_TASK_ABSTRACTS, "condition_label,medical_abstract\n1,a\n6,b\n",
+                    ":3: column 1 ('condition_label'): expected a condition label 1 to 5, "
+                    "found '6'");
   expect_load_error(CLI_TASK_ABSTRACTS, "condition_label,medical_abstract\n1,\"a\",b\n",
                     ":2: expected 2 fields as in the header, found 3");
 }
