@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,9 +141,19 @@ struct wk_worker_s {
   svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained;
   svc_series_t *m_decision[4];
   svc_series_t **m_load; /* (load_size) */
+  /* The /info header, built once setup is done and read by the HTTP thread. */
+  _Atomic(char *) info_text;
 };
 
 static void worker_begin_close(wk_worker_t *w);
+
+/* /info: the worker's identity and settings, then the metrics (svc/http.h). HTTP thread. */
+static size_t worker_info(void *data, char *buf, size_t size) {
+  wk_worker_t *w = data;
+  const char *text = atomic_load_explicit(&w->info_text, memory_order_acquire);
+  int n = snprintf(buf, size, "%s", text ? text : "# worker\nstate:starting\n");
+  return n < 0 ? 0 : (size_t)n;
+}
 static void worker_pump(wk_worker_t *w);
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -1066,7 +1077,7 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
 
   svc_http_config_t hc = {.bind_address = w->o.http_address, .port = w->o.http_port,
                           .metrics = w->metrics, .conditions = wk_ready_names,
-                          .n_conditions = 3};
+                          .n_conditions = 3, .info = worker_info, .info_data = w};
   err = svc_http_new(&hc, &w->http, errstr, errstr_size);
   if (err) return err;
 
@@ -1147,6 +1158,17 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
                            .on_error = on_consumer_error, .data = w};
   err = kq_consumer_new(&w->loop, &co, &w->cons, errstr, errstr_size);
   if (err) return err;
+  char *info = NULL;
+  if (asprintf(&info,
+               "# worker\nstate:running\ntopic:%s\ngroup:%s\ndlq_topic:%s\nalerts_topic:%s\n"
+               "pg_schema:%s\nmodel_version:%s\nmodel_inputs:%zu\nblock_threshold:%g\n"
+               "review_threshold:%g\nexplain_threshold:%g\nbatch_max:%zu\nbatch_wait_ms:%" PRIu64
+               "\n",
+               w->o.topic, w->o.group, w->o.dlq_topic, w->o.alerts_topic, w->o.pg_schema,
+               w->scorer->version, w->scorer->n_inputs, (double)w->block_thr,
+               (double)w->review_thr, (double)w->explain_thr, w->o.batch_max,
+               w->o.batch_wait_ms) >= 0)
+    atomic_store_explicit(&w->info_text, info, memory_order_release);
   SVC_LOG(SVC_LOG_INFO, "worker started", "topic=%s group=%s http_port=%u batch_max=%zu "
           "batch_wait_ms=%" PRIu64, w->o.topic, w->o.group, svc_http_port(w->http),
           w->o.batch_max, w->o.batch_wait_ms);
@@ -1179,8 +1201,9 @@ svc_err_t wk_worker_run(const wk_worker_opts_t *opts, char *errstr, size_t errst
   if (w->scorer && w->sess) w->scorer->session_free(w->sess);
   wk_feature_map_close(&w->fmap);
   wk_scorer_free(w->scorer);
-  svc_http_free(w->http);
+  svc_http_free(w->http); /* first: no /info request may still read info_text */
   svc_metrics_free(w->metrics);
+  free(atomic_load(&w->info_text));
   free(w->m_load);
   free(w);
   return err;

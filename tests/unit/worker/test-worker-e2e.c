@@ -370,6 +370,12 @@ TEST(worker_end_to_end) {
   ASSERT_STR_CONTAINS(body, "sluice_model_info{version=\"fraud-e2e-1\"} 1\n");
   ASSERT_STR_CONTAINS(body, "sluice_inference_seconds_count ");
   ASSERT_STR_CONTAINS(body, "sluice_decisions_total{decision=\"block\"} 120\n");
+  http_get(c.port, "/info", &status, body, sizeof body);
+  ASSERT_EQ(status, 200);
+  ASSERT_STR_CONTAINS(body, "# worker\nstate:running\n");
+  ASSERT_STR_CONTAINS(body, "model_version:fraud-e2e-1\n");
+  ASSERT_STR_CONTAINS(body, "block_threshold:0\n");
+  ASSERT_STR_CONTAINS(body, "sluice_batch_size:count=");
   check_dlq(&c);
 
   ASSERT_EQ(stop_worker(pid), 0);
