@@ -170,12 +170,12 @@ moe_err_t moe_wordpiece_encode(const moe_wordpiece_t *wp, const char *text, size
 
 /*
  * The serialised form, for the model config:
- *   {"type":"wordpiece","version":1,"lowercase":true,"max_word_bytes":100,"vocab":[...]}
+ *   {"kind":"wordpiece","version":1,"lowercase":true,"max_word_bytes":100,"vocab":[...]}
  * with the vocabulary in id order. *json (free with moe_text_free) is NUL-terminated.
  */
 moe_err_t moe_wordpiece_to_json(const moe_wordpiece_t *wp, char **json, size_t *len);
 /*
- * Loads that form. MOE_ECONFIG with errstr naming the problem (not an object, wrong type or
+ * Loads that form. MOE_ECONFIG with errstr naming the problem (not an object, wrong kind or
  * version, vocab not an array of unique non-empty strings, specials not at their ids),
  * MOE_EDATA for text that is not JSON, MOE_ENOMEM.
  */

@@ -648,7 +648,7 @@ moe_err_t moe_wordpiece_to_json(const moe_wordpiece_t *wp, char **json, size_t *
   moe_jw_t jw;
   moe_jw_init(&jw);
   moe_jw_obj_begin(&jw);
-  moe_jw_key(&jw, "type");
+  moe_jw_key(&jw, "kind");
   moe_jw_str(&jw, "wordpiece");
   moe_jw_key(&jw, "version");
   moe_jw_int(&jw, 1);
@@ -679,7 +679,7 @@ moe_err_t moe_wordpiece_from_json(const char *json, size_t len, moe_wordpiece_t 
   int64_t version, max_word;
   bool lowercase;
   if ((err = moe_json_check_type(root, MOE_JSON_OBJECT, "tokenizer", errstr, errstr_size)) ||
-      (err = moe_json_get_str(root, "type", "tokenizer", &type, &type_len, errstr,
+      (err = moe_json_get_str(root, "kind", "tokenizer", &type, &type_len, errstr,
                               errstr_size)) ||
       (err = moe_json_get_int(root, "version", "tokenizer", 1, 1, &version, errstr,
                               errstr_size)) ||
@@ -692,7 +692,7 @@ moe_err_t moe_wordpiece_from_json(const char *json, size_t len, moe_wordpiece_t 
     goto fail;
   err = MOE_ECONFIG;
   if (strcmp(type, "wordpiece") != 0) {
-    snprintf(errstr, errstr_size, "tokenizer.type: expected \"wordpiece\", got \"%s\"", type);
+    snprintf(errstr, errstr_size, "tokenizer.kind: expected \"wordpiece\", got \"%s\"", type);
     goto fail;
   }
   if (!lowercase) {

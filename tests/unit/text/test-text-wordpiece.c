@@ -11,7 +11,7 @@
 #include "moe/text.h"
 
 static const char *hand_vocab =
-    "{\"type\":\"wordpiece\",\"version\":1,\"lowercase\":true,\"max_word_bytes\":100,"
+    "{\"kind\":\"wordpiece\",\"version\":1,\"lowercase\":true,\"max_word_bytes\":100,"
     "\"vocab\":[\"[PAD]\",\"[UNK]\",\"[CLS]\",\"[SEP]\",\"[MASK]\",\"un\",\"##believ\","
     "\"##able\",\"believ\",\"u\",\"##n\",\"patient\",\"'\",\"s\",\",\",\"10\",\"mg\","
     "\"history\",\"of\",\"\\u00e9t\\u00e9\"]}";
@@ -98,24 +98,24 @@ static void expect_json_error(const char *json, moe_err_t code, const char *need
 TEST(json_errors) {
   expect_json_error("[1,2", MOE_EDATA, "line 1");
   expect_json_error("[]", MOE_ECONFIG, "tokenizer");
-  expect_json_error("{\"type\":\"bpe\",\"version\":1,\"lowercase\":true,\"max_word_bytes\":100,"
+  expect_json_error("{\"kind\":\"bpe\",\"version\":1,\"lowercase\":true,\"max_word_bytes\":100,"
                     "\"vocab\":[]}",
-                    MOE_ECONFIG, "tokenizer.type: expected \"wordpiece\"");
-  expect_json_error("{\"type\":\"wordpiece\",\"version\":2,\"lowercase\":true,"
+                    MOE_ECONFIG, "tokenizer.kind: expected \"wordpiece\"");
+  expect_json_error("{\"kind\":\"wordpiece\",\"version\":2,\"lowercase\":true,"
                     "\"max_word_bytes\":100,\"vocab\":[]}",
                     MOE_ECONFIG, "tokenizer.version");
-  expect_json_error("{\"type\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
+  expect_json_error("{\"kind\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
                     "\"max_word_bytes\":100,\"vocab\":[\"[UNK]\"]}",
                     MOE_ECONFIG, "tokenizer.vocab[0]: expected \"[PAD]\"");
-  expect_json_error("{\"type\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
+  expect_json_error("{\"kind\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
                     "\"max_word_bytes\":100,\"vocab\":[\"[PAD]\",\"[UNK]\",\"[CLS]\","
                     "\"[SEP]\",\"[MASK]\",\"a\",\"a\"]}",
                     MOE_ECONFIG, "tokenizer.vocab[6]: \"a\" appears twice");
-  expect_json_error("{\"type\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
+  expect_json_error("{\"kind\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
                     "\"max_word_bytes\":100,\"vocab\":[\"[PAD]\",\"[UNK]\",\"[CLS]\","
                     "\"[SEP]\",\"[MASK]\",\"\"]}",
                     MOE_ECONFIG, "tokenizer.vocab[5]: expected a non-empty string");
-  expect_json_error("{\"type\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
+  expect_json_error("{\"kind\":\"wordpiece\",\"version\":1,\"lowercase\":true,"
                     "\"max_word_bytes\":100,\"vocab\":[\"[PAD]\"]}",
                     MOE_ECONFIG, "at least the 5 special tokens");
 }
