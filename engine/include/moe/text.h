@@ -171,7 +171,9 @@ moe_err_t moe_wordpiece_encode(const moe_wordpiece_t *wp, const char *text, size
 /*
  * The serialised form, for the model config:
  *   {"kind":"wordpiece","version":1,"lowercase":true,"max_word_bytes":100,"vocab":[...]}
- * with the vocabulary in id order. *json (free with moe_text_free) is NUL-terminated.
+ * with the vocabulary in id order. *json (free with moe_text_free) is NUL-terminated. It is
+ * what a text model's config holds as encoder.tokenizer, and what moe_model_tokenizer_json()
+ * hands back for moe_wordpiece_from_json().
  */
 moe_err_t moe_wordpiece_to_json(const moe_wordpiece_t *wp, char **json, size_t *len);
 /*
