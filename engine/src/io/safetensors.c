@@ -332,6 +332,13 @@ static moe_err_t st_parse(moe_st_file_t *f, char *errstr, size_t errstr_size) {
                 f->size - 8);
   f->data_start = 8 + hlen;
   uint64_t data_len = f->size - f->data_start;
+  /* As in the reference implementation: only trailing padding, so the header cannot hide
+   * another format's magic bytes in front (polyglot files). */
+  if (hlen == 0 || f->base[8] != '{')
+    return fail(errstr, errstr_size, MOE_EFORMAT,
+                hlen == 0 ? "header is empty (expected a JSON object)"
+                          : "header must start with '{' (got byte 0x%02X)",
+                hlen == 0 ? 0 : f->base[8]);
 
   char jerr[ERRBUF - 16];
   moe_json_limits_t lim = {.max_depth = 16, .max_bytes = (size_t)MOE_ST_MAX_HEADER};

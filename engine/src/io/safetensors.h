@@ -14,8 +14,8 @@
  *     exactly: no gaps, no overlaps, nothing after the last tensor. This keeps files
  *     interchangeable with the Python `safetensors` package and leaves no room for hidden
  *     bytes (polyglot files).
- *   - Header: at most MOE_ST_MAX_HEADER bytes; may be padded with trailing spaces (the writer
- *     uses that to align the data buffer). Tensor entries may have only dtype, shape and
+ *   - Header: at most MOE_ST_MAX_HEADER bytes; starts with '{' and may be padded with trailing
+ *     spaces (the writer uses that to align the data buffer). Tensor entries may have only dtype, shape and
  *     data_offsets; names must be non-empty and NUL-free; at most MOE_ST_MAX_DIMS dimensions.
  *   - Alignment: every tensor's data pointer is aligned to its element size. When a tensor in
  *     the file (or the memory buffer) is not, the reader copies it once into an aligned heap

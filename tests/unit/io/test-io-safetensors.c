@@ -339,12 +339,16 @@ TEST(header_not_json) {
   open_fails("{\"w\":", 0, MOE_EFORMAT, "header: line 1 col 6: expected a value, got end of input");
   open_fails("{\"w\":{\"dtype\":\"F32\",}}", 0, MOE_EFORMAT,
              "header: line 1 col 21: expected a string (object member name), got '}' (trailing comma?)");
-  open_fails("", 0, MOE_EFORMAT, "header: line 1 col 1: expected a value, got end of input");
 }
 
 TEST(header_not_object) {
-  open_fails("[1, 2]", 0, MOE_EFORMAT, "header: expected a JSON object, got array");
-  open_fails("\"x\"  ", 0, MOE_EFORMAT, "header: expected a JSON object, got string");
+  open_fails("[1, 2]", 0, MOE_EFORMAT, "header must start with '{' (got byte 0x5B)");
+  open_fails("\"x\"  ", 0, MOE_EFORMAT, "header must start with '{' (got byte 0x22)");
+  open_fails(" {}", 0, MOE_EFORMAT, "header must start with '{' (got byte 0x20)");
+  open_fails("", 0, MOE_EFORMAT, "header is empty (expected a JSON object)");
+  /* Starts like an object but is something else. */
+  open_fails("{} []", 0, MOE_EFORMAT,
+             "header: line 1 col 4: unexpected '[' after the top-level value");
 }
 
 TEST(tensor_entry_not_object) {
@@ -503,7 +507,7 @@ TEST(open_path_errors) {
   fclose(fp);
   ASSERT_EQ(moe_st_open(path, &f, err, sizeof err), MOE_EFORMAT);
   char want[400];
-  snprintf(want, sizeof want, "%s: header: expected a JSON object, got array", path);
+  snprintf(want, sizeof want, "%s: header must start with '{' (got byte 0x5B)", path);
   ASSERT_STR_EQ(err, want);
   /* And an empty file. */
   fp = fopen(path, "wb");
