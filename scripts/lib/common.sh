@@ -8,7 +8,7 @@ KAFKA_LIB=$SLUICE_CACHE/kafka-$KAFKA_VERSION/lib
 
 # Debian 12 packages the build, the tests and the demo need.
 SLUICE_APT_PACKAGES=(
-  build-essential cmake ninja-build pkg-config git ca-certificates python3
+  build-essential cmake ninja-build pkg-config git ca-certificates python3 python3-numpy
   librdkafka-dev libuv1-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libmicrohttpd-dev
   postgresql-15 kcat openjdk-17-jre-headless maven clang-14 libclang-rt-14-dev
