@@ -389,3 +389,53 @@ TEST(pause_holds_back_and_resume_continues) {
   ASSERT_EQ(b.out_of_order, 0);
   ASSERT_OK(uv_loop_close(&b.loop));
 }
+
+/* ---- close with a deferred assignment ----------------------------------------------- */
+
+typedef struct {
+  int asked;
+  int closed;
+} dc_t;
+
+static void dc_message(kq_consumer_t *cons, rd_kafka_message_t *m) {
+  (void)cons;
+  rd_kafka_message_destroy(m);
+}
+
+static kq_rebalance_action_t dc_rebalance(kq_consumer_t *cons, kq_rebalance_kind_t kind,
+                                          rd_kafka_topic_partition_list_t *parts) {
+  dc_t *d = cons->data;
+  if (kind == KQ_REBALANCE_ASSIGN && parts->cnt > 0) {
+    d->asked++;
+    return KQ_REBALANCE_DEFER; /* and never complete it: the close must */
+  }
+  return KQ_REBALANCE_DONE;
+}
+
+static void dc_closed(kq_consumer_t *cons) { ((dc_t *)cons->data)->closed++; }
+
+TEST(close_completes_a_deferred_assignment) {
+  const char *brokers = test_require_env("SLUICE_KAFKA_BROKERS");
+  char topic[100], err[512];
+  test_unique_name(topic, sizeof topic, "test-kq-defer-close");
+  ASSERT_MSG(kq_topic_create(brokers, topic, 2, 1, 15000, err, sizeof err) == SVC_OK, "%s", err);
+  uv_loop_t loop;
+  ASSERT_OK(uv_loop_init(&loop));
+  dc_t d = {0};
+  const char *topics[] = {topic, NULL};
+  kq_consumer_opts_t co = {.brokers = brokers, .group_id = topic, .topics = topics,
+                           .session_timeout_ms = 45000, .on_message = dc_message,
+                           .on_rebalance = dc_rebalance, .data = &d};
+  kq_consumer_t *cons;
+  ASSERT_MSG(kq_consumer_new(&loop, &co, &cons, err, sizeof err) == SVC_OK, "%s", err);
+  double end = test_now_s() + 30;
+  while (d.asked == 0 && test_now_s() < end) uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_EQ(d.asked, 1);
+  double t0 = test_now_s();
+  kq_consumer_close(cons, dc_closed);
+  ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(d.closed, 1);
+  /* Far below the 45 s session timeout that an unacknowledged rebalance would wait out. */
+  ASSERT_OP(test_now_s() - t0, <, 10);
+  ASSERT_OK(uv_loop_close(&loop));
+}

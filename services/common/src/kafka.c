@@ -129,6 +129,11 @@ typedef struct {
   rd_kafka_topic_partition_list_t *pending; /* assigned by the group while paused, not applied */
   rd_kafka_message_t **stash;               /* fetched before the pause took effect */
   size_t n_stash, cap_stash;
+  uint64_t close_timeout_ms, close_deadline;
+  bool close_timed_out;
+  /* A rebalance the user deferred and has not completed yet (completed at close if need be). */
+  rd_kafka_topic_partition_list_t *deferred;
+  kq_rebalance_kind_t deferred_kind;
 } cons_t;
 
 static bool is_cooperative(cons_t *c) {
@@ -230,7 +235,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   bool tell = c->on_rebalance != NULL &&
               (c->state == ST_OPEN || kind != KQ_REBALANCE_ASSIGN);
   if (tell) action = c->on_rebalance(&c->pub, kind, parts);
-  if (action == KQ_REBALANCE_DEFER && c->state == ST_OPEN) return;
+  if (action == KQ_REBALANCE_DEFER && c->state == ST_OPEN) {
+    if (c->deferred != NULL) rd_kafka_topic_partition_list_destroy(c->deferred);
+    c->deferred = rd_kafka_topic_partition_list_copy(parts);
+    c->deferred_kind = kind;
+    return;
+  }
   apply_rebalance(c, kind, parts);
 }
 
@@ -335,7 +345,7 @@ static void cons_handle_closed(uv_handle_t *h) {
 static void cons_destroy_work(uv_work_t *w) {
   cons_t *c = w->data;
   /* After the finished close this only joins librdkafka's threads. */
-  rd_kafka_destroy(c->rk);
+  rd_kafka_destroy_flags(c->rk, c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
 }
 
 static void cons_destroy_done(uv_work_t *w, int status) {
@@ -364,7 +374,15 @@ static void cons_close_step(cons_t *c) {
     if (ev == NULL) break;
     rd_kafka_event_destroy(ev);
   }
-  if (!rd_kafka_consumer_closed(c->rk)) return;
+  if (!rd_kafka_consumer_closed(c->rk)) {
+    if (uv_now(c->loop) < c->close_deadline) return;
+    /* Leaving the group is stuck: give up on it rather than on the process. The group notices
+     * the departure after session.timeout.ms instead. */
+    SVC_LOG(SVC_LOG_WARN, "kafka consumer close did not finish, destroying without it",
+            "client=%s timeout_ms=%llu", rd_kafka_name(c->rk),
+            (unsigned long long)c->close_timeout_ms);
+    c->close_timed_out = true;
+  }
   c->state = ST_DESTROYING;
   for (size_t i = 0; i < c->n_stash; i++) rd_kafka_message_destroy(c->stash[i]);
   c->n_stash = 0;
@@ -382,7 +400,7 @@ static void cons_close_step(cons_t *c) {
   int rc = uv_queue_work(c->loop, &c->destroy_work, cons_destroy_work, cons_destroy_done);
   if (rc != 0) {
     /* No thread pool: destroy inline, it is quick after the close finished. */
-    rd_kafka_destroy(c->rk);
+    cons_destroy_work(&c->destroy_work);
     cons_destroy_done(&c->destroy_work, 0);
   }
 }
@@ -405,6 +423,7 @@ svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *o, kq_consu
   c->on_rebalance = o->on_rebalance;
   c->on_error = o->on_error;
   c->on_stats = o->on_stats;
+  c->close_timeout_ms = o->close_timeout_ms > 0 ? (uint64_t)o->close_timeout_ms : 10000;
   svc_err_t rc;
   char num[32], rderr[512];
   rd_kafka_topic_partition_list_t *subs = NULL;
@@ -520,6 +539,10 @@ svc_err_t kq_consumer_rebalance_done(kq_consumer_t *cons, kq_rebalance_kind_t ki
                                      const rd_kafka_topic_partition_list_t *parts) {
   cons_t *c = (cons_t *)cons;
   if (c->state != ST_OPEN) return SVC_ECLOSED;
+  if (c->deferred != NULL) {
+    rd_kafka_topic_partition_list_destroy(c->deferred);
+    c->deferred = NULL;
+  }
   return apply_rebalance(c, kind, parts);
 }
 
@@ -596,6 +619,13 @@ void kq_consumer_close(kq_consumer_t *cons, kq_consumer_close_cb close_cb) {
   if (c->state != ST_OPEN) return;
   c->state = ST_CLOSING;
   c->close_cb = close_cb;
+  c->close_deadline = uv_now(c->loop) + c->close_timeout_ms;
+  if (c->deferred != NULL) {
+    /* A deferred rebalance never completed: the group waits for it, so complete it as given. */
+    apply_rebalance(c, c->deferred_kind, c->deferred);
+    rd_kafka_topic_partition_list_destroy(c->deferred);
+    c->deferred = NULL;
+  }
   if (c->pending != NULL) {
     /* The group waits for this assignment to be acknowledged; do so, so that it can end. */
     rd_apply(c, true, c->pending);

@@ -82,7 +82,8 @@ typedef void (*kq_message_cb)(kq_consumer_t *cons, rd_kafka_message_t *msg);
  *   flight for a LOST partition must not be committed). DEFER works the same way.
  * With the cooperative protocol (the default, see kq_consumer_new) the lists are increments:
  * partitions not listed keep flowing. Without a rebalance callback, lists are applied as given.
- * During kq_consumer_close, REVOKE is still reported but DEFER is treated as DONE.
+ * During kq_consumer_close, REVOKE is still reported but DEFER is treated as DONE, and a
+ * deferred rebalance not completed by then is completed with the list as it was given.
  */
 typedef kq_rebalance_action_t (*kq_rebalance_cb)(kq_consumer_t *cons, kq_rebalance_kind_t kind,
                                                  rd_kafka_topic_partition_list_t *parts);
@@ -107,6 +108,7 @@ typedef struct kq_consumer_opts_s {
    * every default above (including enable.auto.commit: be sure). */
   const char *const *props;
   unsigned max_per_wakeup;        /* messages handed out per loop wakeup; 0: 500 */
+  int close_timeout_ms;           /* longest wait for leaving the group at close; 0: 10000 */
   kq_message_cb on_message;       /* required */
   kq_rebalance_cb on_rebalance;   /* optional */
   kq_consumer_error_cb on_error;  /* optional; errors are logged either way */
@@ -180,7 +182,9 @@ typedef void (*kq_consumer_close_cb)(kq_consumer_t *cons);
  * events (a final REVOKE may be reported to on_rebalance; no more messages are delivered),
  * then rd_kafka_destroy runs on libuv's thread pool. `close_cb` (may be NULL) runs on the loop
  * thread when all is done; the consumer's memory is freed right after it returns. Leaving the
- * group takes up to a few hundred milliseconds normally, bounded by session.timeout.ms.
+ * group takes a few milliseconds to a few hundred normally; if it has not finished after
+ * close_timeout_ms the handle is destroyed without it (logged) and the group notices the
+ * departure after session.timeout.ms.
  * Calling it twice is a no-op.
  */
 void kq_consumer_close(kq_consumer_t *cons, kq_consumer_close_cb close_cb);
