@@ -98,7 +98,10 @@ typedef struct moe_st_file_s moe_st_file_t;
 
 /*
  * Maps the file at `path` read-only and validates it. On success *out owns the mapping (close
- * with moe_st_close). On failure *out is NULL and errstr says what is wrong and where.
+ * with moe_st_close); the descriptor is already closed. The file must not be truncated or
+ * rewritten in place while open (a shrunk mapping raises SIGBUS on access): replace model files
+ * by rename, as moe_st_write() does. On failure *out is NULL and errstr says what is wrong and
+ * where, prefixed with the path.
  * Returns MOE_OK, MOE_ENOENT (no such file), MOE_EIO (cannot open/stat/map, not a regular
  * file), MOE_EFORMAT (invalid file), MOE_EDTYPE (unknown dtype) or MOE_ENOMEM.
  */
