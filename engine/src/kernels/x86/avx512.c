@@ -14,6 +14,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels/kernels-impl.h"
@@ -59,6 +60,27 @@ static void kern__pack_q8_panel(const blk_q8_0 *w, int64_t n, int64_t kb, int64_
     uint8_t *base = dst + (size_t)g * gstride;
     uint16_t *d = (uint16_t *)base;
     uint8_t *q = base + dpad;
+    int64_t first = row0 + g * KERN__GR;
+    int64_t span = (int64_t)(KERN__GR - 1) * kb * (int64_t)sizeof(blk_q8_0);
+    if (first + KERN__GR <= n && span < INT32_MAX) {
+      /* A full group: gather lane c's 4 bytes from row c (one 32-bit gather per lane group),
+       * add 128 with an xor, and take the scales from the gathered block heads. */
+      __m512i stride = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                            12, 13, 14, 15),
+                                          _mm512_set1_epi32((int)(kb * (int64_t)sizeof(blk_q8_0))));
+      const __m512i bias = _mm512_set1_epi8((char)0x80);
+      for (int64_t b = 0; b < nbc; b++) {
+        const uint8_t *head = (const uint8_t *)&w[first * kb + b0 + b];
+        __m512i dv = _mm512_i32gather_epi32(stride, (const void *)head, 1);
+        _mm256_storeu_si256((__m256i *)(d + b * KERN__GR), _mm512_cvtepi32_epi16(dv));
+        uint8_t *qb = q + (size_t)b * KERN__Q8_BLK_BYTES;
+        for (int j = 0; j < 8; j++) {
+          __m512i v = _mm512_i32gather_epi32(stride, (const void *)(head + 2 + 4 * j), 1);
+          _mm512_store_si512((void *)(qb + j * 64), _mm512_xor_si512(v, bias));
+        }
+      }
+      continue;
+    }
     for (int64_t b = 0; b < nbc; b++) {
       for (int c = 0; c < KERN__GR; c++) {
         int64_t row = row0 + g * KERN__GR + c;
