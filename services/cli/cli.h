@@ -39,6 +39,8 @@ extern const cli_cmd_t cli_commands[];
  */
 int cli_main(int argc, char **argv);
 
+/* The usage text of the command named `name` ("" when there is none). */
+const char *cli_cmd_usage(const char *name);
 /* Prints a command's usage text to `out`. */
 void cli_cmd_help(const cli_cmd_t *cmd, FILE *out);
 /* Non-zero when argv[1..argc) contains -h or --help before any "--". */
@@ -94,5 +96,6 @@ char *cli_progress_format(char *buf, size_t size, const char *label, uint64_t do
 
 int cli_cmd_version(int argc, char **argv);
 int cli_cmd_data_describe(int argc, char **argv);
+int cli_cmd_inspect(int argc, char **argv);
 
 #endif /* CLI_H */

@@ -32,5 +32,17 @@ const cli_cmd_t cli_commands[] = {
      "fault/ai4i2020_train.csv, fault/cmapss/train_FD001.txt, clinical/mtsamples_train.csv,\n"
      "clinical/medical_abstracts/abstracts_train.csv.\n",
      cli_cmd_data_describe},
+    {"inspect", "show a model file: config, inputs, MoE layout, tensors, provenance, metrics",
+     "usage: sluice inspect MODEL [--json]\n"
+     "\n"
+     "Loads MODEL with libmoe (a file the engine refuses is reported with the loader's message\n"
+     "and exit status 1) and prints what it is: version, weight format (f32 | q8_0 | q4_0),\n"
+     "parameter count, task, labels and threshold, encoder and its inputs, the MoE blocks\n"
+     "(experts, top-k, shared experts, d_ff, routing), provenance, the model card metrics\n"
+     "stored in provenance.metrics, and every tensor with its dtype, shape and bytes.\n"
+     "\n"
+     "  --json   one JSON object on stdout (the config without the tokenizer's vocabulary)\n"
+     "  -h, --help\n",
+     cli_cmd_inspect},
     {NULL, NULL, NULL, NULL},
 };

@@ -9,6 +9,12 @@
 
 void cli_cmd_help(const cli_cmd_t *cmd, FILE *out) { fputs(cmd->usage, out); }
 
+const char *cli_cmd_usage(const char *name) {
+  for (const cli_cmd_t *c = cli_commands; c->name; c++)
+    if (strcmp(c->name, name) == 0) return c->usage;
+  return "";
+}
+
 int cli_wants_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) return 0;
