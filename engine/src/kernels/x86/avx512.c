@@ -107,21 +107,23 @@ static void pack_q8_0_avx512(int64_t n, int64_t k, const blk_q8_0 *w, void *dst)
                       kern__gstride(kb, KERN__Q8_BLK_BYTES));
 }
 
-static void pack_q4_0_avx512(int64_t n, int64_t k, const blk_q4_0 *w, void *dst) {
-  if (n <= 0 || k <= 0) return;
-  int64_t kb = k / KERN_QK, ng = (n + KERN__GR - 1) / KERN__GR;
-  size_t dpad = kern__dpad(kb), gstride = kern__gstride(kb, KERN__Q4_BLK_BYTES);
+/* Packs blocks [b0, b0 + nbc) of rows [row0, row0 + 16 * ng) (clipped at n) of a row-format
+ * q4_0 matrix with kb blocks per row, like kern__pack_q8_panel. */
+static void kern__pack_q4_panel(const blk_q4_0 *w, int64_t n, int64_t kb, int64_t row0,
+                                int64_t ng, int64_t b0, int64_t nbc, uint8_t *dst,
+                                size_t gstride) {
+  size_t dpad = kern__dpad(nbc);
   for (int64_t g = 0; g < ng; g++) {
-    uint8_t *base = (uint8_t *)dst + (size_t)g * gstride;
+    uint8_t *base = dst + (size_t)g * gstride;
     uint16_t *d = (uint16_t *)base;
     uint8_t *q = base + dpad;
-    for (int64_t b = 0; b < kb; b++) {
+    for (int64_t b = 0; b < nbc; b++) {
       for (int c = 0; c < KERN__GR; c++) {
-        int64_t row = g * KERN__GR + c;
+        int64_t row = row0 + g * KERN__GR + c;
         uint8_t *qb = q + (size_t)b * KERN__Q4_BLK_BYTES;
         uint8_t v[KERN_QK];
         if (row < n) {
-          const blk_q4_0 *src = &w[row * kb + b];
+          const blk_q4_0 *src = &w[row * kb + b0 + b];
           d[b * KERN__GR + c] = src->d;
           for (int i = 0; i < KERN_QK / 2; i++) {
             v[i] = src->qs[i] & 0x0f;
@@ -137,6 +139,13 @@ static void pack_q4_0_avx512(int64_t n, int64_t k, const blk_q4_0 *w, void *dst)
       }
     }
   }
+}
+
+static void pack_q4_0_avx512(int64_t n, int64_t k, const blk_q4_0 *w, void *dst) {
+  if (n <= 0 || k <= 0) return;
+  int64_t kb = k / KERN_QK;
+  kern__pack_q4_panel(w, n, kb, 0, (n + KERN__GR - 1) / KERN__GR, 0, kb, (uint8_t *)dst,
+                      kern__gstride(kb, KERN__Q4_BLK_BYTES));
 }
 
 /* ---- micro-kernels ---------------------------------------------------------------------
@@ -447,42 +456,51 @@ static float vec_dot_q4_0_q8_0_avx512(int64_t k, const blk_q4_0 *w, const blk_q8
 #define KERN__UP_GROUPS 2  /* groups per on-the-fly panel */
 #define KERN__UP_KC 32     /* blocks per on-the-fly panel: 2 x 32 x 544 B = 34 KiB */
 
-static void gemm_q8_0_avx512(int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
-                             const blk_q8_0 *w, float *y, int64_t ldy) {
+/* Row-format weights: below KERN__PACK_MIN_ROWS activation rows, one dot product per output;
+ * otherwise a panel of 2 groups x 32 blocks is packed on the stack and reused by every row. */
+static void kern__gemm_rows(int q4, int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
+                            const void *w, float *y, int64_t ldy) {
   if (m <= 0 || n <= 0) return;
   int64_t kb = k / KERN_QK;
   if (m < KERN__PACK_MIN_ROWS || kb == 0) {
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++)
-        y[i * ldy + j] = vec_dot_q8_0_q8_0_avx512(k, w + j * kb, act + i * kb);
+        y[i * ldy + j] =
+            q4 ? vec_dot_q4_0_q8_0_avx512(k, (const blk_q4_0 *)w + j * kb, act + i * kb)
+               : vec_dot_q8_0_q8_0_avx512(k, (const blk_q8_0 *)w + j * kb, act + i * kb);
     return;
   }
   _Alignas(64) uint8_t panel[KERN__UP_GROUPS * (KERN__UP_KC * 32 + KERN__UP_KC * 512)];
   float dx[KERN__MC * KERN__KC];
   int32_t cx[KERN__MC * KERN__KC];
   int64_t ng = (n + KERN__GR - 1) / KERN__GR;
+  size_t blk = q4 ? KERN__Q4_BLK_BYTES : KERN__Q8_BLK_BYTES;
   for (int64_t b0 = 0; b0 < kb; b0 += KERN__UP_KC) {
     int64_t nbc = kb - b0 < KERN__UP_KC ? kb - b0 : KERN__UP_KC;
-    size_t dpad = kern__dpad(nbc), gstride = kern__gstride(nbc, KERN__Q8_BLK_BYTES);
+    size_t dpad = kern__dpad(nbc), gstride = kern__gstride(nbc, blk);
     for (int64_t g = 0; g < ng; g += KERN__UP_GROUPS) {
       int64_t gn = ng - g < KERN__UP_GROUPS ? ng - g : KERN__UP_GROUPS;
-      kern__pack_q8_panel(w, n, kb, g * KERN__GR, gn, b0, nbc, panel, gstride);
+      if (q4) kern__pack_q4_panel(w, n, kb, g * KERN__GR, gn, b0, nbc, panel, gstride);
+      else kern__pack_q8_panel(w, n, kb, g * KERN__GR, gn, b0, nbc, panel, gstride);
       for (int64_t r0 = 0; r0 < m; r0 += KERN__MC) {
         int64_t mr = m - r0 < KERN__MC ? m - r0 : KERN__MC;
-        kern__stage(mr, act + r0 * kb, kb, b0, nbc, -128, dx, cx);
-        kern__run_panel(kern__tiles_q8, mr, kb, act + r0 * kb, b0, dx, cx, panel, gstride, dpad,
-                        nbc, gn, g * KERN__GR, n, y + r0 * ldy, ldy, b0 > 0);
+        kern__stage(mr, act + r0 * kb, kb, b0, nbc, q4 ? -8 : -128, dx, cx);
+        kern__run_panel(q4 ? kern__tiles_q4 : kern__tiles_q8, mr, kb, act + r0 * kb, b0, dx, cx,
+                        panel, gstride, dpad, nbc, gn, g * KERN__GR, n, y + r0 * ldy, ldy,
+                        b0 > 0);
       }
     }
   }
 }
 
+static void gemm_q8_0_avx512(int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
+                             const blk_q8_0 *w, float *y, int64_t ldy) {
+  kern__gemm_rows(0, m, n, k, act, w, y, ldy);
+}
+
 static void gemm_q4_0_avx512(int64_t m, int64_t n, int64_t k, const blk_q8_0 *act,
                              const blk_q4_0 *w, float *y, int64_t ldy) {
-  int64_t kb = k / KERN_QK;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++)
-      y[i * ldy + j] = vec_dot_q4_0_q8_0_avx512(k, w + j * kb, act + i * kb);
+  kern__gemm_rows(1, m, n, k, act, w, y, ldy);
 }
 
 /* ---- quantization ------------------------------------------------------------------------ */
