@@ -1,0 +1,184 @@
+/*
+ * libmoe's trainer: fp32 master parameters for a model architecture (built from the same JSON
+ * config schema as the model files, engine/MODEL_FORMAT.md), a forward pass that keeps what the
+ * backward pass needs, the backward pass of every layer, AdamW with linear warmup and cosine
+ * decay, gradient clipping by global norm, the task losses, DeepSeek-V3-style expert balance
+ * (selection bias nudged from each batch's expert load, outside the gradient) with an optional
+ * auxiliary balance loss, mini-batch epochs with a seeded shuffle, early stopping on a
+ * validation split with best-checkpoint restore, quantization-aware training (fake-quant
+ * weights in the forward pass, straight-through gradients) and export to a model file in fp32,
+ * q8_0 or q4_0 (post-training quantization, exactly the format moe_model_load reads).
+ *
+ * Supported today: the tabular encoder (numeric + categorical embeddings) with any number of
+ * MoE blocks and the three task heads. Configs with a sensor or text encoder are refused with
+ * MOE_EUNSUPPORTED and a message saying so.
+ *
+ * Threading: a trainer belongs to one thread at a time. For a given seed, options and data the
+ * results are bit-identical from run to run (one thread; OpenBLAS with a fixed thread count).
+ * All per-step scratch comes from the trainer's arena, reset per step: no allocation per step
+ * once it has warmed up.
+ */
+#ifndef MOE_TRAIN_H
+#define MOE_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe/error.h"
+#include "moe/moe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct moe_trainer_s moe_trainer_t;
+
+typedef enum {
+  MOE_LOSS_AUTO = 0, /* binary: BCE; multiclass: cross-entropy; regression: MSE */
+  MOE_LOSS_BCE = 1,  /* binary: class-weighted binary cross-entropy on the logit */
+  MOE_LOSS_FOCAL = 2, /* binary: focal loss (Lin et al.), class weights as alpha */
+  MOE_LOSS_CE = 3,   /* multiclass: cross-entropy with label smoothing */
+  MOE_LOSS_MSE = 4,  /* regression: mean squared error over rows and targets */
+  MOE_LOSS_HUBER = 5 /* regression: Huber loss with huber_delta */
+} moe_loss_t;
+
+/* Validation metric for early stopping and moe_trainer_eval. */
+typedef enum {
+  MOE_METRIC_LOSS = 0,    /* the training loss on the split (lower is better) */
+  MOE_METRIC_PR_AUC = 1,  /* binary */
+  MOE_METRIC_ROC_AUC = 2, /* binary */
+  MOE_METRIC_ACCURACY = 3, /* multiclass */
+  MOE_METRIC_MACRO_F1 = 4, /* multiclass */
+  MOE_METRIC_RMSE = 5     /* regression, over all targets (lower is better) */
+} moe_metric_kind_t;
+
+/* Training options. Fill with moe_train_opts_default, then change what you need. */
+typedef struct moe_train_opts_s {
+  moe_loss_t loss;
+  float pos_weight;      /* binary: weight of positive rows in BCE / alpha of focal (1) */
+  float focal_gamma;     /* focal loss exponent (2) */
+  float label_smoothing; /* multiclass: epsilon in [0, 1) (0) */
+  float huber_delta;     /* Huber threshold (1) */
+  float lr;              /* peak learning rate (1e-3) */
+  float min_lr;          /* where the cosine decay ends (0) */
+  int warmup_steps;      /* linear warmup from lr / warmup_steps to lr (0: none) */
+  int total_steps;       /* cosine horizon; 0: moe_trainer_fit sets epochs * batches */
+  float beta1, beta2, adam_eps; /* AdamW (0.9, 0.999, 1e-8) */
+  float weight_decay;    /* decoupled, on matrices and embeddings only (0.01) */
+  float clip_norm;       /* clip the global gradient norm to this; 0: no clipping (1) */
+  float bias_gamma;      /* selection-bias step per batch; 0: no balancing (1e-3) */
+  float balance_alpha;   /* weight of the auxiliary balance loss; 0: none (0) */
+  moe_quant_t qat;       /* MOE_QUANT_F32: plain training; Q8_0 / Q4_0: fake-quant forward */
+} moe_train_opts_t;
+
+void moe_train_opts_default(moe_train_opts_t *opts);
+
+/*
+ * A data set (or one batch) of tabular rows, all borrowed. label is read for binary (0 or 1)
+ * and multiclass (class index) tasks, target (n_rows, n_labels) for regression.
+ */
+typedef struct moe_train_data_s {
+  int n_rows;
+  const float *numeric;       /* (n_rows, n_numeric) raw values, before normalisation */
+  const int32_t *categorical; /* (n_rows, n_categorical) ids */
+  const int32_t *label;       /* (n_rows) */
+  const float *target;        /* (n_rows, n_labels) */
+} moe_train_data_t;
+
+/*
+ * Builds a trainer for the model described by config_json (the config schema of model files;
+ * "quant" is ignored: training is in fp32 and the export chooses the format), initialised
+ * deterministically from seed. opts may be NULL for the defaults; it is copied.
+ * Returns MOE_OK, MOE_ECONFIG (errstr names the field), MOE_EUNSUPPORTED (sensor / text
+ * encoder), MOE_EINVAL (bad options, named in errstr) or MOE_ENOMEM.
+ */
+int moe_trainer_new(const char *config_json, uint64_t seed, const moe_train_opts_t *opts,
+                    moe_trainer_t **tr_out, char *errstr, size_t errstr_size);
+
+/*
+ * The same, starting from the parameters of an fp32 model file (fine-tuning, or a reference
+ * initialisation). MOE_ENOTTRAINABLE when the file is quantized; otherwise as moe_model_load
+ * and moe_trainer_new.
+ */
+int moe_trainer_load(const char *path, uint64_t seed, const moe_train_opts_t *opts,
+                     moe_trainer_t **tr_out, char *errstr, size_t errstr_size);
+
+/* NULL is a no-op. */
+void moe_trainer_free(moe_trainer_t *tr);
+
+/* Number of trainable values (the selection biases are not counted: they are not learnt by
+ * gradient). */
+int64_t moe_trainer_n_params(const moe_trainer_t *tr);
+/* Optimizer steps taken so far. */
+int64_t moe_trainer_steps(const moe_trainer_t *tr);
+/* The message of the last failed call ("" after a success). */
+const char *moe_trainer_error(const moe_trainer_t *tr);
+
+/*
+ * One optimizer step on one batch (1 <= n_rows): forward, loss, backward, clipping, AdamW,
+ * then the selection-bias update from the batch's expert load. *loss (may be NULL) gets the
+ * batch loss before the step, auxiliary balance loss included. Returns MOE_OK, MOE_EDATA (a
+ * bad row, named by moe_trainer_error), MOE_EDIVERGED (non-finite loss or gradient; the
+ * parameters are left as before the step) or MOE_ENOMEM.
+ */
+int moe_trainer_step(moe_trainer_t *tr, const moe_train_data_t *batch, double *loss);
+
+/*
+ * Scores every row with the trainer's current parameters (fake-quantized when training with
+ * QAT), exactly as moe_session_run would for the exported model of the same format:
+ * scores (n_rows * n_outputs). Returns as moe_trainer_step, without MOE_EDIVERGED.
+ */
+int moe_trainer_predict(moe_trainer_t *tr, const moe_train_data_t *data, float *scores);
+
+/*
+ * Evaluates the data set: *value gets the metric (MOE_ERANGE when it is undefined for the data,
+ * e.g. AUC with one class; MOE_EINVAL when the metric does not fit the task).
+ */
+int moe_trainer_eval(moe_trainer_t *tr, const moe_train_data_t *data, moe_metric_kind_t metric,
+                     double *value);
+
+/* Whether higher values of the metric are better. */
+int moe_metric_higher_is_better(moe_metric_kind_t metric);
+
+/* Called after each epoch; return non-zero to stop training. */
+typedef int (*moe_fit_progress_cb)(void *data, int epoch, double train_loss, double val_metric);
+
+typedef struct moe_fit_opts_s {
+  int epochs;               /* maximum epochs (>= 1) */
+  int batch_size;           /* rows per step (>= 1) */
+  int patience;             /* stop after this many epochs without improvement; 0: never */
+  moe_metric_kind_t metric; /* on the validation split */
+  moe_fit_progress_cb progress; /* may be NULL */
+  void *data;               /* for progress */
+} moe_fit_opts_t;
+
+typedef struct moe_fit_result_s {
+  int epochs_run;
+  int best_epoch;        /* 1-based; its parameters are the trainer's after fit */
+  double best_metric;
+  double last_train_loss;
+} moe_fit_result_t;
+
+/*
+ * Mini-batch training: each epoch visits the training rows in an order shuffled by the
+ * trainer's seed, then evaluates the validation split (val may be NULL: then the metric is the
+ * epoch's mean training loss). Keeps a copy of the best parameters and restores them at the
+ * end. When the options' total_steps is 0 it becomes epochs * batches per epoch. Returns as
+ * moe_trainer_step / moe_trainer_eval.
+ */
+int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_train_data_t *val,
+                    const moe_fit_opts_t *fo, moe_fit_result_t *result);
+
+/*
+ * Writes the model file: the config (as given, with "quant" set to the chosen format) and the
+ * tensors; quantizable linears (MODEL_FORMAT.md) are quantized post-training in blocks of 32
+ * (q8_0: max-abs / 127, round half to even; q4_0: the value of largest magnitude maps to -8)
+ * with fp16 scales. Returns MOE_OK, MOE_EIO (errstr says why) or MOE_ENOMEM.
+ */
+int moe_trainer_export(moe_trainer_t *tr, const char *path, moe_quant_t quant, char *errstr,
+                       size_t errstr_size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOE_TRAIN_H */

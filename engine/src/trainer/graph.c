@@ -1,0 +1,492 @@
+/*
+ * The trainer's forward and backward passes for the tabular model: encoder (numeric
+ * normalisation, categorical embeddings, enc.in), MoE blocks (pre-norm, router scores, top-k
+ * with selection bias, gate weights, routed experts grouped by expert so that each runs one
+ * GEMM, shared experts dense), head norm and head, and the losses. The forward pass mirrors
+ * engine/src/moe/forward.c in fp32 arithmetic but keeps every intermediate the backward pass
+ * needs in the trainer's arena.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "trainer/trainer-impl.h"
+
+#define ALLOC_R(c) ((tr_real *)moe__arena_alloc(&tr->arena, (size_t)(c) * sizeof(tr_real)))
+#define ALLOC_I(c) ((int32_t *)moe__arena_alloc(&tr->arena, (size_t)(c) * sizeof(int32_t)))
+
+/* ---- BLAS in the trainer's precision --------------------------------------------------- */
+
+/* C (M, N) = alpha op(A) op(B) + beta C, row-major. */
+static void gemm(bool ta, bool tb, int M, int N, int K, tr_real alpha, const tr_real *A, int lda,
+                 const tr_real *B, int ldb, tr_real beta, tr_real *C, int ldc) {
+  if (M == 0 || N == 0) return;
+#ifdef MOE_TRAIN_F64
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+              lda, B, ldb, beta, C, ldc);
+#else
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+              lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+static tr_real sigm(tr_real x) {
+  if (x >= 0) return 1 / (1 + exp(-x));
+  tr_real e = exp(x);
+  return e / (1 + e);
+}
+
+/* log(1 + exp(x)) without overflow. */
+static double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+
+/* ---- linear -------------------------------------------------------------------------- */
+
+/* y (m, n) = x (m, k) W^T + b. */
+static void lin_fwd(const tr_lin_t *L, const tr_real *W, const tr_real *x, int m, tr_real *y) {
+  gemm(false, true, m, L->n, L->k, 1, x, L->k, W + L->w, L->k, 0, y, L->n);
+  if (L->b != TR_NONE)
+    for (int r = 0; r < m; r++)
+      for (int j = 0; j < L->n; j++) y[(size_t)r * L->n + j] += W[L->b + j];
+}
+
+/* dW += dy^T x, db += sum dy, dx (= or +=, per accumulate) dy W; dx may be NULL. */
+static void lin_bwd(const tr_lin_t *L, const tr_real *W, tr_real *G, const tr_real *x, const tr_real *dy, int m,
+                    tr_real *dx, bool accumulate) {
+  gemm(true, false, L->n, L->k, m, 1, dy, L->n, x, L->k, 1, G + L->w, L->k);
+  if (L->b != TR_NONE)
+    for (int r = 0; r < m; r++)
+      for (int j = 0; j < L->n; j++) G[L->b + j] += dy[(size_t)r * L->n + j];
+  if (dx != NULL) gemm(false, false, m, L->k, L->n, 1, dy, L->n, W + L->w, L->k, accumulate ? 1 : 0, dx, L->k);
+}
+
+/* ---- norms ----------------------------------------------------------------------------- */
+
+static void norm_fwd(const moe_trainer_t *tr, const tr_norm_t *N, const tr_real *W, const tr_real *x, int m,
+                     tr_real *y, tr_real *mu, tr_real *rs) {
+  const int d = tr->d;
+  const double eps = tr->cfg.norm_eps;
+  for (int r = 0; r < m; r++) {
+    const tr_real *xr = x + (size_t)r * d;
+    tr_real *yr = y + (size_t)r * d;
+    double mean = 0, var = 0;
+    if (N->b != TR_NONE) {
+      for (int j = 0; j < d; j++) mean += xr[j];
+      mean /= d;
+    }
+    for (int j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+    var /= d;
+    const tr_real inv = (tr_real)(1.0 / sqrt(var + eps));
+    mu[r] = (tr_real)mean;
+    rs[r] = inv;
+    for (int j = 0; j < d; j++) {
+      tr_real v = (xr[j] - (tr_real)mean) * inv * W[N->w + j];
+      yr[j] = N->b != TR_NONE ? v + W[N->b + j] : v;
+    }
+  }
+}
+
+/* dx (+)= norm backward of dy; dw, db into G. */
+static void norm_bwd(const moe_trainer_t *tr, const tr_norm_t *N, const tr_real *W, tr_real *G, const tr_real *x,
+                     const tr_real *mu, const tr_real *rs, const tr_real *dy, int m, tr_real *dx) {
+  const int d = tr->d;
+  const bool ln = N->b != TR_NONE;
+  for (int r = 0; r < m; r++) {
+    const tr_real *xr = x + (size_t)r * d, *dyr = dy + (size_t)r * d;
+    tr_real *dxr = dx + (size_t)r * d;
+    double mg = 0, mgx = 0;
+    for (int j = 0; j < d; j++) {
+      const tr_real xh = (xr[j] - mu[r]) * rs[r];
+      const tr_real gj = dyr[j] * W[N->w + j];
+      G[N->w + j] += dyr[j] * xh;
+      if (ln) G[N->b + j] += dyr[j];
+      mg += gj;
+      mgx += gj * xh;
+    }
+    mg /= d;
+    mgx /= d;
+    for (int j = 0; j < d; j++) {
+      const tr_real xh = (xr[j] - mu[r]) * rs[r];
+      const tr_real gj = dyr[j] * W[N->w + j];
+      dxr[j] += rs[r] * (gj - (ln ? (tr_real)mg : 0) - xh * (tr_real)mgx);
+    }
+  }
+}
+
+/* ---- SwiGLU feed-forward ------------------------------------------------------------- */
+
+/* x (c, d) -> A, B (c, F) pre-activations, o (c, d). hbuf: scratch (c, F). */
+static void ffn_fwd(const tr_ffn_t *f, const tr_real *W, const tr_real *x, int c, tr_real *A, tr_real *B,
+                    tr_real *hbuf, tr_real *o) {
+  const int F = f->gate.n;
+  lin_fwd(&f->gate, W, x, c, A);
+  lin_fwd(&f->up, W, x, c, B);
+  for (size_t i = 0; i < (size_t)c * F; i++) hbuf[i] = A[i] * sigm(A[i]) * B[i];
+  lin_fwd(&f->down, W, hbuf, c, o);
+}
+
+/* Given do (c, d): parameter gradients into G, dx (c, d) overwritten. hbuf, dA, dB: (c, F). */
+static void ffn_bwd(const tr_ffn_t *f, const tr_real *W, tr_real *G, const tr_real *x, const tr_real *A,
+                    const tr_real *B, const tr_real *dout, int c, tr_real *hbuf, tr_real *dA, tr_real *dB,
+                    tr_real *dx) {
+  const int F = f->gate.n;
+  for (size_t i = 0; i < (size_t)c * F; i++) hbuf[i] = A[i] * sigm(A[i]) * B[i];
+  lin_bwd(&f->down, W, G, hbuf, dout, c, dA, false); /* dA holds dH for now */
+  for (size_t i = 0; i < (size_t)c * F; i++) {
+    const tr_real sg = sigm(A[i]), dh = dA[i];
+    dB[i] = dh * A[i] * sg;
+    dA[i] = dh * B[i] * sg * (1 + A[i] * (1 - sg));
+  }
+  lin_bwd(&f->gate, W, G, x, dA, c, dx, false);
+  lin_bwd(&f->up, W, G, x, dB, c, dx, true);
+}
+
+/* ---- routing ------------------------------------------------------------------------- */
+
+void moe__tr_route_row(const moe__moe_cfg_t *cfg, const tr_real *s, const tr_real *bias, int32_t *ids,
+                       tr_real *gates) {
+  const int k = cfg->top_k;
+  int n_sel = 0;
+  for (int e = 0; e < cfg->n_expert; e++) {
+    const tr_real sel = s[e] + bias[e];
+    int pos = n_sel;
+    while (pos > 0 && sel > s[ids[pos - 1]] + bias[ids[pos - 1]]) pos--;
+    if (pos >= k) continue;
+    for (int j = (n_sel < k ? n_sel : k - 1); j > pos; j--) ids[j] = ids[j - 1];
+    ids[pos] = e;
+    if (n_sel < k) n_sel++;
+  }
+  tr_real sum = 0;
+  for (int j = 0; j < k; j++) {
+    gates[j] = s[ids[j]];
+    sum += gates[j];
+  }
+  const tr_real scale = cfg->normalize && sum > 0 ? (tr_real)cfg->route_scale / sum : (tr_real)cfg->route_scale;
+  for (int j = 0; j < k; j++) gates[j] *= scale;
+}
+
+/* ---- forward --------------------------------------------------------------------------- */
+
+static int block_fwd(moe_trainer_t *tr, const tr_block_t *blk, const tr_real *W, tr_real *h, int m,
+                     tr_block_cache_t *bc) {
+  const moe__moe_cfg_t *cfg = &blk->cfg;
+  const int d = tr->d, E = cfg->n_expert, K = cfg->top_k, F = cfg->d_ff;
+  bc->h = ALLOC_R((size_t)m * d);
+  bc->u = ALLOC_R((size_t)m * d);
+  bc->nmu = ALLOC_R(m);
+  bc->nrs = ALLOC_R(m);
+  bc->s = ALLOC_R((size_t)m * E);
+  bc->ids = ALLOC_I((size_t)m * K);
+  bc->gates = ALLOC_R((size_t)m * K);
+  bc->count = ALLOC_I(E + 1);
+  bc->slot_row = ALLOC_I((size_t)m * K);
+  bc->slot_j = ALLOC_I((size_t)m * K);
+  bc->A = ALLOC_R((size_t)m * K * F);
+  bc->B = ALLOC_R((size_t)m * K * F);
+  bc->O = ALLOC_R((size_t)m * K * d);
+  bc->SA = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_shared + 1) * sizeof(tr_real *));
+  bc->SB = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_shared + 1) * sizeof(tr_real *));
+  tr_real *xg = ALLOC_R((size_t)m * d), *hb = ALLOC_R((size_t)m * F), *o = ALLOC_R((size_t)m * d);
+  int32_t *fill = ALLOC_I(E);
+  if (!bc->h || !bc->u || !bc->nmu || !bc->nrs || !bc->s || !bc->ids || !bc->gates || !bc->count ||
+      !bc->slot_row || !bc->slot_j || !bc->A || !bc->B || !bc->O || !bc->SA || !bc->SB || !xg || !hb || !o || !fill)
+    return MOE_ENOMEM;
+  memcpy(bc->h, h, (size_t)m * d * sizeof(tr_real));
+  norm_fwd(tr, &blk->norm, W, h, m, bc->u, bc->nmu, bc->nrs);
+  lin_fwd(&blk->router, W, bc->u, m, bc->s);
+  memset(bc->count, 0, (size_t)(E + 1) * sizeof(int32_t));
+  for (int r = 0; r < m; r++) {
+    tr_real *s = bc->s + (size_t)r * E;
+    if (cfg->score == MOE__SCORE_SOFTMAX) {
+      tr_real mx = s[0], sum = 0;
+      for (int e = 1; e < E; e++) mx = s[e] > mx ? s[e] : mx;
+      for (int e = 0; e < E; e++) sum += (s[e] = exp(s[e] - mx));
+      for (int e = 0; e < E; e++) s[e] /= sum;
+    } else {
+      for (int e = 0; e < E; e++) s[e] = sigm(s[e]);
+    }
+    moe__tr_route_row(cfg, s, blk->sel_bias, bc->ids + (size_t)r * K, bc->gates + (size_t)r * K);
+    for (int j = 0; j < K; j++) bc->count[bc->ids[(size_t)r * K + j] + 1]++;
+  }
+  for (int e = 0; e < E; e++) bc->count[e + 1] += bc->count[e];
+  memcpy(fill, bc->count, (size_t)E * sizeof(int32_t));
+  for (int r = 0; r < m; r++)
+    for (int j = 0; j < K; j++) {
+      const int e = bc->ids[(size_t)r * K + j];
+      bc->slot_row[fill[e]] = r;
+      bc->slot_j[fill[e]] = j;
+      fill[e]++;
+    }
+  /* Residual: h += sum of gated expert outputs + shared outputs. */
+  for (int e = 0; e < E; e++) {
+    const int lo = bc->count[e], c = bc->count[e + 1] - lo;
+    if (c == 0) continue;
+    for (int i = 0; i < c; i++)
+      memcpy(xg + (size_t)i * d, bc->u + (size_t)bc->slot_row[lo + i] * d, (size_t)d * sizeof(tr_real));
+    tr_real *O = bc->O + (size_t)lo * d;
+    ffn_fwd(&blk->experts[e], W, xg, c, bc->A + (size_t)lo * F, bc->B + (size_t)lo * F, hb, O);
+    for (int i = 0; i < c; i++) {
+      const int r = bc->slot_row[lo + i];
+      const tr_real gw = bc->gates[(size_t)r * K + bc->slot_j[lo + i]];
+      for (int j = 0; j < d; j++) h[(size_t)r * d + j] += gw * O[(size_t)i * d + j];
+    }
+  }
+  for (int s = 0; s < cfg->n_shared; s++) {
+    bc->SA[s] = ALLOC_R((size_t)m * F);
+    bc->SB[s] = ALLOC_R((size_t)m * F);
+    if (!bc->SA[s] || !bc->SB[s]) return MOE_ENOMEM;
+    ffn_fwd(&blk->shared[s], W, bc->u, m, bc->SA[s], bc->SB[s], hb, o);
+    for (size_t i = 0; i < (size_t)m * d; i++) h[i] += o[i];
+  }
+  return MOE_OK;
+}
+
+static int set_err(moe_trainer_t *tr, int rc, const char *msg, int row, int feat, const char *name, double v) {
+  snprintf(tr->err, sizeof tr->err, "row %d: %s %d \"%s\" %s %g", row, rc == MOE_EDATA ? "feature" : "", feat, name,
+           msg, v);
+  return rc;
+}
+
+int moe__tr_forward(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = batch->n_rows, d = tr->d, d_in = tr->d_in;
+  memset(c, 0, sizeof *c);
+  c->m = m;
+  c->batch = batch;
+  if (m < 1) {
+    snprintf(tr->err, sizeof tr->err, "batch has %d rows, expected at least 1", m);
+    return MOE_EINVAL;
+  }
+  if ((cfg->n_numeric > 0 && batch->numeric == NULL) || (cfg->n_categorical > 0 && batch->categorical == NULL)) {
+    snprintf(tr->err, sizeof tr->err, "batch: numeric or categorical is NULL but the model has %d and %d features",
+             cfg->n_numeric, cfg->n_categorical);
+    return MOE_EINVAL;
+  }
+  c->x0 = ALLOC_R((size_t)m * d_in);
+  tr_real *h = ALLOC_R((size_t)m * d);
+  c->blk = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_moe + 1) * sizeof(tr_block_cache_t));
+  if (!c->x0 || !h || !c->blk) return MOE_ENOMEM;
+  for (int r = 0; r < m; r++) {
+    tr_real *x = c->x0 + (size_t)r * d_in;
+    for (int i = 0; i < cfg->n_numeric; i++) {
+      const float v = batch->numeric[(size_t)r * cfg->n_numeric + i];
+      if (!isfinite(v)) return set_err(tr, MOE_EDATA, "is", r, i, cfg->numeric[i].name, v);
+      x[i] = ((tr_real)v - cfg->numeric[i].mean) / cfg->numeric[i].std;
+    }
+    int off = cfg->n_numeric;
+    for (int i = 0; i < cfg->n_categorical; i++) {
+      const int32_t id = batch->categorical[(size_t)r * cfg->n_categorical + i];
+      const moe__categorical_t *ct = &cfg->categorical[i];
+      if (id < 0 || id >= ct->vocab_size)
+        return set_err(tr, MOE_EDATA, "has an id outside its vocabulary:", r, cfg->n_numeric + i, ct->name, id);
+      memcpy(x + off, W + tr->cat[i] + (size_t)id * ct->dim, (size_t)ct->dim * sizeof(tr_real));
+      off += ct->dim;
+    }
+  }
+  lin_fwd(&tr->enc_in, W, c->x0, m, h);
+  for (int b = 0; b < cfg->n_moe; b++) {
+    int rc = block_fwd(tr, &tr->blocks[b], W, h, m, &c->blk[b]);
+    if (rc != MOE_OK) return rc;
+  }
+  c->hf = h;
+  c->z = ALLOC_R((size_t)m * d);
+  c->zmu = ALLOC_R(m);
+  c->zrs = ALLOC_R(m);
+  c->logits = ALLOC_R((size_t)m * tr->n_out);
+  if (!c->z || !c->zmu || !c->zrs || !c->logits) return MOE_ENOMEM;
+  norm_fwd(tr, &tr->head_norm, W, h, m, c->z, c->zmu, c->zrs);
+  lin_fwd(&tr->head, W, c->z, m, c->logits);
+  return MOE_OK;
+}
+
+/* ---- losses ------------------------------------------------------------------------------ */
+
+/* DeepSeek-V3's sequence-wise balance loss per block, over the batch:
+ * alpha * sum_i f_i P_i, f_i = E / (K m) * count_i (a constant), P_i = mean_r s'_ri with s'
+ * the scores normalised to sum 1. When ds is not NULL, adds d/ds of it. */
+static double balance_loss(const moe_trainer_t *tr, const tr_block_t *blk, const tr_block_cache_t *bc, int m,
+                           tr_real *ds) {
+  const int E = blk->cfg.n_expert, K = blk->cfg.top_k;
+  const double alpha = tr->opts.balance_alpha;
+  double loss = 0;
+  for (int r = 0; r < m; r++) {
+    const tr_real *s = bc->s + (size_t)r * E;
+    double T = 0, dot = 0;
+    for (int e = 0; e < E; e++) T += s[e];
+    for (int e = 0; e < E; e++) {
+      const double f = (double)E / ((double)K * m) * (bc->count[e + 1] - bc->count[e]);
+      loss += alpha * f * (s[e] / T) / m;
+      dot += alpha * f / m * s[e] / T;
+    }
+    if (ds != NULL)
+      for (int e = 0; e < E; e++) {
+        const double f = (double)E / ((double)K * m) * (bc->count[e + 1] - bc->count[e]);
+        ds[(size_t)r * E + e] += (tr_real)((alpha * f / m - dot) / T);
+      }
+  }
+  return loss;
+}
+
+double moe__tr_loss(moe_trainer_t *tr, const tr_cache_t *c, const moe_train_data_t *batch, tr_real *dl) {
+  const moe_train_opts_t *o = &tr->opts;
+  const int m = c->m, n = tr->n_out;
+  double loss = 0;
+  for (int r = 0; r < m; r++) {
+    const tr_real *z = c->logits + (size_t)r * n;
+    tr_real *g = dl != NULL ? dl + (size_t)r * n : NULL;
+    if (tr->cfg.task == MOE_TASK_BINARY) {
+      const int y = batch->label[r] != 0;
+      const double x = z[0], w = y ? o->pos_weight : 1.0;
+      if (o->loss == MOE_LOSS_FOCAL) {
+        const double sgn = y ? 1 : -1, logpt = -softplus(-sgn * x), pt = exp(logpt);
+        const double gam = o->focal_gamma, q = pow(1 - pt, gam);
+        loss += -w * q * logpt / m;
+        if (g) g[0] = (tr_real)(sgn * w * q * (gam * pt * logpt - (1 - pt)) / m);
+      } else {
+        loss += w * (softplus(x) - y * x) / m;
+        if (g) g[0] = (tr_real)(w * (sigm((tr_real)x) - y) / m);
+      }
+    } else if (tr->cfg.task == MOE_TASK_MULTICLASS) {
+      const int y = batch->label[r];
+      const double eps = o->label_smoothing;
+      double mx = z[0], sum = 0;
+      for (int k = 1; k < n; k++) mx = z[k] > mx ? z[k] : mx;
+      for (int k = 0; k < n; k++) sum += exp(z[k] - mx);
+      const double lse = mx + log(sum);
+      for (int k = 0; k < n; k++) {
+        const double q = (k == y ? 1 - eps : 0) + eps / n;
+        loss += -q * (z[k] - lse) / m;
+        if (g) g[k] = (tr_real)((exp(z[k] - lse) - q) / m);
+      }
+    } else {
+      for (int k = 0; k < n; k++) {
+        const double e = z[k] - batch->target[(size_t)r * n + k], mn = (double)m * n;
+        if (o->loss == MOE_LOSS_HUBER) {
+          const double dlt = o->huber_delta;
+          loss += (fabs(e) <= dlt ? 0.5 * e * e : dlt * (fabs(e) - 0.5 * dlt)) / mn;
+          if (g) g[k] = (tr_real)((fabs(e) <= dlt ? e : (e > 0 ? dlt : -dlt)) / mn);
+        } else {
+          loss += e * e / mn;
+          if (g) g[k] = (tr_real)(2 * e / mn);
+        }
+      }
+    }
+  }
+  if (o->balance_alpha > 0)
+    for (int b = 0; b < tr->cfg.n_moe; b++) loss += balance_loss(tr, &tr->blocks[b], &c->blk[b], m, NULL);
+  return loss;
+}
+
+/* ---- backward -------------------------------------------------------------------------- */
+
+/* dh: gradient w.r.t. the block's output, on return w.r.t. its input. */
+static int block_bwd(moe_trainer_t *tr, const tr_block_t *blk, const tr_real *W, tr_real *G,
+                     const tr_block_cache_t *bc, int m, tr_real *dh) {
+  const moe__moe_cfg_t *cfg = &blk->cfg;
+  const int d = tr->d, E = cfg->n_expert, K = cfg->top_k, F = cfg->d_ff;
+  tr_real *du = ALLOC_R((size_t)m * d), *xg = ALLOC_R((size_t)m * d), *dO = ALLOC_R((size_t)m * d);
+  tr_real *dx = ALLOC_R((size_t)m * d), *hb = ALLOC_R((size_t)m * F), *dA = ALLOC_R((size_t)m * F);
+  tr_real *dB = ALLOC_R((size_t)m * F), *dg = ALLOC_R((size_t)m * K), *ds = ALLOC_R((size_t)m * E);
+  if (!du || !xg || !dO || !dx || !hb || !dA || !dB || !dg || !ds) return MOE_ENOMEM;
+  memset(du, 0, (size_t)m * d * sizeof(tr_real));
+  for (int e = 0; e < E; e++) {
+    const int lo = bc->count[e], c = bc->count[e + 1] - lo;
+    if (c == 0) continue;
+    const tr_real *O = bc->O + (size_t)lo * d;
+    for (int i = 0; i < c; i++) {
+      const int r = bc->slot_row[lo + i], j = bc->slot_j[lo + i];
+      const tr_real gw = bc->gates[(size_t)r * K + j];
+      const tr_real *dhr = dh + (size_t)r * d;
+      tr_real dot = 0;
+      for (int t = 0; t < d; t++) {
+        dO[(size_t)i * d + t] = gw * dhr[t];
+        dot += dhr[t] * O[(size_t)i * d + t];
+      }
+      dg[(size_t)r * K + j] = dot;
+      memcpy(xg + (size_t)i * d, bc->u + (size_t)r * d, (size_t)d * sizeof(tr_real));
+    }
+    ffn_bwd(&blk->experts[e], W, G, xg, bc->A + (size_t)lo * F, bc->B + (size_t)lo * F, dO, c, hb, dA, dB, dx);
+    for (int i = 0; i < c; i++) {
+      tr_real *dur = du + (size_t)bc->slot_row[lo + i] * d;
+      for (int t = 0; t < d; t++) dur[t] += dx[(size_t)i * d + t];
+    }
+  }
+  for (int s = 0; s < cfg->n_shared; s++) {
+    ffn_bwd(&blk->shared[s], W, G, bc->u, bc->SA[s], bc->SB[s], dh, m, hb, dA, dB, dx);
+    for (size_t i = 0; i < (size_t)m * d; i++) du[i] += dx[i];
+  }
+  /* Gates -> scores: g_j = c s_j / S (S the sum of the chosen scores when normalising). */
+  memset(ds, 0, (size_t)m * E * sizeof(tr_real));
+  for (int r = 0; r < m; r++) {
+    const int32_t *ids = bc->ids + (size_t)r * K;
+    const tr_real *s = bc->s + (size_t)r * E, *dgr = dg + (size_t)r * K;
+    tr_real S = 0, t = 0;
+    for (int j = 0; j < K; j++) {
+      S += s[ids[j]];
+      t += dgr[j] * s[ids[j]];
+    }
+    const tr_real cs = (tr_real)cfg->route_scale;
+    for (int j = 0; j < K; j++) {
+      if (cfg->normalize && S > 0) ds[(size_t)r * E + ids[j]] += cs / S * (dgr[j] - t / S);
+      else ds[(size_t)r * E + ids[j]] += cs * dgr[j];
+    }
+  }
+  if (tr->opts.balance_alpha > 0) balance_loss(tr, blk, bc, m, ds);
+  /* Scores -> router logits (in place in ds). */
+  for (int r = 0; r < m; r++) {
+    const tr_real *s = bc->s + (size_t)r * E;
+    tr_real *dsr = ds + (size_t)r * E;
+    if (cfg->score == MOE__SCORE_SOFTMAX) {
+      tr_real dot = 0;
+      for (int e = 0; e < E; e++) dot += dsr[e] * s[e];
+      for (int e = 0; e < E; e++) dsr[e] = s[e] * (dsr[e] - dot);
+    } else {
+      for (int e = 0; e < E; e++) dsr[e] *= s[e] * (1 - s[e]);
+    }
+  }
+  lin_bwd(&blk->router, W, G, bc->u, ds, m, du, true);
+  /* Residual: dh passes through; the norm adds its share. */
+  norm_bwd(tr, &blk->norm, W, G, bc->h, bc->nmu, bc->nrs, du, m, dh);
+  return MOE_OK;
+}
+
+int moe__tr_backward(moe_trainer_t *tr, const tr_real *W, const tr_cache_t *c, const tr_real *dlogits, tr_real *G) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = c->m, d = tr->d;
+  tr_real *dz = ALLOC_R((size_t)m * d), *dh = ALLOC_R((size_t)m * d), *dx0 = ALLOC_R((size_t)m * tr->d_in);
+  if (!dz || !dh || !dx0) return MOE_ENOMEM;
+  lin_bwd(&tr->head, W, G, c->z, dlogits, m, dz, false);
+  memset(dh, 0, (size_t)m * d * sizeof(tr_real));
+  norm_bwd(tr, &tr->head_norm, W, G, c->hf, c->zmu, c->zrs, dz, m, dh);
+  for (int b = cfg->n_moe - 1; b >= 0; b--) {
+    int rc = block_bwd(tr, &tr->blocks[b], W, G, &c->blk[b], m, dh);
+    if (rc != MOE_OK) return rc;
+  }
+  lin_bwd(&tr->enc_in, W, G, c->x0, dh, m, cfg->n_categorical > 0 ? dx0 : NULL, false);
+  /* Categorical embeddings: scatter the input gradient back to the looked-up rows (ids
+   * validated by the forward pass that filled the cache). */
+  for (int r = 0; r < m && cfg->n_categorical > 0; r++) {
+    int off = cfg->n_numeric;
+    for (int i = 0; i < cfg->n_categorical; i++) {
+      const int dim = cfg->categorical[i].dim;
+      const int32_t id = c->batch->categorical[(size_t)r * cfg->n_categorical + i];
+      tr_real *ge = G + tr->cat[i] + (size_t)id * dim;
+      for (int j = 0; j < dim; j++) ge[j] += dx0[(size_t)r * tr->d_in + off + j];
+      off += dim;
+    }
+  }
+  return MOE_OK;
+}
+
+int moe__tr_loss_grad(moe_trainer_t *tr, const moe_train_data_t *batch, double *loss, tr_cache_t *c) {
+  int rc;
+  const tr_real *W = tr->fq != NULL ? tr->fq : tr->p;
+  if ((rc = moe__arena_reset(&tr->arena)) != MOE_OK) return rc;
+  if ((rc = moe__tr_forward(tr, W, batch, c)) != MOE_OK) return rc;
+  tr_real *dl = ALLOC_R((size_t)c->m * tr->n_out);
+  if (dl == NULL) return MOE_ENOMEM;
+  *loss = moe__tr_loss(tr, c, batch, dl);
+  memset(tr->g, 0, tr->n_values * sizeof(tr_real));
+  return moe__tr_backward(tr, W, c, dl, tr->g);
+}

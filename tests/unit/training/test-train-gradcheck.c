@@ -1,0 +1,182 @@
+/*
+ * Gradient checks of the trainer's backward pass against central finite differences, in double
+ * (this executable builds the trainer with MOE_TRAIN_F64), for every parameter tensor kind of
+ * the tabular model: categorical embeddings, enc.in weight and bias, RMS and layer norm weights
+ * and biases, routers (softmax and sigmoid scores, normalised and scaled gates, top-1 and
+ * top-2, with the auxiliary balance loss), routed and shared experts' gate / up / down, the
+ * head; under each loss (BCE with class weight, focal, cross-entropy with label smoothing, MSE,
+ * Huber). The selection biases are random so that they change some choices; an entry whose
+ * perturbation changes a routing decision is skipped (top-k is not differentiable there).
+ */
+#include "test.h"
+
+#include "trainer/trainer-impl.h"
+
+/* Relative error allowed between the analytic and the numeric derivative. In double with
+ * eps 1e-6 the truncation error is ~1e-12 relative and the rounding error of the loss
+ * difference ~1e-16 / 1e-6 = 1e-10 absolute, so the relative error is taken over
+ * max(|a| + |n|, GC_FLOOR): 1e-5 relative, 1e-9 absolute for tiny derivatives. A wrong formula
+ * gives errors of order 1. */
+#define GC_TOL 1e-5
+#define GC_FLOOR 1e-4
+#define GC_EPS 1e-6
+
+static uint64_t lcg = 12345;
+static double urand(void) {
+  lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(lcg >> 11) / 9007199254740992.0;
+}
+
+static double loss_only(moe_trainer_t *tr, const moe_train_data_t *b, int32_t *ids_out, size_t n_ids) {
+  tr_cache_t c;
+  ASSERT_OK(moe__arena_reset(&tr->arena));
+  ASSERT_OK(moe__tr_forward(tr, tr->p, b, &c));
+  size_t k = 0;
+  memset(ids_out, 0, n_ids * sizeof *ids_out);
+  for (int bl = 0; bl < tr->cfg.n_moe; bl++)
+    for (int i = 0; i < c.m * tr->blocks[bl].cfg.top_k && k < n_ids; i++) ids_out[k++] = c.blk[bl].ids[i];
+  return moe__tr_loss(tr, &c, b, NULL);
+}
+
+typedef struct {
+  const char *name;
+  const char *cfg;
+  moe_loss_t loss;
+} gc_case_t;
+
+static void run_case(const gc_case_t *cs) {
+  char err[256];
+  moe_train_opts_t o;
+  moe_train_opts_default(&o);
+  o.loss = cs->loss;
+  o.pos_weight = 3.0f;
+  o.label_smoothing = 0.1f;
+  o.huber_delta = 0.5f;
+  o.balance_alpha = 0.05f;
+  moe_trainer_t *tr = NULL;
+  int rc = moe_trainer_new(cs->cfg, 7, &o, &tr, err, sizeof err);
+  ASSERT_MSG(rc == MOE_OK, "%s: %s", cs->name, err);
+  /* Non-trivial norms, biases and selection biases. */
+  for (int i = 0; i < tr->n_tensors; i++) {
+    const tr_tensor_t *t = &tr->tensors[i];
+    if (t->ndim == 1)
+      for (size_t j = 0; j < t->n; j++) tr->p[t->off + j] += 0.3 * (urand() - 0.5);
+  }
+  for (int b = 0; b < tr->cfg.n_moe; b++)
+    for (int e = 0; e < tr->blocks[b].cfg.n_expert; e++) tr->blocks[b].sel_bias[e] = 0.2 * (urand() - 0.5);
+  enum { M = 9 };
+  const int nn = tr->cfg.n_numeric, nc = tr->cfg.n_categorical, no = tr->n_out;
+  float num[M * 8];
+  int32_t cat[M * 4], lab[M];
+  float tgt[M * 4];
+  for (int r = 0; r < M; r++) {
+    for (int i = 0; i < nn; i++) num[r * nn + i] = (float)(4 * urand() - 2);
+    for (int i = 0; i < nc; i++) cat[r * nc + i] = (int32_t)(urand() * tr->cfg.categorical[i].vocab_size);
+    lab[r] = tr->cfg.task == MOE_TASK_BINARY ? r % 2 : r % tr->cfg.n_labels;
+    for (int k = 0; k < no; k++) tgt[r * no + k] = (float)(2 * urand() - 1);
+  }
+  moe_train_data_t batch = {M, num, cat, lab, tgt};
+  tr_cache_t c;
+  double loss;
+  ASSERT_OK(moe__tr_loss_grad(tr, &batch, &loss, &c));
+  ASSERT(isfinite(loss));
+  double *ga = malloc(tr->n_values * sizeof(double));
+  ASSERT_NOT_NULL(ga);
+  memcpy(ga, tr->g, tr->n_values * sizeof(double));
+  int32_t ids0[512], ids1[512], ids2[512];
+  (void)loss_only(tr, &batch, ids0, 512);
+  double worst = 0;
+  int checked = 0, skipped = 0;
+  for (int i = 0; i < tr->n_tensors; i++) {
+    const tr_tensor_t *t = &tr->tensors[i];
+    /* The entry of largest gradient, then random ones. */
+    size_t pick[6];
+    pick[0] = 0;
+    for (size_t j = 1; j < t->n; j++)
+      if (fabs(ga[t->off + j]) > fabs(ga[t->off + pick[0]])) pick[0] = j;
+    for (int q = 1; q < 6; q++) pick[q] = (size_t)(urand() * t->n);
+    double tworst = 0;
+    for (int q = 0; q < 6; q++) {
+      const size_t j = t->off + pick[q];
+      const double p0 = tr->p[j];
+      tr->p[j] = p0 + GC_EPS;
+      const double lp = loss_only(tr, &batch, ids1, 512);
+      tr->p[j] = p0 - GC_EPS;
+      const double lm = loss_only(tr, &batch, ids2, 512);
+      tr->p[j] = p0;
+      if (memcmp(ids0, ids1, sizeof ids0) != 0 || memcmp(ids0, ids2, sizeof ids0) != 0) {
+        skipped++;
+        continue;
+      }
+      const double fd = (lp - lm) / (2 * GC_EPS);
+      const double rel = fabs(fd - ga[j]) / fmax(fabs(fd) + fabs(ga[j]), GC_FLOOR);
+      if (rel > tworst) tworst = rel;
+      ASSERT_MSG(rel <= GC_TOL, "%s: %s[%zu]: analytic %.10g, numeric %.10g (rel %.3g)", cs->name, t->name, pick[q],
+                 ga[j], fd, rel);
+      checked++;
+    }
+    if (tworst > worst) worst = tworst;
+  }
+  /* The largest gradient entries must be far from zero somewhere: a backward pass that wrote
+   * nothing would pass the comparison trivially only if the numeric side were zero too. */
+  double gmax = 0;
+  for (size_t j = 0; j < tr->n_values; j++) gmax = fmax(gmax, fabs(ga[j]));
+  ASSERT_OP(gmax, >, 1e-3);
+  ASSERT_OP(skipped, <, checked / 10 + 1);
+  printf("  %-26s loss %.5f: %d entries of %d tensors, max relative error %.2e (%d skipped)\n", cs->name, loss,
+         checked, tr->n_tensors, worst, skipped);
+  free(ga);
+  moe_trainer_free(tr);
+}
+
+#define CFG_HEAD "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"gc\",\"quant\":\"f32\",\"d_model\":8,"
+#define CFG_ENC                                                                                              \
+  "\"encoder\":{\"kind\":\"tabular\",\"numeric\":[{\"name\":\"a\",\"mean\":0.5,\"std\":2},"                  \
+  "{\"name\":\"b\",\"mean\":-1,\"std\":0.5},{\"name\":\"c\",\"mean\":0,\"std\":1}],"                        \
+  "\"categorical\":[{\"name\":\"mcc\",\"vocab\":[\"<unk>\",\"x\",\"y\",\"z\"],\"dim\":3},"                   \
+  "{\"name\":\"cc\",\"vocab\":[\"<unk>\",\"de\",\"fr\"],\"dim\":2}]},"
+#define MOE_TWO                                                                                              \
+  "\"moe\":[{\"n_expert\":4,\"top_k\":2,\"n_shared\":1,\"d_ff\":6,\"score\":\"softmax\"},"                   \
+  "{\"n_expert\":4,\"top_k\":2,\"n_shared\":1,\"d_ff\":5,\"score\":\"sigmoid\",\"normalize\":false,"        \
+  "\"route_scale\":1.5}],"
+
+TEST(binary_bce_rmsnorm_two_blocks) {
+  gc_case_t cs = {"binary BCE, rmsnorm",
+                  CFG_HEAD CFG_ENC MOE_TWO "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}", MOE_LOSS_BCE};
+  run_case(&cs);
+}
+
+TEST(binary_focal_layernorm) {
+  gc_case_t cs = {"binary focal, layernorm",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_ENC MOE_TWO
+                           "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                  MOE_LOSS_FOCAL};
+  run_case(&cs);
+}
+
+TEST(multiclass_ce_smoothing) {
+  gc_case_t cs = {"multiclass CE smoothing",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_ENC
+                           "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":0,\"d_ff\":4,\"score\":\"sigmoid\","
+                           "\"route_scale\":2}],"
+                           "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
+                  MOE_LOSS_CE};
+  run_case(&cs);
+}
+
+TEST(regression_mse_top1) {
+  gc_case_t cs = {"regression MSE, top-1",
+                  CFG_HEAD CFG_ENC "\"moe\":[{\"n_expert\":3,\"top_k\":1,\"n_shared\":2,\"d_ff\":4,\"score\":\"softmax\","
+                                   "\"normalize\":false}],"
+                                   "\"task\":{\"kind\":\"regression\",\"labels\":[\"y1\",\"y2\"]}}",
+                  MOE_LOSS_MSE};
+  run_case(&cs);
+}
+
+TEST(regression_huber_no_moe) {
+  gc_case_t cs = {"regression Huber, no MoE",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_ENC "\"moe\":[],"
+                           "\"task\":{\"kind\":\"regression\",\"labels\":[\"y1\"]}}",
+                  MOE_LOSS_HUBER};
+  run_case(&cs);
+}
