@@ -285,6 +285,20 @@ size_t svc_log_format_line(char *buf, size_t size, svc_log_format_t format, long
   return b.len;
 }
 
+const char *svc_log_esc(char *buf, size_t size, const char *s) {
+  size_t o = 0;
+  if (size == 0) return buf;
+  for (; s != NULL && *s != '\0' && o + 1 < size; s++) {
+    if (*s == '"' || *s == '\\') {
+      if (o + 2 >= size) break;
+      buf[o++] = '\\';
+    }
+    buf[o++] = *s;
+  }
+  buf[o] = '\0';
+  return buf;
+}
+
 /* ---- emitting ------------------------------------------------------------ */
 
 static void default_sink(void *ud, svc_log_level_t level, const char *line, size_t len) {

@@ -67,6 +67,21 @@ TEST(logfmt_shape_and_quoting) {
   ASSERT_STR_CONTAINS(buf, "msg=\"two\\nlines\" v=\"x\\ny\" _=bare");
 }
 
+TEST(quoted_foreign_text_survives) {
+  capture_t c = {0};
+  svc_log_set_sink(capture_sink, &c);
+  svc_log_set_level(SVC_LOG_INFO);
+  svc_log_set_format(SVC_LOG_JSON);
+  const char *pg = "ERROR:  relation \"foo\" does not exist \\ end";
+  SVC_LOG(SVC_LOG_INFO, "query failed", "err=\"%s\" n=1", SVC_LOG_Q(pg));
+  svc_log_set_format(SVC_LOG_LOGFMT);
+  svc_log_set_sink(NULL, NULL);
+  ASSERT_EQ(c.n, 1);
+  ASSERT_STR_CONTAINS(c.last, "\"err\":\"ERROR:  relation \\\"foo\\\" does not exist \\\\ end\",\"n\":1}");
+  char small[8];
+  ASSERT_STR_EQ(svc_log_esc(small, sizeof small, "a\"b\"cdef"), "a\\\"b\\\"c"); /* truncated whole */
+}
+
 TEST(json_shape_and_types) {
   char buf[512];
   svc_log_format_line(buf, sizeof buf, SVC_LOG_JSON, 0, SVC_LOG_DEBUG, "batch \"stored\"",
