@@ -613,7 +613,7 @@ static svc_err_t parse_flags(svc_cfg_t *cfg, int argc, char *const *argv, char *
     if (value == NULL) {
       if (!is_config && cfg->defs[i].type == SVC_CFG_BOOL) {
         value = "true";
-      } else if (a + 1 < argc) {
+      } else if (a + 1 < argc && strncmp(argv[a + 1], "--", 2) != 0) {
         value = argv[++a];
       } else {
         set_err(errstr, errstr_size, "flag --%s needs a value", name);
@@ -664,7 +664,15 @@ svc_err_t svc_cfg_reload(svc_cfg_t *cfg, int *n_changed, char *errstr, size_t er
   int changed = 0;
   for (size_t i = 0; i < cfg->n; i++) {
     const svc_cfg_def_t *d = &cfg->defs[i];
-    if (same_value(d, &cfg->cur[i].v, &next[i].v)) continue;
+    if (same_value(d, &cfg->cur[i].v, &next[i].v)) {
+      /* Unchanged: keep the old string, so that pointers to it stay valid (as documented). */
+      if (d->type == SVC_CFG_STRING) {
+        const char *keep = cfg->cur[i].v.s;
+        cfg->cur[i].v.s = next[i].v.s;
+        next[i].v.s = keep;
+      }
+      continue;
+    }
     if (!(d->flags & SVC_CFG_RELOADABLE)) {
       set_err(errstr, errstr_size,
               "setting '%s' cannot change while running (now from %s): restart the service to change it",

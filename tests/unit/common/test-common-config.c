@@ -264,6 +264,10 @@ TEST(every_error_names_source_setting_value_and_expectation) {
     expect_error(a, "flag --batch-size needs a value");
   }
   {
+    const char *a[] = {"--batch-size", "--pg-dsn=x", NULL};
+    expect_error(a, "flag --batch-size needs a value");
+  }
+  {
     expect_error(NULL, "setting 'pg.dsn' is required but not set: give --pg-dsn, environment variable TCFG_DSN, or 'pg.dsn = ...' in the config file");
   }
   setenv("TCFG_BATCH", "many", 1);
@@ -336,8 +340,12 @@ TEST(reload_applies_only_reloadable_and_is_atomic) {
   int changed = -1;
   char err[512];
 
+  const char *name_before = o.name, *dsn_before = o.dsn;
   write_file(path, "batch_size = 20\nmode = fast\nbatch.wait = 1s\n");
   ASSERT_OK(svc_cfg_reload(cfg, &changed, err, sizeof err));
+  /* Unchanged strings keep their storage: pointers taken before the reload stay valid. */
+  ASSERT(o.name == name_before);
+  ASSERT(o.dsn == dsn_before);
   ASSERT_EQ(changed, 2);
   ASSERT_EQ(o.batch, 20);
   ASSERT_EQ(o.wait_ms, 1000);
