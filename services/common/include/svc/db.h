@@ -6,7 +6,9 @@
  * Requests run one at a time, in submission order. A request is a single statement with
  * parameters (db_conn_query), a multi-statement script without parameters (db_conn_exec), or a
  * transaction (db_conn_txn: BEGIN, its statements, COMMIT; on the first error it rolls back).
- * Every accepted request gets exactly one callback.
+ * Every accepted request gets exactly one callback. Parameters and results are in text format.
+ * Not supported: COPY (use INSERT ... SELECT FROM unnest($1::text[], ...) for bulk writes, as
+ * the smoke pipeline does) and LISTEN/NOTIFY (notifications are discarded).
  *
  * When the server goes away (restart, network, pg_terminate_backend) the connection reports
  * DISCONNECTED through the status callback, fails work and reconnects after a backoff of
