@@ -661,6 +661,7 @@ typedef struct {
   state_t state;
   unsigned max_per_wakeup;
   uint64_t close_deadline;
+  bool flush_started;
   size_t n_purged;
   kq_delivery_cb on_delivery;
   kq_producer_error_cb on_error;
@@ -740,6 +741,11 @@ static void prod_destroy_done(uv_work_t *w, int status) {
 
 static void prod_close_step(prod_t *p) {
   if (p->state != ST_CLOSING) return;
+  if (!p->flush_started) {
+    /* flush(0) sends linger-held batches now and serves what is ready; it does not wait. */
+    p->flush_started = true;
+    rd_kafka_flush(p->rk, 0);
+  }
   if (rd_kafka_outq_len(p->rk) > 0) {
     if (uv_now(p->loop) < p->close_deadline) return;
     /* Out of time: purge, and serve the purge reports right away. */
@@ -892,8 +898,8 @@ void kq_producer_close(kq_producer_t *prod, int timeout_ms, kq_producer_close_cb
   p->state = ST_CLOSING;
   p->close_cb = close_cb;
   p->close_deadline = uv_now(p->loop) + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
-  /* flush(0) sends linger-held batches now and serves what is ready; it does not wait. */
-  rd_kafka_flush(p->rk, 0);
+  /* The flush starts from the timer, not here: we may be inside a delivery report, that is
+   * inside rd_kafka_poll, and rd_kafka_flush polls too. */
   uv_timer_start(&p->timer, prod_timer_cb, 0, KQ_CLOSE_CHECK_MS);
 }
 
