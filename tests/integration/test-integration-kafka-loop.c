@@ -439,3 +439,49 @@ TEST(close_completes_a_deferred_assignment) {
   ASSERT_OP(test_now_s() - t0, <, 10);
   ASSERT_OK(uv_loop_close(&loop));
 }
+
+/* ---- closing from inside a delivery report ---------------------------------------------- */
+
+typedef struct {
+  int reports, ok, closed;
+  size_t undelivered;
+} cd_t;
+
+static void cd_closed(kq_producer_t *prod, size_t n) {
+  cd_t *d = prod->data;
+  d->closed++;
+  d->undelivered = n;
+}
+
+static void cd_delivery(kq_producer_t *prod, const rd_kafka_message_t *m, svc_err_t err,
+                        void *opaque) {
+  (void)m;
+  (void)opaque;
+  cd_t *d = prod->data;
+  d->reports++;
+  if (err == SVC_OK) d->ok++;
+  if (d->reports == 1) kq_producer_close(prod, 10000, cd_closed); /* the rest still flush */
+}
+
+TEST(producer_closed_from_its_delivery_report_still_flushes) {
+  const char *brokers = test_require_env("SLUICE_KAFKA_BROKERS");
+  char topic[100], err[512];
+  test_unique_name(topic, sizeof topic, "test-kq-close-in-dr");
+  ASSERT_MSG(kq_topic_create(brokers, topic, 1, 1, 15000, err, sizeof err) == SVC_OK, "%s", err);
+  uv_loop_t loop;
+  ASSERT_OK(uv_loop_init(&loop));
+  cd_t d = {0};
+  kq_producer_t *prod;
+  const char *const props[] = {"linger.ms", "50", NULL};
+  kq_producer_opts_t po = {.brokers = brokers, .props = props, .on_delivery = cd_delivery, .data = &d};
+  ASSERT_MSG(kq_producer_new(&loop, &po, &prod, err, sizeof err) == SVC_OK, "%s", err);
+  kq_record_t r = {.topic = topic, .partition = 0, .value = "x", .value_len = 1};
+  for (int i = 0; i < 50; i++) ASSERT_OK(kq_producer_send(prod, &r));
+  /* The first report closes the producer; the loop ends when the close has finished. */
+  ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(d.closed, 1);
+  ASSERT_EQ(d.reports, 50);
+  ASSERT_EQ(d.ok, 50);
+  ASSERT_EQ(d.undelivered, 0);
+  ASSERT_OK(uv_loop_close(&loop));
+}
