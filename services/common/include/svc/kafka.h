@@ -184,7 +184,9 @@ typedef void (*kq_consumer_close_cb)(kq_consumer_t *cons);
  * thread when all is done; the consumer's memory is freed right after it returns. Leaving the
  * group takes a few milliseconds to a few hundred normally; if it has not finished after
  * close_timeout_ms the handle is destroyed without it (logged) and the group notices the
- * departure after session.timeout.ms.
+ * departure after session.timeout.ms. Messages you still hold (an unfinished batch) keep
+ * references into the handle, and rd_kafka_destroy waits for them: `close_cb` comes only after
+ * the last one is destroyed (the loop keeps running meanwhile).
  * Calling it twice is a no-op.
  */
 void kq_consumer_close(kq_consumer_t *cons, kq_consumer_close_cb close_cb);
