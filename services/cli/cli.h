@@ -97,5 +97,6 @@ char *cli_progress_format(char *buf, size_t size, const char *label, uint64_t do
 int cli_cmd_version(int argc, char **argv);
 int cli_cmd_data_describe(int argc, char **argv);
 int cli_cmd_inspect(int argc, char **argv);
+int cli_cmd_eval(int argc, char **argv);
 
 #endif /* CLI_H */

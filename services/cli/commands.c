@@ -44,5 +44,36 @@ const cli_cmd_t cli_commands[] = {
      "  --json   one JSON object on stdout (the config without the tokenizer's vocabulary)\n"
      "  -h, --help\n",
      cli_cmd_inspect},
+    {"eval", "score a task's data files with a model and print the task's metrics",
+     "usage: sluice eval --task TASK --model MODEL --data FILE [FILE...] [--split PART]\n"
+     "                   [--rul RUL_FILE] [--json] [--predictions OUT.csv]\n"
+     "\n"
+     "Reads the data files exactly as `sluice data describe` does, maps their columns to the\n"
+     "model's inputs by name (a feature the data lacks is an error naming it), scores them in\n"
+     "batches and prints the task's metrics:\n"
+     "  binary      pr_auc, roc_auc, recall_at_1pct_fpr, precision / recall / f1 at the model's\n"
+     "              threshold, best_f1_threshold and best_f1\n"
+     "  multiclass  accuracy, macro_f1\n"
+     "  regression  rmse, mae, phm_score\n"
+     "fault-cmapss is scored once per engine, at its last observed cycle, from the window of\n"
+     "the model's length that ends there (a short engine's first cycle is repeated in front).\n"
+     "\n"
+     "  --task TASK         fraud | fault-ai4i | fault-cmapss | records-mtsamples |\n"
+     "                      records-abstracts\n"
+     "  --model MODEL       a model file (see `sluice inspect`)\n"
+     "  --data FILE         a data file; repeat it, or list several files after it\n"
+     "  --split PART        all (default) | train | validation | test: the part of the\n"
+     "                      split of bench/quality/SPLITS.md to score\n"
+     "  --rul FILE          fault-cmapss: the official RUL file of a test file (RUL_FD001.txt);\n"
+     "                      every engine is scored at its last row\n"
+     "  --json              one JSON object on stdout instead of the table\n"
+     "  --predictions OUT   writes OUT as CSV, one line per scored input:\n"
+     "                      row,score,prediction (row: 0-based data row in its file, the engine\n"
+     "                      unit for fault-cmapss; score: probability of the positive class,\n"
+     "                      of the predicted class for multiclass, the value for regression;\n"
+     "                      prediction: 0/1 at the model's threshold, the class name, the\n"
+     "                      value). With several --data files a first column names the file.\n"
+     "  -h, --help\n",
+     cli_cmd_eval},
     {NULL, NULL, NULL, NULL},
 };
