@@ -231,8 +231,12 @@ KERN__AI void kern__tile_q8(const kern__tile_t *t, int R, int C) {
   kern__tile_store(t, R, C, f);
 }
 
+/* With one activation row (GEMV) registers are plentiful, so the high nibbles are used in place
+ * (v & 0xf0 = 16 q) into a second accumulator that is divided by 16 at the block's end (exact:
+ * it is a multiple of 16). That saves the shift, and two independent chains hide latency. */
 KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
-  const __m512i lo4 = _mm512_set1_epi8(0x0f);
+  const int split = R == 1;
+  const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8((char)0xf0);
   __m512 f[4][4];
   _Pragma("GCC unroll 4")
   for (int r = 0; r < R; r++)
@@ -240,7 +244,7 @@ KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
     for (int c = 0; c < C; c++) f[r][c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < t->nb; b++) {
     __m512 dw[4];
-    __m512i s[4][4];
+    __m512i s[4][4], sh[4];
     const uint8_t *q = t->w + t->dpad + (size_t)b * KERN__Q4_BLK_BYTES;
     _Pragma("GCC unroll 4")
     for (int c = 0; c < C; c++)
@@ -252,6 +256,10 @@ KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
       _Pragma("GCC unroll 4")
       for (int c = 0; c < C; c++) s[r][c] = c0;
     }
+    if (split) {
+      _Pragma("GCC unroll 4")
+      for (int c = 0; c < C; c++) sh[c] = _mm512_setzero_si512();
+    }
     _Pragma("GCC unroll 8")
     for (int j = 0; j < 4; j++) {
       __m512i wl[4], wh[4];
@@ -259,7 +267,7 @@ KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
       for (int c = 0; c < C; c++) {
         __m512i v = _mm512_load_si512((const void *)(q + c * t->gstride + j * 64));
         wl[c] = _mm512_and_si512(v, lo4);
-        wh[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+        wh[c] = split ? _mm512_and_si512(v, hi4) : _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
       }
       _Pragma("GCC unroll 4")
       for (int r = 0; r < R; r++) {
@@ -268,9 +276,14 @@ KERN__AI void kern__tile_q4(const kern__tile_t *t, int R, int C) {
         _Pragma("GCC unroll 4")
         for (int c = 0; c < C; c++) {
           s[r][c] = _mm512_dpbusd_epi32(s[r][c], wl[c], xl);
-          s[r][c] = _mm512_dpbusd_epi32(s[r][c], wh[c], xh);
+          if (split) sh[c] = _mm512_dpbusd_epi32(sh[c], wh[c], xh);
+          else s[r][c] = _mm512_dpbusd_epi32(s[r][c], wh[c], xh);
         }
       }
+    }
+    if (split) {
+      _Pragma("GCC unroll 4")
+      for (int c = 0; c < C; c++) s[0][c] = _mm512_add_epi32(s[0][c], _mm512_srai_epi32(sh[c], 4));
     }
     _Pragma("GCC unroll 4")
     for (int r = 0; r < R; r++) {
