@@ -5,7 +5,8 @@
  * after the timeout (every record reported SVC_ECANCELED) while the loop keeps running; and a
  * consumer limited to one message per wakeup still drains a backlog at loop speed (the bounded
  * drain re-arms itself instead of waiting for a wakeup byte that will not come), and hands
- * librdkafka's statistics to the stats hook.
+ * librdkafka's statistics to the stats hook; a member whose coordinator vanishes for longer than
+ * the session timeout gets its partitions reported LOST (not REVOKE), then assigned again.
  */
 #include "test.h"
 
@@ -122,6 +123,7 @@ typedef struct {
   int assigned;
   int closed;
   int stats;
+  int lost, revoked;
 } cstate_t;
 
 static void on_stats(kq_consumer_t *cons, const char *json, size_t len) {
@@ -142,6 +144,8 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
                                           rd_kafka_topic_partition_list_t *parts) {
   cstate_t *c = cons->data;
   if (kind == KQ_REBALANCE_ASSIGN) c->assigned += parts->cnt;
+  if (kind == KQ_REBALANCE_LOST) c->lost += parts->cnt;
+  if (kind == KQ_REBALANCE_REVOKE) c->revoked += parts->cnt;
   return KQ_REBALANCE_DONE;
 }
 
@@ -208,6 +212,42 @@ TEST(bad_options_are_reported) {
   ASSERT_EQ(kq_err_from_rd(RD_KAFKA_RESP_ERR__PURGE_QUEUE), SVC_ECANCELED);
   ASSERT_EQ(kq_err_from_rd(RD_KAFKA_RESP_ERR_NO_ERROR), SVC_OK);
   ASSERT_EQ(kq_err_from_rd(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED), SVC_EKAFKA);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
+TEST(session_loss_is_reported_as_lost_then_reassigned) {
+  uv_loop_t loop;
+  ASSERT_OK(uv_loop_init(&loop));
+  pstate_t s = {.loop_thread = pthread_self()};
+  kq_producer_t *prod;
+  char err[512];
+  kq_producer_opts_t o = {.brokers = "mock", .props = mock_props, .on_delivery = on_delivery,
+                          .data = &s};
+  ASSERT_MSG(kq_producer_new(&loop, &o, &prod, err, sizeof err) == SVC_OK, "%s", err);
+  rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(kq_producer_rk(prod));
+  ASSERT_EQ(rd_kafka_mock_topic_create(mc, "lost", 2, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+  cstate_t c = {0};
+  const char *topics[] = {"lost", NULL};
+  const char *const props[] = {"heartbeat.interval.ms", "500", "reconnect.backoff.ms", "100",
+                               "reconnect.backoff.max.ms", "500", NULL};
+  kq_consumer_opts_t co = {.brokers = rd_kafka_mock_cluster_bootstraps(mc), .group_id = "gl",
+                           .topics = topics, .session_timeout_ms = 3000, .props = props,
+                           .on_message = on_message, .on_rebalance = on_rebalance, .data = &c};
+  kq_consumer_t *cons;
+  ASSERT_MSG(kq_consumer_new(&loop, &co, &cons, err, sizeof err) == SVC_OK, "%s", err);
+  run_until(&loop, &c.assigned, 2, 20);
+  /* The coordinator goes away for longer than the session timeout: the member must assume
+   * its partitions are someone else's now (LOST, not an orderly REVOKE). */
+  rd_kafka_mock_broker_set_down(mc, 1);
+  run_until(&loop, &c.lost, 2, 20);
+  ASSERT_EQ(c.revoked, 0);
+  rd_kafka_mock_broker_set_up(mc, 1);
+  run_until(&loop, &c.assigned, 4, 30);
+  kq_consumer_close(cons, cons_closed);
+  kq_producer_close(prod, 1000, on_closed);
+  run_until(&loop, &c.closed, 1, 20);
+  run_until(&loop, &s.closed, 1, 20);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_OK(uv_loop_close(&loop));
 }
