@@ -18,8 +18,8 @@
 #define LOSS_TOL 1e-5
 /* Final parameters: |c - t| <= PARAM_ATOL + PARAM_RTOL |t|. Adam normalises each update to
  * about lr, so float rounding in a gradient moves a parameter by a tiny fraction of lr. */
-#define PARAM_ATOL 2e-5
-#define PARAM_RTOL 1e-4
+#define PARAM_ATOL 2e-6
+#define PARAM_RTOL 2e-5
 
 static double opt_num(const moe_json_t *o, const char *key, double dflt) {
   const moe_json_t *v = moe_json_get(o, key);
