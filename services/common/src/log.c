@@ -225,7 +225,7 @@ static void format_ts(char *out, size_t size, long long ts_ms) {
 size_t svc_log_format_line(char *buf, size_t size, svc_log_format_t format, long long ts_ms,
                            svc_log_level_t level, const char *msg, const char *fields) {
   lbuf_t b = {buf, size, 0, false};
-  char ts[40];
+  char ts[96]; /* room for any int the format could print, not just real dates */
   format_ts(ts, sizeof ts, ts_ms);
   field_t f;
   const char *p = fields;
