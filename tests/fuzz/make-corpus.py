@@ -3,7 +3,8 @@
 one way each, and two tiny model files that moe_model_load_memory accepts (tabular and text,
 fp32). Deterministic: rerunning it reproduces the committed files.
 
-valid-python-package is not made here: it was written by the Python `safetensors` package 0.8.0
+json-regress-* are inputs the fuzzer once failed on, kept as regression seeds (not made here).
+valid-python-package is not made here either: it was written by the Python `safetensors` package 0.8.0
 (save_file) and is kept as an interoperability seed.
 
 Names say what each seed must do (tests/fuzz/replay-main.c checks it): valid-* open as

@@ -1155,8 +1155,14 @@ void moe_jw_num(moe_jw_t *jw, double v) {
     jw_fail(jw, MOE_ERANGE);
     return;
   }
-  char b[40];
+  char b[48];
   size_t n = moe_json_fmt_num(b, sizeof b, v);
+  /* Beyond 2^53 every double is integral and may print as a plain integer ("23720322337203696"),
+   * which would read back as an exact int64 although it was not one: keep it a fraction. */
+  if (fabs(v) >= 9007199254740992.0 && strpbrk(b, ".e") == NULL) {
+    memcpy(b + n, ".0", 3);
+    n += 2;
+  }
   if (jw_value(jw)) jw_put(jw, b, n);
 }
 

@@ -182,7 +182,8 @@ moe_err_t moe_json_check_members(const moe_json_t *obj, const char *path,
  * nothing, and moe_jw_finish() reports it (MOE_ENOMEM; MOE_EINVAL for misuse such as a value
  * where a key is expected, unbalanced end calls or nesting beyond MOE_JW_MAX_DEPTH; MOE_ERANGE
  * for a NaN or infinite number, which JSON cannot represent). Numbers are written in the C
- * locale with the fewest digits that read back to the same double.
+ * locale with the fewest digits that read back to the same double; a double of magnitude 2^53 or
+ * more that prints as a plain integer gets ".0", so that it does not read back as an exact int64.
  */
 #define MOE_JW_MAX_DEPTH 64
 

@@ -600,7 +600,8 @@ TEST(value_round_trip) {
   const char *src =
       "{\"tokenizer\": {\"kind\": \"wordpiece\", \"vocab\": [\"[PAD]\", \"caf\\u00e9\", "
       "\"\\ud83d\\ude00\", \"a\\u0000b\", \"q\\\"\"], \"k\\u0000ey\": 1},"
-      " \"n\": [0, -1, 9223372036854775807, 0.1, -2.5e-300, 1e3, true, false, null, [], {}]}";
+      " \"n\": [0, -1, 9223372036854775807, 0.1, -2.5e-300, 1e3, true, false, null, [], {},"
+      " 23720322337203696.59, 1e20, 99999999999999999999]}";
   moe_json_doc_t *doc = parse_ok(src);
   moe_jw_t jw;
   moe_jw_init(&jw);
@@ -611,6 +612,9 @@ TEST(value_round_trip) {
   moe_jw_close(&jw);
   moe_json_doc_t *again = parse_ok(text);
   ASSERT(json_equal(moe_json_root(doc), moe_json_root(again)));
+  /* Found by the fuzzer: a fraction that rounds to an integral double beyond 2^53 must not come
+   * back as an exact integer. */
+  ASSERT_STR_CONTAINS(text, ",23720322337203696.0,1e+20,1e+20]");
   /* The NUL inside the key survives (moe_jw_keyn). */
   const moe_json_t *tok = moe_json_get(moe_json_root(again), "tokenizer");
   ASSERT_NOT_NULL(moe_json_getn(tok, "k\0ey", 4));
