@@ -518,22 +518,53 @@ static void gemm_q4_0_avx512(int64_t m, int64_t n, int64_t k, const blk_q8_0 *ac
 
 /* ---- quantization ------------------------------------------------------------------------ */
 
-static void quantize_row_q8_0_avx512(const float *x, blk_q8_0 *y, int64_t k) {
+/* Quantizes 32 values with the block scale's reciprocal in every lane of id. */
+static inline void kern__quant_q8_store(__m512 v0, __m512 v1, __m512 id, int8_t *qs) {
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-  for (int64_t b = 0; b < k / KERN_QK; b++, x += KERN_QK) {
-    __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+  /* Clamped in float before the conversion (which rounds to nearest even, like the ref's
+   * nearbyintf under the default rounding mode): a saturated scale leaves values far outside
+   * int32, and clamp-then-round equals round-then-clamp at integer bounds. */
+  __m512 q0 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, id), lo), hi);
+  __m512 q1 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, id), lo), hi);
+  _mm_storeu_si128((__m128i *)qs, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q0)));
+  _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q1)));
+}
+
+/* Two blocks per step: their |x| maxima are reduced side by side (block A ends in lane 0, B
+ * in lane 8) and the scale arithmetic runs once on the vector, with the same IEEE operations
+ * as the reference (amax / 127, fp16 rounding to nearest even, 1 / d). */
+static void quantize_row_q8_0_avx512(const float *x, blk_q8_0 *y, int64_t k) {
+  int64_t nb = k / KERN_QK, b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const float *xb = x + b * KERN_QK;
+    __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    __m512 v2 = _mm512_loadu_ps(xb + 32), v3 = _mm512_loadu_ps(xb + 48);
+    __m512 a = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
+    __m512 c = _mm512_max_ps(_mm512_abs_ps(v2), _mm512_abs_ps(v3));
+    __m512 m = _mm512_max_ps(_mm512_shuffle_f32x4(a, c, 0x44), _mm512_shuffle_f32x4(a, c, 0xee));
+    m = _mm512_max_ps(m, _mm512_shuffle_f32x4(m, m, 0xb1));
+    m = _mm512_max_ps(m, _mm512_permute_ps(m, 0x4e));
+    m = _mm512_max_ps(m, _mm512_permute_ps(m, 0xb1));
+    __m512 d = _mm512_min_ps(_mm512_div_ps(m, _mm512_set1_ps(127.0f)),
+                             _mm512_set1_ps(KERN__FP16_MAX));
+    __m256i dh = _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+    __m512 dr = _mm512_cvtph_ps(dh);
+    __mmask16 nz = _mm512_cmp_ps_mask(dr, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), dr);
+    y[b].d = (uint16_t)_mm256_extract_epi16(dh, 0);
+    y[b + 1].d = (uint16_t)_mm256_extract_epi16(dh, 8);
+    kern__quant_q8_store(v0, v1, _mm512_permutexvar_ps(_mm512_setzero_si512(), id), y[b].qs);
+    kern__quant_q8_store(v2, v3, _mm512_permutexvar_ps(_mm512_set1_epi32(8), id), y[b + 1].qs);
+  }
+  for (; b < nb; b++) {
+    const float *xb = x + b * KERN_QK;
+    __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
     float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
     /* kern__scale_round with F16C: the same round-to-nearest-even, without the branches. */
     uint16_t dh = _cvtss_sh(fminf(amax / 127.0f, KERN__FP16_MAX), _MM_FROUND_TO_NEAREST_INT);
     float d = _cvtsh_ss(dh);
-    __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     y[b].d = dh;
-    __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, id), KERN__RNE);
-    __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, id), KERN__RNE);
-    q0 = _mm512_min_ps(_mm512_max_ps(q0, lo), hi);
-    q1 = _mm512_min_ps(_mm512_max_ps(q1, lo), hi);
-    _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q0)));
-    _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q1)));
+    kern__quant_q8_store(v0, v1, _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f), y[b].qs);
   }
 }
 
