@@ -27,6 +27,7 @@ typedef struct wk_cfg_s {
   int64_t batch_max;
   int64_t batch_wait_ms;
   int64_t max_event_bytes;
+  int64_t max_queued_events;
   double review_threshold;
   double block_threshold;
   double explain_threshold;
@@ -91,6 +92,11 @@ static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "event.max_bytes", .type = SVC_CFG_SIZE, .def = "64KiB",
      .env = "SLUICE_EVENT_MAX_BYTES", .offset = offsetof(wk_cfg_t, max_event_bytes), .min = 64,
      .max = 16777216, .help = "larger records are dead-lettered as oversize"},
+    {.name = "backpressure.max_events", .type = SVC_CFG_INT, .def = "20000",
+     .env = "SLUICE_BACKPRESSURE_MAX_EVENTS", .offset = offsetof(wk_cfg_t, max_queued_events),
+     .min = 1, .max = 10000000,
+     .help = "fetching pauses while this many consumed events wait for scoring or PostgreSQL "
+             "(resumes at half)"},
     {.name = "fraud.review_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
      .env = "SLUICE_FRAUD_REVIEW_THRESHOLD", .offset = offsetof(wk_cfg_t, review_threshold),
      .min = -1, .max = 1, .help = "score from which a transaction is sent to review (-1: half "
@@ -142,6 +148,7 @@ int main(int argc, char **argv) {
                         .http_port = (unsigned)c.http_port, .model_path = c.model_path,
                         .batch_max = (size_t)c.batch_max, .batch_wait_ms = (uint64_t)c.batch_wait_ms,
                         .max_event_bytes = (size_t)c.max_event_bytes,
+                        .max_queued_events = (size_t)c.max_queued_events,
                         .review_threshold = c.review_threshold,
                         .block_threshold = c.block_threshold,
                         .explain_threshold = c.explain_threshold, .domain = "fraud"};

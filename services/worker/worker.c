@@ -62,6 +62,10 @@
      SVC_BUCKETS_EXP(1e-4, 2, 20), "Time of one batch statement in PostgreSQL.")             \
   XX(WK_M_LAG, "sluice_consumer_lag", SVC_GAUGE, "messages", "topic,partition", 1024,        \
      SVC_BUCKETS_NONE, "Messages behind the partition's high watermark.")                   \
+  XX(WK_M_PAUSED, "sluice_consumer_paused", SVC_GAUGE, "", "", 0, SVC_BUCKETS_NONE,          \
+     "1 while fetching is paused because scored batches wait for PostgreSQL.")             \
+  XX(WK_M_PAUSES, "sluice_backpressure_pauses_total", SVC_COUNTER, "pauses", "", 0,          \
+     SVC_BUCKETS_NONE, "Times fetching was paused for back-pressure.")                      \
   XX(WK_M_PARTITIONS, "sluice_partitions_assigned", SVC_GAUGE, "partitions", "", 0,          \
      SVC_BUCKETS_NONE, "Partitions currently assigned to this worker.")                      \
   XX(WK_M_CARDS, "sluice_cards_in_memory", SVC_GAUGE, "cards", "", 0, SVC_BUCKETS_NONE,      \
@@ -127,6 +131,9 @@ struct wk_worker_s {
   int batcher_open;
   wk_batch_tx_t *tx;
   wk_batch_t *queue_head, *queue_tail, *inflight;
+  size_t n_queued;  /* batches waiting behind the one in flight */
+  size_t n_queued_events; /* their events */
+  int paused;       /* fetching paused for back-pressure */
   rd_kafka_topic_partition_list_t *pending_revoke;
   kq_rebalance_kind_t pending_kind;
   uv_signal_t sig_term, sig_int;
@@ -138,7 +145,7 @@ struct wk_worker_s {
   char fatal_msg[512];
   svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
   svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_cards;
-  svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained;
+  svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained, *m_paused, *m_pauses;
   svc_series_t *m_decision[4];
   svc_series_t **m_load; /* (load_size) */
   /* The /info header, built once setup is done and read by the HTTP thread. */
@@ -195,6 +202,8 @@ static void worker_fatal(wk_worker_t *w, const char *what, const char *detail) {
     batch_free(b);
   }
   w->queue_tail = NULL;
+  w->n_queued = 0;
+  w->n_queued_events = 0;
   if (w->batcher_open) {
     size_t n;
     void **items = wk_batcher_take(&w->batcher, &n);
@@ -302,6 +311,19 @@ static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
 
 /* ---- batches: score on the pool, commit on the loop ----------------------------------- */
 
+
+/* Pauses or resumes fetching on every partition currently assigned. */
+static void worker_set_paused(wk_worker_t *w, bool pause) {
+  rd_kafka_t *rk = kq_consumer_rk(w->cons);
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  if (pause) rd_kafka_pause_partitions(rk, parts);
+  else rd_kafka_resume_partitions(rk, parts);
+  rd_kafka_topic_partition_list_destroy(parts);
+  w->paused = pause;
+  svc_gauge_set(w->m_paused, pause ? 1 : 0);
+}
+
 static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
   wk_worker_t *w = bt->data;
   wk_batch_t *b = calloc(1, sizeof *b);
@@ -317,7 +339,15 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
   if (w->queue_tail) w->queue_tail->next = b;
   else w->queue_head = b;
   w->queue_tail = b;
+  w->n_queued++;
+  w->n_queued_events += n;
   worker_pump(w);
+  /* Messages handed to us no longer count against librdkafka's fetch budget: without this,
+   * a database slower than the topic would pile batches up in memory without bound. */
+  if (w->n_queued_events >= w->o.max_queued_events && !w->paused && w->cons) {
+    worker_set_paused(w, true);
+    svc_counter_add(w->m_pauses, 1);
+  }
 }
 
 static void score_work(uv_work_t *req) {
@@ -446,6 +476,8 @@ static void worker_pump(wk_worker_t *w) {
   wk_batch_t *b = w->queue_head;
   w->queue_head = b->next;
   if (w->queue_head == NULL) w->queue_tail = NULL;
+  w->n_queued--;
+  w->n_queued_events -= b->n;
   b->next = NULL;
   w->inflight = b;
   for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->env != NULL;
@@ -529,6 +561,9 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
 
   if (w->pending_revoke && w->queue_head == NULL && w->inflight == NULL) revoke_finish(w, true);
   worker_pump(w);
+  /* Resuming at half leaves work for the time the fetcher needs to get going again. */
+  if (w->paused && !w->stopping && w->cons && w->n_queued_events <= w->o.max_queued_events / 2)
+    worker_set_paused(w, false);
   stop_maybe_close(w);
 }
 
@@ -593,6 +628,8 @@ static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const c
   svc_gauge_set(w->m_cards, (double)w->cards.n);
   svc_err_t rc = kq_consumer_rebalance_done(w->cons, KQ_REBALANCE_ASSIGN, a->parts);
   if (rc != SVC_OK && rc != SVC_ECLOSED) worker_fatal(w, "assigning partitions", svc_strerror(rc));
+  /* New partitions start fetching: hold them too while back-pressure or stopping holds. */
+  if (rc == SVC_OK && (w->paused || w->stopping)) worker_set_paused(w, true);
   rd_kafka_topic_partition_list_t *now = NULL;
   if (rd_kafka_assignment(kq_consumer_rk(w->cons), &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
     svc_gauge_set(w->m_parts, now->cnt);
@@ -1068,6 +1105,9 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   w->m_cards = svc_metrics_series(w->metrics, WK_M_CARDS, NULL);
   w->m_published = svc_metrics_series(w->metrics, WK_M_PUBLISHED, NULL);
   w->m_explain = svc_metrics_series(w->metrics, WK_M_EXPLAIN, NULL);
+  w->m_paused = svc_metrics_series(w->metrics, WK_M_PAUSED, NULL);
+  w->m_pauses = svc_metrics_series(w->metrics, WK_M_PAUSES, NULL);
+  svc_gauge_set(w->m_paused, 0);
   w->m_explained = svc_metrics_series(w->metrics, WK_M_EXPLAINED, NULL);
   w->m_publish_failed = svc_metrics_series(w->metrics, WK_M_PUBLISH_FAILED, NULL);
   for (int d = WK_DECISION_ALLOW; d <= WK_DECISION_BLOCK; d++)

@@ -44,6 +44,8 @@ typedef struct wk_worker_opts_s {
   size_t batch_max;           /* events per batch at most */
   uint64_t batch_wait_ms;     /* longest wait of a partial batch */
   size_t max_event_bytes;     /* larger records are dead-lettered as oversize */
+  size_t max_queued_events;   /* fetching pauses while this many events wait for scoring or
+                                 PostgreSQL, and resumes at half */
   double review_threshold;    /* < 0: half the block threshold */
   double block_threshold;     /* < 0: the model card's threshold */
   double explain_threshold;   /* explain rows scoring at least this; < 0: the review threshold */

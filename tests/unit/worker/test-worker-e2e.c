@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -31,6 +32,7 @@ typedef struct ctx_s {
   const char *brokers, *dsn;
   char topic[128], dlq[128], alerts[128], group[128], schema[96], model[256];
   const char *block; /* --fraud-block-threshold */
+  const char *max_queued; /* --backpressure-max-events */
   unsigned port;
 } ctx_t;
 
@@ -106,6 +108,8 @@ static pid_t start_worker_on(const ctx_t *c, unsigned http_port) {
   pid_t pid = fork();
   ASSERT(pid >= 0);
   if (pid == 0) {
+    /* A failing test aborts: the worker must not outlive it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     setenv("SLUICE_KAFKA_BROKERS", c->brokers, 1);
     setenv("SLUICE_PG_DSN", c->dsn, 1);
     char *argv[] = {bin,
@@ -114,6 +118,7 @@ static pid_t start_worker_on(const ctx_t *c, unsigned http_port) {
                     "--fraud-dlq-topic", (char *)c->dlq,
                     "--fraud-alerts-topic", (char *)(c->alerts[0] ? c->alerts : "sluice.fraud.alerts"),
                     "--fraud-block-threshold", (char *)(c->block ? c->block : "-1"),
+                    "--backpressure-max-events", (char *)(c->max_queued ? c->max_queued : "20000"),
                     "--pg-schema", (char *)c->schema,
                     "--http-address", "127.0.0.1",
                     "--http-port", port,
@@ -316,6 +321,9 @@ TEST(worker_end_to_end) {
   test_unique_name(c.dlq, sizeof c.dlq, "wk-e2e-dlq");
   test_unique_name(c.alerts, sizeof c.alerts, "wk-e2e-alerts");
   c.block = "0"; /* every event is blocked: one alert each */
+  /* A bound of one event: any batch waiting behind the one in flight pauses fetching, so the
+   * backlog exercises pause and resume; everything must still arrive. */
+  c.max_queued = "1";
   test_unique_name(c.group, sizeof c.group, "wk-e2e-group");
   snprintf(c.schema, sizeof c.schema, "wk_e2e_%ld_%ld", (long)getpid(), (long)time(NULL));
   snprintf(c.model, sizeof c.model, "/tmp/wk-e2e-%ld.safetensors", (long)getpid());
@@ -370,6 +378,11 @@ TEST(worker_end_to_end) {
   ASSERT_STR_CONTAINS(body, "sluice_model_info{version=\"fraud-e2e-1\"} 1\n");
   ASSERT_STR_CONTAINS(body, "sluice_inference_seconds_count ");
   ASSERT_STR_CONTAINS(body, "sluice_decisions_total{decision=\"block\"} 120\n");
+  ASSERT_STR_CONTAINS(body, "sluice_consumer_paused 0\n"); /* resumed once drained */
+  const char *pauses = strstr(body, "sluice_backpressure_pauses_total ");
+  ASSERT_NOT_NULL(pauses);
+  fprintf(stderr, "back-pressure pauses during the backlog: %ld\n",
+          atol(pauses + strlen("sluice_backpressure_pauses_total ")));
   http_get(c.port, "/info", &status, body, sizeof body);
   ASSERT_EQ(status, 200);
   ASSERT_STR_CONTAINS(body, "# worker\nstate:running\n");
