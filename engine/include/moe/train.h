@@ -9,9 +9,9 @@
  * weights in the forward pass, straight-through gradients) and export to a model file in fp32,
  * q8_0 or q4_0 (post-training quantization, exactly the format moe_model_load reads).
  *
- * Supported today: the tabular encoder (numeric + categorical embeddings) with any number of
- * MoE blocks and the three task heads. Configs with a sensor or text encoder are refused with
- * MOE_EUNSUPPORTED and a message saying so.
+ * Supported today: the tabular encoder (numeric + categorical embeddings) and the sensor encoder
+ * (1-D convolution stack) with any number of MoE blocks and the three task heads. Configs with a
+ * text encoder are refused with MOE_EUNSUPPORTED and a message saying so.
  *
  * Threading: a trainer belongs to one thread at a time. For a given seed, options and data the
  * results are bit-identical from run to run (one thread; OpenBLAS with a fixed thread count).
@@ -74,7 +74,8 @@ typedef struct moe_train_opts_s {
 void moe_train_opts_default(moe_train_opts_t *opts);
 
 /*
- * A data set (or one batch) of tabular rows, all borrowed. label is read for binary (0 or 1)
+ * A data set (or one batch) of rows, all borrowed: numeric + categorical for the tabular
+ * encoder, window for the sensor encoder. label is read for binary (0 or 1)
  * and multiclass (class index) tasks, target (n_rows, n_labels) for regression.
  */
 typedef struct moe_train_data_s {
@@ -83,6 +84,7 @@ typedef struct moe_train_data_s {
   const int32_t *categorical; /* (n_rows, n_categorical) ids */
   const int32_t *label;       /* (n_rows) */
   const float *target;        /* (n_rows, n_labels) */
+  const float *window;        /* sensor: (n_rows, window, channels) raw readings, time major */
 } moe_train_data_t;
 
 /*

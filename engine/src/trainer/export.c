@@ -119,8 +119,7 @@ int moe_trainer_export(moe_trainer_t *tr, const char *path, moe_quant_t quant, c
       for (size_t j = 0; j < t->n; j++) f[j] = (float)src[j];
       st[k] = (moe_st_tensor_t){.name = t->name, .dtype = MOE_ST_F32, .ndim = t->ndim, .data = f,
                                 .nbytes = t->n * sizeof(float)};
-      st[k].shape[0] = n;
-      st[k].shape[1] = kk;
+      for (int dd = 0; dd < t->ndim; dd++) st[k].shape[dd] = t->shape[dd];
       k++;
       continue;
     }

@@ -248,25 +248,132 @@ static int set_err(moe_trainer_t *tr, int rc, const char *msg, int row, int feat
   return rc;
 }
 
-int moe__tr_forward(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
+/* ---- sensor encoder -------------------------------------------------------------------- */
+
+/* Exact GELU (erf form) and SiLU, and their derivatives. */
+static tr_real act(bool silu, tr_real z) { return silu ? z * sigm(z) : (tr_real)(0.5 * z * (1 + erf(z * M_SQRT1_2))); }
+static tr_real act_grad(bool silu, tr_real z) {
+  if (silu) {
+    const tr_real sg = sigm(z);
+    return sg * (1 + z * (1 - sg));
+  }
+  return (tr_real)(0.5 * (1 + erf(z * M_SQRT1_2)) + z * exp(-0.5 * (double)z * z) * 0.3989422804014327);
+}
+
+/* im2col of conv l: col (m t_out, c_in K), column i K + j = x[t stride + j, i] (the flattened
+ * PyTorch weight (out, in, kernel) then multiplies it directly). */
+static void im2col(const moe__conv_cfg_t *cc, int c_in, const tr_real *x, int m, int t_in, int t_out, tr_real *col) {
+  const int K = cc->kernel;
+  for (int r = 0; r < m; r++)
+    for (int s = 0; s < t_out; s++) {
+      tr_real *o = col + ((size_t)r * t_out + s) * c_in * K;
+      for (int j = 0; j < K; j++) {
+        const tr_real *xi = x + ((size_t)r * t_in + (size_t)s * cc->stride + j) * c_in;
+        for (int i = 0; i < c_in; i++) o[i * K + j] = xi[i];
+      }
+    }
+}
+
+static int encode_sensor(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
   const moe__config_t *cfg = &tr->cfg;
-  const int m = batch->n_rows, d = tr->d, d_in = tr->d_in;
-  memset(c, 0, sizeof *c);
-  c->m = m;
-  c->batch = batch;
-  if (m < 1) {
-    snprintf(tr->err, sizeof tr->err, "batch has %d rows, expected at least 1", m);
+  const int m = c->m, T = cfg->window, C = cfg->n_channels;
+  if (batch->window == NULL) {
+    snprintf(tr->err, sizeof tr->err, "batch: window is NULL but the model reads [%d, %d] readings", T, C);
     return MOE_EINVAL;
   }
+  c->cx = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_conv + 1) * sizeof(tr_real *));
+  c->cz = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_conv + 1) * sizeof(tr_real *));
+  c->ct = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_conv + 1) * sizeof(int));
+  if (!c->cx || !c->cz || !c->ct || !(c->cx[0] = ALLOC_R((size_t)m * T * C))) return MOE_ENOMEM;
+  for (int r = 0; r < m; r++)
+    for (int t = 0; t < T; t++)
+      for (int i = 0; i < C; i++) {
+        const float v = batch->window[((size_t)r * T + t) * C + i];
+        if (!isfinite(v)) {
+          snprintf(tr->err, sizeof tr->err, "row %d: channel %d \"%s\" at time step %d is %g", r, i,
+                   cfg->channels[i].name, t, (double)v);
+          return MOE_EDATA;
+        }
+        c->cx[0][((size_t)r * T + t) * C + i] = ((tr_real)v - cfg->channels[i].mean) / cfg->channels[i].std;
+      }
+  int t_in = T, c_in = C;
+  c->ct[0] = T;
+  for (int l = 0; l < cfg->n_conv; l++) {
+    const tr_lin_t *L = &tr->conv[l];
+    const int t_out = t_in < cfg->conv[l].kernel ? 0 : (t_in - cfg->conv[l].kernel) / cfg->conv[l].stride + 1;
+    const size_t rows = (size_t)m * t_out;
+    tr_real *col = ALLOC_R(rows * L->k);
+    c->cz[l] = ALLOC_R(rows * L->n);
+    c->cx[l + 1] = ALLOC_R(rows * L->n);
+    if (!col || !c->cz[l] || !c->cx[l + 1]) return MOE_ENOMEM;
+    im2col(&cfg->conv[l], c_in, c->cx[l], m, t_in, t_out, col);
+    lin_fwd(L, W, col, (int)rows, c->cz[l]);
+    for (size_t i = 0; i < rows * L->n; i++) c->cx[l + 1][i] = act(cfg->conv_silu, c->cz[l][i]);
+    t_in = t_out;
+    c_in = L->n;
+    c->ct[l + 1] = t_out;
+  }
+  /* Mean over time: the pooled vector is the input of enc.in. */
+  for (int r = 0; r < m; r++) {
+    tr_real *p = c->x0 + (size_t)r * c_in;
+    memset(p, 0, (size_t)c_in * sizeof(tr_real));
+    for (int s = 0; s < t_in; s++)
+      for (int i = 0; i < c_in; i++) p[i] += c->cx[cfg->n_conv][((size_t)r * t_in + s) * c_in + i];
+    for (int i = 0; i < c_in; i++) p[i] /= (tr_real)t_in;
+  }
+  return MOE_OK;
+}
+
+/* dpool (m, d_in): gradient w.r.t. the pooled vector; accumulates the conv parameters' gradients. */
+static int encode_sensor_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, const tr_cache_t *c,
+                             const tr_real *dpool) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = c->m, nl = cfg->n_conv;
+  if (nl == 0) return MOE_OK;
+  const int t_last = c->ct[nl], c_last = tr->conv[nl - 1].n;
+  tr_real *dx = ALLOC_R((size_t)m * t_last * c_last);
+  if (dx == NULL) return MOE_ENOMEM;
+  for (int r = 0; r < m; r++)
+    for (int s = 0; s < t_last; s++)
+      for (int i = 0; i < c_last; i++)
+        dx[((size_t)r * t_last + s) * c_last + i] = dpool[(size_t)r * c_last + i] / (tr_real)t_last;
+  for (int l = nl - 1; l >= 0; l--) {
+    const tr_lin_t *L = &tr->conv[l];
+    const moe__conv_cfg_t *cc = &cfg->conv[l];
+    const int t_in = c->ct[l], t_out = c->ct[l + 1], c_in = L->k / cc->kernel, K = cc->kernel;
+    const size_t rows = (size_t)m * t_out;
+    tr_real *col = ALLOC_R(rows * L->k), *dcol = l > 0 ? ALLOC_R(rows * L->k) : NULL;
+    tr_real *dxin = l > 0 ? ALLOC_R((size_t)m * t_in * c_in) : NULL;
+    if (!col || (l > 0 && (!dcol || !dxin))) return MOE_ENOMEM;
+    for (size_t i = 0; i < rows * L->n; i++) dx[i] *= act_grad(cfg->conv_silu, c->cz[l][i]);
+    im2col(cc, c_in, c->cx[l], m, t_in, t_out, col);
+    lin_bwd(L, W, G, col, dx, (int)rows, dcol, false);
+    if (l == 0) break;
+    /* col2im: every column entry goes back to the input step and channel it was copied from. */
+    memset(dxin, 0, (size_t)m * t_in * c_in * sizeof(tr_real));
+    for (int r = 0; r < m; r++)
+      for (int s = 0; s < t_out; s++) {
+        const tr_real *o = dcol + ((size_t)r * t_out + s) * L->k;
+        for (int j = 0; j < K; j++) {
+          tr_real *xi = dxin + ((size_t)r * t_in + (size_t)s * cc->stride + j) * c_in;
+          for (int i = 0; i < c_in; i++) xi[i] += o[i * K + j];
+        }
+      }
+    dx = dxin;
+  }
+  return MOE_OK;
+}
+
+/* ---- whole model --------------------------------------------------------------------------- */
+
+static int encode_tabular(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = c->m, d_in = tr->d_in;
   if ((cfg->n_numeric > 0 && batch->numeric == NULL) || (cfg->n_categorical > 0 && batch->categorical == NULL)) {
     snprintf(tr->err, sizeof tr->err, "batch: numeric or categorical is NULL but the model has %d and %d features",
              cfg->n_numeric, cfg->n_categorical);
     return MOE_EINVAL;
   }
-  c->x0 = ALLOC_R((size_t)m * d_in);
-  tr_real *h = ALLOC_R((size_t)m * d);
-  c->blk = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_moe + 1) * sizeof(tr_block_cache_t));
-  if (!c->x0 || !h || !c->blk) return MOE_ENOMEM;
   for (int r = 0; r < m; r++) {
     tr_real *x = c->x0 + (size_t)r * d_in;
     for (int i = 0; i < cfg->n_numeric; i++) {
@@ -284,10 +391,29 @@ int moe__tr_forward(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t 
       off += ct->dim;
     }
   }
+  return MOE_OK;
+}
+
+int moe__tr_forward(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = batch->n_rows, d = tr->d, d_in = tr->d_in;
+  int rc;
+  memset(c, 0, sizeof *c);
+  c->m = m;
+  c->batch = batch;
+  if (m < 1) {
+    snprintf(tr->err, sizeof tr->err, "batch has %d rows, expected at least 1", m);
+    return MOE_EINVAL;
+  }
+  c->x0 = ALLOC_R((size_t)m * d_in);
+  tr_real *h = ALLOC_R((size_t)m * d);
+  c->blk = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_moe + 1) * sizeof(tr_block_cache_t));
+  if (!c->x0 || !h || !c->blk) return MOE_ENOMEM;
+  rc = cfg->enc == MOE_ENCODER_SENSOR ? encode_sensor(tr, W, batch, c) : encode_tabular(tr, W, batch, c);
+  if (rc != MOE_OK) return rc;
   lin_fwd(&tr->enc_in, W, c->x0, m, h);
   for (int b = 0; b < cfg->n_moe; b++) {
-    int rc = block_fwd(tr, &tr->blocks[b], W, h, m, &c->blk[b]);
-    if (rc != MOE_OK) return rc;
+    if ((rc = block_fwd(tr, &tr->blocks[b], W, h, m, &c->blk[b])) != MOE_OK) return rc;
   }
   c->hf = h;
   c->z = ALLOC_R((size_t)m * d);
@@ -463,7 +589,9 @@ int moe__tr_backward(moe_trainer_t *tr, const tr_real *W, const tr_cache_t *c, c
     int rc = block_bwd(tr, &tr->blocks[b], W, G, &c->blk[b], m, dh);
     if (rc != MOE_OK) return rc;
   }
-  lin_bwd(&tr->enc_in, W, G, c->x0, dh, m, cfg->n_categorical > 0 ? dx0 : NULL, false);
+  const bool need_dx0 = cfg->enc == MOE_ENCODER_SENSOR ? cfg->n_conv > 0 : cfg->n_categorical > 0;
+  lin_bwd(&tr->enc_in, W, G, c->x0, dh, m, need_dx0 ? dx0 : NULL, false);
+  if (cfg->enc == MOE_ENCODER_SENSOR) return encode_sensor_bwd(tr, W, G, c, dx0);
   /* Categorical embeddings: scatter the input gradient back to the looked-up rows (ids
    * validated by the forward pass that filled the cache). */
   for (int r = 0; r < m && cfg->n_categorical > 0; r++) {

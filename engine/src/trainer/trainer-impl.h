@@ -32,7 +32,7 @@ typedef float tr_real;
 typedef struct tr_tensor_s {
   char name[64];
   int ndim;
-  int shape[2];
+  int shape[3];     /* unused trailing dimensions are 1 */
   size_t off, n;    /* offset into the flat buffers, number of values */
   bool decay;       /* weight decay applies (matrices and embeddings) */
   bool quantizable; /* a linear the model format quantizes (when k % 32 == 0) */
@@ -83,6 +83,10 @@ typedef struct tr_cache_s {
   tr_real *hf;        /* (m, d) after the last block */
   tr_real *z, *zmu, *zrs; /* (m, d) head norm output, (m) its stats */
   tr_real *logits;    /* (m, n_out) */
+  /* sensor encoder */
+  tr_real **cx;       /* (n_conv + 1) conv inputs: cx[0] (m, T, C) normalised, cx[l] after conv l-1's activation */
+  tr_real **cz;       /* (n_conv) conv pre-activations (m, t_out_l, out_l) */
+  int *ct;            /* (n_conv + 1) time steps: ct[0] = T */
 } tr_cache_t;
 
 struct moe_trainer_s {
@@ -96,6 +100,7 @@ struct moe_trainer_s {
   int n_tensors, cap_tensors;
   size_t n_values;
   size_t *cat;         /* (n_categorical) offsets of the embeddings */
+  tr_lin_t *conv;      /* (n_conv) sensor convolutions: w (out, in, kernel) with n = out, k = in * kernel */
   tr_lin_t enc_in;
   tr_block_t *blocks;  /* (n_moe) */
   tr_norm_t head_norm;

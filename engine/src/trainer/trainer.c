@@ -63,9 +63,9 @@ static uint64_t rng_below(uint64_t s[4], uint64_t n) { return rng_next(s) % n; }
 /* ---- registry ------------------------------------------------------------------------- */
 
 static int add_tensor(moe_trainer_t *tr, size_t *off, bool decay, bool quantizable, int ndim, int s0, int s1,
-                      const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+                      int s2, const char *fmt, ...) __attribute__((format(printf, 9, 10)));
 static int add_tensor(moe_trainer_t *tr, size_t *off, bool decay, bool quantizable, int ndim, int s0, int s1,
-                      const char *fmt, ...) {
+                      int s2, const char *fmt, ...) {
   if (tr->n_tensors == tr->cap_tensors) {
     int cap = tr->cap_tensors ? 2 * tr->cap_tensors : 32;
     tr_tensor_t *t = moe__reallocarray(tr->tensors, (size_t)cap, sizeof *t);
@@ -81,8 +81,9 @@ static int add_tensor(moe_trainer_t *tr, size_t *off, bool decay, bool quantizab
   va_end(ap);
   t->ndim = ndim;
   t->shape[0] = s0;
-  t->shape[1] = ndim == 2 ? s1 : 1;
-  t->n = (size_t)s0 * (size_t)t->shape[1];
+  t->shape[1] = ndim >= 2 ? s1 : 1;
+  t->shape[2] = ndim >= 3 ? s2 : 1;
+  t->n = (size_t)s0 * (size_t)t->shape[1] * (size_t)t->shape[2];
   t->off = tr->n_values;
   t->decay = decay;
   t->quantizable = quantizable;
@@ -101,15 +102,15 @@ static int add_linear(moe_trainer_t *tr, tr_lin_t *L, int n, int k, bool bias, b
   L->n = n;
   L->k = k;
   L->b = TR_NONE;
-  TRY(add_tensor(tr, &L->w, true, quantizable, 2, n, k, "%s.weight", prefix));
-  if (bias) TRY(add_tensor(tr, &L->b, false, false, 1, n, 1, "%s.bias", prefix));
+  TRY(add_tensor(tr, &L->w, true, quantizable, 2, n, k, 1, "%s.weight", prefix));
+  if (bias) TRY(add_tensor(tr, &L->b, false, false, 1, n, 1, 1, "%s.bias", prefix));
   return MOE_OK;
 }
 
 static int add_norm(moe_trainer_t *tr, tr_norm_t *N, const char *prefix) {
   N->b = TR_NONE;
-  TRY(add_tensor(tr, &N->w, false, false, 1, tr->d, 1, "%s.weight", prefix));
-  if (tr->cfg.norm == MOE__NORM_LAYER) TRY(add_tensor(tr, &N->b, false, false, 1, tr->d, 1, "%s.bias", prefix));
+  TRY(add_tensor(tr, &N->w, false, false, 1, tr->d, 1, 1, "%s.weight", prefix));
+  if (tr->cfg.norm == MOE__NORM_LAYER) TRY(add_tensor(tr, &N->b, false, false, 1, tr->d, 1, 1, "%s.bias", prefix));
   return MOE_OK;
 }
 
@@ -130,9 +131,23 @@ static int build_registry(moe_trainer_t *tr) {
   tr->cat = moe__calloc((size_t)cfg->n_categorical + 1, sizeof *tr->cat);
   tr->blocks = moe__calloc((size_t)cfg->n_moe + 1, sizeof *tr->blocks);
   if (tr->cat == NULL || tr->blocks == NULL) return MOE_ENOMEM;
+  tr->conv = moe__calloc((size_t)cfg->n_conv + 1, sizeof *tr->conv);
+  if (tr->conv == NULL) return MOE_ENOMEM;
   tr->d_in = cfg->n_numeric;
+  if (cfg->enc == MOE_ENCODER_SENSOR) {
+    int c_in = cfg->n_channels;
+    for (int i = 0; i < cfg->n_conv; i++) {
+      tr_lin_t *L = &tr->conv[i];
+      L->n = cfg->conv[i].out;
+      L->k = c_in * cfg->conv[i].kernel;
+      TRY(add_tensor(tr, &L->w, true, false, 3, L->n, c_in, cfg->conv[i].kernel, "enc.conv.%d.weight", i));
+      TRY(add_tensor(tr, &L->b, false, false, 1, L->n, 1, 1, "enc.conv.%d.bias", i));
+      c_in = L->n;
+    }
+    tr->d_in = c_in;
+  }
   for (int i = 0; i < cfg->n_categorical; i++) {
-    TRY(add_tensor(tr, &tr->cat[i], true, false, 2, cfg->categorical[i].vocab_size, cfg->categorical[i].dim,
+    TRY(add_tensor(tr, &tr->cat[i], true, false, 2, cfg->categorical[i].vocab_size, cfg->categorical[i].dim, 1,
                    "enc.cat.%d.weight", i));
     tr->d_in += cfg->categorical[i].dim;
   }
@@ -177,7 +192,8 @@ static void init_params(moe_trainer_t *tr) {
     if (t->ndim == 1) {
       for (size_t j = 0; j < t->n; j++) p[j] = is_norm && strstr(t->name, ".weight") ? 1 : 0;
     } else {
-      const double sd = strncmp(t->name, "enc.cat.", 8) == 0 ? 1.0 : 1.0 / sqrt((double)t->shape[1]);
+      const double sd =
+          strncmp(t->name, "enc.cat.", 8) == 0 ? 1.0 : 1.0 / sqrt((double)t->shape[1] * (double)t->shape[2]);
       for (size_t j = 0; j < t->n; j++) p[j] = (tr_real)(sd * rng_normal(tr->rng));
     }
   }
@@ -231,8 +247,9 @@ static int trainer_build(const char *json, size_t len, uint64_t seed, const moe_
     goto fail;
   }
   if ((rc = moe__config_parse(moe_json_root(tr->doc), &tr->cfg, errstr, size)) != MOE_OK) goto fail;
-  if (tr->cfg.enc != MOE_ENCODER_TABULAR) {
-    rc = fail(errstr, size, MOE_EUNSUPPORTED, "config.encoder.kind: the trainer supports \"tabular\" only so far");
+  if (tr->cfg.enc == MOE_ENCODER_TEXT) {
+    rc = fail(errstr, size, MOE_EUNSUPPORTED,
+              "config.encoder.kind: the trainer supports \"tabular\" and \"sensor\" so far, not \"text\"");
     goto fail;
   }
   tr->d = tr->cfg.d_model;
@@ -288,19 +305,20 @@ int moe_trainer_load(const char *path, uint64_t seed, const moe_train_opts_t *op
     const tr_tensor_t *t = &tr->tensors[i];
     const char *name = t->name;
     tr_real *dst = tr->p + t->off;
-    const int n0 = t->shape[0], n1 = t->shape[1], ndim = t->ndim;
+    const int n0 = t->shape[0], n1 = t->shape[1], n2 = t->shape[2], ndim = t->ndim;
     const moe_st_tensor_t *st = moe_st_tensor_find(file, name);
     if (st == NULL) {
       rc = fail(errstr, errstr_size, MOE_EMISSING, "%s: tensor \"%s\" is missing", path, name);
       goto fail;
     }
-    if (st->dtype != MOE_ST_F32 || st->ndim != ndim || st->shape[0] != n0 || (ndim == 2 && st->shape[1] != n1)) {
-      rc = fail(errstr, errstr_size, MOE_ESHAPE, "%s: tensor \"%s\" is not F32 of shape [%d%s%d]", path, name, n0,
-                ndim == 2 ? ", " : "", ndim == 2 ? n1 : 0);
+    if (st->dtype != MOE_ST_F32 || st->ndim != ndim || st->shape[0] != n0 || (ndim >= 2 && st->shape[1] != n1) ||
+        (ndim >= 3 && st->shape[2] != n2)) {
+      rc = fail(errstr, errstr_size, MOE_ESHAPE, "%s: tensor \"%s\" is not F32 of shape (%d, %d, %d)[:%d]", path,
+                name, n0, n1, n2, ndim);
       goto fail;
     }
     const float *src = st->data;
-    for (size_t j = 0; j < (size_t)n0 * n1; j++) dst[j] = src[j];
+    for (size_t j = 0; j < t->n; j++) dst[j] = src[j];
   }
   for (int b = 0; b < tr->cfg.n_moe; b++) {
     char name[64];
@@ -335,6 +353,7 @@ void moe_trainer_free(moe_trainer_t *tr) {
   }
   moe__free(tr->blocks);
   moe__free(tr->cat);
+  moe__free(tr->conv);
   moe__free(tr->tensors);
   moe__free(tr->p);
   moe__free(tr->g);
@@ -450,6 +469,7 @@ static moe_train_data_t slice(const moe_trainer_t *tr, const moe_train_data_t *d
   if (d->categorical) s.categorical = d->categorical + (size_t)lo * tr->cfg.n_categorical;
   if (d->label) s.label = d->label + lo;
   if (d->target) s.target = d->target + (size_t)lo * tr->n_out;
+  if (d->window) s.window = d->window + (size_t)lo * tr->cfg.window * tr->cfg.n_channels;
   return s;
 }
 
@@ -588,9 +608,11 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
   int32_t *cat = moe__malloc(((size_t)bs * nc + 1) * sizeof(int32_t));
   int32_t *lab = moe__malloc((size_t)bs * sizeof(int32_t));
   float *tgt = moe__malloc((size_t)bs * no * sizeof(float));
+  const size_t nw = (size_t)cfg->window * cfg->n_channels;
+  float *win = moe__malloc(((size_t)bs * nw + 1) * sizeof(float));
   tr_real *best = moe__malloc((tr->n_values + (size_t)n_bias + 1) * sizeof(tr_real));
   rc = MOE_ENOMEM;
-  if (!perm || !num || !cat || !lab || !tgt || !best) goto out;
+  if (!perm || !num || !cat || !lab || !tgt || !win || !best) goto out;
   for (int i = 0; i < n; i++) perm[i] = i;
   const bool hib = val != NULL && moe_metric_higher_is_better(fo->metric);
   res->best_metric = hib ? -INFINITY : INFINITY;
@@ -607,13 +629,18 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
       const int m = n - lo < bs ? n - lo : bs;
       for (int i = 0; i < m; i++) {
         const size_t r = (size_t)perm[lo + i];
-        if (nn) memcpy(num + (size_t)i * nn, train->numeric + r * nn, (size_t)nn * sizeof(float));
-        if (nc) memcpy(cat + (size_t)i * nc, train->categorical + r * nc, (size_t)nc * sizeof(int32_t));
+        if (nn && train->numeric) memcpy(num + (size_t)i * nn, train->numeric + r * nn, (size_t)nn * sizeof(float));
+        if (nc && train->categorical) memcpy(cat + (size_t)i * nc, train->categorical + r * nc, (size_t)nc * sizeof(int32_t));
         if (train->label) lab[i] = train->label[r];
         if (train->target) memcpy(tgt + (size_t)i * no, train->target + r * no, (size_t)no * sizeof(float));
+        if (train->window) memcpy(win + (size_t)i * nw, train->window + r * nw, nw * sizeof(float));
       }
-      moe_train_data_t batch = {m, nn ? num : NULL, nc ? cat : NULL, train->label ? lab : NULL,
-                                train->target ? tgt : NULL};
+      moe_train_data_t batch = {m,
+                                nn && train->numeric ? num : NULL,
+                                nc && train->categorical ? cat : NULL,
+                                train->label ? lab : NULL,
+                                train->target ? tgt : NULL,
+                                train->window ? win : NULL};
       double loss;
       if ((rc = moe_trainer_step(tr, &batch, &loss)) != MOE_OK) goto out;
       sum += loss * m;
@@ -646,6 +673,7 @@ out:
   moe__free(cat);
   moe__free(lab);
   moe__free(tgt);
+  moe__free(win);
   moe__free(best);
   return rc;
 }

@@ -1,7 +1,8 @@
 /*
  * Gradient checks of the trainer's backward pass against central finite differences, in double
  * (this executable builds the trainer with MOE_TRAIN_F64), for every parameter tensor kind of
- * the tabular model: categorical embeddings, enc.in weight and bias, RMS and layer norm weights
+ * the tabular and sensor models: 1-D convolutions (strides 1 and 2, GELU and SiLU), categorical
+ * embeddings, enc.in weight and bias, RMS and layer norm weights
  * and biases, routers (softmax and sigmoid scores, normalised and scaled gates, top-1 and
  * top-2, with the auxiliary balance loss), routed and shared experts' gate / up / down, the
  * head; under each loss (BCE with class weight, focal, cross-entropy with label smoothing, MSE,
@@ -75,7 +76,11 @@ static void run_case(const gc_case_t *cs) {
     lab[r] = tr->cfg.task == MOE_TASK_BINARY ? r % 2 : r % tr->cfg.n_labels;
     for (int k = 0; k < no; k++) tgt[r * no + k] = (float)(2 * urand() - 1);
   }
-  moe_train_data_t batch = {M, num, cat, lab, tgt};
+  float win[M * 64];
+  const int nw = tr->cfg.window * tr->cfg.n_channels;
+  ASSERT(nw <= 64);
+  for (int i = 0; i < M * nw; i++) win[i] = (float)(3 * urand() - 1);
+  moe_train_data_t batch = {M, num, cat, lab, tgt, win};
   tr_cache_t c;
   double loss;
   ASSERT_OK(moe__tr_loss_grad(tr, &batch, &loss, &c));
@@ -178,5 +183,26 @@ TEST(regression_huber_no_moe) {
                   CFG_HEAD "\"norm\":\"layernorm\"," CFG_ENC "\"moe\":[],"
                            "\"task\":{\"kind\":\"regression\",\"labels\":[\"y1\"]}}",
                   MOE_LOSS_HUBER};
+  run_case(&cs);
+}
+
+#define CFG_SENSOR(act)                                                                                      \
+  "\"encoder\":{\"kind\":\"sensor\",\"window\":12,\"channels\":[{\"name\":\"t\",\"mean\":0.5,\"std\":2},"        \
+  "{\"name\":\"v\",\"mean\":0,\"std\":1}],\"conv\":[{\"out\":3,\"kernel\":3,\"stride\":1},"                       \
+  "{\"out\":4,\"kernel\":3,\"stride\":2}],\"activation\":\"" act "\"},"
+
+TEST(sensor_gelu_binary) {
+  gc_case_t cs = {"sensor GELU, binary",
+                  CFG_HEAD CFG_SENSOR("gelu") MOE_TWO "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                  MOE_LOSS_BCE};
+  run_case(&cs);
+}
+
+TEST(sensor_silu_multiclass_layernorm) {
+  gc_case_t cs = {"sensor SiLU, multiclass",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_SENSOR("silu")
+                           "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"softmax\"}],"
+                           "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
+                  MOE_LOSS_CE};
   run_case(&cs);
 }
