@@ -75,5 +75,37 @@ const cli_cmd_t cli_commands[] = {
      "                      value). With several --data files a first column names the file.\n"
      "  -h, --help\n",
      cli_cmd_eval},
+    {"replay", "stream a data set into Kafka as protobuf events, in event-time order",
+     "usage: sluice replay --task TASK --data FILE [FILE...] --brokers HOST:PORT\n"
+     "                     (--rate N/s | --max) [--topic TOPIC] [--limit N] [--loop] [--json]\n"
+     "\n"
+     "Reads the data files (the formats of ../shared/data) and produces one sluice.v1.Envelope\n"
+     "per data row, in event-time order, keyed per entity:\n"
+     "  fraud              Transaction (Amount, V1..V28); key: a pseudo card id \"card-NNNN\"\n"
+     "                     derived from file and row (the data has none); time: Time seconds\n"
+     "                     after 2026-01-01T00:00:00Z\n"
+     "  fault-ai4i         SensorReading; key: Product ID; time: UDI minutes after that epoch\n"
+     "  fault-cmapss       SensorReading; key: <file>-unit-<u>; time: one cycle per minute\n"
+     "  fault-skab         SensorReading; key: skab-<directory>-<file>; time: the datetime\n"
+     "  records-mtsamples  ClinicalNote; key: note id <file>-<row>; time: one row per second\n"
+     "  records-abstracts  as records-mtsamples\n"
+     "Event ids are \"<file>:<row>\" (row: 0-based data row), \"#<pass>\" added from the second\n"
+     "pass of --loop on; the id is also sent as the header sluice-event-id. Prints sent,\n"
+     "delivered and failed events and the rate at the end; exit status 1 if any delivery\n"
+     "failed. A progress bar is drawn on a terminal. Ctrl-C stops sending and flushes.\n"
+     "\n"
+     "  --task TASK      fraud | fault-ai4i | fault-cmapss | fault-skab | records-mtsamples |\n"
+     "                   records-abstracts\n"
+     "  --data FILE      a data file; repeat it, or list several files after it\n"
+     "  --brokers B      Kafka bootstrap servers\n"
+     "  --topic T        default sluice.fraud.events, sluice.fault.events or\n"
+     "                   sluice.records.events\n"
+     "  --rate N/s       events per second (token bucket; \"2k/s\" works)\n"
+     "  --max            as fast as the producer accepts\n"
+     "  --limit N        stop after N events (the first N in event-time order)\n"
+     "  --loop           start again at the end (until --limit or Ctrl-C)\n"
+     "  --json           the summary as one JSON object on stdout\n"
+     "  -h, --help\n",
+     cli_cmd_replay},
     {NULL, NULL, NULL, NULL},
 };
