@@ -507,3 +507,68 @@ TEST(rebalance_hands_state_over) {
   PQfinish(conn);
   unlink(c.model);
 }
+
+/*
+ * Crash-only recovery: the worker's PostgreSQL sessions are terminated while it works. A batch
+ * in flight then has an unknown outcome, so the worker must stop with status 1 (or, if no
+ * request was in flight, reconnect and go on); restarted, it must resume from what PostgreSQL
+ * holds, so that in the end every event is stored exactly once with a gapless card history.
+ */
+TEST(database_loss_recovers) {
+  ctx_t c = {0};
+  c.brokers = test_require_env("SLUICE_KAFKA_BROKERS");
+  c.dsn = test_require_env("SLUICE_PG_DSN");
+  test_unique_name(c.topic, sizeof c.topic, "wk-db-events");
+  test_unique_name(c.dlq, sizeof c.dlq, "wk-db-dlq");
+  test_unique_name(c.group, sizeof c.group, "wk-db-group");
+  snprintf(c.schema, sizeof c.schema, "wk_db_%ld_%ld", (long)getpid(), (long)time(NULL));
+  snprintf(c.model, sizeof c.model, "/tmp/wk-db-%ld.safetensors", (long)getpid());
+  c.port = free_port();
+  char err[512];
+  ASSERT_MSG(kq_topic_create(c.brokers, c.topic, N_PARTS, 1, 20000, err, sizeof err) == SVC_OK,
+             "%s", err);
+  ASSERT_MSG(kq_topic_create(c.brokers, c.dlq, 1, 1, 20000, err, sizeof err) == SVC_OK, "%s",
+             err);
+  fm_write(c.model, model_inputs, 7, "fraud-db-1", 0.5, "binary");
+  PGconn *conn = PQconnectdb(c.dsn);
+  ASSERT_MSG(PQstatus(conn) == CONNECTION_OK, "%s", PQerrorMessage(conn));
+
+  produce(&c, 0, 300, 0);
+  pid_t pid = start_worker(&c);
+  /* Once some results are in, cut every session that touches this test's schema. */
+  for (int i = 0; i < 600 && count(conn, "SELECT count(*) FROM \"%s\".results", c.schema) < 30;
+       i++)
+    usleep(20000);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> "
+           "pg_backend_pid() AND query LIKE '%%%s%%'",
+           c.schema);
+  PGresult *res = PQexec(conn, sql);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  fprintf(stderr, "terminated %s worker session(s)\n", PQgetvalue(res, 0, 0));
+  PQclear(res);
+
+  /* Either it goes on (nothing was in flight) or it stops with status 1 and is restarted. */
+  int restarts = 0;
+  for (int i = 0; i < 1200; i++) {
+    if (count(conn, "SELECT count(*) FROM \"%s\".results", c.schema) == 300) break;
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      ASSERT_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "worker ended with status %d", st);
+      ASSERT(restarts++ < 3);
+      pid = start_worker(&c);
+    }
+    usleep(50000);
+  }
+  fprintf(stderr, "restarts after the database loss: %d\n", restarts);
+  ASSERT_EQ(count(conn, "SELECT count(*) FROM \"%s\".results", c.schema), 300);
+  check_velocity_chain(conn, &c, 30);
+  ASSERT_EQ(count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 300);
+  ASSERT_EQ(stop_worker(pid), 0);
+
+  snprintf(sql, sizeof sql, "DROP SCHEMA \"%s\" CASCADE", c.schema);
+  PQclear(PQexec(conn, sql));
+  PQfinish(conn);
+  unlink(c.model);
+}
