@@ -673,22 +673,22 @@ char *svc_metrics_info(svc_metrics_t *m, size_t *len) {
       } else {
         svc_hist_stats_t st;
         svc_hist_stats(s->hist, &st);
-        buf_printf(&b, "count=%llu sum=", (unsigned long long)st.count);
-        buf_double(&b, st.sum);
+        /* For humans: six significant digits (the quantiles carry 1% error anyway). */
+        buf_printf(&b, "count=%llu sum=%.6g", (unsigned long long)st.count, st.sum);
         static const struct {
           const char *name;
           double q;
         } qs[] = {{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}};
-        buf_puts(&b, " min=");
-        buf_double(&b, st.min);
+        if (isnan(st.min)) buf_puts(&b, " min=NaN");
+        else buf_printf(&b, " min=%.6g", st.min);
         for (size_t k = 0; k < sizeof qs / sizeof qs[0]; k++) {
           /* Estimates carry 1% error: six digits say all they know. */
           double q = svc_hist_quantile(s->hist, qs[k].q);
           if (isnan(q)) buf_printf(&b, " %s=NaN", qs[k].name);
           else buf_printf(&b, " %s=%.6g", qs[k].name, q);
         }
-        buf_puts(&b, " max=");
-        buf_double(&b, st.max);
+        if (isnan(st.max)) buf_puts(&b, " max=NaN");
+        else buf_printf(&b, " max=%.6g", st.max);
       }
       buf_puts(&b, "\n");
     }

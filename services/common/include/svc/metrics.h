@@ -140,8 +140,8 @@ char *svc_metrics_prometheus(svc_metrics_t *m, size_t *len);
 /*
  * Renders a plain-text dump for humans, one line per series: counters and gauges as
  * "name{labels}:value", histograms as "name{labels}:count=.. sum=.. min=.. p50=.. p90=..
- * p99=.. max=..", each metric preceded by a "# name (type, unit): help" line. Same ownership
- * and threads as svc_metrics_prometheus.
+ * p99=.. max=.." (exact count; the rest to six significant digits), each metric preceded by a
+ * "# name (type, unit): help" line. Same ownership and threads as svc_metrics_prometheus.
  */
 char *svc_metrics_info(svc_metrics_t *m, size_t *len);
 
