@@ -418,6 +418,82 @@ static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y) {
   for (; i < n; i++) y[i] += a * x[i];
 }
 
+static void add_f32_avx2(int64_t n, const float *x, float *y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += x[i];
+}
+
+static void mul_f32_avx2(int64_t n, const float *x, float *y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] *= x[i];
+}
+
+static void scale_f32_avx2(int64_t n, float s, float *y) {
+  __m256 vs = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), vs));
+  for (; i < n; i++) y[i] *= s;
+}
+
+/* exp(x) to about 2 ulp, as in avx512.c but without vscalefps: x is clamped to [-87.3, 88.3]
+ * so that 2^n is a normal float built in the exponent bits (results below 1.2e-38 come out
+ * as that instead of smaller; both are 0 to every caller here). */
+static inline __m256 kern__exp256(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3f)), _mm256_set1_ps(-87.3f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), KERN__RNE);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256i bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+  __m256i e = _mm256_slli_epi32(bits, 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static void silu_f32_avx2(int64_t n, const float *x, float *y) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 e = kern__exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+  }
+  for (; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+static void softmax_f32_avx2(int64_t n, const float *x, float *y) {
+  int64_t i = 0;
+  __m256 vm = _mm256_set1_ps(-INFINITY);
+  for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  float mx = _mm_cvtss_f32(h);
+  for (; i < n; i++) mx = fmaxf(mx, x[i]);
+  __m256 vmx = _mm256_set1_ps(mx), vs = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 e = kern__exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+    _mm256_storeu_ps(y + i, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  float s = kern__hsum256(vs);
+  for (; i < n; i++) {
+    y[i] = expf(x[i] - mx);
+    s += y[i];
+  }
+  scale_f32_avx2(n, 1.0f / s, y);
+}
+
 const kern_ops_t kern__ops_avx2 = {
   .name = "avx2",
   .quantize_row_q8_0 = quantize_row_q8_0_avx2,
@@ -436,12 +512,12 @@ const kern_ops_t kern__ops_avx2 = {
   .gemm_q4_0_packed = gemm_q4_0_packed_avx2,
   .dot_f32 = dot_f32_avx2,
   .axpy_f32 = axpy_f32_avx2,
-  .add_f32 = kern__add_f32_ref,
-  .mul_f32 = kern__mul_f32_ref,
-  .scale_f32 = kern__scale_f32_ref,
-  .silu_f32 = kern__silu_f32_ref,
+  .add_f32 = add_f32_avx2,
+  .mul_f32 = mul_f32_avx2,
+  .scale_f32 = scale_f32_avx2,
+  .silu_f32 = silu_f32_avx2,
   .gelu_f32 = kern__gelu_f32_ref,
-  .softmax_f32 = kern__softmax_f32_ref,
+  .softmax_f32 = softmax_f32_avx2,
   .rmsnorm_f32 = kern__rmsnorm_f32_ref,
   .layernorm_f32 = kern__layernorm_f32_ref,
 };
