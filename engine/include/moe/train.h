@@ -9,9 +9,11 @@
  * weights in the forward pass, straight-through gradients) and export to a model file in fp32,
  * q8_0 or q4_0 (post-training quantization, exactly the format moe_model_load reads).
  *
- * Supported today: the tabular encoder (numeric + categorical embeddings) and the sensor encoder
- * (1-D convolution stack) with any number of MoE blocks and the three task heads. Configs with a
- * text encoder are refused with MOE_EUNSUPPORTED and a message saying so.
+ * Every encoder is supported: tabular (numeric + categorical embeddings), sensor (1-D
+ * convolution stack) and text (token and position embeddings, windowed multi-head attention with
+ * global tokens, SwiGLU feed-forward, norms), with any number of MoE blocks and the three task
+ * heads. Text attention keeps each row's (n, n) probabilities per head for the backward pass, so
+ * its memory grows with max_len^2.
  *
  * Threading: a trainer belongs to one thread at a time. For a given seed, options and data the
  * results are bit-identical from run to run (one thread; OpenBLAS with a fixed thread count).
@@ -75,7 +77,7 @@ void moe_train_opts_default(moe_train_opts_t *opts);
 
 /*
  * A data set (or one batch) of rows, all borrowed: numeric + categorical for the tabular
- * encoder, window for the sensor encoder. label is read for binary (0 or 1)
+ * encoder, window for the sensor encoder, tokens + n_tokens for the text encoder. label is read for binary (0 or 1)
  * and multiclass (class index) tasks, target (n_rows, n_labels) for regression.
  */
 typedef struct moe_train_data_s {
@@ -85,6 +87,8 @@ typedef struct moe_train_data_s {
   const int32_t *label;       /* (n_rows) */
   const float *target;        /* (n_rows, n_labels) */
   const float *window;        /* sensor: (n_rows, window, channels) raw readings, time major */
+  const int32_t *tokens;      /* text: (n_rows, max_len) ids; row r uses its first n_tokens[r] */
+  const int32_t *n_tokens;    /* text: (n_rows), each in [1, max_len] */
 } moe_train_data_t;
 
 /*

@@ -364,6 +364,218 @@ static int encode_sensor_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, co
   return MOE_OK;
 }
 
+/* ---- text encoder ---------------------------------------------------------------------- */
+
+static bool attn_allowed(int i, int j, int window, int n_global) {
+  return (i > j ? i - j : j - i) <= window / 2 || i < n_global || j < n_global;
+}
+
+/* One row of n tokens: qkv (n, 3 d) -> out (n, d); P receives the probabilities (heads, n, n). */
+static void attn_fwd(const tr_real *qkv, int n, int d, int n_head, int window, int n_global, tr_real *P,
+                     tr_real *out) {
+  const int dh = d / n_head;
+  const tr_real scale = (tr_real)(1.0 / sqrt((double)dh));
+  for (int hd = 0; hd < n_head; hd++) {
+    tr_real *Ph = P + (size_t)hd * n * n;
+    for (int i = 0; i < n; i++) {
+      const tr_real *q = qkv + (size_t)i * 3 * d + hd * dh;
+      tr_real *p = Ph + (size_t)i * n, mx = -INFINITY, sum = 0;
+      for (int j = 0; j < n; j++) {
+        if (!attn_allowed(i, j, window, n_global)) {
+          p[j] = -INFINITY;
+          continue;
+        }
+        const tr_real *k = qkv + (size_t)j * 3 * d + d + hd * dh;
+        tr_real sc = 0;
+        for (int t = 0; t < dh; t++) sc += q[t] * k[t];
+        p[j] = sc * scale;
+        mx = p[j] > mx ? p[j] : mx;
+      }
+      for (int j = 0; j < n; j++) sum += (p[j] = p[j] == -INFINITY ? 0 : (tr_real)exp(p[j] - mx));
+      for (int j = 0; j < n; j++) p[j] /= sum;
+      tr_real *o = out + (size_t)i * d + hd * dh;
+      for (int t = 0; t < dh; t++) o[t] = 0;
+      for (int j = 0; j < n; j++) {
+        if (p[j] == 0) continue;
+        const tr_real *v = qkv + (size_t)j * 3 * d + 2 * d + hd * dh;
+        for (int t = 0; t < dh; t++) o[t] += p[j] * v[t];
+      }
+    }
+  }
+}
+
+/* Given dout (n, d): dqkv (n, 3 d) overwritten. dp: scratch (n). */
+static void attn_bwd(const tr_real *qkv, int n, int d, int n_head, const tr_real *P, const tr_real *dout,
+                     tr_real *dqkv, tr_real *dp) {
+  const int dh = d / n_head;
+  const tr_real scale = (tr_real)(1.0 / sqrt((double)dh));
+  memset(dqkv, 0, (size_t)n * 3 * d * sizeof(tr_real));
+  for (int hd = 0; hd < n_head; hd++) {
+    const tr_real *Ph = P + (size_t)hd * n * n;
+    for (int i = 0; i < n; i++) {
+      const tr_real *p = Ph + (size_t)i * n, *go = dout + (size_t)i * d + hd * dh;
+      const tr_real *q = qkv + (size_t)i * 3 * d + hd * dh;
+      tr_real dot = 0;
+      for (int j = 0; j < n; j++) {
+        dp[j] = 0;
+        if (p[j] == 0) continue;
+        const tr_real *v = qkv + (size_t)j * 3 * d + 2 * d + hd * dh;
+        tr_real *dv = dqkv + (size_t)j * 3 * d + 2 * d + hd * dh;
+        for (int t = 0; t < dh; t++) {
+          dp[j] += go[t] * v[t];
+          dv[t] += p[j] * go[t];
+        }
+        dot += dp[j] * p[j];
+      }
+      tr_real *dq = dqkv + (size_t)i * 3 * d + hd * dh;
+      for (int j = 0; j < n; j++) {
+        if (p[j] == 0) continue;
+        const tr_real ds = p[j] * (dp[j] - dot) * scale;
+        const tr_real *k = qkv + (size_t)j * 3 * d + d + hd * dh;
+        tr_real *dk = dqkv + (size_t)j * 3 * d + d + hd * dh;
+        for (int t = 0; t < dh; t++) {
+          dq[t] += ds * k[t];
+          dk[t] += ds * q[t];
+        }
+      }
+    }
+  }
+}
+
+static int encode_text(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = c->m, d = tr->d, F = cfg->text_d_ff;
+  if (batch->tokens == NULL || batch->n_tokens == NULL) {
+    snprintf(tr->err, sizeof tr->err, "batch: tokens or n_tokens is NULL but the model reads text");
+    return MOE_EINVAL;
+  }
+  if (!(c->ts = moe__arena_alloc(&tr->arena, (size_t)(m + 1) * sizeof(int)))) return MOE_ENOMEM;
+  c->ts[0] = 0;
+  for (int r = 0; r < m; r++) {
+    const int n = batch->n_tokens[r];
+    if (n < 1 || n > cfg->max_len) {
+      snprintf(tr->err, sizeof tr->err, "row %d: %d tokens, expected 1 to max_len %d", r, n, cfg->max_len);
+      return MOE_EDATA;
+    }
+    for (int i = 0; i < n; i++) {
+      const int id = batch->tokens[(size_t)r * cfg->max_len + i];
+      if (id < 0 || id >= cfg->vocab_size) {
+        snprintf(tr->err, sizeof tr->err, "row %d: token %d has id %d, outside [0, %d)", r, i, id, cfg->vocab_size);
+        return MOE_EDATA;
+      }
+    }
+    c->ts[r + 1] = c->ts[r] + n;
+  }
+  const int N = c->ts[m];
+  size_t n_p = 0;
+  for (int r = 0; r < m; r++) n_p += (size_t)cfg->n_head * (c->ts[r + 1] - c->ts[r]) * (c->ts[r + 1] - c->ts[r]);
+  c->tl = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_layer + 1) * sizeof(tr_text_layer_cache_t));
+  tr_real *h = ALLOC_R((size_t)N * d), *t = ALLOC_R((size_t)N * d), *hb = ALLOC_R((size_t)N * F);
+  if (!c->tl || !h || !t || !hb) return MOE_ENOMEM;
+  for (int r = 0; r < m; r++)
+    for (int i = 0; i < c->ts[r + 1] - c->ts[r]; i++) {
+      const tr_real *te = W + tr->tok + (size_t)batch->tokens[(size_t)r * cfg->max_len + i] * d;
+      const tr_real *pe = W + tr->pos + (size_t)i * d;
+      for (int j = 0; j < d; j++) h[(size_t)(c->ts[r] + i) * d + j] = te[j] + pe[j];
+    }
+  for (int l = 0; l < cfg->n_layer; l++) {
+    const tr_text_layer_t *L = &tr->layers[l];
+    tr_text_layer_cache_t *lc = &c->tl[l];
+    lc->hin = ALLOC_R((size_t)N * d);
+    lc->a = ALLOC_R((size_t)N * d);
+    lc->amu = ALLOC_R(N);
+    lc->ars = ALLOC_R(N);
+    lc->qkv = ALLOC_R((size_t)N * 3 * d);
+    lc->o = ALLOC_R((size_t)N * d);
+    lc->P = ALLOC_R(n_p);
+    lc->poff = moe__arena_alloc(&tr->arena, (size_t)m * sizeof(size_t));
+    lc->hmid = ALLOC_R((size_t)N * d);
+    lc->b = ALLOC_R((size_t)N * d);
+    lc->bmu = ALLOC_R(N);
+    lc->brs = ALLOC_R(N);
+    lc->FA = ALLOC_R((size_t)N * F);
+    lc->FB = ALLOC_R((size_t)N * F);
+    if (!lc->hin || !lc->a || !lc->amu || !lc->ars || !lc->qkv || !lc->o || !lc->P || !lc->poff || !lc->hmid ||
+        !lc->b || !lc->bmu || !lc->brs || !lc->FA || !lc->FB)
+      return MOE_ENOMEM;
+    memcpy(lc->hin, h, (size_t)N * d * sizeof(tr_real));
+    norm_fwd(tr, &L->attn_norm, W, h, N, lc->a, lc->amu, lc->ars);
+    lin_fwd(&L->qkv, W, lc->a, N, lc->qkv);
+    size_t off = 0;
+    for (int r = 0; r < m; r++) {
+      const int n = c->ts[r + 1] - c->ts[r];
+      lc->poff[r] = off;
+      attn_fwd(lc->qkv + (size_t)c->ts[r] * 3 * d, n, d, cfg->n_head, cfg->windows[l], cfg->n_global, lc->P + off,
+               lc->o + (size_t)c->ts[r] * d);
+      off += (size_t)cfg->n_head * n * n;
+    }
+    lin_fwd(&L->out, W, lc->o, N, t);
+    for (size_t i = 0; i < (size_t)N * d; i++) h[i] += t[i];
+    memcpy(lc->hmid, h, (size_t)N * d * sizeof(tr_real));
+    norm_fwd(tr, &L->ffn_norm, W, h, N, lc->b, lc->bmu, lc->brs);
+    ffn_fwd(&L->ffn, W, lc->b, N, lc->FA, lc->FB, hb, t);
+    for (size_t i = 0; i < (size_t)N * d; i++) h[i] += t[i];
+  }
+  c->tfin = h;
+  c->te = ALLOC_R((size_t)N * d);
+  c->temu = ALLOC_R(N);
+  c->ters = ALLOC_R(N);
+  if (!c->te || !c->temu || !c->ters) return MOE_ENOMEM;
+  norm_fwd(tr, &tr->enc_norm, W, h, N, c->te, c->temu, c->ters);
+  for (int r = 0; r < m; r++) {
+    tr_real *p = c->x0 + (size_t)r * d;
+    const int n = c->ts[r + 1] - c->ts[r];
+    memset(p, 0, (size_t)d * sizeof(tr_real));
+    for (int i = c->ts[r]; i < c->ts[r + 1]; i++)
+      for (int j = 0; j < d; j++) p[j] += c->te[(size_t)i * d + j];
+    for (int j = 0; j < d; j++) p[j] /= (tr_real)n;
+  }
+  return MOE_OK;
+}
+
+/* dpool (m, d): gradient w.r.t. the pooled vector. */
+static int encode_text_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, const tr_cache_t *c,
+                           const tr_real *dpool) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = c->m, d = tr->d, F = cfg->text_d_ff, N = c->ts[m];
+  tr_real *de = ALLOC_R((size_t)N * d), *dh = ALLOC_R((size_t)N * d), *dt = ALLOC_R((size_t)N * d);
+  tr_real *dq = ALLOC_R((size_t)N * 3 * d), *hb = ALLOC_R((size_t)N * F), *dA = ALLOC_R((size_t)N * F);
+  tr_real *dB = ALLOC_R((size_t)N * F), *dp = ALLOC_R(cfg->max_len);
+  if (!de || !dh || !dt || !dq || !hb || !dA || !dB || !dp) return MOE_ENOMEM;
+  for (int r = 0; r < m; r++) {
+    const int n = c->ts[r + 1] - c->ts[r];
+    for (int i = c->ts[r]; i < c->ts[r + 1]; i++)
+      for (int j = 0; j < d; j++) de[(size_t)i * d + j] = dpool[(size_t)r * d + j] / (tr_real)n;
+  }
+  memset(dh, 0, (size_t)N * d * sizeof(tr_real));
+  norm_bwd(tr, &tr->enc_norm, W, G, c->tfin, c->temu, c->ters, de, N, dh);
+  for (int l = cfg->n_layer - 1; l >= 0; l--) {
+    const tr_text_layer_t *L = &tr->layers[l];
+    const tr_text_layer_cache_t *lc = &c->tl[l];
+    /* h_out = hmid + ffn(ffn_norm(hmid)): dh passes, the FFN branch adds through the norm. */
+    ffn_bwd(&L->ffn, W, G, lc->b, lc->FA, lc->FB, dh, N, hb, dA, dB, dt);
+    norm_bwd(tr, &L->ffn_norm, W, G, lc->hmid, lc->bmu, lc->brs, dt, N, dh);
+    /* hmid = hin + out(attn(qkv(attn_norm(hin)))). */
+    lin_bwd(&L->out, W, G, lc->o, dh, N, dt, false);
+    for (int r = 0; r < m; r++)
+      attn_bwd(lc->qkv + (size_t)c->ts[r] * 3 * d, c->ts[r + 1] - c->ts[r], d, cfg->n_head, lc->P + lc->poff[r],
+               dt + (size_t)c->ts[r] * d, dq + (size_t)c->ts[r] * 3 * d, dp);
+    lin_bwd(&L->qkv, W, G, lc->a, dq, N, dt, false);
+    norm_bwd(tr, &L->attn_norm, W, G, lc->hin, lc->amu, lc->ars, dt, N, dh);
+  }
+  for (int r = 0; r < m; r++)
+    for (int i = 0; i < c->ts[r + 1] - c->ts[r]; i++) {
+      const tr_real *g = dh + (size_t)(c->ts[r] + i) * d;
+      tr_real *gt = G + tr->tok + (size_t)c->batch->tokens[(size_t)r * cfg->max_len + i] * d;
+      tr_real *gp = G + tr->pos + (size_t)i * d;
+      for (int j = 0; j < d; j++) {
+        gt[j] += g[j];
+        gp[j] += g[j];
+      }
+    }
+  return MOE_OK;
+}
+
 /* ---- whole model --------------------------------------------------------------------------- */
 
 static int encode_tabular(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
@@ -409,9 +621,12 @@ int moe__tr_forward(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t 
   tr_real *h = ALLOC_R((size_t)m * d);
   c->blk = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_moe + 1) * sizeof(tr_block_cache_t));
   if (!c->x0 || !h || !c->blk) return MOE_ENOMEM;
-  rc = cfg->enc == MOE_ENCODER_SENSOR ? encode_sensor(tr, W, batch, c) : encode_tabular(tr, W, batch, c);
+  rc = cfg->enc == MOE_ENCODER_SENSOR ? encode_sensor(tr, W, batch, c)
+       : cfg->enc == MOE_ENCODER_TEXT ? encode_text(tr, W, batch, c)
+                                       : encode_tabular(tr, W, batch, c);
   if (rc != MOE_OK) return rc;
-  lin_fwd(&tr->enc_in, W, c->x0, m, h);
+  if (cfg->enc == MOE_ENCODER_TEXT) memcpy(h, c->x0, (size_t)m * d * sizeof(tr_real));
+  else lin_fwd(&tr->enc_in, W, c->x0, m, h);
   for (int b = 0; b < cfg->n_moe; b++) {
     if ((rc = block_fwd(tr, &tr->blocks[b], W, h, m, &c->blk[b])) != MOE_OK) return rc;
   }
@@ -589,6 +804,7 @@ int moe__tr_backward(moe_trainer_t *tr, const tr_real *W, const tr_cache_t *c, c
     int rc = block_bwd(tr, &tr->blocks[b], W, G, &c->blk[b], m, dh);
     if (rc != MOE_OK) return rc;
   }
+  if (cfg->enc == MOE_ENCODER_TEXT) return encode_text_bwd(tr, W, G, c, dh);
   const bool need_dx0 = cfg->enc == MOE_ENCODER_SENSOR ? cfg->n_conv > 0 : cfg->n_categorical > 0;
   lin_bwd(&tr->enc_in, W, G, c->x0, dh, m, need_dx0 ? dx0 : NULL, false);
   if (cfg->enc == MOE_ENCODER_SENSOR) return encode_sensor_bwd(tr, W, G, c, dx0);

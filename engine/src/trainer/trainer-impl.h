@@ -52,6 +52,12 @@ typedef struct tr_ffn_s {
   tr_lin_t gate, up, down;
 } tr_ffn_t;
 
+typedef struct tr_text_layer_s {
+  tr_norm_t attn_norm, ffn_norm;
+  tr_lin_t qkv, out; /* (3 d, d), (d, d), no biases */
+  tr_ffn_t ffn;
+} tr_text_layer_t;
+
 typedef struct tr_block_s {
   moe__moe_cfg_t cfg;
   tr_norm_t norm;
@@ -87,7 +93,21 @@ typedef struct tr_cache_s {
   tr_real **cx;       /* (n_conv + 1) conv inputs: cx[0] (m, T, C) normalised, cx[l] after conv l-1's activation */
   tr_real **cz;       /* (n_conv) conv pre-activations (m, t_out_l, out_l) */
   int *ct;            /* (n_conv + 1) time steps: ct[0] = T */
+  /* text encoder: N tokens of all rows, row r's at [ts[r], ts[r + 1]) */
+  int *ts;            /* (m + 1) */
+  struct tr_text_layer_cache_s *tl; /* (n_layer) */
+  tr_real *tfin, *te, *temu, *ters; /* (N, d) last layer output, enc.norm output, (N) its stats */
 } tr_cache_t;
+
+/* One text layer's forward, for its backward. */
+typedef struct tr_text_layer_cache_s {
+  tr_real *hin, *a, *amu, *ars; /* (N, d) input, attn_norm output, (N) stats */
+  tr_real *qkv, *o;             /* (N, 3 d) projections, (N, d) attention output */
+  tr_real *P;                   /* per row r and head: (n_r, n_r) probabilities at poff[r] + head n_r^2 */
+  size_t *poff;                 /* (m) */
+  tr_real *hmid, *b, *bmu, *brs; /* (N, d) after attention, ffn_norm output, stats */
+  tr_real *FA, *FB;             /* (N, d_ff) ffn pre-activations */
+} tr_text_layer_cache_t;
 
 struct moe_trainer_s {
   moe__config_t cfg;
@@ -101,6 +121,9 @@ struct moe_trainer_s {
   size_t n_values;
   size_t *cat;         /* (n_categorical) offsets of the embeddings */
   tr_lin_t *conv;      /* (n_conv) sensor convolutions: w (out, in, kernel) with n = out, k = in * kernel */
+  size_t tok, pos;     /* text embeddings (vocab_size, d), (max_len, d) */
+  struct tr_text_layer_s *layers; /* (n_layer) */
+  tr_norm_t enc_norm;  /* text */
   tr_lin_t enc_in;
   tr_block_t *blocks;  /* (n_moe) */
   tr_norm_t head_norm;

@@ -146,12 +146,33 @@ static int build_registry(moe_trainer_t *tr) {
     }
     tr->d_in = c_in;
   }
+  if (cfg->enc == MOE_ENCODER_TEXT) {
+    tr->layers = moe__calloc((size_t)cfg->n_layer + 1, sizeof *tr->layers);
+    if (tr->layers == NULL) return MOE_ENOMEM;
+    TRY(add_tensor(tr, &tr->tok, true, false, 2, cfg->vocab_size, tr->d, 1, "enc.tok.weight"));
+    TRY(add_tensor(tr, &tr->pos, true, false, 2, cfg->max_len, tr->d, 1, "enc.pos.weight"));
+    for (int l = 0; l < cfg->n_layer; l++) {
+      tr_text_layer_t *L = &tr->layers[l];
+      snprintf(name, sizeof name, "enc.layer.%d.attn_norm", l);
+      TRY(add_norm(tr, &L->attn_norm, name));
+      snprintf(name, sizeof name, "enc.layer.%d.attn.qkv", l);
+      TRY(add_linear(tr, &L->qkv, 3 * tr->d, tr->d, false, true, name));
+      snprintf(name, sizeof name, "enc.layer.%d.attn.out", l);
+      TRY(add_linear(tr, &L->out, tr->d, tr->d, false, true, name));
+      snprintf(name, sizeof name, "enc.layer.%d.ffn_norm", l);
+      TRY(add_norm(tr, &L->ffn_norm, name));
+      snprintf(name, sizeof name, "enc.layer.%d.ffn", l);
+      TRY(add_ffn(tr, &L->ffn, cfg->text_d_ff, name));
+    }
+    TRY(add_norm(tr, &tr->enc_norm, "enc.norm"));
+    tr->d_in = tr->d;
+  }
   for (int i = 0; i < cfg->n_categorical; i++) {
     TRY(add_tensor(tr, &tr->cat[i], true, false, 2, cfg->categorical[i].vocab_size, cfg->categorical[i].dim, 1,
                    "enc.cat.%d.weight", i));
     tr->d_in += cfg->categorical[i].dim;
   }
-  TRY(add_linear(tr, &tr->enc_in, tr->d, tr->d_in, true, true, "enc.in"));
+  if (cfg->enc != MOE_ENCODER_TEXT) TRY(add_linear(tr, &tr->enc_in, tr->d, tr->d_in, true, true, "enc.in"));
   int n_bias = 0;
   for (int b = 0; b < cfg->n_moe; b++) n_bias += cfg->moe[b].n_expert;
   tr_real *bias = moe__calloc((size_t)n_bias + 1, sizeof(tr_real));
@@ -247,11 +268,6 @@ static int trainer_build(const char *json, size_t len, uint64_t seed, const moe_
     goto fail;
   }
   if ((rc = moe__config_parse(moe_json_root(tr->doc), &tr->cfg, errstr, size)) != MOE_OK) goto fail;
-  if (tr->cfg.enc == MOE_ENCODER_TEXT) {
-    rc = fail(errstr, size, MOE_EUNSUPPORTED,
-              "config.encoder.kind: the trainer supports \"tabular\" and \"sensor\" so far, not \"text\"");
-    goto fail;
-  }
   tr->d = tr->cfg.d_model;
   tr->n_out = tr->cfg.task == MOE_TASK_BINARY ? 1 : tr->cfg.n_labels;
   if (opts != NULL) tr->opts = *opts;
@@ -354,6 +370,7 @@ void moe_trainer_free(moe_trainer_t *tr) {
   moe__free(tr->blocks);
   moe__free(tr->cat);
   moe__free(tr->conv);
+  moe__free(tr->layers);
   moe__free(tr->tensors);
   moe__free(tr->p);
   moe__free(tr->g);
@@ -470,6 +487,8 @@ static moe_train_data_t slice(const moe_trainer_t *tr, const moe_train_data_t *d
   if (d->label) s.label = d->label + lo;
   if (d->target) s.target = d->target + (size_t)lo * tr->n_out;
   if (d->window) s.window = d->window + (size_t)lo * tr->cfg.window * tr->cfg.n_channels;
+  if (d->tokens) s.tokens = d->tokens + (size_t)lo * tr->cfg.max_len;
+  if (d->n_tokens) s.n_tokens = d->n_tokens + lo;
   return s;
 }
 
@@ -610,9 +629,11 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
   float *tgt = moe__malloc((size_t)bs * no * sizeof(float));
   const size_t nw = (size_t)cfg->window * cfg->n_channels;
   float *win = moe__malloc(((size_t)bs * nw + 1) * sizeof(float));
+  const size_t ml = (size_t)cfg->max_len;
+  int32_t *tok = moe__malloc(((size_t)bs * ml + 1) * sizeof(int32_t)), *ntok = moe__malloc((size_t)bs * sizeof(int32_t));
   tr_real *best = moe__malloc((tr->n_values + (size_t)n_bias + 1) * sizeof(tr_real));
   rc = MOE_ENOMEM;
-  if (!perm || !num || !cat || !lab || !tgt || !win || !best) goto out;
+  if (!perm || !num || !cat || !lab || !tgt || !win || !tok || !ntok || !best) goto out;
   for (int i = 0; i < n; i++) perm[i] = i;
   const bool hib = val != NULL && moe_metric_higher_is_better(fo->metric);
   res->best_metric = hib ? -INFINITY : INFINITY;
@@ -634,13 +655,17 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
         if (train->label) lab[i] = train->label[r];
         if (train->target) memcpy(tgt + (size_t)i * no, train->target + r * no, (size_t)no * sizeof(float));
         if (train->window) memcpy(win + (size_t)i * nw, train->window + r * nw, nw * sizeof(float));
+        if (train->tokens) memcpy(tok + (size_t)i * ml, train->tokens + r * ml, ml * sizeof(int32_t));
+        if (train->n_tokens) ntok[i] = train->n_tokens[r];
       }
       moe_train_data_t batch = {m,
                                 nn && train->numeric ? num : NULL,
                                 nc && train->categorical ? cat : NULL,
                                 train->label ? lab : NULL,
                                 train->target ? tgt : NULL,
-                                train->window ? win : NULL};
+                                train->window ? win : NULL,
+                                train->tokens ? tok : NULL,
+                                train->n_tokens ? ntok : NULL};
       double loss;
       if ((rc = moe_trainer_step(tr, &batch, &loss)) != MOE_OK) goto out;
       sum += loss * m;
@@ -674,6 +699,8 @@ out:
   moe__free(lab);
   moe__free(tgt);
   moe__free(win);
+  moe__free(tok);
+  moe__free(ntok);
   moe__free(best);
   return rc;
 }

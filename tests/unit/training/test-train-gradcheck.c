@@ -1,7 +1,8 @@
 /*
  * Gradient checks of the trainer's backward pass against central finite differences, in double
  * (this executable builds the trainer with MOE_TRAIN_F64), for every parameter tensor kind of
- * the tabular and sensor models: 1-D convolutions (strides 1 and 2, GELU and SiLU), categorical
+ * the tabular, sensor and text models: token and position embeddings, windowed multi-head
+ * attention with a global token (qkv and out projections), the text FFN and norms, 1-D convolutions (strides 1 and 2, GELU and SiLU), categorical
  * embeddings, enc.in weight and bias, RMS and layer norm weights
  * and biases, routers (softmax and sigmoid scores, normalised and scaled gates, top-1 and
  * top-2, with the auxiliary balance loss), routed and shared experts' gate / up / down, the
@@ -80,7 +81,13 @@ static void run_case(const gc_case_t *cs) {
   const int nw = tr->cfg.window * tr->cfg.n_channels;
   ASSERT(nw <= 64);
   for (int i = 0; i < M * nw; i++) win[i] = (float)(3 * urand() - 1);
-  moe_train_data_t batch = {M, num, cat, lab, tgt, win};
+  int32_t tok[M * 16], ntok[M];
+  ASSERT(tr->cfg.max_len <= 16);
+  for (int r = 0; r < M; r++) {
+    ntok[r] = tr->cfg.max_len > 0 ? 1 + (r * 5) % tr->cfg.max_len : 0;
+    for (int i = 0; i < tr->cfg.max_len; i++) tok[r * tr->cfg.max_len + i] = (int32_t)(urand() * tr->cfg.vocab_size);
+  }
+  moe_train_data_t batch = {M, num, cat, lab, tgt, win, tok, ntok};
   tr_cache_t c;
   double loss;
   ASSERT_OK(moe__tr_loss_grad(tr, &batch, &loss, &c));
@@ -204,5 +211,25 @@ TEST(sensor_silu_multiclass_layernorm) {
                            "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"softmax\"}],"
                            "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
                   MOE_LOSS_CE};
+  run_case(&cs);
+}
+
+#define CFG_TEXT                                                                                             \
+  "\"encoder\":{\"kind\":\"text\",\"vocab_size\":12,\"max_len\":7,\"n_layer\":2,\"n_head\":2,\"d_ff\":6,"        \
+  "\"window\":[2,4],\"n_global\":1},"
+
+TEST(text_regression) {
+  gc_case_t cs = {"text, regression",
+                  CFG_HEAD CFG_TEXT "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"sigmoid\"}],"
+                                    "\"task\":{\"kind\":\"regression\",\"labels\":[\"y\"]}}",
+                  MOE_LOSS_MSE};
+  run_case(&cs);
+}
+
+TEST(text_binary_layernorm) {
+  gc_case_t cs = {"text, binary, layernorm",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_TEXT MOE_TWO
+                           "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                  MOE_LOSS_BCE};
   run_case(&cs);
 }

@@ -177,15 +177,6 @@ TEST(deterministic_for_a_seed) {
 TEST(bad_input_is_named) {
   char err[256];
   moe_trainer_t *tr = NULL;
-  /* A text config: not supported yet, and said so. */
-  const char *text =
-      "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"s\",\"quant\":\"f32\",\"d_model\":8,"
-      "\"encoder\":{\"kind\":\"text\",\"vocab_size\":10,\"max_len\":8,\"n_layer\":1,\"n_head\":2,\"d_ff\":8,"
-      "\"window\":[4],\"n_global\":1},\"moe\":[],"
-      "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}";
-  ASSERT_EQ(moe_trainer_new(text, 1, NULL, &tr, err, sizeof err), MOE_EUNSUPPORTED);
-  ASSERT_NULL(tr);
-  ASSERT_STR_CONTAINS(err, "config.encoder.kind");
   /* A misspelt config key. */
   ASSERT_EQ(moe_trainer_new("{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"x\",\"quant\":\"f32\","
                             "\"d_modle\":8}",
