@@ -494,6 +494,68 @@ static void softmax_f32_avx2(int64_t n, const float *x, float *y) {
   scale_f32_avx2(n, 1.0f / s, y);
 }
 
+/* GELU with erf from Abramowitz & Stegun 7.1.26, as gelu_f32_avx512. */
+static void gelu_f32_avx2(int64_t n, const float *x, float *y) {
+  const __m256 p = _mm256_set1_ps(0.3275911f), one = _mm256_set1_ps(1.0f);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+    __m256 a = _mm256_and_ps(z, absmask);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, a, one));
+    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.421413741f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-0.284496736f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(0.254829592f));
+    q = _mm256_mul_ps(q, t);
+    __m256 e = kern__exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+    __m256 tail = _mm256_mul_ps(q, e);
+    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
+    __m256 onep = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), tail), tail, neg);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), onep));
+  }
+  for (; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+static void rmsnorm_f32_avx2(int64_t n, const float *x, const float *g, float eps, float *y) {
+  float r = 1.0f / sqrtf(dot_f32_avx2(n, x, x) / (float)(n > 0 ? n : 1) + eps);
+  __m256 vr = _mm256_set1_ps(r);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vr);
+    if (g) v = _mm256_mul_ps(v, _mm256_loadu_ps(g + i));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; i++) y[i] = x[i] * r * (g ? g[i] : 1.0f);
+}
+
+static void layernorm_f32_avx2(int64_t n, const float *x, const float *g, const float *b,
+                               float eps, float *y) {
+  int64_t nn = n > 0 ? n : 1, i = 0;
+  __m256 vs = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) vs = _mm256_add_ps(vs, _mm256_loadu_ps(x + i));
+  float s = kern__hsum256(vs);
+  for (; i < n; i++) s += x[i];
+  float mean = s / (float)nn;
+  __m256 vmean = _mm256_set1_ps(mean), vv = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vmean);
+    vv = _mm256_fmadd_ps(d, d, vv);
+  }
+  float var = kern__hsum256(vv);
+  for (; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+  float r = 1.0f / sqrtf(var / (float)nn + eps);
+  __m256 vr = _mm256_set1_ps(r);
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmean), vr);
+    if (g) v = _mm256_mul_ps(v, _mm256_loadu_ps(g + i));
+    if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + i));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; i++) y[i] = (x[i] - mean) * r * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f);
+}
+
 const kern_ops_t kern__ops_avx2 = {
   .name = "avx2",
   .quantize_row_q8_0 = quantize_row_q8_0_avx2,
@@ -516,8 +578,8 @@ const kern_ops_t kern__ops_avx2 = {
   .mul_f32 = mul_f32_avx2,
   .scale_f32 = scale_f32_avx2,
   .silu_f32 = silu_f32_avx2,
-  .gelu_f32 = kern__gelu_f32_ref,
+  .gelu_f32 = gelu_f32_avx2,
   .softmax_f32 = softmax_f32_avx2,
-  .rmsnorm_f32 = kern__rmsnorm_f32_ref,
-  .layernorm_f32 = kern__layernorm_f32_ref,
+  .rmsnorm_f32 = rmsnorm_f32_avx2,
+  .layernorm_f32 = layernorm_f32_avx2,
 };
