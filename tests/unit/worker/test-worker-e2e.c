@@ -383,6 +383,18 @@ TEST(worker_end_to_end) {
   ASSERT_NOT_NULL(pauses);
   fprintf(stderr, "back-pressure pauses during the backlog: %ld\n",
           atol(pauses + strlen("sluice_backpressure_pauses_total ")));
+  /* Lag per partition, refreshed every 2 s: caught up, so 0 on each of the three. */
+  char lag[3][256];
+  for (int p = 0; p < N_PARTS; p++)
+    snprintf(lag[p], sizeof lag[p], "sluice_consumer_lag{topic=\"%s\",partition=\"%d\"} 0\n",
+             c.topic, p);
+  for (int i = 0; i < 200; i++) {
+    http_get(c.port, "/metrics", &status, body, sizeof body);
+    if (strstr(body, lag[0]) && strstr(body, lag[1]) && strstr(body, lag[2])) break;
+    usleep(50000);
+  }
+  for (int p = 0; p < N_PARTS; p++) ASSERT_STR_CONTAINS(body, lag[p]);
+  ASSERT_STR_CONTAINS(body, "sluice_partitions_assigned 3\n");
   http_get(c.port, "/info", &status, body, sizeof body);
   ASSERT_EQ(status, 200);
   ASSERT_STR_CONTAINS(body, "# worker\nstate:running\n");
