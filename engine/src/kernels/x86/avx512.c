@@ -9,8 +9,10 @@
  * already unsigned (0..15) and start at -8 * sum(x). The packed layout puts 16 output rows
  * side by side, 4 consecutive inputs per 32-bit lane, so that one vpdpbusd advances 16 dot
  * products by 4 inputs with the activation bytes broadcast from memory; after 8 of them a lane
- * holds the exact int32 sum of one block, which is then scaled in float. Unpacked weights
- * (gemm_q8_0) are packed on the fly into a stack buffer, a panel at a time.
+ * holds the exact int32 sum of one block, which is then scaled in float. A tile is up to 4
+ * activation rows x 3 groups (48 outputs) for GEMM, 1 row x 4 groups for GEMV, all in
+ * registers. Row-format weights (gemm_q8_0 / gemm_q4_0) are packed on the fly into a stack
+ * buffer, a panel at a time.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -26,8 +28,8 @@
 
 /* ---- packed layout ---------------------------------------------------------------------
  * Per group of 16 output rows (the last zero-padded): the fp16 scales of every block,
- * d[kb][16], padded to 64 bytes, then the quants of every block. q8_0: per block 8 lanes
- * groups of 64 bytes, byte (c * 4 + t) of group j = w[row c][4 j + t] + 128. q4_0: per block
+ * d[kb][16], padded to 64 bytes, then the quants of every block. q8_0: per block 8
+ * lane groups of 64 bytes, byte (c * 4 + t) of group j = w[row c][4 j + t] + 128. q4_0: per block
  * 4 units of 64 bytes, byte (c * 4 + t) of unit j holds input 8 j + t in its low nibble and
  * 8 j + 4 + t in its high nibble (so a unit feeds two vpdpbusd with a mask and a shift). */
 #define KERN__GR 16                  /* output rows per group */
