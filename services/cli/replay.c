@@ -158,6 +158,96 @@ fail_quiet:
   return err;
 }
 
+/* ---- notes ------------------------------------------------------------------------------ */
+
+static void notes_close(cli_notes_t *nt) {
+  for (size_t f = 0; nt->file && f < nt->n_file; f++) free(nt->file[f]);
+  for (size_t i = 0; i < nt->n_rows; i++) {
+    free(nt->id[i]);
+    free(nt->text[i]);
+  }
+  free(nt->file);
+  free(nt->file_index);
+  free(nt->row);
+  free(nt->id);
+  free(nt->text);
+  memset(nt, 0, sizeof(*nt));
+}
+
+static int notes_reserve(cli_notes_t *nt, size_t *cap) {
+  if (nt->n_rows < *cap) return CLI_OK;
+  size_t nc = *cap ? *cap * 2 : 1024;
+  void *p;
+#define GROW(field)                                                        \
+  if ((p = realloc(nt->field, nc * sizeof(*nt->field))) == NULL) return CLI_ENOMEM; \
+  nt->field = p;
+  GROW(file_index)
+  GROW(row)
+  GROW(id)
+  GROW(text)
+#undef GROW
+  *cap = nc;
+  return CLI_OK;
+}
+
+
+static int notes_load(cli_notes_t *nt, int task, const char *const *files, size_t n_file,
+                      char *errstr, size_t errstr_size) {
+  const char *text_col = task == CLI_TASK_MTSAMPLES ? "transcription" : "medical_abstract";
+  const char *id_col = task == CLI_TASK_MTSAMPLES ? "note_id" : NULL;
+  size_t cap = 0;
+  int err = CLI_ENOMEM;
+  memset(nt, 0, sizeof(*nt));
+  if ((nt->file = calloc(n_file ? n_file : 1, sizeof(char *))) == NULL) goto oom;
+  for (size_t f = 0; f < n_file; f++) {
+    if ((nt->file[f] = strdup(files[f])) == NULL) goto oom;
+    nt->n_file++;
+  }
+  for (size_t f = 0; f < n_file; f++) {
+    cli_csv_t csv;
+    int eof = 0;
+    if ((err = cli_csv_open(&csv, files[f], ',', errstr, errstr_size))) goto fail;
+    err = cli_csv_next(&csv, &eof, errstr, errstr_size);
+    int tc = err || eof ? -1 : cli_csv_find(&csv, text_col);
+    int ic = err || eof || id_col == NULL ? -1 : cli_csv_find(&csv, id_col);
+    if (err == CLI_OK && (tc < 0 || (id_col != NULL && ic < 0)))
+      err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s:1: no '%s' column in the header",
+                      files[f], tc < 0 ? text_col : id_col);
+    char stem[128];
+    cli_replay_stem(files[f], stem, sizeof(stem));
+    for (int64_t r = 0; err == CLI_OK; r++) {
+      if ((err = cli_csv_next(&csv, &eof, errstr, errstr_size)) || eof) break;
+      if ((size_t)tc >= csv.n_field || (ic >= 0 && (size_t)ic >= csv.n_field)) {
+        err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s:%zu: expected a '%s' field",
+                        files[f], csv.record_line, (size_t)tc >= csv.n_field ? text_col : id_col);
+        break;
+      }
+      if ((err = notes_reserve(nt, &cap))) break;
+      size_t i = nt->n_rows;
+      char id[256];
+      if (ic >= 0)
+        snprintf(id, sizeof(id), "%s-%s", stem, csv.field[ic]);
+      else
+        snprintf(id, sizeof(id), "%s-%lld", stem, (long long)r);
+      nt->id[i] = strdup(id);
+      nt->text[i] = strdup(csv.field[tc]);
+      nt->file_index[i] = (uint32_t)f;
+      nt->row[i] = r;
+      nt->n_rows++;
+      if (nt->id[i] == NULL || nt->text[i] == NULL) err = CLI_ENOMEM;
+    }
+    cli_csv_close(&csv);
+    if (err == CLI_ENOMEM) goto oom;
+    if (err) goto fail;
+  }
+  return CLI_OK;
+oom:
+  err = cli__fail(CLI_ENOMEM, errstr, errstr_size, "out of memory");
+fail:
+  notes_close(nt);
+  return err;
+}
+
 /* ---- ordering --------------------------------------------------------------------------- */
 
 const char *cli_replay_stem(const char *path, char *buf, size_t size) {
@@ -252,6 +342,9 @@ int cli_replay_open(cli_replay_t *rp, int task, const char *const *files, size_t
   if (task == CLI_REPLAY_SKAB) {
     if ((err = cli_skab_load(&rp->skab, files, n_file, errstr, errstr_size))) return err;
     n = rp->skab.n_rows;
+  } else if (task == CLI_TASK_MTSAMPLES || task == CLI_TASK_ABSTRACTS) {
+    if ((err = notes_load(&rp->notes, task, files, n_file, errstr, errstr_size))) return err;
+    n = rp->notes.n_rows;
   } else {
     if ((err = cli_table_load(&rp->t, (cli_task_t)task, files, n_file, errstr, errstr_size)))
       return err;
@@ -274,6 +367,12 @@ int cli_replay_open(cli_replay_t *rp, int task, const char *const *files, size_t
       k->file = rp->skab.file_index[i];
       k->row = rp->skab.row[i];
       k->time_ms = rp->skab.time_ms[i];
+      continue;
+    }
+    if (task == CLI_TASK_MTSAMPLES || task == CLI_TASK_ABSTRACTS) {
+      k->file = rp->notes.file_index[i];
+      k->row = rp->notes.row[i];
+      k->time_ms = CLI_REPLAY_EPOCH_MS + k->row * 1000;
       continue;
     }
     const cli_table_t *t = &rp->t;
@@ -312,6 +411,8 @@ void cli_replay_close(cli_replay_t *rp) {
   free(rp->ai4i_product);
   if (rp->task == CLI_REPLAY_SKAB)
     cli_skab_close(&rp->skab);
+  else if (rp->task == CLI_TASK_MTSAMPLES || rp->task == CLI_TASK_ABSTRACTS)
+    notes_close(&rp->notes);
   else if (rp->t.n_rows || rp->t.file)
     cli_table_close(&rp->t);
   free(rp->order);
@@ -324,8 +425,11 @@ void cli_replay_close(cli_replay_t *rp) {
 int cli_replay_event(const cli_replay_t *rp, size_t k, uint64_t pass, cli_replay_event_t *ev) {
   size_t i = rp->order[k];
   int skab = rp->task == CLI_REPLAY_SKAB;
-  const char *path = skab ? rp->skab.file[rp->skab.file_index[i]] : rp->t.file[rp->t.file_index[i]];
-  int64_t row = skab ? rp->skab.row[i] : rp->t.row[i];
+  int notes = rp->task == CLI_TASK_MTSAMPLES || rp->task == CLI_TASK_ABSTRACTS;
+  const char *path = skab    ? rp->skab.file[rp->skab.file_index[i]]
+                     : notes ? rp->notes.file[rp->notes.file_index[i]]
+                             : rp->t.file[rp->t.file_index[i]];
+  int64_t row = skab ? rp->skab.row[i] : notes ? rp->notes.row[i] : rp->t.row[i];
   char stem[128], source[160];
   cli_replay_stem(path, stem, sizeof(stem));
   snprintf(source, sizeof(source), "replay:%s", base_name(path));
@@ -417,9 +521,9 @@ int cli_replay_event(const cli_replay_t *rp, size_t k, uint64_t pass, cli_replay
     break;
   }
   default:
-    snprintf(ev->key, sizeof(ev->key), "%s-%lld", stem, (long long)row);
+    snprintf(ev->key, sizeof(ev->key), "%s", rp->notes.id[i]);
     note.note_id = ev->key;
-    note.text = t->text[i];
+    note.text = rp->notes.text[i];
     env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_CLINICAL_NOTE;
     env.clinical_note = &note;
     break;

@@ -18,8 +18,11 @@
  *                  CLI_REPLAY_CMAPSS_PERIOD_MS, so the engines of a fleet run side by side.
  *   fault-skab     SensorReading{device_id = "skab-<dir>-<file stem>", the 8 channels, sequence
  *                  = row}; key = device_id; time = the file's datetime (read as UTC).
- *   records-*      ClinicalNote{note_id = "<file stem>-<row>", text}; key = note_id; time =
- *                  epoch + row seconds (no time column). Labels are never sent.
+ *   records-*      ClinicalNote{note_id, text} for every row of the file as it is (no
+ *                  de-duplication, no label filter: that is the training set's business);
+ *                  note_id = "<file stem>-<note_id column>" for MTSamples, "<file stem>-<row>"
+ *                  for the abstracts (no id column); key = note_id; time = epoch + row seconds
+ *                  (no time column). Labels are never sent.
  * Every event: event_id = "<file base name>:<row>" (row = 0-based data row of the file), with
  * "#<pass>" appended from the second pass of --loop on (times then move on by the data's
  * span plus one period, so event time keeps increasing); source = "sluice-replay". Events are
@@ -63,9 +66,21 @@ int cli_skab_load(cli_skab_t *s, const char *const *files, size_t n_file, char *
                   size_t errstr_size);
 void cli_skab_close(cli_skab_t *s);
 
+/* The notes of the records tasks, every row of the files as it is. */
+typedef struct cli_notes_s {
+  char **file;          /* (n_file) paths */
+  size_t n_file;
+  size_t n_rows;
+  uint32_t *file_index; /* (n_rows) */
+  int64_t *row;         /* (n_rows) */
+  char **id;            /* (n_rows) the note id (see above) */
+  char **text;          /* (n_rows) */
+} cli_notes_t;
+
 typedef struct cli_replay_s {
   int task;            /* a cli_task_t or CLI_REPLAY_SKAB */
-  cli_table_t t;       /* the five tasks */
+  cli_table_t t;       /* fraud, fault-ai4i, fault-cmapss */
+  cli_notes_t notes;   /* records-mtsamples, records-abstracts */
   cli_skab_t skab;     /* SKAB */
   char **ai4i_product; /* fault-ai4i (n_rows): Product ID of each table row */
   size_t n;            /* events per pass */
