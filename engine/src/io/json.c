@@ -386,6 +386,11 @@ static int parse_string(parser_t *ps, const char **out, size_t *out_len) {
   return 0;
 }
 
+/* Powers of ten that doubles hold exactly (10^22 is the last). */
+static const double g_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 static moe_json_t *parse_number(parser_t *ps) {
   const char *start = ps->p, *p = ps->p, *end = ps->end;
   bool neg = false, integral = true;
@@ -404,10 +409,15 @@ static moe_json_t *parse_number(parser_t *ps) {
   /* Exact int64 accumulation, as a negative value so that INT64_MIN fits. */
   int64_t acc = 0;
   bool fits = true;
+  /* The significant digits as an integer, for the exact fast path below. */
+  uint64_t mant = 0;
+  int mant_digits = 0, frac_digits = 0;
   while (p < end && *p >= '0' && *p <= '9') {
     int d = *p - '0';
     if (acc < (INT64_MIN + d) / 10) fits = false;
     if (fits) acc = acc * 10 - d;
+    if (mant_digits < 19) mant = mant * 10 + (uint64_t)d;
+    if (mant != 0) mant_digits++;
     p++;
   }
   if (p < end && *p == '.') {
@@ -417,34 +427,61 @@ static moe_json_t *parse_number(parser_t *ps) {
       fail_at(ps, MOE_EDATA, p, "expected a digit after '.'");
       return NULL;
     }
-    while (p < end && *p >= '0' && *p <= '9') p++;
+    while (p < end && *p >= '0' && *p <= '9') {
+      if (mant_digits < 19) {
+        mant = mant * 10 + (uint64_t)(*p - '0');
+        frac_digits++;
+      }
+      if (mant != 0) mant_digits++;
+      p++;
+    }
   }
+  int exp10 = 0;
   if (p < end && (*p == 'e' || *p == 'E')) {
     integral = false;
     p++;
-    if (p < end && (*p == '+' || *p == '-')) p++;
+    bool eneg = false;
+    if (p < end && (*p == '+' || *p == '-')) eneg = *p++ == '-';
     if (p >= end || *p < '0' || *p > '9') {
       fail_at(ps, MOE_EDATA, p, "expected a digit in the exponent");
       return NULL;
     }
-    while (p < end && *p >= '0' && *p <= '9') p++;
+    while (p < end && *p >= '0' && *p <= '9') {
+      if (exp10 < 100000) exp10 = exp10 * 10 + (*p - '0');
+      p++;
+    }
+    if (eneg) exp10 = -exp10;
   }
-  size_t n = (size_t)(p - start);
-  char small[64];
-  char *tmp = small;
-  if (n >= sizeof small) {
-    tmp = arena_alloc(ps->doc, n + 1);
-    if (tmp == NULL) {
-      fail_oom(ps);
+  double d;
+  int e = exp10 - frac_digits;
+  if (mant == 0 && mant_digits == 0) {
+    d = neg ? -0.0 : 0.0; /* all digits zero, whatever the exponent */
+  } else if (mant_digits <= 19 && mant <= (UINT64_C(1) << 53) && e >= -22 && e <= 22) {
+    /*
+     * Both the digits and 10^|e| are exact doubles, so one multiplication or division rounds
+     * once, correctly (Clinger's fast path): the common case of config and header numbers
+     * needs no strtod.
+     */
+    d = e >= 0 ? (double)mant * g_pow10[e] : (double)mant / g_pow10[-e];
+    if (neg) d = -d;
+  } else {
+    size_t n = (size_t)(p - start);
+    char small[64];
+    char *tmp = small;
+    if (n >= sizeof small) {
+      tmp = arena_alloc(ps->doc, n + 1);
+      if (tmp == NULL) {
+        fail_oom(ps);
+        return NULL;
+      }
+    }
+    memcpy(tmp, start, n);
+    tmp[n] = '\0';
+    d = strtod_c(tmp, NULL);
+    if (isinf(d)) {
+      fail_at(ps, MOE_ERANGE, start, "number %.40s%s is out of range", tmp, n > 40 ? "..." : "");
       return NULL;
     }
-  }
-  memcpy(tmp, start, n);
-  tmp[n] = '\0';
-  double d = strtod_c(tmp, NULL);
-  if (isinf(d)) {
-    fail_at(ps, MOE_ERANGE, start, "number %s is out of range", tmp);
-    return NULL;
   }
   moe_json_t *v = new_value(ps, MOE_JSON_NUMBER, start);
   if (v == NULL) return NULL;

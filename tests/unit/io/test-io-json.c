@@ -639,3 +639,53 @@ TEST(value_round_trip) {
   moe_json_free(doc);
   free(deep);
 }
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
+static uint64_t rnd(void) {
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return g_rng;
+}
+
+TEST(numbers_match_strtod) {
+  /*
+   * The parser converts most numbers without strtod (exact fast path); every literal must still
+   * give bit for bit the double that the C library's correctly rounded strtod gives.
+   */
+  char lit[128];
+  int fast_range = 0;
+  for (int k = 0; k < 40000; k++) {
+    size_t o = 0;
+    if (rnd() % 2) lit[o++] = '-';
+    int n_int = 1 + (int)(rnd() % 22);
+    lit[o++] = (char)('1' + rnd() % 9);
+    for (int i = 1; i < n_int; i++) lit[o++] = (char)('0' + rnd() % 10);
+    if (rnd() % 4 == 0) { /* 0 or 0.xxx instead */
+      o = lit[0] == '-' ? 1 : 0;
+      lit[o++] = '0';
+    }
+    if (rnd() % 2) {
+      lit[o++] = '.';
+      int n_frac = 1 + (int)(rnd() % 22);
+      for (int i = 0; i < n_frac; i++) lit[o++] = (char)('0' + (rnd() % 3 ? rnd() % 10 : 0));
+    }
+    if (rnd() % 2) {
+      int ex = (int)(rnd() % 80) - 40;
+      if (rnd() % 8 == 0) ex *= 9; /* sometimes far out, towards overflow and subnormals */
+      o += (size_t)snprintf(lit + o, sizeof lit - o, "%s%d", rnd() % 2 ? "e" : "E", ex);
+    }
+    lit[o] = '\0';
+    double want = strtod(lit, NULL);
+    if (isinf(want)) continue;
+    moe_json_doc_t *doc;
+    char err[128];
+    ASSERT_MSG(moe_json_parse(lit, o, NULL, &doc, err, sizeof err) == MOE_OK, "%s: %s", lit, err);
+    double got = moe_json_root(doc)->u.num.d;
+    ASSERT_MSG(memcmp(&got, &want, sizeof got) == 0, "%s: parsed %.17g, strtod %.17g", lit, got,
+               want);
+    if (fabs(want) > 1e-22 && fabs(want) < 1e22) fast_range++;
+    moe_json_free(doc);
+  }
+  ASSERT_OP(fast_range, >, 10000);
+}
