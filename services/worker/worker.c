@@ -161,6 +161,7 @@ static size_t worker_info(void *data, char *buf, size_t size) {
   int n = snprintf(buf, size, "%s", text ? text : "# worker\nstate:starting\n");
   return n < 0 ? 0 : (size_t)n;
 }
+
 static void worker_pump(wk_worker_t *w);
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -572,11 +573,12 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
 typedef struct wk_assign_s {
   wk_worker_t *w;
   rd_kafka_topic_partition_list_t *parts;
-  char partitions[4096]; /* "{0,3,5}" */
+  char *partitions; /* "{0,3,5}", an integer[] literal for the restore queries */
 } wk_assign_t;
 
 static void assign_free(wk_assign_t *a) {
   if (a->parts) rd_kafka_topic_partition_list_destroy(a->parts);
+  free(a->partitions);
   free(a);
 }
 
@@ -590,6 +592,11 @@ static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const c
                       void *arg) {
   wk_assign_t *a = arg;
   wk_worker_t *w = a->w;
+  if (w->closing || w->cons == NULL) {
+    /* Stopping: the consumer is leaving its group; nothing to assign any more. */
+    assign_free(a);
+    return;
+  }
   if (err != SVC_OK) {
     worker_fatal(w, "restoring card state", errmsg ? errmsg : svc_strerror(err));
     assign_free(a);
@@ -645,6 +652,10 @@ static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const 
                        void *arg) {
   wk_assign_t *a = arg;
   wk_worker_t *w = a->w;
+  if (w->closing || w->cons == NULL) {
+    assign_free(a);
+    return;
+  }
   if (err != SVC_OK) {
     worker_fatal(w, "reading stored offsets", errmsg ? errmsg : svc_strerror(err));
     assign_free(a);
@@ -707,12 +718,18 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
     }
     a->w = w;
     a->parts = rd_kafka_topic_partition_list_copy(parts);
-    size_t len = 0;
-    len += (size_t)snprintf(a->partitions + len, sizeof a->partitions - len, "{");
-    for (int i = 0; i < parts->cnt && len + 16 < sizeof a->partitions; i++)
-      len += (size_t)snprintf(a->partitions + len, sizeof a->partitions - len, "%s%" PRId32,
-                              i ? "," : "", parts->elems[i].partition);
-    snprintf(a->partitions + len, sizeof a->partitions - len, "}");
+    size_t cap = (size_t)parts->cnt * 12 + 3, len = 0; /* 11 chars per int32 and a comma */
+    a->partitions = malloc(cap);
+    if (a->partitions == NULL) {
+      assign_free(a);
+      worker_fatal(w, "assigning partitions", "out of memory");
+      return KQ_REBALANCE_DONE;
+    }
+    len += (size_t)snprintf(a->partitions + len, cap - len, "{");
+    for (int i = 0; i < parts->cnt; i++)
+      len += (size_t)snprintf(a->partitions + len, cap - len, "%s%" PRId32, i ? "," : "",
+                              parts->elems[i].partition);
+    snprintf(a->partitions + len, cap - len, "}");
     char sql[512];
     snprintf(sql, sizeof sql,
              "SELECT partition, next_offset FROM \"%s\".kafka_offsets WHERE consumer_group = $1 "
