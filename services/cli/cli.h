@@ -92,6 +92,30 @@ void cli_progress_close(cli_progress_t *pb);
 char *cli_progress_format(char *buf, size_t size, const char *label, uint64_t done,
                           uint64_t total, int width);
 
+/* ---- task metrics -------------------------------------------------------------
+ *
+ * The metrics `sluice eval` prints and `sluice train` stores in the model card, computed with
+ * libmoe (moe/metrics.h) as bench/quality/baselines.py does:
+ *   binary      pr_auc, roc_auc, recall_at_1pct_fpr, threshold, precision, recall, f1 (at the
+ *               threshold), best_f1_threshold, best_f1;
+ *   multiclass  accuracy, macro_f1 (predicted class = arg max);
+ *   regression  rmse, mae, phm_score (first output).
+ * A metric that is undefined for the data (one class only, ...) is NaN.
+ */
+#define CLI_MAX_METRICS 12
+
+typedef struct cli_metric_s {
+  const char *name; /* static */
+  double value;
+} cli_metric_t;
+
+/*
+ * task_kind is a moe_task_t; scores (n, n_out) as moe_session_run gives them; truth (n) is 0/1,
+ * a class index or a value. Fills mt (CLI_MAX_METRICS entries) and *n_mt. CLI_ENOMEM or CLI_OK.
+ */
+int cli_task_metrics(int task_kind, int n_out, const float *scores, const double *truth, size_t n,
+                     double threshold, cli_metric_t *mt, int *n_mt);
+
 /* ---- commands ------------------------------------------------------------------ */
 
 int cli_cmd_version(int argc, char **argv);

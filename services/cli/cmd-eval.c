@@ -372,23 +372,15 @@ fail:
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
-#define EVAL_MAX_METRICS 12
-
-typedef struct metric_s {
-  const char *name;
-  double value; /* NaN: undefined for this data */
-} metric_t;
-
-static int compute_metrics(const eval_t *ev, metric_t *mt, int *n_mt) {
-  const moe_model_t *m = ev->model;
-  size_t n = ev->n;
-  int n_out = moe_model_n_outputs(m), k = 0;
+int cli_task_metrics(int task_kind, int n_out, const float *scores, const double *truth, size_t n,
+                     double threshold, cli_metric_t *mt, int *n_mt) {
+  int k = 0;
   double *s = malloc((n ? n : 1) * sizeof(double));
   uint8_t *y8 = malloc(n ? n : 1);
   int32_t *pred = malloc((n ? n : 1) * sizeof(int32_t));
-  int32_t *truth = malloc((n ? n : 1) * sizeof(int32_t));
+  int32_t *tru = malloc((n ? n : 1) * sizeof(int32_t));
   int rc = CLI_ENOMEM;
-  if (s == NULL || y8 == NULL || pred == NULL || truth == NULL) goto done;
+  if (s == NULL || y8 == NULL || pred == NULL || tru == NULL) goto done;
   double v, v2;
 #define PUT(nm, expr)                                                                   \
   do {                                                                                  \
@@ -396,59 +388,65 @@ static int compute_metrics(const eval_t *ev, metric_t *mt, int *n_mt) {
     mt[k].value = (expr) == MOE_OK ? v : NAN;                                          \
     k++;                                                                                \
   } while (0)
-  switch (moe_model_task(m)) {
+  switch ((moe_task_t)task_kind) {
   case MOE_TASK_BINARY: {
     for (size_t i = 0; i < n; i++) {
-      s[i] = ev->scores[i];
-      y8[i] = ev->truth[i] != 0;
+      s[i] = scores[i];
+      y8[i] = truth[i] != 0;
     }
     PUT("pr_auc", moe_metric_pr_auc(s, y8, n, &v));
     PUT("roc_auc", moe_metric_roc_auc(s, y8, n, &v));
     PUT("recall_at_1pct_fpr", moe_metric_recall_at_fpr(s, y8, n, EVAL_MAX_FPR, &v, NULL));
     moe_binary_counts_t c;
-    double thr = moe_model_threshold(m), p, r, f1;
-    if (moe_metric_binary_counts(s, y8, n, thr, &c) == MOE_OK) {
+    double p, r, f1;
+    if (moe_metric_binary_counts(s, y8, n, threshold, &c) == MOE_OK) {
       moe_metric_prf(&c, &p, &r, &f1);
     } else {
       p = r = f1 = NAN;
     }
-    mt[k++] = (metric_t){"threshold", thr};
-    mt[k++] = (metric_t){"precision", p};
-    mt[k++] = (metric_t){"recall", r};
-    mt[k++] = (metric_t){"f1", f1};
+    mt[k++] = (cli_metric_t){"threshold", threshold};
+    mt[k++] = (cli_metric_t){"precision", p};
+    mt[k++] = (cli_metric_t){"recall", r};
+    mt[k++] = (cli_metric_t){"f1", f1};
     int ok = moe_metric_best_f1_threshold(s, y8, n, &v, &v2) == MOE_OK;
-    mt[k++] = (metric_t){"best_f1_threshold", ok ? v : NAN};
-    mt[k++] = (metric_t){"best_f1", ok ? v2 : NAN};
+    mt[k++] = (cli_metric_t){"best_f1_threshold", ok ? v : NAN};
+    mt[k++] = (cli_metric_t){"best_f1", ok ? v2 : NAN};
     break;
   }
   case MOE_TASK_MULTICLASS:
     for (size_t i = 0; i < n; i++) {
-      const float *row = ev->scores + i * (size_t)n_out;
+      const float *row = scores + i * (size_t)n_out;
       int best = 0;
       for (int j = 1; j < n_out; j++)
         if (row[j] > row[best]) best = j;
       pred[i] = best;
-      truth[i] = (int32_t)ev->truth[i];
+      tru[i] = (int32_t)truth[i];
     }
-    PUT("accuracy", moe_metric_accuracy(pred, truth, n, &v));
-    PUT("macro_f1", moe_metric_macro_f1(pred, truth, n, (size_t)n_out, &v));
+    PUT("accuracy", moe_metric_accuracy(pred, tru, n, &v));
+    PUT("macro_f1", moe_metric_macro_f1(pred, tru, n, (size_t)n_out, &v));
     break;
   case MOE_TASK_REGRESSION:
-    for (size_t i = 0; i < n; i++) s[i] = ev->scores[i * (size_t)n_out];
-    PUT("rmse", moe_metric_rmse(s, ev->truth, n, &v));
-    PUT("mae", moe_metric_mae(s, ev->truth, n, &v));
-    PUT("phm_score", moe_metric_phm_score(s, ev->truth, n, &v));
+    for (size_t i = 0; i < n; i++) s[i] = scores[i * (size_t)n_out];
+    PUT("rmse", moe_metric_rmse(s, truth, n, &v));
+    PUT("mae", moe_metric_mae(s, truth, n, &v));
+    PUT("phm_score", moe_metric_phm_score(s, truth, n, &v));
     break;
   }
 #undef PUT
   *n_mt = k;
   rc = CLI_OK;
 done:
-  free(truth);
+  free(tru);
   free(pred);
   free(y8);
   free(s);
   return rc;
+}
+
+static int compute_metrics(const eval_t *ev, cli_metric_t *mt, int *n_mt) {
+  const moe_model_t *m = ev->model;
+  return cli_task_metrics((int)moe_model_task(m), moe_model_n_outputs(m), ev->scores, ev->truth,
+                          ev->n, moe_model_threshold(m), mt, n_mt);
 }
 
 /* ---- output ------------------------------------------------------------------------------- */
@@ -502,7 +500,7 @@ static int write_predictions(const eval_t *ev, const char *path, char *err, size
   return CLI_OK;
 }
 
-static void print_metrics(const eval_t *ev, const char *split, const metric_t *mt, int n_mt,
+static void print_metrics(const eval_t *ev, const char *split, const cli_metric_t *mt, int n_mt,
                           int json) {
   const cli_table_t *t = &ev->t;
   if (!json) {
@@ -664,7 +662,7 @@ int cli_cmd_eval(int argc, char **argv) {
             "sluice eval: %zu categorical values are not in the model's vocabulary and were "
             "scored as id 0\n",
             ev.n_unseen);
-  metric_t mt[EVAL_MAX_METRICS];
+  cli_metric_t mt[CLI_MAX_METRICS];
   int n_mt = 0;
   if (compute_metrics(&ev, mt, &n_mt) != CLI_OK) {
     fprintf(stderr, "sluice eval: out of memory\n");
