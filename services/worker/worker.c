@@ -109,6 +109,8 @@ typedef struct wk_batch_s {
   svc_err_t score_err;
   char score_errstr[256];
   uint64_t infer_ns, explain_ns, commit_start_ns;
+  const char *sql;            /* the built statement, borrowed from w->tx */
+  const char *const *params;
   size_t n_explained;
   uv_work_t work;
   struct wk_batch_s *next;
@@ -351,6 +353,8 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
   }
 }
 
+static void batch_build(wk_worker_t *w, wk_batch_t *b);
+
 static void score_work(uv_work_t *req) {
   wk_batch_t *b = req->data;
   wk_worker_t *w = b->w;
@@ -359,7 +363,11 @@ static void score_work(uv_work_t *req) {
                                   sizeof b->score_errstr);
   b->infer_ns = uv_hrtime() - t0;
   /* Explanations cost about one scoring per input: only for the rows someone will look at. */
-  if (b->score_err != SVC_OK || w->scorer->explain == NULL) return;
+  if (b->score_err != SVC_OK) return;
+  if (w->scorer->explain == NULL) {
+    batch_build(w, b);
+    return;
+  }
   uint64_t t1 = uv_hrtime();
   for (size_t i = 0; i < b->n_rows && b->score_err == SVC_OK; i++) {
     if (b->scores[i].score < w->explain_thr) continue;
@@ -368,13 +376,18 @@ static void score_work(uv_work_t *req) {
     b->n_explained++;
   }
   b->explain_ns = uv_hrtime() - t1;
+  if (b->score_err == SVC_OK) batch_build(w, b);
 }
 
 static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
                          void *arg);
 
-/* Builds the batch statement from the scored batch and sends it. */
-static void batch_commit(wk_worker_t *w, wk_batch_t *b) {
+/*
+ * Builds the batch statement from the scored batch into w->tx. Pure computation on the batch
+ * and on immutable worker settings, so it runs on the thread pool after scoring (only one
+ * batch is ever in flight, and w->tx belongs to it), keeping the loop free.
+ */
+static void batch_build(wk_worker_t *w, wk_batch_t *b) {
   wk_batch_tx_reset(w->tx);
   size_t row = 0;
   const char *topic = w->o.topic;
@@ -435,11 +448,14 @@ static void batch_commit(wk_worker_t *w, wk_batch_t *b) {
       }
     }
   }
-  const char *sql;
-  const char *const *params;
-  wk_batch_tx_finish(w->tx, &sql, &params);
+  wk_batch_tx_finish(w->tx, &b->sql, &b->params);
+}
+
+/* Sends the statement batch_build made (db_conn_query copies it); on the loop thread. */
+static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   b->commit_start_ns = uv_hrtime();
-  svc_err_t err = db_conn_query(w->db, sql, WK_BATCH_TX_N_PARAMS, params, on_committed, b);
+  svc_err_t err =
+      db_conn_query(w->db, b->sql, WK_BATCH_TX_N_PARAMS, b->params, on_committed, b);
   if (err != SVC_OK) {
     w->inflight = NULL;
     batch_free(b);
@@ -469,7 +485,7 @@ static void after_score(uv_work_t *req, int status) {
   }
   for (size_t i = 0; i < w->scorer->load_size; i++)
     if (b->load[i]) svc_counter_add(w->m_load[i], (uint64_t)b->load[i]);
-  batch_commit(w, b);
+  batch_send(w, b);
 }
 
 static void worker_pump(wk_worker_t *w) {
@@ -483,7 +499,8 @@ static void worker_pump(wk_worker_t *w) {
   w->inflight = b;
   for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->env != NULL;
   if (b->n_rows == 0) {
-    batch_commit(w, b); /* only dead letters: their offsets still move */
+    batch_build(w, b); /* only dead letters: their offsets still move */
+    batch_send(w, b);
     return;
   }
   size_t width = w->scorer->n_inputs;
