@@ -167,7 +167,9 @@ svc_err_t svc_http_new(const svc_http_config_t *cfg, svc_http_t **out, char *err
 
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  /* AUTO picks epoll or poll: select() would fail on descriptors above FD_SETSIZE, which a
+   * service with many Kafka and PostgreSQL sockets can reach. */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
   struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
   struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
   if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
