@@ -285,7 +285,10 @@ static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
     return;
   }
   wk_reject_t rej;
-  ev->env = wk_fraud_decode(msg->payload, msg->payload ? msg->len : 0, w->o.max_event_bytes, &rej);
+  /* A tombstone (no value) decodes as an empty envelope and fails validation like any other. */
+  static const uint8_t empty[1];
+  const uint8_t *value = msg->payload ? msg->payload : empty;
+  ev->env = wk_fraud_decode(value, msg->payload ? msg->len : 0, w->o.max_event_bytes, &rej);
   if (ev->env == NULL) {
     dlq_send(w, msg, &rej);
   } else {
