@@ -152,6 +152,12 @@ TEST(oversize_and_garbage) {
   ASSERT_STR_CONTAINS(rej.detail, "5 bytes are not a sluice.v1.Envelope");
   ASSERT_STR_EQ(wk_reject_name(rej.reason), "decode");
 
+  /* An empty record (a Kafka tombstone) is an envelope with nothing in it. */
+  static const uint8_t empty[1];
+  ASSERT_NULL(wk_fraud_decode(empty, 0, 1024, &rej));
+  ASSERT_EQ(rej.reason, WK_REJECT_INVALID);
+  ASSERT_STR_CONTAINS(rej.detail, "event_id is missing");
+
   Sluice__V1__Envelope env;
   Sluice__V1__Transaction tx;
   make(&env, &tx);
