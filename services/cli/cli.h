@@ -123,5 +123,6 @@ int cli_cmd_data_describe(int argc, char **argv);
 int cli_cmd_inspect(int argc, char **argv);
 int cli_cmd_eval(int argc, char **argv);
 int cli_cmd_replay(int argc, char **argv);
+int cli_cmd_train(int argc, char **argv);
 
 #endif /* CLI_H */
