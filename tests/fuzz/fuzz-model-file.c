@@ -5,7 +5,7 @@
  * (moe_model_load_memory). Whatever the bytes, these must return an error or a valid object and
  * never crash, leak or read out of bounds (ASan + UBSan catch it); and every file the reader
  * accepts must survive a round trip through the writer unchanged, and so must every JSON
- * document through the JSON writer.
+ * document through the JSON writer; a lone JSON number must convert exactly as strtod does.
  *
  * Built twice: with clang -fsanitize=fuzzer for real fuzzing (tests/fuzz/clang/), and with the
  * suite's compiler plus replay-main.c, which runs every committed corpus file as a unit test.
@@ -118,6 +118,18 @@ static void json_round_trip(const moe_json_doc_t *doc) {
   moe__free(text);
 }
 
+/* Number oracle: the parser's own conversion (mostly without strtod) must give exactly the
+ * double that the C library's strtod gives for the same text. */
+static void check_number(const uint8_t *data, size_t size, const moe_json_t *v) {
+  char *text = malloc(size + 1);
+  if (text == NULL) __builtin_trap();
+  memcpy(text, data, size);
+  text[size] = '\0';
+  double want = strtod(text, NULL);
+  if (memcmp(&want, &v->u.num.d, sizeof want) != 0) __builtin_trap();
+  free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[512];
   moe_st_file_t *file = NULL;
@@ -139,6 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   moe_json_doc_t *doc = NULL;
   if (moe_json_parse((const char *)data, size, NULL, &doc, err, sizeof err) == MOE_OK) {
     json_round_trip(doc);
+    if (moe_json_root(doc)->type == MOE_JSON_NUMBER) check_number(data, size, moe_json_root(doc));
     moe_json_free(doc);
   } else if (err[0] == '\0') {
     __builtin_trap();

@@ -111,6 +111,8 @@ def main():
     save("valid-misaligned", st([("u", np.array([7], np.uint8)),
                                  ("f", np.array([1.5, 2.5], np.float32))], pad=8))
     tiny_models(rng)
+    save("json-number-fraction", b"-123.456789012345e-7")
+    save("json-number-long", b" 0.00000000000000000000012345678901234567890123e+3 ")
     save("json-escapes", b'{"s":"\\u00e9\\ud83d\\ude00\\u0000\\"\\\\\\/\\b\\f\\n\\r\\t",'
                          b'"n":[-0,1e-5,1.5E+300,-9223372036854775808,123456789012345678901],'
                          b'"l":[true,false,null,{},[]]}')
