@@ -191,8 +191,10 @@ static int build_part(train_t *tn, int p) {
     if (!is_sample(tn, i, p)) continue;
     double y = t->label[i];
     pd->truth[k] = y;
+    /* Regression is trained on RUL / cap (unit scale; the head is rescaled at export). */
     if (kind == MOE_TASK_REGRESSION)
-      pd->target[k] = (float)(p == CLI_PART_TRAIN && y > TRAIN_RUL_CAP ? TRAIN_RUL_CAP : y);
+      pd->target[k] = (float)((p == CLI_PART_TRAIN && y > TRAIN_RUL_CAP ? TRAIN_RUL_CAP : y) /
+                              TRAIN_RUL_CAP);
     else
       pd->label[k] = (int32_t)y;
     if (t->task == CLI_TASK_CMAPSS) {
@@ -306,6 +308,8 @@ static char *build_config(const train_t *tn, const card_t *card) {
     if (t->task == CLI_TASK_CMAPSS) {
       cli_json_key(&js, "rul_cap");
       cli_json_num(&js, TRAIN_RUL_CAP);
+      cli_json_key(&js, "target_scale");
+      cli_json_num(&js, 1.0 / TRAIN_RUL_CAP);
     }
     cli_json_obj_end(&js);
     cli_json_key(&js, "metrics");
@@ -473,8 +477,12 @@ static char *build_config(const train_t *tn, const card_t *card) {
  * Replaces __metadata__.config of the safetensors file at `path` by `config`: the header is
  * re-emitted (tensor entries unchanged; their offsets are relative to the data, which is
  * copied as is), padded with spaces to a multiple of 8, and the file replaced by rename.
+ * head_scale != 1 also multiplies the head (head.weight, head.bias: always F32, stored little
+ * endian like the host) by it: a regression head is linear, so a model trained on y / s
+ * becomes exactly a model of y.
  */
-static int rewrite_config(const char *path, const char *config, char *err, size_t err_size) {
+static int rewrite_config(const char *path, const char *config, float head_scale, char *err,
+                          size_t err_size) {
   FILE *f = fopen(path, "rb");
   char *buf = NULL, *hdr = NULL, tmp[1024];
   size_t hlen = 0;
@@ -497,6 +505,19 @@ static int rewrite_config(const char *path, const char *config, char *err, size_
     goto fail;
   }
   parsed = 1;
+  for (size_t i = 0; head_scale != 1.0f && i < h.n; i++) {
+    if (strcmp(h.keys[i], "head.weight") != 0 && strcmp(h.keys[i], "head.bias") != 0) continue;
+    const cli_jv_t *off = cli_jv_get(&h.items[i], "data_offsets");
+    if (off == NULL || off->kind != CLI_JV_ARR || off->n != 2) continue;
+    size_t a = (size_t)off->items[0].num, b = (size_t)off->items[1].num;
+    if (b > (size_t)size - 8 - n || a > b) continue;
+    for (size_t q = a; q + 4 <= b; q += 4) {
+      float v;
+      memcpy(&v, buf + 8 + n + q, 4);
+      v *= head_scale;
+      memcpy(buf + 8 + n + q, &v, 4);
+    }
+  }
   FILE *m = open_memstream(&hdr, &hlen);
   if (m == NULL) goto fail;
   cli_json_t js;
@@ -579,6 +600,8 @@ static int score_part(const moe_model_t *model, const train_t *tn, int p, float 
 
 static int on_epoch(void *data, int epoch, double loss, double val) {
   train_t *tn = data;
+  /* Regression trains on RUL / cap: report the validation RMSE in cycles. */
+  if (task_kind(&tn->t) == MOE_TASK_REGRESSION) val *= TRAIN_RUL_CAP;
   /* On stderr, so that --json output stays one object. */
   fprintf(stderr, "epoch %3d/%d  train loss %.6f  validation %s %.6f\n", epoch, tn->o.epochs,
             loss, task_kind(&tn->t) == MOE_TASK_BINARY       ? "pr_auc"
@@ -794,11 +817,6 @@ int cli_cmd_train(int argc, char **argv) {
     card.pos_weight = pos > 0 ? sqrt(((double)tn->pd[0].n - pos) / pos) : 1.0;
     to.pos_weight = (float)card.pos_weight;
   }
-  if (task_kind(t) == MOE_TASK_REGRESSION) {
-    /* RUL values are large: Huber keeps early steps stable. */
-    to.loss = MOE_LOSS_HUBER;
-    to.huber_delta = 10.0f;
-  }
   config = build_config(tn, &card);
   if (config == NULL) goto oom;
   if (moe_trainer_new(config, o->seed, &to, &tn->tr, err, sizeof(err)) != MOE_OK) {
@@ -821,6 +839,11 @@ int cli_cmd_train(int argc, char **argv) {
     goto done;
   }
   if (moe_trainer_export(tn->tr, o->out, o->quant, err, sizeof(err)) != MOE_OK) {
+    fprintf(stderr, "sluice train: %s\n", err);
+    goto done;
+  }
+  if (task_kind(t) == MOE_TASK_REGRESSION &&
+      rewrite_config(o->out, config, (float)TRAIN_RUL_CAP, err, sizeof(err)) != CLI_OK) {
     fprintf(stderr, "sluice train: %s\n", err);
     goto done;
   }
@@ -862,7 +885,7 @@ int cli_cmd_train(int argc, char **argv) {
   card.n_file = n_file;
   free(config);
   if ((config = build_config(tn, &card)) == NULL) goto oom;
-  if (rewrite_config(o->out, config, err, sizeof(err)) != CLI_OK) {
+  if (rewrite_config(o->out, config, 1.0f, err, sizeof(err)) != CLI_OK) {
     fprintf(stderr, "sluice train: %s\n", err);
     goto done;
   }
