@@ -325,8 +325,15 @@ static const kern__tile_fn kern__tiles_q4[4][4] = {
 
 /* ---- drivers ---------------------------------------------------------------------------- */
 
-#define KERN__MC 16  /* activation rows whose scales / corrections are staged at once */
-#define KERN__KC 128 /* blocks per k-chunk: bounds the staging arrays (16 KiB on the stack) */
+/* Activation rows x blocks whose scales / corrections are staged at once (16 KiB on the
+ * stack; KERN__STAGE >= MC x KC for both settings). Few rows: long k-chunks, so that each
+ * weight group streams sequentially (GEMV). Many rows: more rows per pass over the weights,
+ * which then come from L3 fewer times. */
+#define KERN__STAGE 2048
+#define KERN__MC_FEW 16
+#define KERN__KC_FEW 128
+#define KERN__MC_MANY 64
+#define KERN__KC_MANY 32
 
 /* The exact int32 sum of a block's 32 quants. */
 static int32_t kern__block_sum(const int8_t *qs) {
@@ -346,9 +353,9 @@ static void kern__zero_y(int64_t m, int64_t n, float *y, int64_t ldy) {
  * chunk [b0, b0 + nbc); dx / cx are staged for those rows and blocks. */
 static void kern__run_panel(const kern__tile_fn tiles[4][4], int64_t mr, int64_t kb_act,
                             const blk_q8_0 *act_r0, int64_t b0, const float *dx,
-                            const int32_t *cx, const uint8_t *w, size_t gstride, size_t dpad,
-                            int64_t nbc, int64_t ng, int64_t col0, int64_t n, float *y_r0,
-                            int64_t ldy, int acc) {
+                            const int32_t *cx, int64_t kc, const uint8_t *w, size_t gstride,
+                            size_t dpad, int64_t nbc, int64_t ng, int64_t col0, int64_t n,
+                            float *y_r0, int64_t ldy, int acc) {
   int cmax = mr == 1 ? 4 : 3;
   for (int64_t g = 0; g < ng; g += cmax) {
     int gc = (int)(ng - g < cmax ? ng - g : cmax);
@@ -360,8 +367,8 @@ static void kern__run_panel(const kern__tile_fn tiles[4][4], int64_t mr, int64_t
         kern__tile_t t;
         for (int i = 0; i < rr; i++) {
           t.xa[i] = act_r0 + (r + i) * kb_act + b0;
-          t.dx[i] = dx + (r + i) * KERN__KC;
-          t.cx[i] = cx + (r + i) * KERN__KC;
+          t.dx[i] = dx + (r + i) * kc;
+          t.cx[i] = cx + (r + i) * kc;
         }
         t.w = w + (size_t)(g + c0) * gstride;
         t.gstride = gstride;
@@ -379,12 +386,12 @@ static void kern__run_panel(const kern__tile_fn tiles[4][4], int64_t mr, int64_t
 }
 
 static void kern__stage(int64_t mr, const blk_q8_0 *act_r0, int64_t kb, int64_t b0,
-                        int64_t nbc, int32_t corr, float *dx, int32_t *cx) {
+                        int64_t nbc, int32_t corr, float *dx, int32_t *cx, int64_t kc) {
   for (int64_t r = 0; r < mr; r++) {
     for (int64_t b = 0; b < nbc; b++) {
       const blk_q8_0 *blk = &act_r0[r * kb + b0 + b];
-      dx[r * KERN__KC + b] = _cvtsh_ss(blk->d);
-      cx[r * KERN__KC + b] = corr * kern__block_sum(blk->qs);
+      dx[r * kc + b] = _cvtsh_ss(blk->d);
+      cx[r * kc + b] = corr * kern__block_sum(blk->qs);
     }
   }
 }
@@ -400,18 +407,20 @@ static void kern__gemm_packed(const kern__tile_fn tiles[4][4], int32_t corr, siz
   }
   int64_t ng = (n + KERN__GR - 1) / KERN__GR;
   size_t dpad = kern__dpad(kb), gstride = kern__gstride(kb, blk_bytes);
-  float dx[KERN__MC * KERN__KC];
-  int32_t cx[KERN__MC * KERN__KC];
-  for (int64_t r0 = 0; r0 < m; r0 += KERN__MC) {
-    int64_t mr = m - r0 < KERN__MC ? m - r0 : KERN__MC;
-    for (int64_t b0 = 0; b0 < kb; b0 += KERN__KC) {
-      int64_t nbc = kb - b0 < KERN__KC ? kb - b0 : KERN__KC;
-      kern__stage(mr, act + r0 * kb, kb, b0, nbc, corr, dx, cx);
+  float dx[KERN__STAGE];
+  int32_t cx[KERN__STAGE];
+  int64_t mc = m <= KERN__MC_FEW ? KERN__MC_FEW : KERN__MC_MANY;
+  int64_t kc = m <= KERN__MC_FEW ? KERN__KC_FEW : KERN__KC_MANY;
+  for (int64_t r0 = 0; r0 < m; r0 += mc) {
+    int64_t mr = m - r0 < mc ? m - r0 : mc;
+    for (int64_t b0 = 0; b0 < kb; b0 += kc) {
+      int64_t nbc = kb - b0 < kc ? kb - b0 : kc;
+      kern__stage(mr, act + r0 * kb, kb, b0, nbc, corr, dx, cx, kc);
       /* A k-chunk of a packed matrix: scales and quants of block b0 onwards, same strides. */
       const uint8_t *w = wp + (size_t)b0 * 32;
       size_t dpad_chunk = dpad - (size_t)b0 * 32 + (size_t)b0 * blk_bytes;
-      kern__run_panel(tiles, mr, kb, act + r0 * kb, b0, dx, cx, w, gstride, dpad_chunk, nbc, ng,
-                      0, n, y + r0 * ldy, ldy, b0 > 0);
+      kern__run_panel(tiles, mr, kb, act + r0 * kb, b0, dx, cx, kc, w, gstride, dpad_chunk, nbc,
+                      ng, 0, n, y + r0 * ldy, ldy, b0 > 0);
     }
   }
 }
@@ -486,8 +495,9 @@ static void kern__gemm_rows(int q4, int64_t m, int64_t n, int64_t k, const blk_q
     return;
   }
   _Alignas(64) uint8_t panel[KERN__UP_GROUPS * (KERN__UP_KC * 32 + KERN__UP_KC * 512)];
-  float dx[KERN__MC * KERN__KC];
-  int32_t cx[KERN__MC * KERN__KC];
+  float dx[KERN__STAGE];
+  int32_t cx[KERN__STAGE];
+  const int64_t kc = KERN__UP_KC, mc = KERN__STAGE / KERN__UP_KC;
   int64_t ng = (n + KERN__GR - 1) / KERN__GR;
   size_t blk = q4 ? KERN__Q4_BLK_BYTES : KERN__Q8_BLK_BYTES;
   for (int64_t b0 = 0; b0 < kb; b0 += KERN__UP_KC) {
@@ -497,11 +507,11 @@ static void kern__gemm_rows(int q4, int64_t m, int64_t n, int64_t k, const blk_q
       int64_t gn = ng - g < KERN__UP_GROUPS ? ng - g : KERN__UP_GROUPS;
       if (q4) kern__pack_q4_panel(w, n, kb, g * KERN__GR, gn, b0, nbc, panel, gstride);
       else kern__pack_q8_panel(w, n, kb, g * KERN__GR, gn, b0, nbc, panel, gstride);
-      for (int64_t r0 = 0; r0 < m; r0 += KERN__MC) {
-        int64_t mr = m - r0 < KERN__MC ? m - r0 : KERN__MC;
-        kern__stage(mr, act + r0 * kb, kb, b0, nbc, q4 ? -8 : -128, dx, cx);
+      for (int64_t r0 = 0; r0 < m; r0 += mc) {
+        int64_t mr = m - r0 < mc ? m - r0 : mc;
+        kern__stage(mr, act + r0 * kb, kb, b0, nbc, q4 ? -8 : -128, dx, cx, kc);
         kern__run_panel(q4 ? kern__tiles_q4 : kern__tiles_q8, mr, kb, act + r0 * kb, b0, dx, cx,
-                        panel, gstride, dpad, nbc, gn, g * KERN__GR, n, y + r0 * ldy, ldy,
+                        kc, panel, gstride, dpad, nbc, gn, g * KERN__GR, n, y + r0 * ldy, ldy,
                         b0 > 0);
       }
     }
