@@ -264,7 +264,7 @@ static int trainer_build(const char *json, size_t len, uint64_t seed, const moe_
   *tr_out = NULL;
   if (tr == NULL) return MOE_ENOMEM;
   if ((rc = moe_json_parse(json, len, NULL, &tr->doc, errstr, size)) != MOE_OK) {
-    rc = MOE_ECONFIG;
+    if (rc != MOE_ENOMEM) rc = MOE_ECONFIG;
     goto fail;
   }
   if ((rc = moe__config_parse(moe_json_root(tr->doc), &tr->cfg, errstr, size)) != MOE_OK) goto fail;
@@ -329,8 +329,11 @@ int moe_trainer_load(const char *path, uint64_t seed, const moe_train_opts_t *op
     }
     if (st->dtype != MOE_ST_F32 || st->ndim != ndim || st->shape[0] != n0 || (ndim >= 2 && st->shape[1] != n1) ||
         (ndim >= 3 && st->shape[2] != n2)) {
-      rc = fail(errstr, errstr_size, MOE_ESHAPE, "%s: tensor \"%s\" is not F32 of shape (%d, %d, %d)[:%d]", path,
-                name, n0, n1, n2, ndim);
+      char shape[64];
+      if (ndim == 1) snprintf(shape, sizeof shape, "[%d]", n0);
+      else if (ndim == 2) snprintf(shape, sizeof shape, "[%d, %d]", n0, n1);
+      else snprintf(shape, sizeof shape, "[%d, %d, %d]", n0, n1, n2);
+      rc = fail(errstr, errstr_size, MOE_ESHAPE, "%s: tensor \"%s\" is not F32 of shape %s", path, name, shape);
       goto fail;
     }
     const float *src = st->data;
