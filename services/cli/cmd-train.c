@@ -685,7 +685,7 @@ int cli_cmd_train(int argc, char **argv) {
     return CLI_EXIT_FAIL;
   }
   train_opts_t *o = &tn->o;
-  *o = (train_opts_t){.quant = MOE_QUANT_F32, .seed = 1, .epochs = 20, .batch = 256,
+  *o = (train_opts_t){.quant = MOE_QUANT_F32, .seed = 1, .epochs = 20, .batch = 0,
                       .patience = 5, .lr = 1e-3, .d_model = 32, .moe_blocks = 1, .experts = 4,
                       .top_k = 2, .d_ff = 64, .window = 30, .max_len = 128, .vocab = 4000};
   optind = 1;
@@ -749,6 +749,9 @@ int cli_cmd_train(int argc, char **argv) {
                          task_name);
     goto done;
   }
+  /* The text sets are small (1-2 thousand notes): smaller batches give enough steps. */
+  if (o->batch == 0)
+    o->batch = task == CLI_TASK_MTSAMPLES || task == CLI_TASK_ABSTRACTS ? 32 : 256;
   if (o->top_k > o->experts) {
     status = usage_error("--top-k must not exceed --experts%s", "");
     goto done;

@@ -127,7 +127,7 @@ const cli_cmd_t cli_commands[] = {
      "  --quant Q       f32 (default) | int8 (q8_0) | int4 (q4_0), post-training\n"
      "  --seed N        initialisation and shuffling seed (1)\n"
      "  --epochs N      at most N epochs (20); --patience N: stop after N without progress (5)\n"
-     "  --batch N       rows per step (256); --lr X: peak learning rate (0.001)\n"
+     "  --batch N       rows per step (256; 32 for text); --lr X: peak learning rate (0.001)\n"
      "  --d-model N     model width (32); --moe-blocks N (1), --experts N (4), --top-k N (2)\n"
      "  --window N      fault-cmapss: cycles per window (30); RUL capped at 125 for training\n"
      "  --max-len N     text: tokens per note, [CLS] included (128); --vocab N: WordPiece\n"
