@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """PyTorch agreement fixtures for libmoe's trainer (engine/src/trainer): an independent float64
-autograd implementation of the tabular model of engine/MODEL_FORMAT.md, trained for a few
+autograd implementation of the models of engine/MODEL_FORMAT.md (tabular, sensor and text encoders), trained for a few
 steps on fixed batches with the trainer's recipe:
 
   loss (class-weighted BCE | cross-entropy with label smoothing | Huber) + the auxiliary balance
   loss alpha * sum_i f_i P_i per MoE block (f_i = E / (K m) * rows routed to i, a constant;
   P_i = mean over rows of the scores normalised to sum 1), gradient clipping by global norm
-  (torch.nn.utils.clip_grad_norm_), torch.optim.AdamW with weight decay on 2-D tensors only and
+  (torch.nn.utils.clip_grad_norm_), torch.optim.AdamW with weight decay on tensors of 2 or more dimensions only and
   the learning rate of each step set to linear warmup then cosine decay, then the selection
   bias update bias_i += gamma * sign(mean load - load_i) outside the gradient.
 
@@ -51,6 +51,26 @@ def base_config(name, norm, moe, task, d_model=8):
             "moe": moe, "task": task}
 
 
+def sensor_config(name):
+    c = base_config(name, "layernorm",
+                    [{"n_expert": 4, "top_k": 2, "n_shared": 1, "d_ff": 6, "score": "softmax"}],
+                    {"kind": "multiclass", "labels": ["ok", "bearing", "heat"]})
+    c["encoder"] = {"kind": "sensor", "window": 10,
+                    "channels": [{"name": "temp", "mean": 60.0, "std": 5.0}, {"name": "vib", "mean": 0.0, "std": 2.0}],
+                    "conv": [{"out": 4, "kernel": 3, "stride": 1}, {"out": 6, "kernel": 3, "stride": 2}],
+                    "activation": "gelu"}
+    return c
+
+
+def text_config(name):
+    c = base_config(name, "rmsnorm",
+                    [{"n_expert": 4, "top_k": 2, "n_shared": 1, "d_ff": 6, "score": "sigmoid", "route_scale": 1.5}],
+                    {"kind": "binary", "labels": ["routine", "urgent"]})
+    c["encoder"] = {"kind": "text", "vocab_size": 20, "max_len": 8, "n_layer": 2, "n_head": 2, "d_ff": 6,
+                    "window": [2, 4], "n_global": 1}
+    return c
+
+
 CASES = {
     "binary-bce": (
         base_config("binary-bce", "rmsnorm",
@@ -69,6 +89,8 @@ CASES = {
                     [{"n_expert": 4, "top_k": 1, "n_shared": 0, "d_ff": 6, "score": "softmax"}],
                     {"kind": "regression", "labels": ["y1", "y2"]}),
         {"loss": "huber", "huber_delta": 0.5}),
+    "sensor-ce": (sensor_config("sensor-ce"), {"loss": "ce", "label_smoothing": 0.0}),
+    "text-bce": (text_config("text-bce"), {"loss": "bce", "pos_weight": 1.0}),
 }
 
 COMMON_OPTS = {"lr": 0.01, "min_lr": 0.001, "warmup_steps": 2, "total_steps": STEPS, "beta1": 0.9,
@@ -101,11 +123,32 @@ class Model:
             if ln:
                 P[name + ".bias"] = 0.1 * rng.standard_normal(d)
 
-        d_in = len(enc["numeric"])
-        for i, c in enumerate(enc["categorical"]):
-            P[f"enc.cat.{i}.weight"] = rng.standard_normal((len(c["vocab"]), c["dim"]))
-            d_in += c["dim"]
-        lin("enc.in", d, d_in, True)
+        if enc["kind"] == "tabular":
+            d_in = len(enc["numeric"])
+            for i, c in enumerate(enc["categorical"]):
+                P[f"enc.cat.{i}.weight"] = rng.standard_normal((len(c["vocab"]), c["dim"]))
+                d_in += c["dim"]
+            lin("enc.in", d, d_in, True)
+        elif enc["kind"] == "sensor":
+            c_in = len(enc["channels"])
+            for i, c in enumerate(enc["conv"]):
+                P[f"enc.conv.{i}.weight"] = rng.standard_normal((c["out"], c_in, c["kernel"])) / np.sqrt(c_in * c["kernel"])
+                P[f"enc.conv.{i}.bias"] = 0.1 * rng.standard_normal(c["out"])
+                c_in = c["out"]
+            lin("enc.in", d, c_in, True)
+        else:
+            P["enc.tok.weight"] = rng.standard_normal((enc["vocab_size"], d))
+            P["enc.pos.weight"] = 0.3 * rng.standard_normal((enc["max_len"], d))
+            for l in range(enc["n_layer"]):
+                p = f"enc.layer.{l}"
+                norm(p + ".attn_norm")
+                lin(p + ".attn.qkv", 3 * d, d, False)
+                lin(p + ".attn.out", d, d, False)
+                norm(p + ".ffn_norm")
+                lin(p + ".ffn.gate", enc["d_ff"], d, False)
+                lin(p + ".ffn.up", enc["d_ff"], d, False)
+                lin(p + ".ffn.down", d, enc["d_ff"], False)
+            norm("enc.norm")
         self.bias = []
         for b, mc in enumerate(cfg["moe"]):
             norm(f"moe.{b}.norm")
@@ -136,15 +179,57 @@ class Model:
         return F.linear(F.silu(F.linear(x, P[p + ".gate.weight"])) * F.linear(x, P[p + ".up.weight"]),
                         P[p + ".down.weight"])
 
-    def forward(self, num, cat, alpha):
-        """Returns logits, the balance loss, per block counts and the smallest routing margin."""
+    def attention(self, qkv, n, window):
+        enc = self.cfg["encoder"]
+        d, nh, g = self.cfg["d_model"], enc["n_head"], enc["n_global"]
+        dh = d // nh
+        q, k, v = qkv[:, :d], qkv[:, d:2 * d], qkv[:, 2 * d:]
+        i = torch.arange(n)[:, None]
+        j = torch.arange(n)[None, :]
+        allowed = ((i - j).abs() <= window // 2) | (i < g) | (j < g)
+        outs = []
+        for hd in range(nh):
+            sc = q[:, hd * dh:(hd + 1) * dh] @ k[:, hd * dh:(hd + 1) * dh].T / np.sqrt(dh)
+            sc = sc.masked_fill(~allowed, float("-inf"))
+            outs.append(torch.softmax(sc, dim=-1) @ v[:, hd * dh:(hd + 1) * dh])
+        return torch.cat(outs, dim=1)
+
+    def encode(self, inp):
         P, enc = self.P, self.cfg["encoder"]
-        mean = torch.tensor([f["mean"] for f in enc["numeric"]])
-        std = torch.tensor([f["std"] for f in enc["numeric"]])
-        parts = [(torch.from_numpy(num.astype(np.float64)) - mean) / std]
-        for i in range(len(enc["categorical"])):
-            parts.append(P[f"enc.cat.{i}.weight"][torch.from_numpy(cat[:, i].astype(np.int64))])
-        h = F.linear(torch.cat(parts, 1), P["enc.in.weight"], P["enc.in.bias"])
+        if enc["kind"] == "tabular":
+            num, cat = inp["numeric"], inp["categorical"]
+            mean = torch.tensor([f["mean"] for f in enc["numeric"]])
+            std = torch.tensor([f["std"] for f in enc["numeric"]])
+            parts = [(torch.from_numpy(num.astype(np.float64)) - mean) / std]
+            for i in range(len(enc["categorical"])):
+                parts.append(P[f"enc.cat.{i}.weight"][torch.from_numpy(cat[:, i].astype(np.int64))])
+            return F.linear(torch.cat(parts, 1), P["enc.in.weight"], P["enc.in.bias"])
+        if enc["kind"] == "sensor":
+            mean = torch.tensor([c["mean"] for c in enc["channels"]])
+            std = torch.tensor([c["std"] for c in enc["channels"]])
+            x = ((torch.from_numpy(inp["window"].astype(np.float64)) - mean) / std).transpose(1, 2)
+            for i, c in enumerate(enc["conv"]):
+                x = F.conv1d(x, P[f"enc.conv.{i}.weight"], P[f"enc.conv.{i}.bias"], stride=c["stride"])
+                x = F.silu(x) if enc.get("activation", "gelu") == "silu" else F.gelu(x)
+            return F.linear(x.mean(dim=2), P["enc.in.weight"], P["enc.in.bias"])
+        out = []
+        for r in range(inp["tokens"].shape[0]):
+            n = int(inp["n_tokens"][r])
+            ids = torch.from_numpy(inp["tokens"][r, :n].astype(np.int64))
+            h = P["enc.tok.weight"][ids] + P["enc.pos.weight"][:n]
+            for l in range(enc["n_layer"]):
+                p = f"enc.layer.{l}"
+                a = self.norm(h, p + ".attn_norm")
+                qkv = F.linear(a, P[p + ".attn.qkv.weight"])
+                h = h + F.linear(self.attention(qkv, n, enc["window"][l]), P[p + ".attn.out.weight"])
+                h = h + self.ffn(p + ".ffn", self.norm(h, p + ".ffn_norm"))
+            out.append(self.norm(h, "enc.norm").mean(dim=0))
+        return torch.stack(out)
+
+    def forward(self, inp, alpha):
+        """Returns logits, the balance loss, per block counts and the smallest routing margin."""
+        P = self.P
+        h = self.encode(inp)
         m = h.shape[0]
         aux = torch.zeros(())
         counts, margin = [], float("inf")
@@ -195,29 +280,45 @@ def run(name, cfg, extra, seed):
     rng = np.random.default_rng(seed)
     model = Model(cfg, rng)
     enc, kind = cfg["encoder"], cfg["task"]["kind"]
-    n_num, n_cat = len(enc["numeric"]), len(enc["categorical"])
-    num = np.stack([(0.5 * i + (1 + 0.5 * i) * rng.standard_normal((STEPS, ROWS))) for i in range(n_num)],
-                   axis=-1).astype(np.float32)
-    cat = np.stack([rng.integers(0, len(c["vocab"]), (STEPS, ROWS)) for c in enc["categorical"]],
-                   axis=-1).astype(np.int32)
+    io = {}
+    if enc["kind"] == "tabular":
+        n_num = len(enc["numeric"])
+        io["numeric"] = np.stack([(0.5 * i + (1 + 0.5 * i) * rng.standard_normal((STEPS, ROWS))) for i in range(n_num)],
+                                 axis=-1).astype(np.float32)
+        io["categorical"] = np.stack([rng.integers(0, len(c["vocab"]), (STEPS, ROWS)) for c in enc["categorical"]],
+                                     axis=-1).astype(np.int32)
+    elif enc["kind"] == "sensor":
+        mean = np.array([c["mean"] for c in enc["channels"]])
+        std = np.array([c["std"] for c in enc["channels"]])
+        io["window"] = (mean + std * rng.standard_normal((STEPS, ROWS, enc["window"], len(mean)))).astype(np.float32)
+    else:
+        lens = rng.integers(1, enc["max_len"] + 1, (STEPS, ROWS)).astype(np.int32)
+        toks = rng.integers(2, enc["vocab_size"], (STEPS, ROWS, enc["max_len"])).astype(np.int32)
+        toks[:, :, 0] = 1
+        io["tokens"], io["n_tokens"] = toks, lens
     n_lab = len(cfg["task"]["labels"])
     lab = rng.integers(0, 2 if kind == "binary" else n_lab, (STEPS, ROWS)).astype(np.int32)
     tgt = rng.standard_normal((STEPS, ROWS, n_lab)).astype(np.float32)
     init = {k: v.detach().numpy().astype(np.float32) for k, v in model.P.items()}
     for b, bias in enumerate(model.bias):
         init[f"moe.{b}.router.bias"] = bias.astype(np.float32)
-    decay = [p for k, p in model.P.items() if p.dim() == 2]
-    no_decay = [p for k, p in model.P.items() if p.dim() != 2]
+    decay = [p for k, p in model.P.items() if p.dim() >= 2]
+    no_decay = [p for k, p in model.P.items() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["adam_eps"])
     losses, margin = [], float("inf")
     for t in range(STEPS):
-        logits, aux, counts, mg = model.forward(num[t], cat[t], o["balance_alpha"])
+        logits, aux, counts, mg = model.forward({k: v[t] for k, v in io.items()}, o["balance_alpha"])
         margin = min(margin, mg)
         loss = loss_of(kind, o, logits, lab[t], tgt[t]) + aux
         opt.zero_grad()
         loss.backward()
+        # A tensor the step did not reach (an expert no row chose) has a zero gradient, as in C:
+        # AdamW still decays it and advances its moments; with grad None torch would skip it.
+        for p in model.P.values():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         torch.nn.utils.clip_grad_norm_(list(model.P.values()), o["clip_norm"])
         for gr in opt.param_groups:
             gr["lr"] = lr_at(o, t)
@@ -226,21 +327,21 @@ def run(name, cfg, extra, seed):
             mean = ROWS * mc["top_k"] / mc["n_expert"]
             model.bias[b] = model.bias[b] + o["bias_gamma"] * np.sign(mean - counts[b])
         losses.append(float(loss))
-    return o, init, num, cat, lab, tgt, losses, model, margin
+    return o, init, io, lab, tgt, losses, model, margin
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, (cfg, extra) in CASES.items():
         for seed in range(100, 200):
-            o, init, num, cat, lab, tgt, losses, model, margin = run(name, cfg, extra, seed)
+            o, init, io, lab, tgt, losses, model, margin = run(name, cfg, extra, seed)
             if margin > ROUTE_MARGIN:
                 break
         else:
             sys.exit(f"{name}: no seed keeps the routing margin above {ROUTE_MARGIN}")
         write_safetensors(os.path.join(OUT, name + ".init.safetensors"), init,
                           {"config": json.dumps(cfg, separators=(",", ":"))})
-        io = {"numeric": num, "categorical": cat, "loss": np.array(losses, np.float32)}
+        io["loss"] = np.array(losses, np.float32)
         if cfg["task"]["kind"] == "regression":
             io["target"] = tgt
         else:

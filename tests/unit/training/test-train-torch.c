@@ -1,5 +1,6 @@
 /*
- * Agreement with PyTorch: tests/golden/train/gen_train_golden.py trains the same tabular models
+ * Agreement with PyTorch: tests/golden/train/gen_train_golden.py trains the same models (tabular
+ * with three losses, sensor, text)
  * (float64 autograd, torch.optim.AdamW, clip_grad_norm_, the warmup + cosine schedule, the
  * balance loss and the selection-bias update) for a few steps from a given fp32 model file on
  * given batches. The C trainer loads that file, runs the same steps in float32, and must report
@@ -64,17 +65,27 @@ static void run_case(const char *name) {
   rc = moe_trainer_load(init, 0, &o, &tr, err, sizeof err);
   ASSERT_MSG(rc == MOE_OK, "%s: %s", init, err);
   const moe_st_tensor_t *num = moe_st_tensor_find(io, "numeric"), *cat = moe_st_tensor_find(io, "categorical");
+  const moe_st_tensor_t *win = moe_st_tensor_find(io, "window"), *tok = moe_st_tensor_find(io, "tokens");
+  const moe_st_tensor_t *ntok = moe_st_tensor_find(io, "n_tokens");
   const moe_st_tensor_t *lab = moe_st_tensor_find(io, "label"), *tgt = moe_st_tensor_find(io, "target");
   const moe_st_tensor_t *loss = moe_st_tensor_find(io, "loss");
-  ASSERT(num && cat && loss && (lab || tgt));
-  const int S = (int)num->shape[0], M = (int)num->shape[1], nn = (int)num->shape[2], nc = (int)cat->shape[2];
-  const int nt = tgt ? (int)tgt->shape[2] : 0;
+  ASSERT(((num && cat) || win || (tok && ntok)) && loss && (lab || tgt));
+  const int S = (int)loss->shape[0], M = (int)(lab ? lab->shape[1] : tgt->shape[1]);
+  /* Values per row of each input, 0 when absent. */
+  const size_t nn = num ? (size_t)num->shape[2] : 0, nc = cat ? (size_t)cat->shape[2] : 0;
+  const size_t nw = win ? (size_t)win->shape[2] * win->shape[3] : 0, nk = tok ? (size_t)tok->shape[2] : 0;
+  const size_t nt = tgt ? (size_t)tgt->shape[2] : 0;
   double worst_loss = 0;
   for (int t = 0; t < S; t++) {
-    moe_train_data_t b = {M, (const float *)num->data + (size_t)t * M * nn,
-                          (const int32_t *)cat->data + (size_t)t * M * nc,
-                          lab ? (const int32_t *)lab->data + (size_t)t * M : NULL,
-                          tgt ? (const float *)tgt->data + (size_t)t * M * nt : NULL};
+    const size_t r0 = (size_t)t * M;
+    moe_train_data_t b = {M,
+                          num ? (const float *)num->data + r0 * nn : NULL,
+                          cat ? (const int32_t *)cat->data + r0 * nc : NULL,
+                          lab ? (const int32_t *)lab->data + r0 : NULL,
+                          tgt ? (const float *)tgt->data + r0 * nt : NULL,
+                          win ? (const float *)win->data + r0 * nw : NULL,
+                          tok ? (const int32_t *)tok->data + r0 * nk : NULL,
+                          ntok ? (const int32_t *)ntok->data + r0 : NULL};
     double l;
     ASSERT_OK(moe_trainer_step(tr, &b, &l));
     const double want = ((const float *)loss->data)[t];
@@ -126,3 +137,5 @@ static void run_case(const char *name) {
 TEST(binary_bce) { run_case("binary-bce"); }
 TEST(multiclass_ce) { run_case("multiclass-ce"); }
 TEST(regression_huber) { run_case("regression-huber"); }
+TEST(sensor_ce) { run_case("sensor-ce"); }
+TEST(text_bce) { run_case("text-bce"); }
