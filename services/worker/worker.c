@@ -132,9 +132,14 @@ struct wk_worker_s {
   wk_batcher_t batcher;
   int batcher_open;
   wk_batch_tx_t *tx;
-  wk_batch_t *queue_head, *queue_tail, *inflight;
+  /* Batches move queue -> scoring (thread pool) -> ready (scored, waiting for the database)
+   * -> committing (sent). Scoring the next batch overlaps the commit of the previous one;
+   * commits stay one at a time and in order. At most one of scoring/ready is set, so the one
+   * statement builder (tx) is never needed by two batches at once: a sent statement has been
+   * copied by db_conn_query. */
+  wk_batch_t *queue_head, *queue_tail, *scoring, *ready, *committing;
   size_t n_queued;  /* batches waiting behind the one in flight */
-  size_t n_queued_events; /* their events */
+  size_t n_pending_events; /* events in batches not yet committed (queued to committing) */
   int paused;       /* fetching paused for back-pressure */
   rd_kafka_topic_partition_list_t *pending_revoke;
   kq_rebalance_kind_t pending_kind;
@@ -166,6 +171,12 @@ static size_t worker_info(void *data, char *buf, size_t size) {
 
 static void worker_pump(wk_worker_t *w);
 
+/* No batch anywhere between the batcher and PostgreSQL. */
+static bool worker_idle(const wk_worker_t *w) {
+  return w->queue_head == NULL && w->scoring == NULL && w->ready == NULL &&
+         w->committing == NULL;
+}
+
 /* ---- helpers -------------------------------------------------------------------------- */
 
 static void event_free(wk_event_t *ev) {
@@ -177,6 +188,7 @@ static void event_free(wk_event_t *ev) {
 
 static void batch_free(wk_batch_t *b) {
   if (b == NULL) return;
+  b->w->n_pending_events -= b->n;
   for (size_t i = 0; i < b->n; i++) event_free(b->ev[i]);
   free(b->ev);
   free(b->x);
@@ -206,14 +218,17 @@ static void worker_fatal(wk_worker_t *w, const char *what, const char *detail) {
   }
   w->queue_tail = NULL;
   w->n_queued = 0;
-  w->n_queued_events = 0;
+  if (w->ready) { /* scored but never sent */
+    batch_free(w->ready);
+    w->ready = NULL;
+  }
   if (w->batcher_open) {
     size_t n;
     void **items = wk_batcher_take(&w->batcher, &n);
     for (size_t i = 0; i < n; i++) event_free(items[i]);
     free(items);
   }
-  if (w->inflight == NULL) worker_begin_close(w);
+  if (worker_idle(w)) worker_begin_close(w);
 }
 
 static wk_decision_t worker_decide(const wk_worker_t *w, float score) {
@@ -346,11 +361,11 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
   else w->queue_head = b;
   w->queue_tail = b;
   w->n_queued++;
-  w->n_queued_events += n;
+  w->n_pending_events += n;
   worker_pump(w);
   /* Messages handed to us no longer count against librdkafka's fetch budget: without this,
    * a database slower than the topic would pile batches up in memory without bound. */
-  if (w->n_queued_events >= w->o.max_queued_events && !w->paused && w->cons) {
+  if (w->n_pending_events >= w->o.max_queued_events && !w->paused && w->cons) {
     worker_set_paused(w, true);
     svc_counter_add(w->m_pauses, 1);
   }
@@ -457,26 +472,33 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
 /* Sends the statement batch_build made (db_conn_query copies it); on the loop thread. */
 static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   b->commit_start_ns = uv_hrtime();
+  w->committing = b;
   svc_err_t err =
       db_conn_query(w->db, b->sql, WK_BATCH_TX_N_PARAMS, b->params, on_committed, b);
   if (err != SVC_OK) {
-    w->inflight = NULL;
+    w->committing = NULL;
     batch_free(b);
     worker_fatal(w, "sending the batch transaction", svc_strerror(err));
   }
 }
 
+/* A built batch: sent now if no commit is running, else it waits its turn. */
+static void batch_ready(wk_worker_t *w, wk_batch_t *b) {
+  if (w->committing == NULL) batch_send(w, b);
+  else w->ready = b;
+  worker_pump(w);
+}
+
 static void after_score(uv_work_t *req, int status) {
   wk_batch_t *b = req->data;
   wk_worker_t *w = b->w;
+  w->scoring = NULL;
   if (w->fatal) {
-    w->inflight = NULL;
     batch_free(b);
-    worker_begin_close(w);
+    if (worker_idle(w)) worker_begin_close(w);
     return;
   }
   if (status != 0 || b->score_err != SVC_OK) {
-    w->inflight = NULL;
     batch_free(b);
     worker_fatal(w, "scoring a batch", status != 0 ? uv_strerror(status) : b->score_errstr);
     return;
@@ -488,30 +510,29 @@ static void after_score(uv_work_t *req, int status) {
   }
   for (size_t i = 0; i < w->scorer->load_size; i++)
     if (b->load[i]) svc_counter_add(w->m_load[i], (uint64_t)b->load[i]);
-  batch_send(w, b);
+  batch_ready(w, b);
 }
 
 static void worker_pump(wk_worker_t *w) {
-  if (w->inflight != NULL || w->queue_head == NULL || w->closing) return;
+  if (w->scoring != NULL || w->ready != NULL || w->queue_head == NULL || w->closing) return;
   wk_batch_t *b = w->queue_head;
   w->queue_head = b->next;
   if (w->queue_head == NULL) w->queue_tail = NULL;
   w->n_queued--;
-  w->n_queued_events -= b->n;
   b->next = NULL;
-  w->inflight = b;
   for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->env != NULL;
   if (b->n_rows == 0) {
     batch_build(w, b); /* only dead letters: their offsets still move */
-    batch_send(w, b);
+    batch_ready(w, b);
     return;
   }
+  w->scoring = b;
   size_t width = w->scorer->n_inputs;
   b->x = malloc(b->n_rows * width * sizeof *b->x);
   b->scores = calloc(b->n_rows, sizeof *b->scores);
   b->load = calloc(w->scorer->load_size + 1, sizeof *b->load);
   if (b->x == NULL || b->scores == NULL || b->load == NULL) {
-    w->inflight = NULL;
+    w->scoring = NULL;
     batch_free(b);
     worker_fatal(w, "preparing a batch", "out of memory");
     return;
@@ -522,7 +543,7 @@ static void worker_pump(wk_worker_t *w) {
   b->work.data = b;
   int rc = uv_queue_work(&w->loop, &b->work, score_work, after_score);
   if (rc != 0) {
-    w->inflight = NULL;
+    w->scoring = NULL;
     batch_free(b);
     worker_fatal(w, "queueing the scoring work", uv_strerror(rc));
   }
@@ -535,11 +556,17 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
                          void *arg) {
   wk_batch_t *b = arg;
   wk_worker_t *w = b->w;
-  w->inflight = NULL;
+  w->committing = NULL;
   if (err != SVC_OK) {
     batch_free(b);
     worker_fatal(w, "committing a batch", errmsg ? errmsg : svc_strerror(err));
     return;
+  }
+  /* The next statement goes out first, so that PostgreSQL never waits for our bookkeeping. */
+  if (w->ready != NULL && !w->fatal) {
+    wk_batch_t *next = w->ready;
+    w->ready = NULL;
+    batch_send(w, next);
   }
   uint64_t now_ns = uv_hrtime();
   svc_histogram_observe(w->m_commit, (double)(now_ns - b->commit_start_ns) * 1e-9);
@@ -580,10 +607,10 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
           b->n, b->n_rows, c.results, c.states, c.outbox);
   batch_free(b);
 
-  if (w->pending_revoke && w->queue_head == NULL && w->inflight == NULL) revoke_finish(w, true);
+  if (w->pending_revoke && worker_idle(w)) revoke_finish(w, true);
   worker_pump(w);
   /* Resuming at half leaves work for the time the fetcher needs to get going again. */
-  if (w->paused && !w->stopping && w->cons && w->n_queued_events <= w->o.max_queued_events / 2)
+  if (w->paused && !w->stopping && w->cons && w->n_pending_events <= w->o.max_queued_events / 2)
     worker_set_paused(w, false);
   stop_maybe_close(w);
 }
@@ -775,7 +802,7 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
   }
   w->pending_kind = kind;
   if (w->batcher_open) wk_batcher_flush(&w->batcher);
-  if (w->queue_head == NULL && w->inflight == NULL) {
+  if (worker_idle(w)) {
     revoke_finish(w, false); /* nothing in flight: let go at once */
     return KQ_REBALANCE_DONE;
   }
@@ -1068,7 +1095,7 @@ static void worker_begin_close(wk_worker_t *w) {
 static void stop_maybe_close(wk_worker_t *w) {
   if (!w->stopping || w->closing) return;
   if (w->batcher_open && wk_batcher_pending(&w->batcher) > 0) wk_batcher_flush(&w->batcher);
-  if (w->queue_head == NULL && w->inflight == NULL) worker_begin_close(w);
+  if (worker_idle(w)) worker_begin_close(w);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {

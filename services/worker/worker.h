@@ -7,8 +7,9 @@
  * assignment it restores the partitions' offsets and card state from PostgreSQL and seeks
  * there; Kafka's own committed offsets are written afterwards for lag monitoring only.
  *
- * Batches are processed one at a time, in order, so that a batch is committed only after
- * every earlier batch (offsets never skip an uncommitted event). A failed or unknown commit
+ * Batches are committed one at a time, in order, so that a batch is committed only after
+ * every earlier batch (offsets never skip an uncommitted event); scoring the next batch
+ * overlaps the commit of the previous one. A failed or unknown commit
  * (PostgreSQL down, connection lost mid-commit) stops the worker with a non-zero status: the
  * in-memory card state is then ahead of the database, and a restart restores both from the
  * last committed batch (crash-only recovery; the orchestrator restarts the process).
