@@ -138,7 +138,8 @@ int moe_trainer_predict(moe_trainer_t *tr, const moe_train_data_t *data, float *
 
 /*
  * Evaluates the data set: *value gets the metric (MOE_ERANGE when it is undefined for the data,
- * e.g. AUC with one class; MOE_EINVAL when the metric does not fit the task).
+ * e.g. AUC with one class; MOE_EINVAL when the metric does not fit the task). MOE_METRIC_LOSS is
+ * the training loss (auxiliary balance loss included) averaged over rows.
  */
 int moe_trainer_eval(moe_trainer_t *tr, const moe_train_data_t *data, moe_metric_kind_t metric,
                      double *value);
@@ -179,7 +180,11 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
  * Writes the model file: the config (as given, with "quant" set to the chosen format) and the
  * tensors; quantizable linears (MODEL_FORMAT.md) are quantized post-training in blocks of 32
  * (q8_0: max-abs / 127, round half to even; q4_0: the value of largest magnitude maps to -8)
- * with fp16 scales. Returns MOE_OK, MOE_EIO (errstr says why) or MOE_ENOMEM.
+ * with fp16 scales. No calibration data is needed: the weight scales depend on the weights
+ * only, and the engine quantizes activations per row at run time (dynamic q8_0), so there is no
+ * activation-dependent choice to make. To recover what rounding costs, fine-tune with
+ * opts.qat set to the target format first. Returns MOE_OK, MOE_EINVAL (bad quant), MOE_EIO
+ * (errstr says why) or MOE_ENOMEM.
  */
 int moe_trainer_export(moe_trainer_t *tr, const char *path, moe_quant_t quant, char *errstr,
                        size_t errstr_size);

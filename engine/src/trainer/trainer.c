@@ -505,8 +505,15 @@ static int run_eval(moe_trainer_t *tr, const moe_train_data_t *data, float *scor
     return MOE_EINVAL;
   }
   if (loss_sum != NULL) *loss_sum = 0;
-  for (int lo = 0; lo < data->n_rows; lo += TR_EVAL_BATCH) {
-    const int m = data->n_rows - lo < TR_EVAL_BATCH ? data->n_rows - lo : TR_EVAL_BATCH;
+  /* Text keeps (n_head, n, n) attention probabilities per row: bound them to ~64 MB a batch. */
+  int eb = TR_EVAL_BATCH;
+  if (tr->cfg.enc == MOE_ENCODER_TEXT) {
+    const double per_row = (double)tr->cfg.n_head * tr->cfg.max_len * tr->cfg.max_len * tr->cfg.n_layer;
+    const double fit = (double)((size_t)16 << 20) / per_row;
+    eb = fit < 1 ? 1 : fit < TR_EVAL_BATCH ? (int)fit : TR_EVAL_BATCH;
+  }
+  for (int lo = 0; lo < data->n_rows; lo += eb) {
+    const int m = data->n_rows - lo < eb ? data->n_rows - lo : eb;
     const moe_train_data_t s = slice(tr, data, lo, m);
     tr_cache_t c;
     int rc;
