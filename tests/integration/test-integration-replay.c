@@ -319,6 +319,12 @@ TEST(replay_bad_input) {
   ASSERT_STR_CONTAINS(out, "0.csv");
   snprintf(args, sizeof(args), "--task fault-skab --data %s 2>/dev/null", path);
   ASSERT_EQ(run_replay(args, out, sizeof(out)), 2);
+  /* Deliveries that the broker refuses are counted and make the exit status 1. */
+  snprintf(args, sizeof(args),
+           "--task fault-skab --data %s --topic 'bad topic!' --max --limit 5 --json 2>/dev/null",
+           path);
+  ASSERT_EQ(run_replay(args, out, sizeof(out)), 1);
+  ASSERT_STR_CONTAINS(out, "\"sent\":5,\"delivered\":0,\"failed\":5");
 }
 
 __attribute__((constructor)) static void need_broker(void) {
