@@ -242,10 +242,11 @@ static int block_fwd(moe_trainer_t *tr, const tr_block_t *blk, const tr_real *W,
   return MOE_OK;
 }
 
-static int set_err(moe_trainer_t *tr, int rc, const char *msg, int row, int feat, const char *name, double v) {
-  snprintf(tr->err, sizeof tr->err, "row %d: %s %d \"%s\" %s %g", row, rc == MOE_EDATA ? "feature" : "", feat, name,
-           msg, v);
-  return rc;
+/* "row 3: feature 2 "amount" is nan": feat counts numeric features first, then categorical
+ * ones (the attribution order of moe.h). */
+static int row_err(moe_trainer_t *tr, const char *msg, int row, int feat, const char *name, double v) {
+  snprintf(tr->err, sizeof tr->err, "row %d: feature %d \"%s\" %s %g", row, feat, name, msg, v);
+  return MOE_EDATA;
 }
 
 /* ---- sensor encoder -------------------------------------------------------------------- */
@@ -590,7 +591,7 @@ static int encode_tabular(moe_trainer_t *tr, const tr_real *W, const moe_train_d
     tr_real *x = c->x0 + (size_t)r * d_in;
     for (int i = 0; i < cfg->n_numeric; i++) {
       const float v = batch->numeric[(size_t)r * cfg->n_numeric + i];
-      if (!isfinite(v)) return set_err(tr, MOE_EDATA, "is", r, i, cfg->numeric[i].name, v);
+      if (!isfinite(v)) return row_err(tr, "is", r, i, cfg->numeric[i].name, v);
       x[i] = ((tr_real)v - cfg->numeric[i].mean) / cfg->numeric[i].std;
     }
     int off = cfg->n_numeric;
@@ -598,7 +599,7 @@ static int encode_tabular(moe_trainer_t *tr, const tr_real *W, const moe_train_d
       const int32_t id = batch->categorical[(size_t)r * cfg->n_categorical + i];
       const moe__categorical_t *ct = &cfg->categorical[i];
       if (id < 0 || id >= ct->vocab_size)
-        return set_err(tr, MOE_EDATA, "has an id outside its vocabulary:", r, cfg->n_numeric + i, ct->name, id);
+        return row_err(tr, "has an id outside its vocabulary:", r, cfg->n_numeric + i, ct->name, id);
       memcpy(x + off, W + tr->cat[i] + (size_t)id * ct->dim, (size_t)ct->dim * sizeof(tr_real));
       off += ct->dim;
     }
