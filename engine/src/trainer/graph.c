@@ -371,75 +371,49 @@ static bool attn_allowed(int i, int j, int window, int n_global) {
   return (i > j ? i - j : j - i) <= window / 2 || i < n_global || j < n_global;
 }
 
-/* One row of n tokens: qkv (n, 3 d) -> out (n, d); P receives the probabilities (heads, n, n). */
+/*
+ * One row of n tokens: qkv (n, 3 d) -> out (n, d); P receives the probabilities (heads, n, n).
+ * Dense GEMMs over the whole row with the mask applied to the scores: for the sequence lengths
+ * trained here that beats skipping the masked entries one by one.
+ */
 static void attn_fwd(const tr_real *qkv, int n, int d, int n_head, int window, int n_global, tr_real *P,
                      tr_real *out) {
-  const int dh = d / n_head;
+  const int dh = d / n_head, ld = 3 * d;
   const tr_real scale = (tr_real)(1.0 / sqrt((double)dh));
   for (int hd = 0; hd < n_head; hd++) {
     tr_real *Ph = P + (size_t)hd * n * n;
+    gemm(false, true, n, n, dh, scale, qkv + hd * dh, ld, qkv + d + hd * dh, ld, 0, Ph, n);
     for (int i = 0; i < n; i++) {
-      const tr_real *q = qkv + (size_t)i * 3 * d + hd * dh;
       tr_real *p = Ph + (size_t)i * n, mx = -INFINITY, sum = 0;
-      for (int j = 0; j < n; j++) {
-        if (!attn_allowed(i, j, window, n_global)) {
-          p[j] = -INFINITY;
-          continue;
-        }
-        const tr_real *k = qkv + (size_t)j * 3 * d + d + hd * dh;
-        tr_real sc = 0;
-        for (int t = 0; t < dh; t++) sc += q[t] * k[t];
-        p[j] = sc * scale;
-        mx = p[j] > mx ? p[j] : mx;
-      }
-      for (int j = 0; j < n; j++) sum += (p[j] = p[j] == -INFINITY ? 0 : (tr_real)exp(p[j] - mx));
+      for (int j = 0; j < n; j++)
+        if (attn_allowed(i, j, window, n_global)) mx = p[j] > mx ? p[j] : mx;
+      for (int j = 0; j < n; j++) sum += (p[j] = attn_allowed(i, j, window, n_global) ? (tr_real)exp(p[j] - mx) : 0);
       for (int j = 0; j < n; j++) p[j] /= sum;
-      tr_real *o = out + (size_t)i * d + hd * dh;
-      for (int t = 0; t < dh; t++) o[t] = 0;
-      for (int j = 0; j < n; j++) {
-        if (p[j] == 0) continue;
-        const tr_real *v = qkv + (size_t)j * 3 * d + 2 * d + hd * dh;
-        for (int t = 0; t < dh; t++) o[t] += p[j] * v[t];
-      }
     }
+    gemm(false, false, n, dh, n, 1, Ph, n, qkv + 2 * d + hd * dh, ld, 0, out + hd * dh, d);
   }
 }
 
-/* Given dout (n, d): dqkv (n, 3 d) overwritten. dp: scratch (n). */
+/* Given dout (n, d): dqkv (n, 3 d) overwritten. dp: scratch (n, n). */
 static void attn_bwd(const tr_real *qkv, int n, int d, int n_head, const tr_real *P, const tr_real *dout,
                      tr_real *dqkv, tr_real *dp) {
-  const int dh = d / n_head;
+  const int dh = d / n_head, ld = 3 * d;
   const tr_real scale = (tr_real)(1.0 / sqrt((double)dh));
   memset(dqkv, 0, (size_t)n * 3 * d * sizeof(tr_real));
   for (int hd = 0; hd < n_head; hd++) {
-    const tr_real *Ph = P + (size_t)hd * n * n;
+    const tr_real *Ph = P + (size_t)hd * n * n, *go = dout + hd * dh;
+    const tr_real *q = qkv + hd * dh, *k = qkv + d + hd * dh, *v = qkv + 2 * d + hd * dh;
+    tr_real *dq = dqkv + hd * dh, *dk = dqkv + d + hd * dh, *dv = dqkv + 2 * d + hd * dh;
+    gemm(false, true, n, n, dh, 1, go, d, v, ld, 0, dp, n);  /* dP = dO V^T */
+    gemm(true, false, n, dh, n, 1, Ph, n, go, d, 0, dv, ld); /* dV = P^T dO */
     for (int i = 0; i < n; i++) {
-      const tr_real *p = Ph + (size_t)i * n, *go = dout + (size_t)i * d + hd * dh;
-      const tr_real *q = qkv + (size_t)i * 3 * d + hd * dh;
-      tr_real dot = 0;
-      for (int j = 0; j < n; j++) {
-        dp[j] = 0;
-        if (p[j] == 0) continue;
-        const tr_real *v = qkv + (size_t)j * 3 * d + 2 * d + hd * dh;
-        tr_real *dv = dqkv + (size_t)j * 3 * d + 2 * d + hd * dh;
-        for (int t = 0; t < dh; t++) {
-          dp[j] += go[t] * v[t];
-          dv[t] += p[j] * go[t];
-        }
-        dot += dp[j] * p[j];
-      }
-      tr_real *dq = dqkv + (size_t)i * 3 * d + hd * dh;
-      for (int j = 0; j < n; j++) {
-        if (p[j] == 0) continue;
-        const tr_real ds = p[j] * (dp[j] - dot) * scale;
-        const tr_real *k = qkv + (size_t)j * 3 * d + d + hd * dh;
-        tr_real *dk = dqkv + (size_t)j * 3 * d + d + hd * dh;
-        for (int t = 0; t < dh; t++) {
-          dq[t] += ds * k[t];
-          dk[t] += ds * q[t];
-        }
-      }
+      const tr_real *p = Ph + (size_t)i * n;
+      tr_real *g = dp + (size_t)i * n, dot = 0;
+      for (int j = 0; j < n; j++) dot += g[j] * p[j];
+      for (int j = 0; j < n; j++) g[j] = p[j] * (g[j] - dot) * scale; /* dS, scaled */
     }
+    gemm(false, false, n, dh, n, 1, dp, n, k, ld, 0, dq, ld); /* dQ = dS K */
+    gemm(true, false, n, dh, n, 1, dp, n, q, ld, 0, dk, ld);  /* dK = dS^T Q */
   }
 }
 
@@ -541,7 +515,7 @@ static int encode_text_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, cons
   const int m = c->m, d = tr->d, F = cfg->text_d_ff, N = c->ts[m];
   tr_real *de = ALLOC_R((size_t)N * d), *dh = ALLOC_R((size_t)N * d), *dt = ALLOC_R((size_t)N * d);
   tr_real *dq = ALLOC_R((size_t)N * 3 * d), *hb = ALLOC_R((size_t)N * F), *dA = ALLOC_R((size_t)N * F);
-  tr_real *dB = ALLOC_R((size_t)N * F), *dp = ALLOC_R(cfg->max_len);
+  tr_real *dB = ALLOC_R((size_t)N * F), *dp = ALLOC_R((size_t)cfg->max_len * cfg->max_len);
   if (!de || !dh || !dt || !dq || !hb || !dA || !dB || !dp) return MOE_ENOMEM;
   for (int r = 0; r < m; r++) {
     const int n = c->ts[r + 1] - c->ts[r];
