@@ -32,13 +32,17 @@ typedef struct kern_ops_s {
   const char *name; /* "ref", "avx2", "avx512" */
 
   /* ---- quantization (k a multiple of 32) ---- */
-  /* x[k] -> k/32 blocks. Each block's scale is max|x| / 127 (qs in [-127, 127]), or 0 with all
-   * quants 0 for an all-zero block. Non-finite input gives an unspecified (but memory-safe)
-   * block; callers validate their floats first. */
+  /* x[k] -> k/32 blocks. Each block's scale is max|x| / 127 rounded to fp16 (saturating at
+   * 65504, beyond which quants clamp to +-127), and the quants are round-to-nearest-even of
+   * x / (that rounded scale), so qs is in [-127, 127]; an all-zero block gets scale 0 and zero
+   * quants, as does a block whose scale underflows fp16. Every variant produces bit-identical
+   * blocks. Non-finite input gives an unspecified (but memory-safe) block; callers validate
+   * their floats first. */
   void (*quantize_row_q8_0)(const float *x, blk_q8_0 *y, int64_t k);
   void (*dequantize_row_q8_0)(const blk_q8_0 *x, float *y, int64_t k);
-  /* Scale d = v / -8 where v is the signed value of largest magnitude, so that v maps exactly
-   * to q = 0 and the rest to round(x / d) + 8 clamped to [0, 15] (ggml's Q4_0 rule). */
+  /* Scale d = v / -8 (rounded to fp16, saturating like q8_0) where v is the first value of
+   * largest magnitude, so that v maps to q = 0 and the rest to floor(x / d + 8.5) clamped to
+   * [0, 15] (ggml's Q4_0 rule). */
   void (*quantize_row_q4_0)(const float *x, blk_q4_0 *y, int64_t k);
   void (*dequantize_row_q4_0)(const blk_q4_0 *x, float *y, int64_t k);
 
