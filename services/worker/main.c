@@ -31,6 +31,8 @@ typedef struct wk_cfg_s {
   double review_threshold;
   double block_threshold;
   double explain_threshold;
+  int64_t model_watch_ms;
+  int64_t kafka_error_grace_ms;
   int log_level;
   int log_format;
 } wk_cfg_t;
@@ -83,6 +85,15 @@ static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "model.path", .type = SVC_CFG_STRING, .env = "SLUICE_FRAUD_MODEL",
      .flags = SVC_CFG_REQUIRED | SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, model_path),
      .help = "libmoe model file (binary tabular model over fraud features)"},
+    {.name = "model.watch_interval", .type = SVC_CFG_DURATION, .def = "2s",
+     .env = "SLUICE_MODEL_WATCH_INTERVAL", .offset = offsetof(wk_cfg_t, model_watch_ms),
+     .min = 0, .max = 3600000,
+     .help = "how often the model file is checked for a change, which reloads it (0: only "
+             "SIGHUP reloads)"},
+    {.name = "kafka.error_grace", .type = SVC_CFG_DURATION, .def = "30s",
+     .env = "SLUICE_KAFKA_ERROR_GRACE", .offset = offsetof(wk_cfg_t, kafka_error_grace_ms),
+     .min = 0, .max = 3600000,
+     .help = "consumer errors without any message for this long make /readyz report kafka"},
     {.name = "batch.max", .type = SVC_CFG_INT, .def = "256", .env = "SLUICE_BATCH_MAX",
      .offset = offsetof(wk_cfg_t, batch_max), .min = 1, .max = 65536,
      .help = "events per batch (one inference call and one PostgreSQL statement)"},
@@ -151,7 +162,10 @@ int main(int argc, char **argv) {
                         .max_queued_events = (size_t)c.max_queued_events,
                         .review_threshold = c.review_threshold,
                         .block_threshold = c.block_threshold,
-                        .explain_threshold = c.explain_threshold, .domain = "fraud"};
+                        .explain_threshold = c.explain_threshold,
+                        .model_watch_ms = (uint64_t)c.model_watch_ms,
+                        .kafka_error_grace_ms = (uint64_t)c.kafka_error_grace_ms,
+                        .domain = "fraud"};
   svc_err_t rc = wk_worker_run(&o, err, sizeof err);
   if (rc != SVC_OK) {
     SVC_LOG(SVC_LOG_ERROR, "worker stopped on an error", "err=%s detail=\"%s\"", svc_err_name(rc),

@@ -77,14 +77,32 @@
      SVC_BUCKETS_NONE, "Outbox alerts published to the alerts topic (at least once).")      \
   XX(WK_M_PUBLISH_FAILED, "sluice_alert_publish_failures_total", SVC_COUNTER, "alerts", "", 0, \
      SVC_BUCKETS_NONE, "Outbox alerts whose publication failed (retried on the next pass).") \
-  XX(WK_M_MODEL, "sluice_model_info", SVC_GAUGE, "", "version", 8, SVC_BUCKETS_NONE,         \
-     "The loaded model version (value 1).")
+  XX(WK_M_MODEL, "sluice_model_info", SVC_GAUGE, "", "version", 64, SVC_BUCKETS_NONE,        \
+     "The serving model version (value 1).")                                                 \
+  XX(WK_M_RELOADS, "sluice_model_reloads_total", SVC_COUNTER, "reloads", "", 0,             \
+     SVC_BUCKETS_NONE, "Model files loaded and swapped in while running.")                  \
+  XX(WK_M_RELOAD_FAILED, "sluice_model_reload_failures_total", SVC_COUNTER, "reloads", "", 0, \
+     SVC_BUCKETS_NONE, "Model files refused while running (the serving model stays).")      \
+  XX(WK_M_RECOVERIES, "sluice_recoveries_total", SVC_COUNTER, "recoveries", "cause", 8,       \
+     SVC_BUCKETS_NONE, "In-process recoveries from PostgreSQL, by cause.")                  \
+  XX(WK_M_RECOVERING, "sluice_recovering", SVC_GAUGE, "", "", 0, SVC_BUCKETS_NONE,           \
+     "1 while in-memory state is discarded and waits to be restored from PostgreSQL.")      \
+  XX(WK_M_KAFKA_DOWN, "sluice_kafka_unavailable", SVC_GAUGE, "", "", 0, SVC_BUCKETS_NONE,    \
+     "1 while the consumer has reported errors for longer than kafka.error_grace.")
 
 enum { WK_METRICS(SVC_METRIC_ENUM) WK_M__COUNT };
 static const svc_metric_def_t wk_metric_defs[] = {WK_METRICS(SVC_METRIC_DEF)};
 
-enum { WK_READY_MODEL = 0, WK_READY_PARTITIONS = 1, WK_READY_DATABASE = 2 };
-static const char *const wk_ready_names[] = {"model", "partitions", "database"};
+enum {
+  WK_READY_MODEL = 0,
+  WK_READY_PARTITIONS = 1,
+  WK_READY_DATABASE = 2,
+  WK_READY_STATE = 3, /* false while recovering: memory is being restored from PostgreSQL */
+  WK_READY_KAFKA = 4, /* false while the consumer keeps failing (kafka.error_grace) */
+  WK_READY__COUNT
+};
+static const char *const wk_ready_names[] = {"model", "partitions", "database", "state",
+                                             "kafka"};
 
 /* ---- state ---------------------------------------------------------------------------- */
 
@@ -98,8 +116,26 @@ typedef struct wk_event_s {
 
 typedef struct wk_worker_s wk_worker_t;
 
+/*
+ * A loaded model with everything derived from it. Reference-counted on the loop thread: the
+ * worker holds one reference to the serving model and every batch holds one to the model it
+ * was scored with, so a swap affects only new batches and the old model is freed when its
+ * last batch is done. Immutable once built; the one session is used by one scoring at a time
+ * (the worker scores one batch at a time).
+ */
+typedef struct wk_model_s {
+  int refs;
+  wk_scorer_t *scorer;
+  wk_scorer_session_t *sess;
+  wk_feature_map_t fmap;
+  int fmap_open;
+  float review_thr, block_thr, explain_thr;
+} wk_model_t;
+
 typedef struct wk_batch_s {
   wk_worker_t *w;
+  wk_model_t *model;   /* the model this batch is scored with (one reference) */
+  unsigned gen;        /* w->gen when batched; an older batch belongs to discarded state */
   wk_event_t **ev;
   size_t n;
   size_t n_rows;       /* events to score */
@@ -121,10 +157,14 @@ struct wk_worker_s {
   uv_loop_t loop;
   svc_metrics_t *metrics;
   svc_http_t *http;
-  wk_scorer_t *scorer;
-  wk_scorer_session_t *sess;
-  wk_feature_map_t fmap;
-  float review_thr, block_thr, explain_thr;
+  wk_model_t *model; /* the serving model (one reference) */
+  struct wk_reload_s *reloading; /* a model load running on the thread pool */
+  int reload_again;              /* another reload was asked for meanwhile */
+  uv_signal_t sig_hup;
+  uv_fs_poll_t model_poll;
+  int model_poll_on;
+  char **infos;                  /* every /info header built, freed at exit (HTTP may read) */
+  size_t n_infos;
   kq_consumer_t *cons;
   kq_producer_t *prod;
   db_conn_t *db;
@@ -150,6 +190,18 @@ struct wk_worker_s {
   int handles_open;
   int stopping, closing, fatal;
   char fatal_msg[512];
+  /* In-process recovery (see worker.h). */
+  unsigned gen;            /* bumped when in-memory state is discarded */
+  int recovering;          /* state discarded; waiting to restore from PostgreSQL */
+  int restoring;           /* the restore queries are running */
+  int restore_again;       /* partitions were assigned during the restore: restore again */
+  int edb_streak;          /* commits the server rejected since the last good one */
+  struct wk_assign_s *assign_wait; /* assignments whose restore queries could not be sent */
+  uv_timer_t recover_timer;
+  uint64_t kafka_err_since; /* uv_now of the first consumer error since the last message */
+  int kafka_down;
+  svc_series_t *m_reloads, *m_reload_failed, *m_recovering, *m_kafka_down;
+  size_t n_load_series;
   svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
   svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_cards;
   svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained, *m_paused, *m_pauses;
@@ -160,6 +212,17 @@ struct wk_worker_s {
 };
 
 static void worker_begin_close(wk_worker_t *w);
+static void worker_recover(wk_worker_t *w, const char *cause, const char *detail);
+static void worker_settle(wk_worker_t *w);
+static void kafka_ok(wk_worker_t *w);
+
+static void model_unref(wk_model_t *m) {
+  if (m == NULL || --m->refs > 0) return;
+  if (m->scorer && m->sess) m->scorer->session_free(m->sess);
+  if (m->fmap_open) wk_feature_map_close(&m->fmap);
+  wk_scorer_free(m->scorer);
+  free(m);
+}
 
 /* /info: the worker's identity and settings, then the metrics (svc/http.h). HTTP thread. */
 static size_t worker_info(void *data, char *buf, size_t size) {
@@ -189,6 +252,7 @@ static void event_free(wk_event_t *ev) {
 static void batch_free(wk_batch_t *b) {
   if (b == NULL) return;
   b->w->n_pending_events -= b->n;
+  model_unref(b->model);
   for (size_t i = 0; i < b->n; i++) event_free(b->ev[i]);
   free(b->ev);
   free(b->x);
@@ -196,6 +260,8 @@ static void batch_free(wk_batch_t *b) {
   free(b->load);
   free(b);
 }
+
+static void worker_drop_pending(wk_worker_t *w);
 
 /* Stops the worker after an error it cannot recover from in process (see worker.h). */
 static void worker_fatal(wk_worker_t *w, const char *what, const char *detail) {
@@ -210,7 +276,12 @@ static void worker_fatal(wk_worker_t *w, const char *what, const char *detail) {
     svc_http_set_live(w->http, false, "fatal error; see the log");
   }
   w->stopping = 1;
-  /* Work not yet started is dropped: it was never committed and will be consumed again. */
+  worker_drop_pending(w);
+  if (worker_idle(w)) worker_begin_close(w);
+}
+
+/* Drops work not yet sent to PostgreSQL: it was never committed and will be consumed again. */
+static void worker_drop_pending(wk_worker_t *w) {
   while (w->queue_head) {
     wk_batch_t *b = w->queue_head;
     w->queue_head = b->next;
@@ -228,13 +299,193 @@ static void worker_fatal(wk_worker_t *w, const char *what, const char *detail) {
     for (size_t i = 0; i < n; i++) event_free(items[i]);
     free(items);
   }
-  if (worker_idle(w)) worker_begin_close(w);
 }
 
-static wk_decision_t worker_decide(const wk_worker_t *w, float score) {
-  if (score >= w->block_thr) return WK_DECISION_BLOCK;
-  if (score >= w->review_thr) return WK_DECISION_REVIEW;
+static wk_decision_t model_decide(const wk_model_t *m, float score) {
+  if (score >= m->block_thr) return WK_DECISION_BLOCK;
+  if (score >= m->review_thr) return WK_DECISION_REVIEW;
   return WK_DECISION_ALLOW;
+}
+
+/* ---- the model: load, swap ------------------------------------------------------------ */
+
+/*
+ * Loads the model file and everything derived from it: the scorer (which refuses a file that
+ * is unreadable, not a binary tabular model, or has inputs that are not fraud features), the
+ * feature map (which refuses inputs the builder does not produce), one session and the
+ * thresholds. Pure: runs on the thread pool for a reload. errstr names the file and the fault.
+ */
+static svc_err_t model_load(const wk_worker_opts_t *o, wk_model_t **out, char *errstr,
+                            size_t errstr_size) {
+  wk_model_t *m = calloc(1, sizeof *m);
+  if (m == NULL) return SVC_ENOMEM;
+  m->refs = 1;
+  svc_err_t err = wk_scorer_moe_open(o->model_path, o->batch_max, &m->scorer, errstr,
+                                     errstr_size);
+  if (err) goto fail;
+  err = wk_feature_map_init(&m->fmap, m->scorer->input_names, m->scorer->n_inputs, errstr,
+                            errstr_size);
+  if (err) goto fail;
+  m->fmap_open = 1;
+  err = m->scorer->session_new(m->scorer, &m->sess);
+  if (err) {
+    snprintf(errstr, errstr_size, "%s: scorer session: %s", o->model_path, svc_strerror(err));
+    goto fail;
+  }
+  m->block_thr = (float)(o->block_threshold >= 0 ? o->block_threshold : m->scorer->threshold);
+  m->review_thr = (float)(o->review_threshold >= 0 ? o->review_threshold : m->block_thr / 2);
+  m->explain_thr = (float)(o->explain_threshold >= 0 ? o->explain_threshold : m->review_thr);
+  if (m->review_thr > m->block_thr) {
+    snprintf(errstr, errstr_size, "%s: review threshold %.3f is above the block threshold %.3f",
+             o->model_path, (double)m->review_thr, (double)m->block_thr);
+    err = SVC_ECONFIG;
+    goto fail;
+  }
+  *out = m;
+  return SVC_OK;
+fail:
+  model_unref(m);
+  return err;
+}
+
+/* The /info header for the serving model. Old headers stay allocated until exit: the HTTP
+ * thread may still be reading one. */
+static void worker_info_build(wk_worker_t *w) {
+  const wk_model_t *m = w->model;
+  char **infos = realloc(w->infos, (w->n_infos + 1) * sizeof *infos);
+  if (infos == NULL) return;
+  w->infos = infos;
+  char *info = NULL;
+  if (asprintf(&info,
+               "# worker\nstate:running\ntopic:%s\ngroup:%s\ndlq_topic:%s\nalerts_topic:%s\n"
+               "pg_schema:%s\nmodel_version:%s\nmodel_inputs:%zu\nblock_threshold:%g\n"
+               "review_threshold:%g\nexplain_threshold:%g\nbatch_max:%zu\nbatch_wait_ms:%" PRIu64
+               "\n",
+               w->o.topic, w->o.group, w->o.dlq_topic, w->o.alerts_topic, w->o.pg_schema,
+               m->scorer->version, m->scorer->n_inputs, (double)m->block_thr,
+               (double)m->review_thr, (double)m->explain_thr, w->o.batch_max,
+               w->o.batch_wait_ms) < 0)
+    return;
+  w->infos[w->n_infos++] = info;
+  atomic_store_explicit(&w->info_text, info, memory_order_release);
+}
+
+/* Makes m the serving model for new batches; batches holding the old one finish with it. */
+static svc_err_t model_install(wk_worker_t *w, wk_model_t *m) {
+  size_t need = m->scorer->load_size;
+  if (need > w->n_load_series) {
+    svc_series_t **s = realloc(w->m_load, (need + 1) * sizeof *s);
+    if (s == NULL) return SVC_ENOMEM;
+    w->m_load = s;
+    for (size_t i = w->n_load_series; i < need; i++) {
+      char expert[24];
+      snprintf(expert, sizeof expert, "%zu", i);
+      w->m_load[i] = svc_metrics_series1(w->metrics, WK_M_EXPERT_LOAD, expert);
+    }
+    w->n_load_series = need;
+  }
+  wk_model_t *old = w->model;
+  if (old) svc_gauge_clear(svc_metrics_series1(w->metrics, WK_M_MODEL, old->scorer->version));
+  w->model = m;
+  svc_gauge_set(svc_metrics_series1(w->metrics, WK_M_MODEL, m->scorer->version), 1);
+  svc_http_set_ready(w->http, WK_READY_MODEL, true);
+  SVC_LOG(SVC_LOG_INFO, old ? "model swapped in" : "model loaded",
+          "version=%s previous=%s inputs=%zu block_threshold=%.3f review_threshold=%.3f",
+          m->scorer->version, old ? old->scorer->version : "", m->scorer->n_inputs,
+          (double)m->block_thr, (double)m->review_thr);
+  model_unref(old);
+  if (w->cons) worker_info_build(w); /* at start, setup builds it once everything is up */
+  return SVC_OK;
+}
+
+typedef struct wk_reload_s {
+  wk_worker_t *w;
+  uv_work_t work;
+  wk_model_t *m;
+  svc_err_t err;
+  char errstr[512];
+  const char *why;
+} wk_reload_t;
+
+static void model_reload(wk_worker_t *w, const char *why);
+
+static void reload_work(uv_work_t *req) {
+  wk_reload_t *r = req->data;
+  r->err = model_load(&r->w->o, &r->m, r->errstr, sizeof r->errstr);
+}
+
+static void after_reload(uv_work_t *req, int status) {
+  wk_reload_t *r = req->data;
+  wk_worker_t *w = r->w;
+  w->reloading = NULL;
+  if (w->closing) {
+    model_unref(r->m);
+    free(r);
+    return;
+  }
+  svc_err_t err = status != 0 ? SVC_EUV : r->err;
+  if (err == SVC_OK) err = model_install(w, r->m);
+  if (err == SVC_OK) {
+    svc_counter_add(w->m_reloads, 1);
+  } else {
+    if (r->err == SVC_OK) model_unref(r->m);
+    svc_counter_add(w->m_reload_failed, 1);
+    SVC_LOG(SVC_LOG_ERROR, "model reload refused; the serving model stays",
+            "trigger=%s err=%s detail=\"%s\" serving=%s", r->why, svc_err_name(err),
+            status != 0 ? uv_strerror(status) : r->errstr, w->model->scorer->version);
+  }
+  free(r);
+  if (w->reload_again) {
+    w->reload_again = 0;
+    model_reload(w, "changed during the previous load");
+  }
+}
+
+/* Loads the model file again on the thread pool, beside the serving model; one at a time. */
+static void model_reload(wk_worker_t *w, const char *why) {
+  if (w->closing || w->stopping || w->fatal) return;
+  if (w->reloading) {
+    w->reload_again = 1;
+    return;
+  }
+  wk_reload_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    svc_counter_add(w->m_reload_failed, 1);
+    SVC_LOG(SVC_LOG_ERROR, "model reload refused; the serving model stays", "err=ENOMEM");
+    return;
+  }
+  r->w = w;
+  r->why = why;
+  r->work.data = r;
+  SVC_LOG(SVC_LOG_INFO, "reloading the model", "trigger=%s path=%s", why, w->o.model_path);
+  int rc = uv_queue_work(&w->loop, &r->work, reload_work, after_reload);
+  if (rc != 0) {
+    free(r);
+    svc_counter_add(w->m_reload_failed, 1);
+    SVC_LOG(SVC_LOG_ERROR, "model reload refused; the serving model stays", "err=\"%s\"",
+            uv_strerror(rc));
+    return;
+  }
+  w->reloading = r;
+}
+
+static void on_sighup(uv_signal_t *s, int signum) {
+  (void)signum;
+  model_reload(s->data, "SIGHUP");
+}
+
+static void on_model_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
+                             const uv_stat_t *curr) {
+  (void)prev;
+  (void)curr;
+  wk_worker_t *w = h->data;
+  if (status < 0) {
+    /* Gone or unreadable (e.g. between an unlink and a rename): the next change reloads. */
+    SVC_LOG(SVC_LOG_WARN, "model file unreadable; the serving model stays", "path=%s err=\"%s\"",
+            w->o.model_path, uv_strerror(status));
+    return;
+  }
+  model_reload(w, "file changed");
 }
 
 /* ---- dead letters --------------------------------------------------------------------- */
@@ -285,6 +536,17 @@ static void dlq_send(wk_worker_t *w, const rd_kafka_message_t *msg, const wk_rej
 
 /* ---- consuming ------------------------------------------------------------------------ */
 
+/* The consumer works again (a message came): Kafka counts as available. */
+static void kafka_ok(wk_worker_t *w) {
+  w->kafka_err_since = 0;
+  if (w->kafka_down) {
+    w->kafka_down = 0;
+    svc_gauge_set(w->m_kafka_down, 0);
+    svc_http_set_ready(w->http, WK_READY_KAFKA, true);
+    SVC_LOG(SVC_LOG_INFO, "Kafka available again");
+  }
+}
+
 static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
   wk_worker_t *w = cons->data;
   svc_counter_add(w->m_events_in, 1);
@@ -295,7 +557,10 @@ static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
     return;
   }
   ev->msg = msg;
-  if (w->fatal) {
+  if (w->kafka_err_since || w->kafka_down) kafka_ok(w);
+  /* While recovering, the consumer is paused and will be sought back to PostgreSQL's offsets:
+   * what was already fetched comes again then. */
+  if (w->fatal || w->recovering) {
     event_free(ev);
     return;
   }
@@ -355,6 +620,7 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
     return;
   }
   b->w = w;
+  b->gen = w->gen;
   b->ev = (wk_event_t **)items;
   b->n = n;
   if (w->queue_tail) w->queue_tail->next = b;
@@ -372,29 +638,33 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
 }
 
 static void batch_build(wk_worker_t *w, wk_batch_t *b);
+static void worker_settle(wk_worker_t *w);
+
+/* Commits the server rejected in a row before the worker gives up (crash-only fallback). */
+#define WK_MAX_EDB_STREAK 3
 
 static void score_work(uv_work_t *req) {
   wk_batch_t *b = req->data;
-  wk_worker_t *w = b->w;
+  wk_model_t *m = b->model;
   uint64_t t0 = uv_hrtime();
-  b->score_err = w->scorer->score(w->sess, b->x, b->n_rows, b->scores, b->load, b->score_errstr,
+  b->score_err = m->scorer->score(m->sess, b->x, b->n_rows, b->scores, b->load, b->score_errstr,
                                   sizeof b->score_errstr);
   b->infer_ns = uv_hrtime() - t0;
   /* Explanations cost about one scoring per input: only for the rows someone will look at. */
   if (b->score_err != SVC_OK) return;
-  if (w->scorer->explain == NULL) {
-    batch_build(w, b);
+  if (m->scorer->explain == NULL) {
+    batch_build(b->w, b);
     return;
   }
   uint64_t t1 = uv_hrtime();
   for (size_t i = 0; i < b->n_rows && b->score_err == SVC_OK; i++) {
-    if (b->scores[i].score < w->explain_thr) continue;
-    b->score_err = w->scorer->explain(w->sess, &b->x[i * w->scorer->n_inputs], &b->scores[i],
+    if (b->scores[i].score < m->explain_thr) continue;
+    b->score_err = m->scorer->explain(m->sess, &b->x[i * m->scorer->n_inputs], &b->scores[i],
                                       b->score_errstr, sizeof b->score_errstr);
     b->n_explained++;
   }
   b->explain_ns = uv_hrtime() - t1;
-  if (b->score_err == SVC_OK) batch_build(w, b);
+  if (b->score_err == SVC_OK) batch_build(b->w, b);
 }
 
 static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
@@ -406,6 +676,8 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
  * batch is ever in flight, and w->tx belongs to it), keeping the loop free.
  */
 static void batch_build(wk_worker_t *w, wk_batch_t *b) {
+  const wk_model_t *model = b->model;
+  const wk_scorer_t *sc = model->scorer;
   wk_batch_tx_reset(w->tx);
   size_t row = 0;
   const char *topic = w->o.topic;
@@ -416,18 +688,18 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
     wk_batch_tx_add_offset(w->tx, &k);
     if (ev->env == NULL) continue;
     const wk_score_t *s = &b->scores[row];
-    const float *in = &b->x[row * w->scorer->n_inputs];
+    const float *in = &b->x[row * sc->n_inputs];
     row++;
     const Sluice__V1__Transaction *tx = ev->env->transaction;
-    wk_decision_t d = worker_decide(w, s->score);
+    wk_decision_t d = model_decide(model, s->score);
     char experts[512], features[1024];
     wk_score_experts_json(s, experts, sizeof experts);
-    wk_score_features_json(s, w->scorer->input_names, features, sizeof features);
+    wk_score_features_json(s, sc->input_names, features, sizeof features);
     wk_result_row_t r = {.domain = w->o.domain, .event_id = ev->env->event_id,
                          .key = ev->env->key, .score = s->score, .decision = d,
-                         .model_version = w->scorer->version, .experts_json = experts,
+                         .model_version = sc->version, .experts_json = experts,
                          .top_features_json = features, .input = in,
-                         .n_input = w->scorer->n_inputs,
+                         .n_input = sc->n_inputs,
                          .event_time_ms = ev->env->event_time_ms, .topic = topic,
                          .partition = m->partition, .offset = m->offset};
     wk_batch_tx_add_result(w->tx, &r);
@@ -441,7 +713,7 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
       char alert_id[256], text[128];
       snprintf(alert_id, sizeof alert_id, "%s:%s", w->o.domain, ev->env->event_id);
       snprintf(text, sizeof text, "score %.3f at or above the block threshold %.3f",
-               (double)s->score, (double)w->block_thr);
+               (double)s->score, (double)model->block_thr);
       Sluice__V1__Alert a = SLUICE__V1__ALERT__INIT;
       a.alert_id = alert_id;
       a.domain = (char *)w->o.domain;
@@ -455,7 +727,7 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
       a.has_at_ms = 1;
       a.at_ms = ev->env->event_time_ms;
       a.message = text;
-      a.model_version = (char *)w->scorer->version;
+      a.model_version = (char *)sc->version;
       uint8_t payload[1024];
       size_t len = sluice__v1__alert__get_packed_size(&a);
       if (len <= sizeof payload) {
@@ -478,7 +750,8 @@ static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   if (err != SVC_OK) {
     w->committing = NULL;
     batch_free(b);
-    worker_fatal(w, "sending the batch transaction", svc_strerror(err));
+    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
+    else worker_fatal(w, "sending the batch transaction", svc_strerror(err));
   }
 }
 
@@ -498,6 +771,11 @@ static void after_score(uv_work_t *req, int status) {
     if (worker_idle(w)) worker_begin_close(w);
     return;
   }
+  if (b->gen != w->gen) { /* scored from state discarded by a recovery */
+    batch_free(b);
+    worker_settle(w);
+    return;
+  }
   if (status != 0 || b->score_err != SVC_OK) {
     batch_free(b);
     worker_fatal(w, "scoring a batch", status != 0 ? uv_strerror(status) : b->score_errstr);
@@ -508,18 +786,23 @@ static void after_score(uv_work_t *req, int status) {
     svc_histogram_observe(w->m_explain, (double)b->explain_ns * 1e-9);
     svc_counter_add(w->m_explained, b->n_explained);
   }
-  for (size_t i = 0; i < w->scorer->load_size; i++)
+  for (size_t i = 0; i < b->model->scorer->load_size && i < w->n_load_series; i++)
     if (b->load[i]) svc_counter_add(w->m_load[i], (uint64_t)b->load[i]);
   batch_ready(w, b);
 }
 
 static void worker_pump(wk_worker_t *w) {
-  if (w->scoring != NULL || w->ready != NULL || w->queue_head == NULL || w->closing) return;
+  if (w->scoring != NULL || w->ready != NULL || w->queue_head == NULL || w->closing ||
+      w->recovering)
+    return;
   wk_batch_t *b = w->queue_head;
   w->queue_head = b->next;
   if (w->queue_head == NULL) w->queue_tail = NULL;
   w->n_queued--;
   b->next = NULL;
+  /* The serving model now: a swap after this point does not affect this batch. */
+  b->model = w->model;
+  b->model->refs++;
   for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->env != NULL;
   if (b->n_rows == 0) {
     batch_build(w, b); /* only dead letters: their offsets still move */
@@ -527,10 +810,10 @@ static void worker_pump(wk_worker_t *w) {
     return;
   }
   w->scoring = b;
-  size_t width = w->scorer->n_inputs;
+  size_t width = b->model->scorer->n_inputs;
   b->x = malloc(b->n_rows * width * sizeof *b->x);
   b->scores = calloc(b->n_rows, sizeof *b->scores);
-  b->load = calloc(w->scorer->load_size + 1, sizeof *b->load);
+  b->load = calloc(b->model->scorer->load_size + 1, sizeof *b->load);
   if (b->x == NULL || b->scores == NULL || b->load == NULL) {
     w->scoring = NULL;
     batch_free(b);
@@ -539,7 +822,8 @@ static void worker_pump(wk_worker_t *w) {
   }
   size_t row = 0;
   for (size_t i = 0; i < b->n; i++)
-    if (b->ev[i]->env) wk_feature_map_apply(&w->fmap, b->ev[i]->feats, &b->x[width * row++]);
+    if (b->ev[i]->env)
+      wk_feature_map_apply(&b->model->fmap, b->ev[i]->feats, &b->x[width * row++]);
   b->work.data = b;
   int rc = uv_queue_work(&w->loop, &b->work, score_work, after_score);
   if (rc != 0) {
@@ -558,12 +842,28 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
   wk_worker_t *w = b->w;
   w->committing = NULL;
   if (err != SVC_OK) {
+    bool stale = b->gen != w->gen;
     batch_free(b);
-    worker_fatal(w, "committing a batch", errmsg ? errmsg : svc_strerror(err));
+    if (w->fatal) {
+      if (worker_idle(w)) worker_begin_close(w);
+      return;
+    }
+    if (!stale) {
+      /* A statement the server rejects again and again is not a passing outage. */
+      if (err == SVC_EDB && ++w->edb_streak >= WK_MAX_EDB_STREAK) {
+        worker_fatal(w, "committing a batch (rejected repeatedly)",
+                     errmsg ? errmsg : svc_strerror(err));
+        return;
+      }
+      worker_recover(w, err == SVC_EDB ? "commit_rejected" : "commit_failed",
+                     errmsg ? errmsg : svc_strerror(err));
+    }
+    worker_settle(w);
     return;
   }
+  w->edb_streak = 0;
   /* The next statement goes out first, so that PostgreSQL never waits for our bookkeeping. */
-  if (w->ready != NULL && !w->fatal) {
+  if (w->ready != NULL && !w->fatal && !w->recovering) {
     wk_batch_t *next = w->ready;
     w->ready = NULL;
     batch_send(w, next);
@@ -597,7 +897,7 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
     int64_t ts_ms = rd_kafka_message_timestamp(m, &tstype);
     if (ts_ms > 0) svc_histogram_observe(w->m_e2e, (now_ms - (double)ts_ms) * 1e-3);
     if (b->ev[i]->env) {
-      wk_decision_t d = worker_decide(w, b->scores[row++].score);
+      wk_decision_t d = model_decide(b->model, b->scores[row++].score);
       svc_counter_add(w->m_decision[d], 1);
     }
   }
@@ -610,17 +910,33 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
   if (w->pending_revoke && worker_idle(w)) revoke_finish(w, true);
   worker_pump(w);
   /* Resuming at half leaves work for the time the fetcher needs to get going again. */
-  if (w->paused && !w->stopping && w->cons && w->n_pending_events <= w->o.max_queued_events / 2)
+  if (w->paused && !w->stopping && !w->recovering && w->cons &&
+      w->n_pending_events <= w->o.max_queued_events / 2)
     worker_set_paused(w, false);
+  stop_maybe_close(w);
+}
+
+/* After a batch left the pipeline without a commit: finish what waited for it. */
+static void worker_settle(wk_worker_t *w) {
+  if (w->pending_revoke && worker_idle(w)) revoke_finish(w, true);
+  worker_pump(w);
   stop_maybe_close(w);
 }
 
 /* ---- rebalances ----------------------------------------------------------------------- */
 
+/*
+ * Restoring partitions from PostgreSQL: their next offsets (kafka_offsets) and card states
+ * (card_state). Two uses: a new assignment (the deferred rebalance completes afterwards, so
+ * nothing is fetched before the offsets are known), and a recovery (every assigned partition
+ * is restored and the paused consumer is sought back to the stored offsets, then resumed).
+ */
 typedef struct wk_assign_s {
   wk_worker_t *w;
   rd_kafka_topic_partition_list_t *parts;
   char *partitions; /* "{0,3,5}", an integer[] literal for the restore queries */
+  int recover;      /* a recovery restore rather than an assignment */
+  struct wk_assign_s *next; /* in w->assign_wait */
 } wk_assign_t;
 
 static void assign_free(wk_assign_t *a) {
@@ -629,26 +945,50 @@ static void assign_free(wk_assign_t *a) {
   free(a);
 }
 
+/* A restore that failed on the database: an assignment waits for the connection to come back
+ * (the recovery timer resends it); a recovery restore is simply started again. */
+static void assign_retry(wk_assign_t *a, const char *what, const char *detail) {
+  wk_worker_t *w = a->w;
+  SVC_LOG(SVC_LOG_WARN, "restore from PostgreSQL failed; retrying once connected",
+          "what=\"%s\" partitions=%s detail=\"%s\"", what, a->partitions, detail);
+  if (a->recover) {
+    w->restoring = 0;
+    assign_free(a);
+    return;
+  }
+  a->next = w->assign_wait;
+  w->assign_wait = a;
+}
+
+static wk_assign_t *assign_new(wk_worker_t *w, const rd_kafka_topic_partition_list_t *parts,
+                               int recover) {
+  wk_assign_t *a = calloc(1, sizeof *a);
+  if (a == NULL) return NULL;
+  a->w = w;
+  a->recover = recover;
+  a->parts = rd_kafka_topic_partition_list_copy(parts);
+  size_t cap = (size_t)parts->cnt * 12 + 3, len = 0; /* 11 chars per int32 and a comma */
+  a->partitions = malloc(cap);
+  if (a->partitions == NULL || a->parts == NULL) {
+    assign_free(a);
+    return NULL;
+  }
+  len += (size_t)snprintf(a->partitions + len, cap - len, "{");
+  for (int i = 0; i < parts->cnt; i++)
+    len += (size_t)snprintf(a->partitions + len, cap - len, "%s%" PRId32, i ? "," : "",
+                            parts->elems[i].partition);
+  snprintf(a->partitions + len, cap - len, "}");
+  return a;
+}
+
 static int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   return -1;
 }
 
-static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
-                      void *arg) {
-  wk_assign_t *a = arg;
-  wk_worker_t *w = a->w;
-  if (w->closing || w->cons == NULL) {
-    /* Stopping: the consumer is leaving its group; nothing to assign any more. */
-    assign_free(a);
-    return;
-  }
-  if (err != SVC_OK) {
-    worker_fatal(w, "restoring card state", errmsg ? errmsg : svc_strerror(err));
-    assign_free(a);
-    return;
-  }
+/* Loads the card_state rows of `res` into the card store; returns how many were unreadable. */
+static int restore_cards(wk_worker_t *w, const PGresult *res) {
   int n = PQntuples(res), bad = 0;
   for (int i = 0; i < n; i++) {
     const char *id = PQgetvalue(res, i, 0);
@@ -680,18 +1020,90 @@ static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const c
     card->last_offset = last;
   }
   svc_gauge_set(w->m_cards, (double)w->cards.n);
-  svc_err_t rc = kq_consumer_rebalance_done(w->cons, KQ_REBALANCE_ASSIGN, a->parts);
-  if (rc != SVC_OK && rc != SVC_ECLOSED) worker_fatal(w, "assigning partitions", svc_strerror(rc));
-  /* New partitions start fetching: hold them too while back-pressure or stopping holds. */
-  if (rc == SVC_OK && (w->paused || w->stopping)) worker_set_paused(w, true);
+  return bad;
+}
+
+static void update_partitions_ready(wk_worker_t *w) {
   rd_kafka_topic_partition_list_t *now = NULL;
-  if (rd_kafka_assignment(kq_consumer_rk(w->cons), &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+  if (w->cons && rd_kafka_assignment(kq_consumer_rk(w->cons), &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
     svc_gauge_set(w->m_parts, now->cnt);
     svc_http_set_ready(w->http, WK_READY_PARTITIONS, now->cnt > 0 && !w->stopping);
     rd_kafka_topic_partition_list_destroy(now);
   }
+}
+
+/* The recovery restore is done: seek every restored partition to its stored offset, resume. */
+static void recover_finish(wk_worker_t *w, wk_assign_t *a) {
+  rd_kafka_t *rk = kq_consumer_rk(w->cons);
+  if (a->parts->cnt > 0) {
+    /* Asynchronous (timeout 0): the seek is queued before the resume below, and librdkafka
+     * drops messages fetched before it. */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(rk, a->parts, 0);
+    if (e != NULL) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "%s", rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+      worker_fatal(w, "seeking to the stored offsets", msg);
+      return;
+    }
+  }
+  w->recovering = 0;
+  w->restoring = 0;
+  svc_gauge_set(w->m_recovering, 0);
+  svc_http_set_ready(w->http, WK_READY_STATE, true);
+  if (!w->stopping) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_resume_partitions(rk, parts);
+      rd_kafka_topic_partition_list_destroy(parts);
+    }
+  }
+  SVC_LOG(SVC_LOG_WARN, "recovered: state restored from PostgreSQL, consuming again",
+          "partitions=%s cards=%zu", a->partitions, (size_t)w->cards.n);
+}
+
+static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                      void *arg) {
+  wk_assign_t *a = arg;
+  wk_worker_t *w = a->w;
+  if (w->closing || w->cons == NULL || w->fatal) {
+    /* Stopping: the consumer is leaving its group; nothing to assign any more. */
+    if (a->recover) w->restoring = 0;
+    assign_free(a);
+    return;
+  }
+  if (err != SVC_OK) {
+    assign_retry(a, "restoring card state", errmsg ? errmsg : svc_strerror(err));
+    return;
+  }
+  int bad = restore_cards(w, res);
+  if (a->recover) {
+    if (w->restore_again) {
+      /* Partitions came in during the restore: their fetched messages were dropped too. */
+      w->restore_again = 0;
+      w->restoring = 0;
+    } else {
+      recover_finish(w, a);
+    }
+    assign_free(a);
+    return;
+  }
+  svc_err_t rc = kq_consumer_rebalance_done(w->cons, KQ_REBALANCE_ASSIGN, a->parts);
+  if (rc != SVC_OK && rc != SVC_ECLOSED) worker_fatal(w, "assigning partitions", svc_strerror(rc));
+  /* New partitions start fetching: hold them too while back-pressure, stopping or a recovery
+   * holds (a recovery restores them again once it runs). */
+  if (rc == SVC_OK && (w->paused || w->stopping || w->recovering)) {
+    rd_kafka_topic_partition_list_t *now = NULL;
+    rd_kafka_t *rk = kq_consumer_rk(w->cons);
+    if (rd_kafka_assignment(rk, &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_pause_partitions(rk, now);
+      rd_kafka_topic_partition_list_destroy(now);
+    }
+    if (w->recovering && w->restoring) w->restore_again = 1;
+  }
+  update_partitions_ready(w);
   SVC_LOG(SVC_LOG_INFO, "partitions assigned", "partitions=%s cards_restored=%d unreadable=%d",
-          a->partitions, n, bad);
+          a->partitions, PQntuples(res), bad);
   assign_free(a);
 }
 
@@ -699,13 +1111,13 @@ static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const 
                        void *arg) {
   wk_assign_t *a = arg;
   wk_worker_t *w = a->w;
-  if (w->closing || w->cons == NULL) {
+  if (w->closing || w->cons == NULL || w->fatal) {
+    if (a->recover) w->restoring = 0;
     assign_free(a);
     return;
   }
   if (err != SVC_OK) {
-    worker_fatal(w, "reading stored offsets", errmsg ? errmsg : svc_strerror(err));
-    assign_free(a);
+    assign_retry(a, "reading stored offsets", errmsg ? errmsg : svc_strerror(err));
     return;
   }
   /* PostgreSQL is the truth: a partition without a stored offset starts at the beginning. */
@@ -723,10 +1135,99 @@ static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const 
            w->o.pg_schema);
   const char *params[] = {w->o.topic, a->partitions};
   svc_err_t rc = db_conn_query(w->db, sql, 2, params, on_states, a);
-  if (rc != SVC_OK) {
-    worker_fatal(w, "restoring card state", svc_strerror(rc));
-    assign_free(a);
+  if (rc != SVC_OK) assign_retry(a, "restoring card state", svc_strerror(rc));
+}
+
+/* Sends the first restore query (offsets); on a refusal the restore waits for a retry. */
+static void assign_start(wk_assign_t *a) {
+  wk_worker_t *w = a->w;
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT partition, next_offset FROM \"%s\".kafka_offsets WHERE consumer_group = $1 "
+           "AND topic = $2 AND partition = ANY($3::integer[])",
+           w->o.pg_schema);
+  const char *params[] = {w->o.group, w->o.topic, a->partitions};
+  svc_err_t rc = w->db ? db_conn_query(w->db, sql, 3, params, on_offsets, a) : SVC_ENOTCONN;
+  if (rc != SVC_OK) assign_retry(a, "reading stored offsets", svc_strerror(rc));
+}
+
+/*
+ * Discards the in-memory state that may be ahead of PostgreSQL (batches not committed, card
+ * states) after a failed or unknown commit or a lost connection, pauses fetching and reports
+ * not-ready; the recovery timer restores from PostgreSQL once it is connected and no batch is
+ * in flight. Results are ON CONFLICT DO NOTHING and offsets and card states only move forward,
+ * so a batch whose commit outcome is unknown is harmless either way.
+ */
+static void worker_recover(wk_worker_t *w, const char *cause, const char *detail) {
+  if (w->fatal || w->closing) return;
+  w->gen++;
+  if (w->recovering) {
+    /* A failure during a restore: the restore in flight (if any) fails too and is redone. */
+    return;
   }
+  w->recovering = 1;
+  svc_counter_add(svc_metrics_series1(w->metrics, WK_M_RECOVERIES, cause), 1);
+  svc_gauge_set(w->m_recovering, 1);
+  svc_http_set_ready(w->http, WK_READY_STATE, false);
+  SVC_LOG(SVC_LOG_WARN, "recovering: discarding uncommitted work, restoring from PostgreSQL",
+          "cause=%s detail=\"%s\"", cause, detail ? detail : "");
+  if (w->cons) {
+    rd_kafka_t *rk = kq_consumer_rk(w->cons);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_pause_partitions(rk, parts);
+      rd_kafka_topic_partition_list_destroy(parts);
+    }
+  }
+  w->paused = 0; /* the recovery holds fetching now; back-pressure starts over */
+  svc_gauge_set(w->m_paused, 0);
+  worker_drop_pending(w);
+  wk_card_store_close(&w->cards);
+  wk_card_store_init(&w->cards);
+  svc_gauge_set(w->m_cards, 0);
+  /* A revocation waiting for commits: the new owner restores from PostgreSQL. */
+  if (w->pending_revoke && worker_idle(w)) revoke_finish(w, true);
+}
+
+/* Every 100 ms: resend restores that could not be sent, and run a recovery's restore once
+ * PostgreSQL is connected and the last batch in flight has returned. Also Kafka's readiness. */
+static void on_recover_timer(uv_timer_t *t) {
+  wk_worker_t *w = t->data;
+  if (w->closing || w->fatal) return;
+  if (w->kafka_err_since && !w->kafka_down &&
+      uv_now(&w->loop) - w->kafka_err_since >= w->o.kafka_error_grace_ms) {
+    w->kafka_down = 1;
+    svc_gauge_set(w->m_kafka_down, 1);
+    svc_http_set_ready(w->http, WK_READY_KAFKA, false);
+    SVC_LOG(SVC_LOG_WARN, "Kafka unavailable: consumer errors without any message",
+            "for_ms=%" PRIu64, uv_now(&w->loop) - w->kafka_err_since);
+  }
+  if (w->db == NULL || w->cons == NULL || db_conn_status(w->db) != DB_STATUS_CONNECTED) return;
+  wk_assign_t *waiting = w->assign_wait;
+  w->assign_wait = NULL;
+  while (waiting) {
+    wk_assign_t *a = waiting;
+    waiting = a->next;
+    a->next = NULL;
+    assign_start(a);
+  }
+  if (!w->recovering || w->restoring || !worker_idle(w)) return;
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  if (rd_kafka_assignment(kq_consumer_rk(w->cons), &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  wk_assign_t *a = assign_new(w, parts, 1);
+  rd_kafka_topic_partition_list_destroy(parts);
+  if (a == NULL) {
+    worker_fatal(w, "recovering", "out of memory");
+    return;
+  }
+  w->restoring = 1;
+  w->restore_again = 0;
+  if (a->parts->cnt == 0) {
+    recover_finish(w, a);
+    assign_free(a);
+    return;
+  }
+  assign_start(a);
 }
 
 /* Drops the revoked partitions' state; completes the deferred rebalance when call_done. */
@@ -758,37 +1259,14 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
                                           rd_kafka_topic_partition_list_t *parts) {
   wk_worker_t *w = cons->data;
   if (kind == KQ_REBALANCE_ASSIGN) {
-    wk_assign_t *a = calloc(1, sizeof *a);
+    wk_assign_t *a = assign_new(w, parts, 0);
     if (a == NULL) {
       worker_fatal(w, "assigning partitions", "out of memory");
       return KQ_REBALANCE_DONE;
     }
-    a->w = w;
-    a->parts = rd_kafka_topic_partition_list_copy(parts);
-    size_t cap = (size_t)parts->cnt * 12 + 3, len = 0; /* 11 chars per int32 and a comma */
-    a->partitions = malloc(cap);
-    if (a->partitions == NULL) {
-      assign_free(a);
-      worker_fatal(w, "assigning partitions", "out of memory");
-      return KQ_REBALANCE_DONE;
-    }
-    len += (size_t)snprintf(a->partitions + len, cap - len, "{");
-    for (int i = 0; i < parts->cnt; i++)
-      len += (size_t)snprintf(a->partitions + len, cap - len, "%s%" PRId32, i ? "," : "",
-                              parts->elems[i].partition);
-    snprintf(a->partitions + len, cap - len, "}");
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT partition, next_offset FROM \"%s\".kafka_offsets WHERE consumer_group = $1 "
-             "AND topic = $2 AND partition = ANY($3::integer[])",
-             w->o.pg_schema);
-    const char *params[] = {w->o.group, w->o.topic, a->partitions};
-    svc_err_t rc = db_conn_query(w->db, sql, 3, params, on_offsets, a);
-    if (rc != SVC_OK) {
-      assign_free(a);
-      worker_fatal(w, "reading stored offsets", svc_strerror(rc));
-      return KQ_REBALANCE_DONE;
-    }
+    kafka_ok(w);
+    /* PostgreSQL down: the assignment waits (not fetching) until the connection is back. */
+    assign_start(a);
     return KQ_REBALANCE_DEFER;
   }
   /* REVOKE / LOST: finish the batches that hold these partitions' events, then let go. */
@@ -811,7 +1289,13 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
 
 static void on_consumer_error(kq_consumer_t *cons, svc_err_t err, const char *reason, bool fatal) {
   wk_worker_t *w = cons->data;
-  if (fatal) worker_fatal(w, "Kafka consumer", reason);
+  if (fatal) {
+    worker_fatal(w, "Kafka consumer", reason);
+    return;
+  }
+  /* librdkafka retries by itself; readiness turns false only if no message arrives within
+   * kafka.error_grace of the first error (on_recover_timer). */
+  if (w->kafka_err_since == 0) w->kafka_err_since = uv_now(&w->loop);
 }
 
 /* ---- the outbox relay ---------------------------------------------------------------- */
@@ -1048,6 +1532,12 @@ static void close_handles(wk_worker_t *w) {
   uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
   uv_close((uv_handle_t *)&w->lag_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->relay_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->recover_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->sig_hup, on_handle_closed);
+  if (w->model_poll_on) {
+    w->model_poll_on = 0;
+    uv_close((uv_handle_t *)&w->model_poll, on_handle_closed);
+  }
   if (w->batcher_open) {
     w->batcher_open = 0;
     wk_batcher_close(&w->batcher, on_batcher_closed);
@@ -1087,6 +1577,11 @@ static void worker_begin_close(wk_worker_t *w) {
     rd_kafka_topic_partition_list_destroy(w->pending_revoke);
     w->pending_revoke = NULL;
   }
+  while (w->assign_wait) {
+    wk_assign_t *a = w->assign_wait;
+    w->assign_wait = a->next;
+    assign_free(a);
+  }
   SVC_LOG(SVC_LOG_INFO, "closing Kafka and PostgreSQL clients");
   if (w->cons) kq_consumer_close(w->cons, on_consumer_closed);
   else on_consumer_closed(&(kq_consumer_t){.data = w});
@@ -1123,8 +1618,12 @@ static void on_db_status(db_conn_t *db, db_status_t status, const char *detail) 
   if (w->http) svc_http_set_ready(w->http, WK_READY_DATABASE, status == DB_STATUS_CONNECTED);
   /* A new session does not hold the relay's advisory lock. */
   if (status != DB_STATUS_CONNECTED) w->relay_lock = 0;
-  if (status == DB_STATUS_DISCONNECTED)
+  if (status == DB_STATUS_DISCONNECTED) {
     SVC_LOG(SVC_LOG_WARN, "PostgreSQL disconnected", "detail=\"%s\"", detail ? detail : "");
+    /* Whatever was in flight has an unknown outcome and queued batches cannot be sent: start
+     * again from what PostgreSQL holds once it is back. */
+    worker_recover(w, "connection_lost", detail);
+  }
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -1178,43 +1677,29 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
     w->m_decision[d] = svc_metrics_series1(w->metrics, WK_M_DECISIONS, wk_decision_name(d));
   svc_gauge_set(w->m_parts, 0);
   svc_gauge_set(w->m_cards, 0);
+  w->m_reloads = svc_metrics_series(w->metrics, WK_M_RELOADS, NULL);
+  w->m_reload_failed = svc_metrics_series(w->metrics, WK_M_RELOAD_FAILED, NULL);
+  w->m_recovering = svc_metrics_series(w->metrics, WK_M_RECOVERING, NULL);
+  w->m_kafka_down = svc_metrics_series(w->metrics, WK_M_KAFKA_DOWN, NULL);
+  svc_gauge_set(w->m_recovering, 0);
+  svc_gauge_set(w->m_kafka_down, 0);
 
   svc_http_config_t hc = {.bind_address = w->o.http_address, .port = w->o.http_port,
                           .metrics = w->metrics, .conditions = wk_ready_names,
-                          .n_conditions = 3, .info = worker_info, .info_data = w};
+                          .n_conditions = WK_READY__COUNT, .info = worker_info, .info_data = w};
   err = svc_http_new(&hc, &w->http, errstr, errstr_size);
   if (err) return err;
+  svc_http_set_ready(w->http, WK_READY_STATE, true);
+  svc_http_set_ready(w->http, WK_READY_KAFKA, true);
 
-  err = wk_scorer_moe_open(w->o.model_path, w->o.batch_max, &w->scorer, errstr, errstr_size);
+  wk_model_t *m = NULL;
+  err = model_load(&w->o, &m, errstr, errstr_size);
   if (err) return err;
-  err = wk_feature_map_init(&w->fmap, w->scorer->input_names, w->scorer->n_inputs, errstr,
-                            errstr_size);
-  if (err) return err;
-  err = w->scorer->session_new(w->scorer, &w->sess);
+  err = model_install(w, m);
   if (err) {
-    snprintf(errstr, errstr_size, "scorer session: %s", svc_strerror(err));
+    model_unref(m);
     return err;
   }
-  w->block_thr = (float)(w->o.block_threshold >= 0 ? w->o.block_threshold : w->scorer->threshold);
-  w->review_thr = (float)(w->o.review_threshold >= 0 ? w->o.review_threshold : w->block_thr / 2);
-  w->explain_thr = (float)(w->o.explain_threshold >= 0 ? w->o.explain_threshold : w->review_thr);
-  if (w->review_thr > w->block_thr) {
-    snprintf(errstr, errstr_size, "review threshold %.3f is above the block threshold %.3f",
-             (double)w->review_thr, (double)w->block_thr);
-    return SVC_ECONFIG;
-  }
-  w->m_load = calloc(w->scorer->load_size + 1, sizeof *w->m_load);
-  if (w->m_load == NULL) return SVC_ENOMEM;
-  for (size_t i = 0; i < w->scorer->load_size; i++) {
-    char expert[24];
-    snprintf(expert, sizeof expert, "%zu", i);
-    w->m_load[i] = svc_metrics_series1(w->metrics, WK_M_EXPERT_LOAD, expert);
-  }
-  svc_gauge_set(svc_metrics_series1(w->metrics, WK_M_MODEL, w->scorer->version), 1);
-  svc_http_set_ready(w->http, WK_READY_MODEL, true);
-  SVC_LOG(SVC_LOG_INFO, "model loaded", "version=%s inputs=%zu block_threshold=%.3f "
-          "review_threshold=%.3f", w->scorer->version, w->scorer->n_inputs, (double)w->block_thr,
-          (double)w->review_thr);
 
   err = worker_migrate(w, errstr, errstr_size);
   if (err) return err;
@@ -1238,10 +1723,27 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   uv_signal_init(&w->loop, &w->sig_int);
   uv_timer_init(&w->loop, &w->lag_timer);
   uv_timer_init(&w->loop, &w->relay_timer);
+  uv_timer_init(&w->loop, &w->recover_timer);
+  uv_signal_init(&w->loop, &w->sig_hup);
   w->sig_term.data = w->sig_int.data = w->lag_timer.data = w->relay_timer.data = w;
-  w->handles_open += 4;
+  w->recover_timer.data = w->sig_hup.data = w;
+  w->handles_open += 6;
   uv_signal_start(&w->sig_term, on_signal, SIGTERM);
   uv_signal_start(&w->sig_int, on_signal, SIGINT);
+  uv_signal_start(&w->sig_hup, on_sighup, SIGHUP);
+  uv_timer_start(&w->recover_timer, on_recover_timer, 100, 100);
+  if (w->o.model_watch_ms > 0) {
+    uv_fs_poll_init(&w->loop, &w->model_poll);
+    w->model_poll.data = w;
+    w->model_poll_on = 1;
+    w->handles_open++;
+    int prc = uv_fs_poll_start(&w->model_poll, on_model_changed, w->o.model_path,
+                               (unsigned)w->o.model_watch_ms);
+    if (prc != 0) {
+      snprintf(errstr, errstr_size, "watching %s: %s", w->o.model_path, uv_strerror(prc));
+      return SVC_EUV;
+    }
+  }
   uv_timer_start(&w->lag_timer, on_lag_timer, 2000, 2000);
   uv_timer_start(&w->relay_timer, on_relay_timer, 200, 200);
 
@@ -1262,17 +1764,7 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
                            .on_error = on_consumer_error, .data = w};
   err = kq_consumer_new(&w->loop, &co, &w->cons, errstr, errstr_size);
   if (err) return err;
-  char *info = NULL;
-  if (asprintf(&info,
-               "# worker\nstate:running\ntopic:%s\ngroup:%s\ndlq_topic:%s\nalerts_topic:%s\n"
-               "pg_schema:%s\nmodel_version:%s\nmodel_inputs:%zu\nblock_threshold:%g\n"
-               "review_threshold:%g\nexplain_threshold:%g\nbatch_max:%zu\nbatch_wait_ms:%" PRIu64
-               "\n",
-               w->o.topic, w->o.group, w->o.dlq_topic, w->o.alerts_topic, w->o.pg_schema,
-               w->scorer->version, w->scorer->n_inputs, (double)w->block_thr,
-               (double)w->review_thr, (double)w->explain_thr, w->o.batch_max,
-               w->o.batch_wait_ms) >= 0)
-    atomic_store_explicit(&w->info_text, info, memory_order_release);
+  worker_info_build(w);
   SVC_LOG(SVC_LOG_INFO, "worker started", "topic=%s group=%s http_port=%u batch_max=%zu "
           "batch_wait_ms=%" PRIu64, w->o.topic, w->o.group, svc_http_port(w->http),
           w->o.batch_max, w->o.batch_wait_ms);
@@ -1302,12 +1794,11 @@ svc_err_t wk_worker_run(const wk_worker_opts_t *opts, char *errstr, size_t errst
     err = SVC_EIO;
   }
   wk_batch_tx_free(w->tx);
-  if (w->scorer && w->sess) w->scorer->session_free(w->sess);
-  wk_feature_map_close(&w->fmap);
-  wk_scorer_free(w->scorer);
+  model_unref(w->model);
   svc_http_free(w->http); /* first: no /info request may still read info_text */
   svc_metrics_free(w->metrics);
-  free(atomic_load(&w->info_text));
+  for (size_t i = 0; i < w->n_infos; i++) free(w->infos[i]);
+  free(w->infos);
   free(w->m_load);
   free(w);
   return err;

@@ -9,14 +9,23 @@
  *
  * Batches are committed one at a time, in order, so that a batch is committed only after
  * every earlier batch (offsets never skip an uncommitted event); scoring the next batch
- * overlaps the commit of the previous one. A failed or unknown commit
- * (PostgreSQL down, connection lost mid-commit) stops the worker with a non-zero status: the
- * in-memory card state is then ahead of the database, and a restart restores both from the
- * last committed batch (crash-only recovery; the orchestrator restarts the process).
+ * overlaps the commit of the previous one. A failed or unknown commit or a lost PostgreSQL
+ * connection is recovered in process: fetching pauses, /readyz reports "state" not ready,
+ * uncommitted batches and the card states (possibly ahead of the database) are discarded, and
+ * once PostgreSQL is connected again every assigned partition's offset and card states are
+ * read back and the consumer is sought there and resumed. A statement the server rejects three
+ * times in a row, or any other unexpected state, still stops the worker with a non-zero status
+ * (crash-only fallback; a restart restores from the last committed batch).
+ *
+ * The model is reference-counted: SIGHUP or a change of the model file (polled every
+ * model_watch_ms) loads the file again on the thread pool beside the serving model; a valid
+ * one serves the batches started after the swap while batches in flight finish on the old
+ * one; a refused file is logged and counted and the old model keeps serving.
  *
  * Operations: /metrics, /healthz, /readyz (model loaded, partitions assigned, database
- * connected), /info; SIGTERM/SIGINT stop gracefully: consumption pauses, pending events are
- * scored and committed, the consumer leaves its group, the DLQ producer flushes.
+ * connected, state in sync, Kafka reachable), /info; SIGTERM/SIGINT stop gracefully:
+ * consumption pauses, pending events are scored and committed, the consumer leaves its group,
+ * the DLQ producer flushes.
  */
 #ifndef WK_WORKER_H
 #define WK_WORKER_H
@@ -50,6 +59,10 @@ typedef struct wk_worker_opts_s {
   double review_threshold;    /* < 0: half the block threshold */
   double block_threshold;     /* < 0: the model card's threshold */
   double explain_threshold;   /* explain rows scoring at least this; < 0: the review threshold */
+  uint64_t model_watch_ms;    /* stat the model file this often and reload it on a change;
+                                 0: only SIGHUP reloads */
+  uint64_t kafka_error_grace_ms; /* consumer errors without any message for this long make
+                                    the worker not-ready ("kafka") */
   const char *domain;         /* "fraud" */
 } wk_worker_opts_t;
 
