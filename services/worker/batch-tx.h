@@ -3,7 +3,9 @@
  * CTEs insert the batch's results, upsert the changed per-card state, insert alerts into the
  * outbox and upsert the next Kafka offset of every partition in the batch. One statement is
  * one atomic transaction and one round trip, it needs no escaping (every value is a text
- * parameter: arrays unnested on the server), and it returns how many rows each part actually
+ * parameter: arrays unnested on the server; the model inputs of all rows travel as one flat
+ * real[] and the card states as one hex string, each cut per row by start and length, as
+ * per-row array elements cost a third of the server's time), and it returns how many rows each part actually
  * changed, so that a re-applied batch can be seen to change nothing:
  *   - results: INSERT ... ON CONFLICT (domain, event_id) DO NOTHING (the second line of
  *     defence behind the stored offsets; duplicates inside one batch are skipped too);
@@ -82,7 +84,7 @@ typedef struct wk_offset_row_s {
 typedef struct wk_batch_tx_s wk_batch_tx_t;
 
 /* Number of parameters of the statement. */
-#define WK_BATCH_TX_N_PARAMS 27
+#define WK_BATCH_TX_N_PARAMS 31
 
 /*
  * Creates a builder for tables in `schema` (checked with wk_schema_name_check) and the Kafka

@@ -22,8 +22,9 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_OK(wk_batch_tx_new("s", "grp", &tx, err, sizeof err));
   const char *const *p = finish(tx);
   for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++)
-    if (i != 23) ASSERT_STR_EQ(p[i], "{}");
+    if (i != 23 && i != 17) ASSERT_STR_EQ(p[i], "{}");
   ASSERT_STR_EQ(p[23], "grp");
+  ASSERT_STR_EQ(p[17], ""); /* all states as one hex string: none */
 
   const float input[3] = {1.5f, INFINITY, -0.0f};
   wk_result_row_t r = {.domain = "fraud", .event_id = "a\"b\\c{d},e", .key = NULL,
@@ -46,19 +47,48 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_STR_EQ(p[4], "{\"review\"}");
   ASSERT_STR_EQ(p[6], "{\"[{\\\"x\\\":1}]\"}");
   ASSERT_STR_EQ(p[7], "{\"[]\"}");
-  ASSERT_STR_EQ(p[8], "{\"{1.5,Infinity,-0}\"}");
+  ASSERT_STR_EQ(p[8], "{1.5,Infinity,-0}"); /* every row's inputs, one flat real[] */
+  ASSERT_STR_EQ(p[27], "{\"1\"}");             /* where this row's inputs start in it */
+  ASSERT_STR_EQ(p[28], "{\"3\"}");             /* and how many */
   ASSERT_STR_EQ(p[9], "{\"1700000000123\"}");
   ASSERT_STR_EQ(p[11], "{\"2\"}");
   ASSERT_STR_EQ(p[12], "{\"41\"}");
-  ASSERT_STR_EQ(p[17], "{\"00ff5c\"}");
+  ASSERT_STR_EQ(p[17], "00ff5c"); /* every state's bytes, one hex string */
+  ASSERT_STR_EQ(p[29], "{\"1\"}");
+  ASSERT_STR_EQ(p[30], "{\"3\"}");
   ASSERT_STR_EQ(p[22], "{\"00ff5c\"}");
   ASSERT_STR_EQ(p[18], "{\"fraud:x\"}");
+
+  /* More rows: the starts run on over the rows before; an empty input takes no room. */
+  const float more_in[2] = {2.0f, -3.25f};
+  r.event_id = "second";
+  r.input = NULL;
+  r.n_input = 0;
+  wk_batch_tx_add_result(tx, &r);
+  r.event_id = "third";
+  r.input = more_in;
+  r.n_input = 2;
+  wk_batch_tx_add_result(tx, &r);
+  const uint8_t five[] = {1, 2, 3, 4, 0xab};
+  s.card_id = "d";
+  s.state = five;
+  s.state_len = 5;
+  wk_batch_tx_add_state(tx, &s);
+  p = finish(tx);
+  ASSERT_STR_EQ(p[8], "{1.5,Infinity,-0,2,-3.25}");
+  ASSERT_STR_EQ(p[27], "{\"1\",\"4\",\"4\"}");
+  ASSERT_STR_EQ(p[28], "{\"3\",\"0\",\"2\"}");
+  ASSERT_STR_EQ(p[17], "00ff5c01020304ab");
+  ASSERT_STR_EQ(p[29], "{\"1\",\"4\"}");
+  ASSERT_STR_EQ(p[30], "{\"3\",\"5\"}");
 
   /* A reset batch renders empty arrays again. */
   wk_batch_tx_reset(tx);
   p = finish(tx);
   ASSERT_STR_EQ(p[1], "{}");
+  ASSERT_STR_EQ(p[8], "{}");
   ASSERT_STR_EQ(p[13], "{}");
+  ASSERT_STR_EQ(p[17], "");
   wk_batch_tx_free(tx);
 }
 

@@ -357,6 +357,73 @@ TEST(batch_statement_exactly_once) {
   PQfinish(conn);
 }
 
+/*
+ * The model inputs and the card states travel as one flat value each and are cut per row on
+ * the server: rows of different lengths (including none) and states of different sizes each
+ * get exactly their own values back. The looked-up keys compare bytewise (collation "C").
+ */
+TEST(inputs_and_states_cut_per_row) {
+  PGconn *conn = connect_db();
+  char schema[96], err[512];
+  unique_schema(schema, sizeof schema, "wk_cut");
+  ASSERT_MSG(wk_schema_migrate(conn, schema, NULL, err, sizeof err) == SVC_OK, "%s", err);
+  wk_batch_tx_t *tx = NULL;
+  ASSERT_OK(wk_batch_tx_new(schema, "g", &tx, err, sizeof err));
+  enum { ROWS = 40 };
+  float in[ROWS][ROWS];
+  uint8_t st[ROWS][ROWS + 1];
+  for (int i = 0; i < ROWS; i++) {
+    char id[32], card[32];
+    snprintf(id, sizeof id, "e%02d", i);
+    snprintf(card, sizeof card, "c%02d", i);
+    for (int j = 0; j < i; j++) in[i][j] = (float)(i * 100 + j) + 0.5f;
+    for (int j = 0; j <= i; j++) st[i][j] = (uint8_t)(i * 7 + j);
+    /* Row i has i inputs (row 0 none) and a state of i + 1 bytes. */
+    wk_result_row_t r = {.domain = "fraud", .event_id = id, .score = 0.5f,
+                         .decision = WK_DECISION_ALLOW, .model_version = "m", .input = in[i],
+                         .n_input = (size_t)i, .event_time_ms = 1700000000000 + i,
+                         .topic = "t", .partition = 0, .offset = i};
+    wk_batch_tx_add_result(tx, &r);
+    wk_state_row_t s = {.card_id = card, .topic = "t", .partition = 0, .last_offset = i,
+                        .state = st[i], .state_len = (size_t)i + 1};
+    wk_batch_tx_add_state(tx, &s);
+  }
+  wk_batch_tx_counts_t c = run_batch(conn, tx);
+  ASSERT_EQ(c.results, ROWS);
+  ASSERT_EQ(c.states, ROWS);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "SELECT r.input, cs.state FROM \"%s\".results r JOIN \"%s\".card_state cs ON "
+           "cs.last_offset = r.\"offset\" ORDER BY r.event_id",
+           schema, schema);
+  PGresult *res = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  ASSERT_EQ(PQntuples(res), ROWS);
+  for (int i = 0; i < ROWS; i++) {
+    /* The expected text, written here from the same numbers: {0.5} style and \\x hex. */
+    char want_in[2048] = "{", want_st[256] = "\\x";
+    size_t n = 1;
+    for (int j = 0; j < i; j++)
+      n += (size_t)snprintf(want_in + n, sizeof want_in - n, "%s%d.5", j ? "," : "",
+                            i * 100 + j);
+    snprintf(want_in + n, sizeof want_in - n, "}");
+    for (int j = 0; j <= i; j++) snprintf(want_st + 2 + 2 * j, 3, "%02x", st[i][j]);
+    ASSERT_STR_EQ(PQgetvalue(res, i, 0), want_in);
+    ASSERT_STR_EQ(PQgetvalue(res, i, 1), want_st);
+  }
+  PQclear(res);
+  /* The looked-up keys have collation "C" (migration 2). */
+  ASSERT_EQ(query_long(conn,
+                       "SELECT count(*) FROM information_schema.columns WHERE table_schema = '%s'"
+                       " AND collation_name = 'C' AND column_name IN ('event_id', 'card_id', "
+                       "'alert_id')",
+                       schema),
+            3);
+  wk_batch_tx_free(tx);
+  drop_schema(conn, schema);
+  PQfinish(conn);
+}
+
 TEST(builder_errors) {
   wk_batch_tx_t *tx = NULL;
   char err[256];
