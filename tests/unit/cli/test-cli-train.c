@@ -54,7 +54,7 @@ static void assert_same_metrics(const cli_jv_t *card, const cli_jv_t *ev) {
   ASSERT_NOT_NULL(card);
   ASSERT_NOT_NULL(ev);
   ASSERT_EQ(card->kind, CLI_JV_OBJ);
-  ASSERT(card->n >= 3);
+  ASSERT(card->n >= 2);
   for (size_t i = 0; i < card->n; i++) {
     const cli_jv_t *e = cli_jv_get(ev, card->keys[i]);
     ASSERT_MSG(e != NULL, "eval has no metric %s", card->keys[i]);
@@ -152,6 +152,32 @@ TEST(train_cmapss_regression) {
   /* In cycles, not in the training scale (RUL / 125): far below the RUL's own spread. */
   double rmse = cli_jv_num(cli_jv_get(cli_jv_get(&ev, "metrics"), "rmse"), -1);
   ASSERT(rmse > 1.0 && rmse < 60.0);
+  cli_jv_free(&ev);
+  cli_jv_free(&card);
+}
+
+/* Text: the tokenizer learnt by train and stored in the file gives eval the same tokens. */
+TEST(train_abstracts_text) {
+  char data[512], model[256], args[2048];
+  static char out[65536];
+  cli_test_data(data, sizeof(data), "clinical/medical_abstracts/abstracts_train.csv");
+  snprintf(model, sizeof(model), "%s/abstracts.st", tmpdir);
+  snprintf(args, sizeof(args),
+           "train --task records-abstracts --data %s --out %s --epochs 1 --max-len 16 "
+           "--vocab 400 --d-model 8 --experts 2 --top-k 1",
+           data, model);
+  ASSERT_EQ(run(out, sizeof(out), args), 0);
+  cli_jv_t card, ev;
+  inspect(model, &card);
+  ASSERT_STR_EQ(cli_jv_str(cli_jv_get(cli_jv_get(&card, "encoder"), "kind"), ""), "text");
+  ASSERT_EQ((int)cli_jv_num(cli_jv_get(cli_jv_get(&card, "encoder"), "vocab_size"), 0), 400);
+  const cli_jv_t *labels = cli_jv_get(cli_jv_get(&card, "task"), "labels");
+  ASSERT_EQ(labels->n, 5);
+  ASSERT_STR_EQ(labels->items[0].str, "1");
+  const cli_jv_t *metrics =
+      cli_jv_get(cli_jv_get(cli_jv_get(&card, "config"), "provenance"), "metrics");
+  eval_json("records-abstracts", model, data, "test", &ev);
+  assert_same_metrics(cli_jv_get(metrics, "test"), cli_jv_get(&ev, "metrics"));
   cli_jv_free(&ev);
   cli_jv_free(&card);
 }
