@@ -1,0 +1,290 @@
+/*
+ * Chaos tests of sluice-worker against the real Kafka broker and PostgreSQL (the binary, not a
+ * library): kill -9 in the middle of a stream and restart; poison records mixed into a good
+ * stream; a model swap under load (a second valid model, then a corrupt file and SIGHUP).
+ * Each ends by checking that every produced event has exactly one result with the score its
+ * model gives for the stored input, a consistent decision and a gapless card history
+ * (worker-harness.h).
+ */
+#include "worker-harness.h"
+
+/* kill -9 mid-stream, restart: no missing and no duplicate result, card state continues. */
+TEST(kill9_mid_stream_then_restart) {
+  hx_ctx_t c;
+  hx_init(&c, "k9");
+  fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-k9-1", 0.5, "binary");
+  hx_model_t m;
+  hx_model_open(&m, c.model);
+  PGconn *conn = hx_db(&c);
+  hx_produce(&c, 0, 3000);
+  pid_t pid = hx_start(&c);
+  hx_wait_results(conn, &c, 400, pid, 60);
+  ASSERT_OK(kill(pid, SIGKILL));
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  long at_kill = hx_results(conn, &c);
+  fprintf(stderr, "results when killed: %ld of 3000\n", at_kill);
+  ASSERT_OP(at_kill, <, 3000); /* killed in the middle, not after the end */
+
+  pid = hx_start(&c);
+  hx_produce(&c, 3000, 500); /* and the stream goes on */
+  hx_wait_results(conn, &c, 3500, pid, 60);
+  long per_version[1];
+  hx_check_results(conn, &c, 0, 3500, &m, 1, per_version);
+  ASSERT_EQ(hx_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 3500);
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_model_close(&m);
+  hx_drop(conn, &c);
+  unlink(c.model);
+}
+
+/* Reads the DLQ: counts records per reason and checks origin headers and the original value. */
+static void check_dlq(const hx_ctx_t *c, int want, int *by_reason, const char *const *reasons,
+                      int n_reasons) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_NOT_NULL(rk);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, c->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(parts);
+  int got = 0;
+  for (int i = 0; i < 300 && got < want; i++) {
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+    if (msg == NULL) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      got++;
+      rd_kafka_headers_t *hdrs = NULL;
+      ASSERT_EQ(rd_kafka_message_headers(msg, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+      const void *val;
+      size_t len;
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-reason", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      int r = 0;
+      while (r < n_reasons && !(strlen(reasons[r]) == len && memcmp(val, reasons[r], len) == 0))
+        r++;
+      ASSERT_MSG(r < n_reasons, "unexpected reason %.*s", (int)len, (const char *)val);
+      by_reason[r]++;
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-topic", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      ASSERT_EQ(len, strlen(c->topic));
+      ASSERT_EQ(memcmp(val, c->topic, len), 0);
+      char num[32];
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-partition", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      snprintf(num, sizeof num, "%.*s", (int)len, (const char *)val);
+      int part = atoi(num);
+      ASSERT(part >= 0 && part < HX_PARTS);
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-offset", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      snprintf(num, sizeof num, "%.*s", (int)len, (const char *)val);
+      long long off = atoll(num);
+      ASSERT_OP(off, >=, 0);
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      ASSERT_OP(len, >, 0);
+      /* The origin record at that offset holds exactly the dead-lettered value. */
+      rd_kafka_conf_t *oc = rd_kafka_conf_new();
+      rd_kafka_conf_set(oc, "bootstrap.servers", c->brokers, err, sizeof err);
+      rd_kafka_conf_set(oc, "group.id", c->group, err, sizeof err);
+      rd_kafka_t *orig = rd_kafka_new(RD_KAFKA_CONSUMER, oc, err, sizeof err);
+      ASSERT_NOT_NULL(orig);
+      rd_kafka_topic_partition_list_t *op = rd_kafka_topic_partition_list_new(1);
+      rd_kafka_topic_partition_list_add(op, c->topic, part)->offset = off;
+      ASSERT_EQ(rd_kafka_assign(orig, op), RD_KAFKA_RESP_ERR_NO_ERROR);
+      rd_kafka_topic_partition_list_destroy(op);
+      rd_kafka_message_t *om = NULL;
+      for (int k = 0; k < 100 && om == NULL; k++) {
+        om = rd_kafka_consumer_poll(orig, 100);
+        if (om && om->err) {
+          rd_kafka_message_destroy(om);
+          om = NULL;
+        }
+      }
+      ASSERT_NOT_NULL(om);
+      ASSERT_EQ(om->offset, off);
+      ASSERT_EQ(om->len, msg->len);
+      ASSERT(msg->len == 0 || memcmp(om->payload, msg->payload, msg->len) == 0);
+      rd_kafka_message_destroy(om);
+      rd_kafka_consumer_close(orig);
+      rd_kafka_destroy(orig);
+    }
+    rd_kafka_message_destroy(msg);
+  }
+  ASSERT_EQ(got, want);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+/* Poison records of every kind between good ones: each is dead-lettered with its reason and
+ * origin; the good ones are all scored once and the stream never stops. */
+TEST(poison_messages_go_to_the_dlq) {
+  hx_ctx_t c;
+  hx_init(&c, "poison");
+  c.extra[0] = "--event-max-bytes";
+  c.extra[1] = "1KiB";
+  fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-poison-1", 0.5, "binary");
+  hx_model_t m;
+  hx_model_open(&m, c.model);
+  PGconn *conn = hx_db(&c);
+  pid_t pid = hx_start(&c);
+
+  static const char *const reasons[] = {"decode", "wrong_payload", "invalid", "oversize"};
+  int want[4] = {0};
+  rd_kafka_t *rk = hx_producer(&c);
+  for (int i = 0; i < 2000; i++) {
+    uint8_t buf[512];
+    char card[32];
+    size_t len = hx_event(i, buf, card, sizeof card);
+    hx_send(rk, &c, card, buf, len);
+    if (i % 100 != 50) continue;
+    int kind = (i / 100) % 5;
+    if (kind == 0) { /* undecodable bytes */
+      static const char junk[] = "\xff\xff\xff\xff\x0f not protobuf";
+      hx_send(rk, &c, card, junk, sizeof junk - 1);
+      want[0]++;
+    } else if (kind == 1) { /* a valid envelope with a sensor reading, not a transaction */
+      Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
+      Sluice__V1__SensorReading sr = SLUICE__V1__SENSOR_READING__INIT;
+      char id[32];
+      snprintf(id, sizeof id, "bad-sensor-%d", i);
+      env.event_id = id;
+      env.has_event_time_ms = 1;
+      env.event_time_ms = 1700000000000LL;
+      env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
+      env.sensor_reading = &sr;
+      sr.device_id = (char *)"dev-1";
+      uint8_t b[256];
+      hx_send(rk, &c, card, b, sluice__v1__envelope__pack(&env, b));
+      want[1]++;
+    } else if (kind == 2 || kind == 3) { /* negative amount; a currency that is not ISO 4217 */
+      Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
+      ASSERT_NOT_NULL(env);
+      char id[32];
+      snprintf(id, sizeof id, "bad-field-%d", i);
+      char *old_id = env->event_id;
+      env->event_id = id;
+      if (kind == 2) env->transaction->amount = -4;
+      char *old_cur = env->transaction->currency;
+      env->transaction->currency = (char *)"euros";
+      if (kind == 2) env->transaction->currency = old_cur;
+      uint8_t b[512];
+      hx_send(rk, &c, card, b, sluice__v1__envelope__pack(env, b));
+      env->event_id = old_id;
+      env->transaction->currency = old_cur;
+      sluice__v1__envelope__free_unpacked(env, NULL);
+      want[2]++;
+    } else { /* larger than event.max_bytes */
+      static uint8_t big[3000];
+      memcpy(big, buf, len);
+      hx_send(rk, &c, card, big, sizeof big);
+      want[3]++;
+    }
+  }
+  hx_flush(rk);
+  rd_kafka_destroy(rk);
+
+  hx_wait_results(conn, &c, 2000, pid, 60);
+  long per_version[1];
+  hx_check_results(conn, &c, 0, 2000, &m, 1, per_version);
+  int total = want[0] + want[1] + want[2] + want[3];
+  /* Every record, poison included, is behind the stored offsets. */
+  for (int i = 0; i < 200 && hx_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM "
+                                            "\"%s\".kafka_offsets", c.schema) != 2000 + total;
+       i++)
+    usleep(50000);
+  ASSERT_EQ(hx_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema),
+            2000 + total);
+  int got[4] = {0};
+  check_dlq(&c, total, got, reasons, 4);
+  for (int r = 0; r < 4; r++) {
+    ASSERT_MSG(got[r] == want[r], "%s: %d dead letters, expected %d", reasons[r], got[r],
+               want[r]);
+    char series[96];
+    snprintf(series, sizeof series, "sluice_events_dead_lettered_total{reason=\"%s\"} ",
+             reasons[r]);
+    ASSERT_EQ((int)hx_metric(c.port, series), want[r]);
+  }
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_model_close(&m);
+  hx_drop(conn, &c);
+  unlink(c.model);
+}
+
+/*
+ * A model swap under load: a second valid model replaces the file while events flow (the
+ * watcher swaps it in), then a corrupt file and a SIGHUP are refused with the second model
+ * still serving. No score fails or goes missing; results before the swap carry the first
+ * version, after it the second, and every score is its own model's.
+ */
+TEST(model_swap_under_load) {
+  hx_ctx_t c;
+  hx_init(&c, "swap");
+  c.extra[0] = "--model-watch-interval";
+  c.extra[1] = "100ms";
+  char path_a[300], path_b[300], corrupt[300];
+  snprintf(path_a, sizeof path_a, "%s.a", c.model);
+  snprintf(path_b, sizeof path_b, "%s.b", c.model);
+  snprintf(corrupt, sizeof corrupt, "%s.bad", c.model);
+  fm_write(path_a, hx_inputs, HX_N_INPUTS, "fraud-swap-a", 0.5, "binary");
+  fm_write(path_b, hx_inputs, HX_N_INPUTS, "fraud-swap-b", 0.4, "binary");
+  hx_install_model(&c, path_a);
+  hx_model_t m[2];
+  hx_model_open(&m[0], path_a);
+  hx_model_open(&m[1], path_b);
+  PGconn *conn = hx_db(&c);
+  pid_t pid = hx_start(&c);
+
+  hx_produce(&c, 0, 1000);
+  hx_wait_results(conn, &c, 200, pid, 60);
+  hx_install_model(&c, path_b); /* while the first thousand flow */
+  hx_produce(&c, 1000, 1000);
+  hx_wait_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} ", 1, 30);
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 1);
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-swap-a\"} "), -1);
+
+  /* A truncated model file: refused, counted, the second model keeps serving. */
+  FILE *f = fopen(corrupt, "wb");
+  ASSERT_NOT_NULL(f);
+  static char head[200];
+  int in = open(path_b, O_RDONLY);
+  ASSERT(in >= 0 && read(in, head, sizeof head) == (ssize_t)sizeof head);
+  close(in);
+  ASSERT_EQ(fwrite(head, 1, sizeof head, f), sizeof head);
+  fclose(f);
+  hx_install_model(&c, corrupt);
+  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 1, 30);
+  ASSERT_OK(kill(pid, SIGHUP)); /* the same file again, on request */
+  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 2, 30);
+  hx_produce(&c, 2000, 1000);
+  hx_wait_results(conn, &c, 3000, pid, 60);
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} "), 1);
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 1);
+
+  long per_version[2];
+  hx_check_results(conn, &c, 0, 3000, m, 2, per_version);
+  fprintf(stderr, "results per model: a=%ld b=%ld\n", per_version[0], per_version[1]);
+  ASSERT_OP(per_version[0], >=, 200);
+  ASSERT_OP(per_version[1], >=, 1000);
+  /* Produced after the corrupt file was refused: all scored by the second model. */
+  ASSERT_EQ(hx_count(conn, "SELECT count(*) FROM \"%s\".results WHERE event_id >= 'ev-002000' "
+                           "AND model_version <> 'fraud-swap-b'", c.schema), 0);
+  /* Per partition, the versions switch once, in offset order: a batch never mixes back. */
+  ASSERT_EQ(hx_count(conn, "SELECT count(*) FROM (SELECT model_version, lag(model_version) OVER "
+                           "(PARTITION BY partition ORDER BY \"offset\") AS prev FROM "
+                           "\"%s\".results) t WHERE prev = 'fraud-swap-b' AND model_version = "
+                           "'fraud-swap-a'", c.schema), 0);
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_model_close(&m[0]);
+  hx_model_close(&m[1]);
+  hx_drop(conn, &c);
+  unlink(c.model);
+  unlink(path_a);
+  unlink(path_b);
+  unlink(corrupt);
+}
