@@ -437,7 +437,7 @@ static void after_reload(uv_work_t *req, int status) {
   free(r);
   if (w->reload_again) {
     w->reload_again = 0;
-    model_reload(w, "changed during the previous load");
+    model_reload(w, "changed_while_loading");
   }
 }
 
@@ -485,7 +485,7 @@ static void on_model_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
             w->o.model_path, uv_strerror(status));
     return;
   }
-  model_reload(w, "file changed");
+  model_reload(w, "file_changed");
 }
 
 /* ---- dead letters --------------------------------------------------------------------- */
