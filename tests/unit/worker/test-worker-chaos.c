@@ -292,3 +292,25 @@ TEST(model_swap_under_load) {
   unlink(path_b);
   unlink(corrupt);
 }
+
+/* A broker that cannot be reached: after kafka.error_grace /readyz names kafka, and the worker
+ * still stops cleanly. */
+TEST(unreachable_kafka_reports_not_ready) {
+  hx_ctx_t c;
+  hx_init(&c, "nokafka");
+  c.brokers = "127.0.0.1:1"; /* nothing listens on port 1 */
+  c.extra[0] = "--kafka-error-grace";
+  c.extra[1] = "500ms";
+  fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-nokafka-1", 0.5, "binary");
+  PGconn *conn = hx_db(&c);
+  pid_t pid = hx_start(&c);
+  hx_wait_metric(c.port, "sluice_kafka_unavailable ", 1, 30);
+  int status;
+  static char body[4096];
+  hx_http(c.port, "/readyz", &status, body, sizeof body);
+  ASSERT_EQ(status, 503);
+  ASSERT_STR_CONTAINS(body, "kafka");
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_drop(conn, &c);
+  unlink(c.model);
+}
