@@ -86,7 +86,8 @@ static const svc_cfg_def_t wk_cfg_table[] = {
      .flags = SVC_CFG_REQUIRED | SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, model_path),
      .help = "libmoe model file (binary tabular model over fraud features)"},
     {.name = "model.watch_interval", .type = SVC_CFG_DURATION, .def = "2s",
-     .env = "SLUICE_MODEL_WATCH_INTERVAL", .offset = offsetof(wk_cfg_t, model_watch_ms),
+     .env = "SLUICE_MODEL_WATCH_INTERVAL", .flags = SVC_CFG_RELOADABLE,
+     .offset = offsetof(wk_cfg_t, model_watch_ms),
      .min = 0, .max = 3600000,
      .help = "how often the model file is checked for a change, which reloads it (0: only "
              "SIGHUP reloads)"},
@@ -128,6 +129,23 @@ static const svc_cfg_def_t wk_cfg_table[] = {
      .help = "log line format"},
     {0}};
 
+typedef struct wk_reload_ctx_s {
+  svc_cfg_t *cfg;
+  wk_cfg_t *c;
+} wk_reload_ctx_t;
+
+/* SIGHUP (worker.h): re-reads the config file and environment; RELOADABLE settings apply. */
+static svc_err_t reload_settings(void *data, uint64_t *watch_ms, char *errstr,
+                                 size_t errstr_size) {
+  wk_reload_ctx_t *r = data;
+  int changed = 0;
+  svc_err_t err = svc_cfg_reload(r->cfg, &changed, errstr, errstr_size);
+  if (err != SVC_OK) return err;
+  SVC_LOG(SVC_LOG_INFO, "settings reloaded", "changed=%d", changed);
+  *watch_ms = (uint64_t)r->c->model_watch_ms;
+  return SVC_OK;
+}
+
 int main(int argc, char **argv) {
   wk_cfg_t c = {0};
   svc_cfg_t *cfg = NULL;
@@ -152,6 +170,7 @@ int main(int argc, char **argv) {
   svc_log_set_level((svc_log_level_t)c.log_level);
   svc_log_set_format((svc_log_format_t)c.log_format);
 
+  wk_reload_ctx_t rctx = {.cfg = cfg, .c = &c};
   wk_worker_opts_t o = {.brokers = c.brokers, .group = c.group, .instance_id = c.instance_id,
                         .topic = c.topic, .dlq_topic = c.dlq_topic,
                         .alerts_topic = c.alerts_topic, .pg_dsn = c.pg_dsn,
@@ -165,6 +184,7 @@ int main(int argc, char **argv) {
                         .explain_threshold = c.explain_threshold,
                         .model_watch_ms = (uint64_t)c.model_watch_ms,
                         .kafka_error_grace_ms = (uint64_t)c.kafka_error_grace_ms,
+                        .reload_settings = reload_settings, .reload_data = &rctx,
                         .domain = "fraud"};
   svc_err_t rc = wk_worker_run(&o, err, sizeof err);
   if (rc != SVC_OK) {

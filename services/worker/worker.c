@@ -408,6 +408,8 @@ typedef struct wk_reload_s {
 } wk_reload_t;
 
 static void model_reload(wk_worker_t *w, const char *why);
+static void on_model_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
+                             const uv_stat_t *curr);
 
 static void reload_work(uv_work_t *req) {
   wk_reload_t *r = req->data;
@@ -469,9 +471,37 @@ static void model_reload(wk_worker_t *w, const char *why) {
   w->reloading = r;
 }
 
+/* (Re)starts the model file watch at w->o.model_watch_ms (0: stopped). */
+static svc_err_t model_watch(wk_worker_t *w, char *errstr, size_t errstr_size) {
+  uv_fs_poll_stop(&w->model_poll);
+  if (w->o.model_watch_ms == 0) return SVC_OK;
+  int rc = uv_fs_poll_start(&w->model_poll, on_model_changed, w->o.model_path,
+                            (unsigned)w->o.model_watch_ms);
+  if (rc != 0) {
+    snprintf(errstr, errstr_size, "watching %s: %s", w->o.model_path, uv_strerror(rc));
+    return SVC_EUV;
+  }
+  return SVC_OK;
+}
+
+/* SIGHUP: the reloadable settings first (model.watch_interval), then the model file. */
 static void on_sighup(uv_signal_t *s, int signum) {
   (void)signum;
-  model_reload(s->data, "SIGHUP");
+  wk_worker_t *w = s->data;
+  if (w->o.reload_settings && !w->closing) {
+    char e[512];
+    uint64_t watch = w->o.model_watch_ms;
+    if (w->o.reload_settings(w->o.reload_data, &watch, e, sizeof e) != SVC_OK) {
+      SVC_LOG(SVC_LOG_ERROR, "settings reload refused; settings unchanged", "detail=\"%s\"", e);
+    } else if (watch != w->o.model_watch_ms) {
+      SVC_LOG(SVC_LOG_INFO, "model watch interval changed", "from_ms=%" PRIu64 " to_ms=%" PRIu64,
+              w->o.model_watch_ms, watch);
+      w->o.model_watch_ms = watch;
+      if (model_watch(w, e, sizeof e) != SVC_OK)
+        SVC_LOG(SVC_LOG_ERROR, "model file watch not started", "detail=\"%s\"", e);
+    }
+  }
+  model_reload(w, "SIGHUP");
 }
 
 static void on_model_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
@@ -1732,18 +1762,12 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   uv_signal_start(&w->sig_int, on_signal, SIGINT);
   uv_signal_start(&w->sig_hup, on_sighup, SIGHUP);
   uv_timer_start(&w->recover_timer, on_recover_timer, 100, 100);
-  if (w->o.model_watch_ms > 0) {
-    uv_fs_poll_init(&w->loop, &w->model_poll);
-    w->model_poll.data = w;
-    w->model_poll_on = 1;
-    w->handles_open++;
-    int prc = uv_fs_poll_start(&w->model_poll, on_model_changed, w->o.model_path,
-                               (unsigned)w->o.model_watch_ms);
-    if (prc != 0) {
-      snprintf(errstr, errstr_size, "watching %s: %s", w->o.model_path, uv_strerror(prc));
-      return SVC_EUV;
-    }
-  }
+  uv_fs_poll_init(&w->loop, &w->model_poll);
+  w->model_poll.data = w;
+  w->model_poll_on = 1;
+  w->handles_open++;
+  err = model_watch(w, errstr, errstr_size);
+  if (err) return err;
   uv_timer_start(&w->lag_timer, on_lag_timer, 2000, 2000);
   uv_timer_start(&w->relay_timer, on_relay_timer, 200, 200);
 

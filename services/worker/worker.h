@@ -63,6 +63,10 @@ typedef struct wk_worker_opts_s {
                                  0: only SIGHUP reloads */
   uint64_t kafka_error_grace_ms; /* consumer errors without any message for this long make
                                     the worker not-ready ("kafka") */
+  /* Optional: re-reads the RELOADABLE settings on SIGHUP (before the model is reloaded) and
+   * stores the current model.watch_interval in *watch_ms. Loop thread. */
+  svc_err_t (*reload_settings)(void *data, uint64_t *watch_ms, char *errstr, size_t errstr_size);
+  void *reload_data;
   const char *domain;         /* "fraud" */
 } wk_worker_opts_t;
 

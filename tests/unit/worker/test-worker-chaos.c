@@ -314,3 +314,54 @@ TEST(unreachable_kafka_reports_not_ready) {
   hx_drop(conn, &c);
   unlink(c.model);
 }
+
+/* model.watch_interval is reloadable: off in the config file (only SIGHUP reloads), then set
+ * to 100 ms and SIGHUP: from then on a replaced file is swapped in by the watcher. */
+TEST(model_watch_interval_reloads_on_sighup) {
+  hx_ctx_t c;
+  hx_init(&c, "watch");
+  char conf[300], path_a[300], path_b[300], path_c[300];
+  snprintf(conf, sizeof conf, "%s.conf", c.model);
+  snprintf(path_a, sizeof path_a, "%s.a", c.model);
+  snprintf(path_b, sizeof path_b, "%s.b", c.model);
+  snprintf(path_c, sizeof path_c, "%s.c", c.model);
+  FILE *f = fopen(conf, "w");
+  ASSERT_NOT_NULL(f);
+  fprintf(f, "model.watch_interval = 0\n");
+  fclose(f);
+  c.extra[0] = "--config";
+  c.extra[1] = conf;
+  fm_write(path_a, hx_inputs, HX_N_INPUTS, "fraud-watch-a", 0.5, "binary");
+  fm_write(path_b, hx_inputs, HX_N_INPUTS, "fraud-watch-b", 0.5, "binary");
+  fm_write(path_c, hx_inputs, HX_N_INPUTS, "fraud-watch-c", 0.5, "binary");
+  hx_install_model(&c, path_a);
+  PGconn *conn = hx_db(&c);
+  pid_t pid = hx_start(&c);
+  hx_produce(&c, 0, 200);
+  hx_wait_results(conn, &c, 200, pid, 60);
+  hx_install_model(&c, path_b);
+  usleep(1500000); /* no watcher: nothing may happen */
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 0);
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-watch-a\"} "), 1);
+
+  f = fopen(conf, "w");
+  ASSERT_NOT_NULL(f);
+  fprintf(f, "model.watch_interval = 100ms\n");
+  fclose(f);
+  ASSERT_OK(kill(pid, SIGHUP)); /* settings, then the file: b */
+  hx_wait_metric(c.port, "sluice_model_info{version=\"fraud-watch-b\"} ", 1, 30);
+  hx_install_model(&c, path_c); /* now the watcher sees it */
+  hx_wait_metric(c.port, "sluice_model_info{version=\"fraud-watch-c\"} ", 1, 30);
+  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 2);
+  hx_produce(&c, 200, 100);
+  hx_wait_results(conn, &c, 300, pid, 60);
+  ASSERT_EQ(hx_count(conn, "SELECT count(*) FROM \"%s\".results WHERE event_id >= 'ev-000200' "
+                           "AND model_version <> 'fraud-watch-c'", c.schema), 0);
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_drop(conn, &c);
+  unlink(c.model);
+  unlink(conf);
+  unlink(path_a);
+  unlink(path_b);
+  unlink(path_c);
+}
