@@ -432,6 +432,9 @@ static void after_reload(uv_work_t *req, int status) {
   } else {
     if (r->err == SVC_OK) model_unref(r->m);
     svc_counter_add(w->m_reload_failed, 1);
+    /* The loader quotes names; the log line quotes the detail (logfmt), so swap the quotes. */
+    for (char *p = r->errstr; *p; p++)
+      if (*p == '"') *p = '\'';
     SVC_LOG(SVC_LOG_ERROR, "model reload refused; the serving model stays",
             "trigger=%s err=%s detail=\"%s\" serving=%s", r->why, svc_err_name(err),
             status != 0 ? uv_strerror(status) : r->errstr, w->model->scorer->version);

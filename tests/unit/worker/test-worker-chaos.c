@@ -265,6 +265,17 @@ TEST(model_swap_under_load) {
   hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 1, 30);
   ASSERT_OK(kill(pid, SIGHUP)); /* the same file again, on request */
   hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 2, 30);
+  /* Valid files that do not fit: a regression task, an input the builder does not produce. */
+  char wrong[300];
+  snprintf(wrong, sizeof wrong, "%s.wrong", c.model);
+  fm_write(wrong, hx_inputs, HX_N_INPUTS, "fraud-swap-regression", -1, "regression");
+  hx_install_model(&c, wrong);
+  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 3, 30);
+  static const char *const unknown[] = {"amount", "V14", "shoe_size"};
+  fm_write(wrong, unknown, 3, "fraud-swap-unknown", 0.5, "binary");
+  hx_install_model(&c, wrong);
+  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 4, 30);
+  unlink(wrong);
   hx_produce(&c, 2000, 1000);
   hx_wait_results(conn, &c, 3000, pid, 60);
   ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} "), 1);
@@ -364,4 +375,47 @@ TEST(model_watch_interval_reloads_on_sighup) {
   unlink(path_a);
   unlink(path_b);
   unlink(path_c);
+}
+
+/* Crash-only stays the fallback: a batch statement that PostgreSQL rejects every time (here a
+ * CHECK constraint no score meets) is retried through recoveries, then the worker exits 1;
+ * restarted once the cause is gone, it stores every event exactly once. */
+TEST(repeatedly_rejected_commit_exits_then_restart_completes) {
+  hx_ctx_t c;
+  hx_init(&c, "rej");
+  fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-rej-1", 0.5, "binary");
+  hx_model_t m;
+  hx_model_open(&m, c.model);
+  PGconn *conn = hx_db(&c);
+  hx_produce(&c, 0, 300);
+  pid_t pid = hx_start(&c);
+  hx_wait_results(conn, &c, 300, pid, 60);
+  char sql[256];
+  snprintf(sql, sizeof sql, "ALTER TABLE \"%s\".results ADD CONSTRAINT no_scores CHECK (score < 0) NOT VALID",
+           c.schema);
+  PGresult *res = PQexec(conn, sql);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+  PQclear(res);
+  hx_produce(&c, 300, 300);
+  int st = 0;
+  bool exited = false;
+  for (int i = 0; i < 600 && !exited; i++) {
+    exited = waitpid(pid, &st, WNOHANG) == pid;
+    if (!exited) usleep(50000);
+  }
+  ASSERT_MSG(exited, "the worker kept running with every commit rejected");
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+  ASSERT_EQ(hx_results(conn, &c), 300);
+  snprintf(sql, sizeof sql, "ALTER TABLE \"%s\".results DROP CONSTRAINT no_scores", c.schema);
+  res = PQexec(conn, sql);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+  PQclear(res);
+  pid = hx_start(&c);
+  hx_wait_results(conn, &c, 600, pid, 60);
+  long per_version[1];
+  hx_check_results(conn, &c, 0, 600, &m, 1, per_version);
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_model_close(&m);
+  hx_drop(conn, &c);
+  unlink(c.model);
 }
