@@ -276,6 +276,13 @@ TEST(model_swap_under_load) {
   hx_install_model(&c, wrong);
   hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 4, 30);
   unlink(wrong);
+  static char body[65536];
+  int status;
+  hx_http(c.port, "/readyz", &status, body, sizeof body);
+  ASSERT_EQ(status, 200); /* refused files do not touch readiness */
+  hx_http(c.port, "/info", &status, body, sizeof body);
+  ASSERT_STR_CONTAINS(body, "model_version:fraud-swap-b\n");
+  ASSERT_STR_CONTAINS(body, "block_threshold:0.4\n"); /* the second model card's */
   hx_produce(&c, 2000, 1000);
   hx_wait_results(conn, &c, 3000, pid, 60);
   ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} "), 1);
