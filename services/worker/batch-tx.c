@@ -60,20 +60,50 @@ static void buf_put(tx__buf_t *b, const char *s, size_t n) {
 
 static void buf_puts(tx__buf_t *b, const char *s) { buf_put(b, s, strlen(s)); }
 
-__attribute__((format(printf, 2, 3))) static void buf_printf(tx__buf_t *b, const char *fmt, ...) {
-  char tmp[64];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* A PostgreSQL float literal that reads back to the same float. */
+/*
+ * A PostgreSQL float literal that reads back to the same float: C99 hexadecimal notation
+ * ("0x1.8p+0" is 1.5), which PostgreSQL's float4in reads with strtof. It is exact by
+ * construction and costs a few shifts, where "%.9g" (decimal, also exact) went through
+ * printf's multi-precision arithmetic: with 47 floats per event that was a fifth of the
+ * worker's CPU, and parsing decimal was a visible share of the server's (README of
+ * bench/pipeline).
+ */
 static void buf_real(tx__buf_t *b, float f) {
-  if (isnan(f)) buf_puts(b, "NaN");
-  else if (isinf(f)) buf_puts(b, f > 0 ? "Infinity" : "-Infinity");
-  else buf_printf(b, "%.9g", (double)f);
+  if (isnan(f)) {
+    buf_puts(b, "NaN");
+    return;
+  }
+  if (isinf(f)) {
+    buf_puts(b, f > 0 ? "Infinity" : "-Infinity");
+    return;
+  }
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  uint32_t exp = (bits >> 23) & 0xff, man = (bits & 0x7fffff) << 1; /* 24 bits: 6 hex digits */
+  char tmp[24];
+  size_t n = 0;
+  if (bits >> 31) tmp[n++] = '-';
+  if (exp == 0 && man == 0) {
+    tmp[n++] = '0';
+    buf_put(b, tmp, n);
+    return;
+  }
+  static const char hex[] = "0123456789abcdef";
+  memcpy(tmp + n, exp ? "0x1" : "0x0", 3); /* subnormals: 0x0.<man>p-126 */
+  n += 3;
+  if (man) {
+    tmp[n++] = '.';
+    for (int shift = 20; shift >= 0 && (man & ((1u << (shift + 4)) - 1)); shift -= 4)
+      tmp[n++] = hex[(man >> shift) & 15];
+  }
+  int e = exp ? (int)exp - 127 : -126;
+  tmp[n++] = 'p';
+  tmp[n++] = e < 0 ? '-' : '+';
+  unsigned ue = (unsigned)(e < 0 ? -e : e);
+  if (ue >= 100) tmp[n++] = (char)('0' + ue / 100);
+  if (ue >= 10) tmp[n++] = (char)('0' + ue / 10 % 10);
+  tmp[n++] = (char)('0' + ue % 10);
+  buf_put(b, tmp, n);
 }
 
 /* One element of an array literal, double-quoted with \ and " escaped. */

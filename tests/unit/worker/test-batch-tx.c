@@ -1,7 +1,7 @@
 /*
  * Unit tests of the batch statement builder without a database: the exact text parameters
  * (array literals with quotes, backslashes, braces and commas escaped; NaN and infinities;
- * bytea as hex), one state row per card keeping the newest even across thousands of cards,
+ * floats in C99 hexadecimal that strtof reads back bit for bit; bytea as hex), one state row per card keeping the newest even across thousands of cards,
  * one offset per partition keeping the highest, and an empty batch. The statement itself is
  * run against PostgreSQL in test-worker-db.
  */
@@ -47,7 +47,7 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_STR_EQ(p[4], "{\"review\"}");
   ASSERT_STR_EQ(p[6], "{\"[{\\\"x\\\":1}]\"}");
   ASSERT_STR_EQ(p[7], "{\"[]\"}");
-  ASSERT_STR_EQ(p[8], "{1.5,Infinity,-0}"); /* every row's inputs, one flat real[] */
+  ASSERT_STR_EQ(p[8], "{0x1.8p+0,Infinity,-0}"); /* every row's inputs, one flat real[] */
   ASSERT_STR_EQ(p[27], "{\"1\"}");             /* where this row's inputs start in it */
   ASSERT_STR_EQ(p[28], "{\"3\"}");             /* and how many */
   ASSERT_STR_EQ(p[9], "{\"1700000000123\"}");
@@ -75,7 +75,7 @@ TEST(parameters_are_exact_array_literals) {
   s.state_len = 5;
   wk_batch_tx_add_state(tx, &s);
   p = finish(tx);
-  ASSERT_STR_EQ(p[8], "{1.5,Infinity,-0,2,-3.25}");
+  ASSERT_STR_EQ(p[8], "{0x1.8p+0,Infinity,-0,0x1p+1,-0x1.ap+1}");
   ASSERT_STR_EQ(p[27], "{\"1\",\"4\",\"4\"}");
   ASSERT_STR_EQ(p[28], "{\"3\",\"0\",\"2\"}");
   ASSERT_STR_EQ(p[17], "00ff5c01020304ab");
@@ -89,6 +89,54 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_STR_EQ(p[8], "{}");
   ASSERT_STR_EQ(p[13], "{}");
   ASSERT_STR_EQ(p[17], "");
+  wk_batch_tx_free(tx);
+}
+
+/* Every float, written as PostgreSQL will read it (strtof), comes back with the same bits. */
+TEST(float_literals_read_back_exactly) {
+  wk_batch_tx_t *tx = NULL;
+  char err[256];
+  ASSERT_OK(wk_batch_tx_new("s", "grp", &tx, err, sizeof err));
+  enum { N = 4096 };
+  static float in[N];
+  const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 1e-45f, -1e-45f, 1.1754942e-38f,
+                           1.17549435e-38f, 3.4028235e38f, -3.4028235e38f, 123456.789f,
+                           2.5e-7f, 16777217.0f, 0.33333334f};
+  size_t n_special = sizeof special / sizeof special[0];
+  uint32_t seed = 12345;
+  for (size_t i = 0; i < N; i++) {
+    if (i < n_special) {
+      in[i] = special[i];
+      continue;
+    }
+    uint32_t bits;
+    do {
+      seed = seed * 1664525u + 1013904223u;
+      bits = seed;
+      memcpy(&in[i], &bits, sizeof bits);
+    } while (!isfinite(in[i])); /* any finite bit pattern, subnormals included */
+  }
+  wk_result_row_t r = {.domain = "fraud", .event_id = "e", .score = 0.5f,
+                       .decision = WK_DECISION_ALLOW, .model_version = "m", .input = in,
+                       .n_input = N, .event_time_ms = 1, .topic = "t", .partition = 0,
+                       .offset = 0};
+  wk_batch_tx_add_result(tx, &r);
+  const char *const *p = finish(tx);
+  const char *s = p[8];
+  ASSERT_EQ(s[0], '{');
+  s++;
+  for (size_t i = 0; i < N; i++) {
+    char *end;
+    float back = strtof(s, &end);
+    ASSERT_MSG(end != s && (*end == ',' || *end == '}'), "element %zu unreadable at \"%.20s\"",
+               i, s);
+    uint32_t want, got;
+    memcpy(&want, &in[i], sizeof want);
+    memcpy(&got, &back, sizeof got);
+    ASSERT_MSG(want == got, "element %zu: %.9g written as \"%.*s\" reads back as %.9g", i,
+               (double)in[i], (int)(end - s), s, (double)back);
+    s = end + 1;
+  }
   wk_batch_tx_free(tx);
 }
 

@@ -412,6 +412,35 @@ TEST(inputs_and_states_cut_per_row) {
     ASSERT_STR_EQ(PQgetvalue(res, i, 1), want_st);
   }
   PQclear(res);
+
+  /* Awkward floats (subnormals, extremes, -0) as PostgreSQL reads the worker's literals equal
+   * the same floats read from "%.9g" decimal, which round-trips a float exactly. */
+  static const float odd[] = {1e-45f, -1e-45f, 1.1754942e-38f, 3.4028235e38f, -3.4028235e38f,
+                              -0.0f, 0.1f, 16777217.0f, 2.5e-7f};
+  enum { N_ODD = sizeof odd / sizeof odd[0] };
+  wk_batch_tx_reset(tx);
+  wk_result_row_t r = {.domain = "fraud", .event_id = "odd", .score = odd[0],
+                       .decision = WK_DECISION_ALLOW, .model_version = "m", .input = odd,
+                       .n_input = N_ODD, .event_time_ms = 1700000000000, .topic = "t",
+                       .partition = 0, .offset = 99};
+  wk_batch_tx_add_result(tx, &r);
+  c = run_batch(conn, tx);
+  ASSERT_EQ(c.results, 1);
+  char dec[512] = "{";
+  size_t n = 1;
+  for (int i = 0; i < N_ODD; i++)
+    n += (size_t)snprintf(dec + n, sizeof dec - n, "%s%.9g", i ? "," : "", (double)odd[i]);
+  snprintf(dec + n, sizeof dec - n, "}");
+  snprintf(sql, sizeof sql,
+           "SELECT (input = $1::real[] AND score = ($1::real[])[1])::text FROM \"%s\".results "
+           "WHERE event_id = 'odd'",
+           schema);
+  const char *pd[] = {dec};
+  res = PQexecParams(conn, sql, 1, NULL, pd, NULL, NULL, 0);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1, "%s",
+             PQresultErrorMessage(res));
+  ASSERT_STR_EQ(PQgetvalue(res, 0, 0), "true");
+  PQclear(res);
   /* The looked-up keys have collation "C" (migration 2). */
   ASSERT_EQ(query_long(conn,
                        "SELECT count(*) FROM information_schema.columns WHERE table_schema = '%s'"
