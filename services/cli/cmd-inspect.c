@@ -5,7 +5,7 @@
  * model (task, labels, threshold, inputs, MoE layout, weight format, parameter count), the
  * parts moe.h does not expose (norm, routing options, provenance and the model card metrics
  * kept in provenance.metrics) from the config JSON, and the tensor table (name, dtype, shape,
- * bytes) from the safetensors header itself, since the engine API has no per-tensor listing.
+ * bytes as stored in the file) from the loaded model's listing (moe_model_tensor).
  */
 #include <getopt.h>
 #include <math.h>
@@ -18,58 +18,8 @@
 #include "json-value.h"
 #include "moe/moe.h"
 
-/* Largest safetensors header we read: the loader enforces its own limit first. */
-#define INSPECT_MAX_HEADER (256u << 20)
-
-typedef struct tensor_row_s {
-  const char *name;     /* borrowed from the header tree */
-  const char *dtype;
-  const cli_jv_t *shape;
-  uint64_t bytes;
-} tensor_row_t;
-
 static int cmp_tensor(const void *a, const void *b) {
-  return strcmp(((const tensor_row_t *)a)->name, ((const tensor_row_t *)b)->name);
-}
-
-/* Reads and parses the JSON header of a safetensors file into *hdr. */
-static int read_header(const char *path, cli_jv_t *hdr, char *err, size_t err_size) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return cli__fail(CLI_ENOENT, err, err_size, "%s: cannot open", path);
-  unsigned char len8[8];
-  char *buf = NULL;
-  int rc = CLI_EFORMAT;
-  if (fread(len8, 1, 8, f) != 8) {
-    cli__fail(rc, err, err_size, "%s: shorter than the 8-byte safetensors header length", path);
-    goto fail;
-  }
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; i--) n = (n << 8) | len8[i];
-  if (n == 0 || n > INSPECT_MAX_HEADER) {
-    cli__fail(rc, err, err_size, "%s: safetensors header length %llu out of range", path,
-              (unsigned long long)n);
-    goto fail;
-  }
-  if ((buf = malloc((size_t)n)) == NULL) {
-    rc = cli__fail(CLI_ENOMEM, err, err_size, "out of memory");
-    goto fail;
-  }
-  if (fread(buf, 1, (size_t)n, f) != n) {
-    cli__fail(rc, err, err_size, "%s: truncated safetensors header", path);
-    goto fail;
-  }
-  /* Writers may pad the header with trailing spaces to align the data. */
-  while (n > 0 && buf[n - 1] == ' ') n--;
-  char perr[160];
-  if ((rc = cli_jv_parse(buf, (size_t)n, hdr, perr, sizeof(perr))) != CLI_OK) {
-    cli__fail(rc, err, err_size, "%s: safetensors header: %s", path, perr);
-    goto fail;
-  }
-  rc = CLI_OK;
-fail:
-  free(buf);
-  fclose(f);
-  return rc;
+  return strcmp(((const moe_tensor_info_t *)a)->name, ((const moe_tensor_info_t *)b)->name);
 }
 
 static const char *quant_name(moe_quant_t q) {
@@ -103,44 +53,29 @@ static const char *encoder_name(moe_encoder_kind_t e) {
 typedef struct inspect_s {
   const char *path;
   moe_model_t *model;
-  cli_jv_t header;
   cli_jv_t config;
-  tensor_row_t *tensors;
+  moe_tensor_info_t *tensors; /* (n_tensor), by name; names borrowed from model */
   size_t n_tensor;
   uint64_t tensor_bytes;
   long long file_bytes;
 } inspect_t;
 
-static int collect_tensors(inspect_t *in, char *err, size_t err_size) {
-  const cli_jv_t *h = &in->header;
-  if (h->kind != CLI_JV_OBJ)
-    return cli__fail(CLI_EFORMAT, err, err_size, "%s: header is not an object", in->path);
-  in->tensors = calloc(h->n ? h->n : 1, sizeof(*in->tensors));
-  if (in->tensors == NULL) return cli__fail(CLI_ENOMEM, err, err_size, "out of memory");
-  for (size_t i = 0; i < h->n; i++) {
-    if (strcmp(h->keys[i], "__metadata__") == 0) continue;
-    const cli_jv_t *t = &h->items[i];
-    const cli_jv_t *off = cli_jv_get(t, "data_offsets");
-    const cli_jv_t *shape = cli_jv_get(t, "shape");
-    if (off == NULL || off->kind != CLI_JV_ARR || off->n != 2 || shape == NULL ||
-        shape->kind != CLI_JV_ARR)
-      return cli__fail(CLI_EFORMAT, err, err_size, "%s: tensor \"%s\": no shape or data_offsets",
-                       in->path, h->keys[i]);
-    tensor_row_t *r = &in->tensors[in->n_tensor++];
-    r->name = h->keys[i];
-    r->dtype = cli_jv_str(cli_jv_get(t, "dtype"), "?");
-    r->shape = shape;
-    r->bytes = (uint64_t)(cli_jv_num(&off->items[1], 0) - cli_jv_num(&off->items[0], 0));
-    in->tensor_bytes += r->bytes;
+/* The model's tensor listing, sorted by name (the file orders it by data offset). */
+static int collect_tensors(inspect_t *in) {
+  int n = moe_model_n_tensors(in->model);
+  in->tensors = calloc(n > 0 ? (size_t)n : 1, sizeof(*in->tensors));
+  if (in->tensors == NULL) return CLI_ENOMEM;
+  for (int i = 0; i < n; i++) {
+    if (moe_model_tensor(in->model, i, &in->tensors[in->n_tensor]) != MOE_OK) continue;
+    in->tensor_bytes += in->tensors[in->n_tensor++].bytes;
   }
   qsort(in->tensors, in->n_tensor, sizeof(*in->tensors), cmp_tensor);
   return CLI_OK;
 }
 
-static void print_shape(FILE *out, const cli_jv_t *shape) {
+static void print_shape(FILE *out, const moe_tensor_info_t *t) {
   fputc('[', out);
-  for (size_t d = 0; d < shape->n; d++)
-    fprintf(out, "%s%.0f", d ? ", " : "", cli_jv_num(&shape->items[d], 0));
+  for (int d = 0; d < t->ndim; d++) fprintf(out, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
   fputc(']', out);
 }
 
@@ -239,12 +174,12 @@ static void print_text(const inspect_t *in) {
   }
   printf("tensors      %zu, %llu bytes\n", in->n_tensor, (unsigned long long)in->tensor_bytes);
   for (size_t i = 0; i < in->n_tensor; i++) {
-    const tensor_row_t *r = &in->tensors[i];
+    const moe_tensor_info_t *r = &in->tensors[i];
     printf("  %-40s %-4s ", r->name, r->dtype);
     char shape[96];
     FILE *s = fmemopen(shape, sizeof(shape), "w");
     if (s != NULL) {
-      print_shape(s, r->shape);
+      print_shape(s, r);
       fclose(s);
     } else {
       shape[0] = '\0';
@@ -371,14 +306,16 @@ static void print_json(const inspect_t *in) {
   cli_json_key(&js, "tensors");
   cli_json_arr_begin(&js);
   for (size_t i = 0; i < in->n_tensor; i++) {
-    const tensor_row_t *r = &in->tensors[i];
+    const moe_tensor_info_t *r = &in->tensors[i];
     cli_json_obj_begin(&js);
     cli_json_key(&js, "name");
     cli_json_str(&js, r->name);
     cli_json_key(&js, "dtype");
     cli_json_str(&js, r->dtype);
     cli_json_key(&js, "shape");
-    cli_jv_emit(&js, r->shape);
+    cli_json_arr_begin(&js);
+    for (int d = 0; d < r->ndim; d++) cli_json_int(&js, (long long)r->shape[d]);
+    cli_json_arr_end(&js);
     cli_json_key(&js, "bytes");
     cli_json_int(&js, (long long)r->bytes);
     cli_json_obj_end(&js);
@@ -418,9 +355,8 @@ int cli_cmd_inspect(int argc, char **argv) {
       fprintf(stderr, "sluice inspect: %s: %s\n", in.path, err);
     goto done;
   }
-  if (read_header(in.path, &in.header, err, sizeof(err)) != CLI_OK ||
-      collect_tensors(&in, err, sizeof(err)) != CLI_OK) {
-    fprintf(stderr, "sluice inspect: %s\n", err);
+  if (collect_tensors(&in) != CLI_OK) {
+    fprintf(stderr, "sluice inspect: out of memory\n");
     goto done;
   }
   const char *cfg_text = moe_model_config_json(in.model);
@@ -441,7 +377,6 @@ int cli_cmd_inspect(int argc, char **argv) {
   status = CLI_EXIT_OK;
 done:
   cli_jv_free(&in.config);
-  cli_jv_free(&in.header);
   free(in.tensors);
   moe_model_free(in.model);
   return status;

@@ -1,9 +1,10 @@
 /*
  * A small JSON reader for the command line: parses a whole document into a tree of values
- * (cli_jv_t) that commands walk by key. `sluice inspect` uses it for the safetensors header of a
- * model file (the tensor table: the public engine API has no per-tensor listing) and for the
- * parts of the model config that moe.h does not expose (provenance, norm, routing options).
- * The engine's own JSON reader lives in engine/src/io and is private to libmoe, hence this one.
+ * (cli_jv_t) that commands walk by key. `sluice inspect` uses it for the parts of the model
+ * config that moe.h does not expose (provenance, norm, routing options; the tensor table comes
+ * from moe_model_tensor), `sluice train` for the tokenizer and the safetensors header of the
+ * file it wrote, and the CLI tests to check JSON output. The engine's own JSON reader lives in
+ * engine/src/io and is private to libmoe, hence this one.
  *
  * Strict RFC 8259: no comments, no trailing commas, no leading zeros, \u escapes (surrogate
  * pairs joined) decoded to UTF-8, nesting limited to CLI_JV_MAX_DEPTH. Object members keep

@@ -128,6 +128,27 @@ int moe_model_moe_block(const moe_model_t *model, int b, moe_block_info_t *info)
 int moe_model_route_size(const moe_model_t *model);
 int moe_model_load_size(const moe_model_t *model);
 
+/*
+ * The tensors of the file the model was loaded from, as stored there (before any repacking),
+ * for tools that list a model's contents: every tensor of a loaded model is one the config
+ * uses, so this is also the complete weight inventory. Tensors are numbered 0 .. n_tensors-1
+ * in file order (by data offset).
+ */
+#define MOE_TENSOR_MAX_DIMS 8
+
+typedef struct moe_tensor_info_s {
+  const char *name;  /* borrowed: lives as long as the model */
+  const char *dtype; /* safetensors dtype name as stored ("F32", "I8", "U8", ...); static */
+  int ndim;          /* 0 .. MOE_TENSOR_MAX_DIMS */
+  int64_t shape[MOE_TENSOR_MAX_DIMS]; /* (ndim); the entries past ndim are 0 */
+  uint64_t bytes;    /* size of its data in the file: product(shape) * dtype size */
+} moe_tensor_info_t;
+
+int moe_model_n_tensors(const moe_model_t *model);
+/* Fills *info for tensor i (0 <= i < n_tensors); returns MOE_EINVAL when i is out of range. Any
+ * thread. */
+int moe_model_tensor(const moe_model_t *model, int i, moe_tensor_info_t *info);
+
 /* ---- scoring -------------------------------------------------------------------------- */
 
 /*

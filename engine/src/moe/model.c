@@ -6,6 +6,7 @@
  * wrong gives an error naming the tensor and what was expected, and a file with tensors the
  * config does not use is rejected too. Also the read-only accessors of moe.h.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +17,20 @@
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
 #include "moe/model-impl.h"
+
+/*
+ * A loaded model plus the listing of the file it came from (moe_model_tensor). The listing
+ * sits beside moe_model_s rather than in it because only the loader builds models and only
+ * tools read it: scoring never does. The model is the first member, so a moe_model_t * is a
+ * loaded_model_t * and moe_model_free frees the whole.
+ */
+typedef struct loaded_model_s {
+  moe_model_t model;
+  moe_tensor_info_t *tensors; /* (n_tensors), names after them in the same model-owned block */
+  int n_tensors;
+} loaded_model_t;
+
+_Static_assert(MOE_TENSOR_MAX_DIMS == MOE_ST_MAX_DIMS, "moe_tensor_info_t holds any safetensors shape");
 
 /* The state of one load: the file, the model being built and where errors go. */
 typedef struct loader_s {
@@ -383,6 +398,32 @@ static int load_moe_blocks(loader_t *ld) {
 
 /* ---- load / free ----------------------------------------------------------------------- */
 
+/* Copies the file's tensor listing into the model, since the file is closed after the load. */
+static int record_tensors(loader_t *ld) {
+  loaded_model_t *lm = (loaded_model_t *)ld->model;
+  size_t n = moe_st_n_tensors(ld->file), names = 0;
+  if (n > INT_MAX) return errf(ld, MOE_EFORMAT, "%zu tensors: more than a model can list", n);
+  for (size_t i = 0; i < n; i++) names += strlen(moe_st_tensor_at(ld->file, i)->name) + 1;
+  moe_tensor_info_t *info = model_alloc(ld->model, n * sizeof *info + names);
+  if (info == NULL) return errf(ld, MOE_ENOMEM, "out of memory");
+  char *p = (char *)(info + n);
+  for (size_t i = 0; i < n; i++) {
+    const moe_st_tensor_t *t = moe_st_tensor_at(ld->file, i);
+    size_t len = strlen(t->name) + 1;
+    memset(&info[i], 0, sizeof info[i]);
+    memcpy(p, t->name, len);
+    info[i].name = p;
+    p += len;
+    info[i].dtype = moe_st_dtype_name(t->dtype);
+    info[i].ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) info[i].shape[d] = t->shape[d];
+    info[i].bytes = t->nbytes;
+  }
+  lm->tensors = info;
+  lm->n_tensors = (int)n;
+  return MOE_OK;
+}
+
 static int load_from_file(loader_t *ld) {
   moe_model_t *model = ld->model;
   moe__config_t *cfg = &model->cfg;
@@ -432,17 +473,18 @@ static int load_from_file(loader_t *ld) {
         return errf(ld, MOE_EFORMAT, "tensor \"%s\" is not part of the model the config describes", t->name);
     }
   }
-  return MOE_OK;
+  return record_tensors(ld);
 }
 
 static int load_common(moe_st_file_t *file, moe_model_t **model_out, char *errstr, size_t errstr_size) {
   loader_t ld = {.file = file, .errstr = errstr, .errstr_size = errstr_size};
   int rc;
-  ld.model = moe__calloc(1, sizeof *ld.model);
-  if (ld.model == NULL) {
+  loaded_model_t *lm = moe__calloc(1, sizeof *lm);
+  if (lm == NULL) {
     rc = errf(&ld, MOE_ENOMEM, "out of memory");
     goto fail;
   }
+  ld.model = &lm->model;
   rc = load_from_file(&ld);
   if (rc != MOE_OK) goto fail;
   static const char *const quant_names[] = {"f32", "q8_0", "q4_0"};
@@ -544,3 +586,10 @@ int moe_model_moe_block(const moe_model_t *model, int b, moe_block_info_t *info)
 }
 int moe_model_route_size(const moe_model_t *model) { return model->route_size; }
 int moe_model_load_size(const moe_model_t *model) { return model->load_size; }
+int moe_model_n_tensors(const moe_model_t *model) { return ((const loaded_model_t *)model)->n_tensors; }
+int moe_model_tensor(const moe_model_t *model, int i, moe_tensor_info_t *info) {
+  const loaded_model_t *lm = (const loaded_model_t *)model;
+  if (i < 0 || i >= lm->n_tensors) return MOE_EINVAL;
+  *info = lm->tensors[i];
+  return MOE_OK;
+}

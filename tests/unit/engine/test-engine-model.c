@@ -3,7 +3,7 @@
  * of bad file (missing, misshapen, mistyped, extra or non-finite tensors; bad config fields;
  * out-of-format quants) fails with its own code and a message that names the culprit; bad
  * rows fail with MOE_EDATA naming row and feature; allocation failure at every step of a load
- * returns MOE_ENOMEM and leaks nothing.
+ * returns MOE_ENOMEM and leaks nothing; the tensor listing (moe_model_tensor) is the file's.
  */
 #include "test.h"
 
@@ -155,6 +155,49 @@ TEST(valid_model_loads_and_scores) {
   builder_free(&b);
 }
 
+/* Finds tensor `name` in the model's listing; fails the test when it is not there. */
+static moe_tensor_info_t listed(const moe_model_t *model, const char *name) {
+  moe_tensor_info_t info;
+  for (int i = 0; i < moe_model_n_tensors(model); i++) {
+    ASSERT_OK(moe_model_tensor(model, i, &info));
+    if (strcmp(info.name, name) == 0) return info;
+  }
+  ASSERT_MSG(0, "tensor %s is not listed", name);
+  return info;
+}
+
+TEST(tensor_listing_is_the_files) {
+  builder_t b;
+  build(&b);
+  moe_model_t *model;
+  char err[256];
+  ASSERT_MSG(load(&b, &model, err, sizeof err) == MOE_OK, "%s", err);
+  ASSERT_EQ(moe_model_n_tensors(model), b.n);
+  for (int i = 0; i < b.n; i++) {
+    moe_tensor_info_t info = listed(model, b.t[i].name);
+    ASSERT_STR_EQ(info.dtype, "F32");
+    ASSERT_EQ(info.ndim, b.t[i].ndim);
+    for (int d = 0; d < MOE_TENSOR_MAX_DIMS; d++)
+      ASSERT_EQ(info.shape[d], d < b.t[i].ndim ? b.t[i].shape[d] : 0);
+    ASSERT_EQ(info.bytes, (uint64_t)b.t[i].nbytes);
+  }
+  /* File order: moe_st_write lays the data out in the order it is given the tensors. */
+  moe_tensor_info_t a;
+  for (int i = 0; i < b.n; i++) {
+    ASSERT_OK(moe_model_tensor(model, i, &a));
+    ASSERT_STR_EQ(a.name, b.t[i].name);
+  }
+  ASSERT_EQ(moe_model_tensor(model, -1, &a), MOE_EINVAL);
+  ASSERT_EQ(moe_model_tensor(model, b.n, &a), MOE_EINVAL);
+  /* The names are the model's own copies: the builder's may go first. */
+  builder_free(&b);
+  ASSERT_OK(moe_model_tensor(model, 0, &a));
+  ASSERT(strlen(a.name) > 0);
+  ASSERT_STR_EQ(listed(model, "moe.0.router.bias").dtype, "F32");
+  ASSERT_EQ(listed(model, "moe.0.router.bias").shape[0], 3);
+  moe_model_free(model);
+}
+
 TEST(bad_tensors_are_named) {
   builder_t b;
   build(&b);
@@ -248,6 +291,12 @@ TEST(quantized_weights_are_checked) {
   char err[256];
   ASSERT_MSG(load(&b, &model, err, sizeof err) == MOE_OK, "%s", err);
   ASSERT_EQ(moe_model_quant(model), MOE_QUANT_Q8_0);
+  /* The listing shows the weights as stored, not as repacked for the kernels. */
+  moe_tensor_info_t q8 = listed(model, "moe.0.expert.1.down.weight");
+  ASSERT_STR_EQ(q8.dtype, "I8");
+  ASSERT_EQ(q8.bytes, (uint64_t)(D * 32));
+  ASSERT_STR_EQ(listed(model, "moe.0.expert.1.down.scale").dtype, "F32");
+  ASSERT_EQ(moe_model_n_tensors(model), b.n);
   moe_model_free(model);
 
   moe_st_tensor_t *t = find(&b, "moe.0.shared.0.down.weight");
