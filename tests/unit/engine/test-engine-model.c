@@ -3,7 +3,8 @@
  * of bad file (missing, misshapen, mistyped, extra or non-finite tensors; bad config fields;
  * out-of-format quants) fails with its own code and a message that names the culprit; bad
  * rows fail with MOE_EDATA naming row and feature; allocation failure at every step of a load
- * returns MOE_ENOMEM and leaks nothing; the tensor listing (moe_model_tensor) is the file's.
+ * returns MOE_ENOMEM and leaks nothing; the tensor listing (moe_model_tensor) is the file's;
+ * the golden text models carry a tokenizer that the text module accepts.
  */
 #include "test.h"
 
@@ -13,6 +14,7 @@
 #include "moe/alloc.h"
 #include "moe/log.h"
 #include "moe/moe.h"
+#include "moe/text.h"
 
 #define D 32
 #define MAX_T 64
@@ -574,4 +576,42 @@ TEST(corrupted_files_fail_cleanly) {
   }
   printf("  %d corrupted files loaded, %d rejected\n", ok, failed);
   ASSERT_OP(failed, >, 500);
+}
+
+/* The tokenizer that gen_golden.py writes into the text fixtures is one the text module loads,
+ * in exactly the form moe_wordpiece_to_json writes, and it tokenizes. */
+TEST(golden_text_tokenizers_load) {
+  static const char *const quants[] = {"f32", "q8_0", "q4_0"};
+  static const char *const specials[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+  const char *src = getenv("SLUICE_SOURCE_DIR");
+  for (int q = 0; q < 3; q++) {
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/tests/golden/fixtures/text-%s.safetensors", src ? src : ".", quants[q]);
+    moe_model_t *model;
+    ASSERT_MSG(moe_model_load(path, &model, err, sizeof err) == MOE_OK, "%s: %s", path, err);
+    const char *json = moe_model_tokenizer_json(model);
+    ASSERT_NOT_NULL(json);
+    moe_wordpiece_t *wp;
+    ASSERT_MSG(moe_wordpiece_from_json(json, strlen(json), &wp, err, sizeof err) == MOE_OK, "%s: %s", path, err);
+    /* One piece per embedding row. */
+    ASSERT_EQ((long long)moe_wordpiece_vocab_size(wp), (long long)moe_model_text_vocab_size(model));
+    for (int i = 0; i < 5; i++) ASSERT_STR_EQ(moe_wordpiece_token(wp, i), specials[i]);
+    char *again;
+    size_t again_len;
+    ASSERT_OK(moe_wordpiece_to_json(wp, &again, &again_len));
+    ASSERT_STR_EQ(again, json);
+    moe_text_free(again);
+    static const char text[] = "The pains";
+    moe_token_t *toks;
+    size_t n;
+    ASSERT_OK(moe_wordpiece_encode(wp, text, strlen(text), &toks, &n));
+    ASSERT_EQ((long long)n, 3LL);
+    ASSERT_STR_EQ(moe_wordpiece_token(wp, toks[0].id), "the");
+    ASSERT_STR_EQ(moe_wordpiece_token(wp, toks[1].id), "pain");
+    ASSERT_STR_EQ(moe_wordpiece_token(wp, toks[2].id), "##s");
+    ASSERT_EQ(toks[2].end, (uint32_t)strlen(text));
+    moe_text_free(toks);
+    moe_wordpiece_free(wp);
+    moe_model_free(model);
+  }
 }
