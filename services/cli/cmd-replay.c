@@ -105,7 +105,11 @@ static int send_one(replay_run_t *run) {
                      .value_len = ev.value_len,
                      .headers = &hdr,
                      .n_headers = 1,
-                     .timestamp_ms = ev.time_ms};
+                     /* The Kafka timestamp is the send time (librdkafka's now), not
+                      * the event time, which travels in the envelope: historical event
+                      * times would make the broker's time-based retention delete what was
+                      * just replayed, and pipeline latency is measured from the send. */
+                     .timestamp_ms = 0};
   svc_err_t err = kq_producer_send(run->prod, &rec);
   free(ev.value);
   if (err == SVC_EAGAIN) return 0;

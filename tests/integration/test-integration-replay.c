@@ -76,6 +76,11 @@ static size_t consume(const char *topic, msg_t *msgs, size_t want) {
       continue;
     }
     ASSERT(n < want);
+    /* The record timestamp is the send time, not the (historical) event time. */
+    rd_kafka_timestamp_type_t tstype;
+    double ts_s = (double)rd_kafka_message_timestamp(m, &tstype) / 1000.0;
+    ASSERT_EQ(tstype, RD_KAFKA_TIMESTAMP_CREATE_TIME);
+    ASSERT_MSG(fabs(ts_s - (double)time(NULL)) < 600, "record timestamp %.0f is not the send time", ts_s);
     msg_t *g = &msgs[n++];
     snprintf(g->key, sizeof(g->key), "%.*s", (int)m->key_len, (const char *)m->key);
     g->partition = m->partition;
