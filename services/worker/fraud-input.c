@@ -166,6 +166,19 @@ void wk_fraud_build(const Sluice__V1__Envelope *env, const float *vel, float *ou
   }
 }
 
+/*
+ * Other names for builder features, so that a model trained straight on a dataset's columns
+ * can be served without renaming its inputs: the ULB credit-card CSV (models/fraud.*) calls
+ * the amount "Amount" (its V1..V28 already match). Exact, case-sensitive matches only: a
+ * general case-folding rule could silently map an unrelated column onto a feature.
+ */
+static const struct {
+  const char *name;
+  size_t feature;
+} fraud__aliases[] = {
+    {"Amount", WK_FRAUD_AMOUNT},
+};
+
 svc_err_t wk_feature_map_init(wk_feature_map_t *map, const char *const *names, size_t n,
                               char *errstr, size_t errstr_size) {
   map->n = 0;
@@ -179,10 +192,14 @@ svc_err_t wk_feature_map_init(wk_feature_map_t *map, const char *const *names, s
   for (size_t i = 0; i < n; i++) {
     size_t j = 0;
     while (j < WK_FRAUD_N_FEATURES && strcmp(wk_fraud_feature_name(j), names[i]) != 0) j++;
+    size_t n_alias = sizeof fraud__aliases / sizeof *fraud__aliases;
+    for (size_t a = 0; j == WK_FRAUD_N_FEATURES && a < n_alias; a++)
+      if (strcmp(fraud__aliases[a].name, names[i]) == 0) j = fraud__aliases[a].feature;
     if (j == WK_FRAUD_N_FEATURES) {
       snprintf(errstr, errstr_size,
-               "model input %zu \"%s\" is not a fraud feature (known: amount, log_amount, "
-               "hour_of_day, day_of_week, channel, has_features, has_card, V1..V28, v_*)",
+               "model input %zu \"%s\" is not a fraud feature (known: amount or Amount, "
+               "log_amount, hour_of_day, day_of_week, channel, has_features, has_card, "
+               "V1..V28, v_*)",
                i, names[i]);
       free(index);
       return SVC_ECONFIG;

@@ -106,7 +106,9 @@ typedef struct wk_feature_map_s {
 } wk_feature_map_t;
 
 /*
- * Maps a model's input names (in the model's order) onto the builder's features. Returns
+ * Maps a model's input names (in the model's order) onto the builder's features. Besides the
+ * builder's own names it accepts "Amount" for "amount", the ULB credit-card CSV's column name,
+ * so a model trained on that CSV (V1..V28 + Amount) is served as it is. Returns
  * SVC_OK, or SVC_ECONFIG naming the first input the builder does not produce; SVC_ENOMEM.
  * Release with wk_feature_map_close (also after a failed init: it is then a no-op).
  */

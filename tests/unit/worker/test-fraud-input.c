@@ -221,6 +221,18 @@ TEST(feature_map_by_name) {
   ASSERT_EQ(in[3], WK_FRAUD_V1);
   wk_feature_map_close(&map);
 
+  /* The CSV's own column name for the amount is an alias; other spellings are not. */
+  const char *const csv[] = {"V28", "Amount"};
+  ASSERT_OK(wk_feature_map_init(&map, csv, 2, err, sizeof err));
+  wk_feature_map_apply(&map, all, in);
+  ASSERT_EQ(in[0], WK_FRAUD_V1 + 27);
+  ASSERT_EQ(in[1], WK_FRAUD_AMOUNT);
+  wk_feature_map_close(&map);
+  const char *const upper[] = {"AMOUNT"};
+  ASSERT_EQ(wk_feature_map_init(&map, upper, 1, err, sizeof err), SVC_ECONFIG);
+  ASSERT_STR_CONTAINS(err, "\"AMOUNT\" is not a fraud feature");
+  wk_feature_map_close(&map);
+
   const char *const bad[] = {"amount", "Time"};
   ASSERT_EQ(wk_feature_map_init(&map, bad, 2, err, sizeof err), SVC_ECONFIG);
   ASSERT_STR_CONTAINS(err, "model input 1 \"Time\" is not a fraud feature");

@@ -426,3 +426,59 @@ TEST(repeatedly_rejected_commit_exits_then_restart_completes) {
   hx_drop(conn, &c);
   unlink(c.model);
 }
+
+/*
+ * A model whose inputs are named as the ULB credit-card CSV names its columns (V1..V28 and
+ * "Amount", as models/fraud.safetensors is trained): the worker starts with it, serves it, and
+ * feeds "Amount" the transaction's amount (the alias in fraud-input.c) and V1..V28 the
+ * transaction's precomputed features.
+ */
+TEST(csv_named_model_is_served) {
+  hx_ctx_t c;
+  hx_init(&c, "csv");
+  char names[WK_FRAUD_N_PRECOMPUTED + 1][8];
+  const char *inputs[WK_FRAUD_N_PRECOMPUTED + 1];
+  for (int k = 0; k < WK_FRAUD_N_PRECOMPUTED; k++) {
+    snprintf(names[k], sizeof names[k], "V%d", k + 1);
+    inputs[k] = names[k];
+  }
+  inputs[WK_FRAUD_N_PRECOMPUTED] = "Amount";
+  const int n_inputs = WK_FRAUD_N_PRECOMPUTED + 1;
+  fm_write(c.model, inputs, n_inputs, "fraud-csv-1", 0.5, "binary");
+  hx_model_t m;
+  hx_model_open(&m, c.model);
+  PGconn *conn = hx_db(&c);
+  const int n = 200;
+  hx_produce(&c, 0, n);
+  pid_t pid = hx_start(&c);
+  hx_wait_results(conn, &c, n, pid, 60);
+  ASSERT_EQ(hx_results(conn, &c), n);
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT event_id, score, model_version, input FROM \"%s\".results ORDER BY event_id",
+           c.schema);
+  PGresult *res = PQexec(conn, sql);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  ASSERT_EQ(PQntuples(res), n);
+  for (int i = 0; i < n; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "ev-%06d", i);
+    ASSERT_STR_EQ(PQgetvalue(res, i, 0), id);
+    ASSERT_STR_EQ(PQgetvalue(res, i, 2), "fraud-csv-1");
+    float x[WK_FRAUD_N_PRECOMPUTED + 1];
+    ASSERT_EQ(hx_parse_array(PQgetvalue(res, i, 3), x, n_inputs), n_inputs);
+    /* What hx_event(i) put into the transaction. */
+    ASSERT_EQ(x[WK_FRAUD_N_PRECOMPUTED], (float)(5.0 + (i * 37) % 400));
+    for (int k = 0; k < WK_FRAUD_N_PRECOMPUTED; k++)
+      ASSERT_EQ(x[k], (float)((i + k) % 7) - 3.0f);
+    wk_score_t s;
+    char err[256];
+    ASSERT_OK(m.sc->score(m.sess, x, 1, &s, NULL, err, sizeof err));
+    ASSERT_NEAR(atof(PQgetvalue(res, i, 1)), (double)s.score, 1e-5);
+  }
+  PQclear(res);
+  ASSERT_EQ(hx_stop(pid), 0);
+  hx_model_close(&m);
+  hx_drop(conn, &c);
+  unlink(c.model);
+}
