@@ -824,9 +824,56 @@ static void after_score(uv_work_t *req, int status) {
   batch_ready(w, b);
 }
 
+/*
+ * Tops the head of the queue up to batch.max events with the events of the batches queued
+ * behind it (in order; a batch only partly taken keeps the rest). Partial batches sealed by
+ * batch.wait pile up exactly when the worker is behind (a commit in flight), and every
+ * statement has a fixed cost in PostgreSQL, so merging them is what lets throughput grow with
+ * the load instead of shrinking. Events stay in consumption order, so offsets and card states
+ * still only move forward, and a merged batch is still one statement, one transaction.
+ * Returns false when out of memory (nothing changed).
+ */
+static bool queue_merge_head(wk_worker_t *w) {
+  wk_batch_t *h = w->queue_head;
+  size_t max = w->o.batch_max;
+  if (h->n >= max || h->next == NULL || h->next->gen != h->gen) return true;
+  wk_event_t **ev = realloc(h->ev, max * sizeof *ev);
+  if (ev == NULL) return false;
+  h->ev = ev;
+  while (h->n < max && h->next != NULL && h->next->gen == h->gen) {
+    wk_batch_t *nx = h->next;
+    size_t take = nx->n < max - h->n ? nx->n : max - h->n;
+    memcpy(&h->ev[h->n], nx->ev, take * sizeof *nx->ev);
+    h->n += take;
+    if (take < nx->n) { /* the rest stays queued, still in order */
+      memmove(nx->ev, &nx->ev[take], (nx->n - take) * sizeof *nx->ev);
+      nx->n -= take;
+      break;
+    }
+    h->next = nx->next;
+    if (w->queue_tail == nx) w->queue_tail = h;
+    w->n_queued--;
+    free(nx->ev); /* the events now belong to h; n_pending_events is unchanged */
+    free(nx);
+  }
+  return true;
+}
+
 static void worker_pump(wk_worker_t *w) {
   if (w->scoring != NULL || w->ready != NULL || w->queue_head == NULL || w->closing ||
       w->recovering)
+    return;
+  if (!queue_merge_head(w)) {
+    worker_fatal(w, "merging batches", "out of memory");
+    return;
+  }
+  /* While a commit is in flight, a partial batch with nothing queued behind it waits: the
+   * batches sealed meanwhile are merged into it, so the next statement carries everything
+   * that arrived during the commit. Scoring a 256-row batch takes well under a millisecond,
+   * much less than the statement it saves. Full batches are scored at once, so scoring still
+   * overlaps the commit when the worker is saturated. */
+  if (w->committing != NULL && w->queue_head->n < w->o.batch_max &&
+      w->queue_head->next == NULL && !w->stopping && w->pending_revoke == NULL)
     return;
   wk_batch_t *b = w->queue_head;
   w->queue_head = b->next;
