@@ -80,9 +80,19 @@ static const char schema__v2[] =
     "ALTER TABLE kafka_offsets ALTER COLUMN consumer_group TYPE text COLLATE \"C\",\n"
     "  ALTER COLUMN topic TYPE text COLLATE \"C\";\n";
 
+/*
+ * results_key_time (domain, key, event_time) was created for per-card history queries that
+ * nothing runs: no query of the worker, the CLI, the demo or the README uses it. It was one
+ * of the four B-tree inserts every event paid for in the batch statement (about a quarter of
+ * PostgreSQL's time went to index inserts; bench/pipeline/README.md). Whoever needs such a
+ * query can create the index on their copy, or CONCURRENTLY here in a later migration.
+ */
+static const char schema__v3[] = "DROP INDEX IF EXISTS results_key_time;\n";
+
 const wk_migration_t wk_migrations[] = {
     {1, "results, card state, alert outbox and Kafka offsets", schema__v1},
     {2, "byte-order collation for the looked-up text keys; card_state fillfactor 80", schema__v2},
+    {3, "drop results_key_time: no query uses it, and every event paid for it", schema__v3},
 };
 const size_t wk_n_migrations = sizeof wk_migrations / sizeof wk_migrations[0];
 
