@@ -208,6 +208,9 @@ struct wk_batch_tx_s {
   size_t n_state_index;   /* slots, a power of two, at least twice n_states */
   tx__buf_t params[WK_BATCH_TX_N_PARAMS];
   const char *param_ptrs[WK_BATCH_TX_N_PARAMS];
+  tx__buf_t bin[WK_BATCH_TX_N_PARAMS]; /* wk_batch_tx_finish_binary's values */
+  const char *bin_ptrs[WK_BATCH_TX_N_PARAMS];
+  int bin_lengths[WK_BATCH_TX_N_PARAMS], bin_formats[WK_BATCH_TX_N_PARAMS];
 };
 
 #define TX__GROW(arr, n, cap)                                                  \
@@ -283,7 +286,7 @@ svc_err_t wk_batch_tx_new(const char *schema, const char *group, wk_batch_tx_t *
    * time (bench/pipeline/README.md). The MATERIALIZED CTE makes sure each is converted once.
    */
   snprintf(part, sizeof part,
-           "WITH v AS MATERIALIZED (SELECT $9::real[] AS inp, decode($18, 'hex') AS st),\n"
+           "WITH v AS MATERIALIZED (SELECT $9::real[] AS inp, $18::bytea AS st),\n"
            "r AS (\n"
            "  INSERT INTO \"%s\".results (domain, event_id, key, score, decision, model_version,\n"
            "    experts, top_features, input, event_time, topic, partition, \"offset\")\n"
@@ -377,7 +380,10 @@ void wk_batch_tx_free(wk_batch_tx_t *tx) {
   free(tx->outbox);
   free(tx->offsets);
   free(tx->state_index);
-  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) free(tx->params[i].p);
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) {
+    free(tx->params[i].p);
+    free(tx->bin[i].p);
+  }
   free(tx->group);
   free(tx->sql);
   free(tx);
@@ -473,8 +479,8 @@ void wk_batch_tx_finish(wk_batch_tx_t *tx, const char **sql, const char *const *
     p[i].len = 0;
     buf_puts(&p[i], "{");
   }
-  p[17].len = 0; /* $18 is one hex string, not an array */
-  buf_puts(&p[17], "");
+  p[17].len = 0; /* $18 is one bytea in hex form, not an array */
+  buf_puts(&p[17], "\\x");
   for (size_t i = 0; i < tx->n_results; i++) {
     const tx__result_t *r = &tx->results[i];
     buf_elem_str(&p[0], r->domain);
@@ -533,6 +539,147 @@ void wk_batch_tx_finish(wk_batch_tx_t *tx, const char **sql, const char *const *
   for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) tx->param_ptrs[i] = p[i].p;
   *sql = tx->sql;
   *params = tx->param_ptrs;
+}
+
+/* ---- binary parameters ---------------------------------------------------------------- */
+
+/*
+ * PostgreSQL's binary wire formats (network byte order): a one-dimensional array is ndim,
+ * has-nulls flag, element type OID, then the length and lower bound of its dimension (an
+ * empty array has ndim 0 and no dimension), then each element as its byte length and bytes.
+ * The element type must be exactly the one the statement casts to, or the server refuses it.
+ */
+enum { TX__OID_INT8 = 20, TX__OID_INT4 = 23, TX__OID_TEXT = 25, TX__OID_FLOAT4 = 700 };
+
+static void bin_u32(tx__buf_t *b, uint32_t v) {
+  char w[4] = {(char)(v >> 24), (char)(v >> 16), (char)(v >> 8), (char)v};
+  buf_put(b, w, 4);
+}
+
+static void bin_array(tx__buf_t *b, uint32_t oid, size_t n) {
+  b->len = 0;
+  bin_u32(b, n ? 1 : 0);
+  bin_u32(b, 0);
+  bin_u32(b, oid);
+  if (n == 0) return;
+  bin_u32(b, (uint32_t)n);
+  bin_u32(b, 1);
+}
+
+static void bin_text(tx__buf_t *b, const char *s) {
+  size_t n = strlen(s);
+  bin_u32(b, (uint32_t)n);
+  buf_put(b, s, n);
+}
+
+static void bin_f4(tx__buf_t *b, float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  bin_u32(b, 4);
+  bin_u32(b, bits);
+}
+
+static void bin_i4(tx__buf_t *b, int64_t v) {
+  bin_u32(b, 4);
+  bin_u32(b, (uint32_t)(int32_t)v);
+}
+
+static void bin_i8(tx__buf_t *b, int64_t v) {
+  bin_u32(b, 8);
+  bin_u32(b, (uint32_t)((uint64_t)v >> 32));
+  bin_u32(b, (uint32_t)v);
+}
+
+void wk_batch_tx_finish_binary(wk_batch_tx_t *tx, const char **sql, const char *const **values,
+                               const int **lengths, const int **formats) {
+  tx__buf_t *p = tx->bin;
+  size_t nr = tx->n_results, ns = tx->n_states, no = tx->n_outbox, nk = tx->n_offsets;
+  size_t n_inputs = 0, in_start = 0, state_bytes = 0;
+  for (size_t i = 0; i < nr; i++) n_inputs += tx->results[i].n_input;
+  static const int text_cols[] = {0, 1, 2, 4, 5, 6, 7, 10};
+  for (size_t c = 0; c < sizeof text_cols / sizeof *text_cols; c++)
+    bin_array(&p[text_cols[c]], TX__OID_TEXT, nr);
+  bin_array(&p[3], TX__OID_FLOAT4, nr);
+  bin_array(&p[8], TX__OID_FLOAT4, n_inputs);
+  bin_array(&p[9], TX__OID_INT8, nr);
+  bin_array(&p[11], TX__OID_INT4, nr);
+  bin_array(&p[12], TX__OID_INT8, nr);
+  bin_array(&p[27], TX__OID_INT4, nr);
+  bin_array(&p[28], TX__OID_INT4, nr);
+  for (size_t i = 0; i < nr; i++) {
+    const tx__result_t *r = &tx->results[i];
+    bin_text(&p[0], r->domain);
+    bin_text(&p[1], r->event_id);
+    bin_text(&p[2], r->key);
+    bin_f4(&p[3], r->score);
+    bin_text(&p[4], wk_decision_name(r->decision));
+    bin_text(&p[5], r->model_version);
+    bin_text(&p[6], r->experts);
+    bin_text(&p[7], r->top_features);
+    for (size_t j = 0; j < r->n_input; j++) bin_f4(&p[8], r->input[j]);
+    bin_i4(&p[27], (int64_t)in_start + 1); /* where this row's inputs start in $9 */
+    bin_i4(&p[28], (int64_t)r->n_input);
+    in_start += r->n_input;
+    bin_i8(&p[9], r->event_time_ms);
+    bin_text(&p[10], r->topic);
+    bin_i4(&p[11], r->partition);
+    bin_i8(&p[12], r->offset);
+  }
+  bin_array(&p[13], TX__OID_TEXT, ns);
+  bin_array(&p[14], TX__OID_TEXT, ns);
+  bin_array(&p[15], TX__OID_INT4, ns);
+  bin_array(&p[16], TX__OID_INT8, ns);
+  bin_array(&p[29], TX__OID_INT4, ns);
+  bin_array(&p[30], TX__OID_INT4, ns);
+  p[17].len = 0; /* $18: all states as one bytea, raw */
+  buf_put(&p[17], "", 0);
+  for (size_t i = 0; i < ns; i++) {
+    const tx__state_t *st = &tx->states[i];
+    bin_text(&p[13], st->card_id);
+    bin_text(&p[14], st->topic);
+    bin_i4(&p[15], st->partition);
+    bin_i8(&p[16], st->last_offset);
+    buf_put(&p[17], (const char *)st->state, st->state_len);
+    bin_i4(&p[29], (int64_t)state_bytes + 1);
+    bin_i4(&p[30], (int64_t)st->state_len);
+    state_bytes += st->state_len;
+  }
+  for (int c = 18; c <= 22; c++) bin_array(&p[c], TX__OID_TEXT, no);
+  for (size_t i = 0; i < no; i++) {
+    const tx__outbox_t *o = &tx->outbox[i];
+    bin_text(&p[18], o->alert_id);
+    bin_text(&p[19], o->domain);
+    bin_text(&p[20], o->key);
+    bin_text(&p[21], o->topic);
+    char *hex = tx__xrealloc(NULL, 2 * o->payload_len + 1);
+    static const char digits[] = "0123456789abcdef";
+    for (size_t k = 0; k < o->payload_len; k++) {
+      hex[2 * k] = digits[o->payload[k] >> 4];
+      hex[2 * k + 1] = digits[o->payload[k] & 15];
+    }
+    hex[2 * o->payload_len] = '\0';
+    bin_text(&p[22], hex);
+    free(hex);
+  }
+  p[23].len = 0; /* $24, the consumer group, is the one text parameter */
+  buf_puts(&p[23], tx->group);
+  bin_array(&p[24], TX__OID_TEXT, nk);
+  bin_array(&p[25], TX__OID_INT4, nk);
+  bin_array(&p[26], TX__OID_INT8, nk);
+  for (size_t i = 0; i < nk; i++) {
+    bin_text(&p[24], tx->offsets[i].topic);
+    bin_i4(&p[25], tx->offsets[i].partition);
+    bin_i8(&p[26], tx->offsets[i].next_offset);
+  }
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) {
+    tx->bin_ptrs[i] = p[i].p;
+    tx->bin_lengths[i] = (int)p[i].len;
+    tx->bin_formats[i] = i != 23;
+  }
+  *sql = tx->sql;
+  *values = tx->bin_ptrs;
+  *lengths = tx->bin_lengths;
+  *formats = tx->bin_formats;
 }
 
 svc_err_t wk_batch_tx_parse_counts(const char *const cols[4], wk_batch_tx_counts_t *out) {

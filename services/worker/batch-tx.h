@@ -106,10 +106,22 @@ size_t wk_batch_tx_n_states(const wk_batch_tx_t *tx);
 
 /*
  * Renders the statement: *sql (borrowed; valid until the next finish or free) and the
- * WK_BATCH_TX_N_PARAMS text parameters in params[] (borrowed likewise), ready for
- * PQexecParams or db_conn_query. The builder keeps its rows; call it again after adding more.
+ * WK_BATCH_TX_N_PARAMS text parameters in params[] (borrowed likewise; $18, all states, is
+ * one bytea in hex form "\\x..."), ready for PQexecParams or db_conn_query. The builder keeps its rows; call it again after adding more.
  */
 void wk_batch_tx_finish(wk_batch_tx_t *tx, const char **sql, const char *const **params);
+
+/*
+ * The same statement with its parameters in PostgreSQL's binary formats, for
+ * db_conn_query_prepared or PQexecParams with paramFormats: every array ($1..$23, $25..$31)
+ * as a one-dimensional binary array of its element type (text, float4, int4, int8), $18 as
+ * the raw bytes of all states, and only $24 (the consumer group) as text (format 0). The
+ * server then parses no number, quote or hex digit of the batch, and the builder formats
+ * none. values/lengths/formats (WK_BATCH_TX_N_PARAMS each) are borrowed like *params, but
+ * kept apart from them: both renderings may be used one after the other.
+ */
+void wk_batch_tx_finish_binary(wk_batch_tx_t *tx, const char **sql, const char *const **values,
+                               const int **lengths, const int **formats);
 
 /* What the statement changed: its single result row, parsed. */
 typedef struct wk_batch_tx_counts_s {

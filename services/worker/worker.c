@@ -146,7 +146,8 @@ typedef struct wk_batch_s {
   char score_errstr[256];
   uint64_t infer_ns, explain_ns, commit_start_ns;
   const char *sql;            /* the built statement, borrowed from w->tx */
-  const char *const *params;
+  const char *const *params;  /* its parameters in binary (wk_batch_tx_finish_binary) */
+  const int *lengths, *formats;
   size_t n_explained;
   uv_work_t work;
   struct wk_batch_s *next;
@@ -771,15 +772,20 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
       }
     }
   }
-  wk_batch_tx_finish(w->tx, &b->sql, &b->params);
+  wk_batch_tx_finish_binary(w->tx, &b->sql, &b->params, &b->lengths, &b->formats);
 }
 
-/* Sends the statement batch_build made (db_conn_query copies it); on the loop thread. */
+/*
+ * Sends the statement batch_build made (db_conn_query_prepared copies it); on the loop
+ * thread. A prepared statement with binary parameters: PostgreSQL plans it once per session
+ * (db prepares it again after a reconnect) and parses no value of the batch.
+ */
 static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   b->commit_start_ns = uv_hrtime();
   w->committing = b;
-  svc_err_t err =
-      db_conn_query(w->db, b->sql, WK_BATCH_TX_N_PARAMS, b->params, on_committed, b);
+  svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_batch", b->sql,
+                                         WK_BATCH_TX_N_PARAMS, b->params, b->lengths,
+                                         b->formats, on_committed, b);
   if (err != SVC_OK) {
     w->committing = NULL;
     batch_free(b);

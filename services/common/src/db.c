@@ -13,7 +13,7 @@
 
 #include "svc/log.h"
 
-typedef enum { REQ_QUERY, REQ_EXEC, REQ_TXN } req_kind_t;
+typedef enum { REQ_QUERY, REQ_EXEC, REQ_TXN, REQ_PREPARED } req_kind_t;
 /* Where a transaction request is: BEGIN, its statements, COMMIT, or the ROLLBACK after an error. */
 typedef enum { PH_BEGIN, PH_BODY, PH_COMMIT, PH_ROLLBACK } phase_t;
 
@@ -22,6 +22,10 @@ typedef struct {
   int n_params;
   char **params;
   long expect_rows; /* -1: any */
+  /* REQ_PREPARED only (else NULL): the statement's name, and per parameter its length and
+   * format (0 text, 1 binary), as PQsendQueryPrepared takes them. */
+  char *name;
+  int *lengths, *formats;
 } stmt_t;
 
 struct db_txn_s {
@@ -37,6 +41,7 @@ typedef struct req_s {
   size_t pos;          /* statement index within stmts during PH_BODY */
   bool in_flight;      /* a statement has been sent and its results not all read */
   bool commit_sent;
+  bool preparing;      /* REQ_PREPARED: the PQsendPrepare is in flight, not the execution */
   PGresult *last;      /* result of the last body statement (handed to the callback) */
   PGresult *partial;   /* result(s) of the statement being read */
   svc_err_t err;
@@ -63,6 +68,10 @@ typedef struct {
   unsigned connects;
   req_t *head, *tail;
   size_t n_reqs;
+  /* Names prepared on the current server session; a new session starts with none, which is
+   * how db_conn_query_prepared prepares again after a reconnect. */
+  char **prepared;
+  size_t n_prepared;
   db_status_cb on_status;
   db_close_cb close_cb;
 } conn_t;
@@ -135,6 +144,8 @@ void db_txn_add_expect(db_txn_t *t, const char *sql, int n_params, const char *c
   s->n_params = n_params;
   s->expect_rows = expect_rows;
   s->params = NULL;
+  s->name = NULL;
+  s->lengths = s->formats = NULL;
   if (n_params > 0) {
     s->params = xmalloc((size_t)n_params * sizeof *s->params);
     for (int i = 0; i < n_params; i++) s->params[i] = params[i] ? xstrdup(params[i]) : NULL;
@@ -148,6 +159,9 @@ void db_txn_free(db_txn_t *t) {
   for (size_t i = 0; i < t->n; i++) {
     for (int k = 0; k < t->v[i].n_params; k++) free(t->v[i].params[k]);
     free(t->v[i].params);
+    free(t->v[i].name);
+    free(t->v[i].lengths);
+    free(t->v[i].formats);
     free(t->v[i].sql);
   }
   free(t->v);
@@ -276,6 +290,20 @@ static uint64_t jittered(conn_t *c, int ms) {
 }
 
 /* The connection failed or was lost: report, fail work, and schedule the next attempt. */
+/* The server session ended: its prepared statements went with it. */
+static void forget_prepared(conn_t *c) {
+  for (size_t i = 0; i < c->n_prepared; i++) free(c->prepared[i]);
+  free(c->prepared);
+  c->prepared = NULL;
+  c->n_prepared = 0;
+}
+
+static bool is_prepared(const conn_t *c, const char *name) {
+  for (size_t i = 0; i < c->n_prepared; i++)
+    if (strcmp(c->prepared[i], name) == 0) return true;
+  return false;
+}
+
 static void drop(conn_t *c, const char *why_in) {
   char *why = xstrdup(why_in);
   chomp(why);
@@ -285,6 +313,7 @@ static void drop(conn_t *c, const char *why_in) {
   unwatch(c);
   PQfinish(c->pg);
   c->pg = NULL;
+  forget_prepared(c);
   uv_timer_stop(&c->timer);
   set_status(c, DB_STATUS_DISCONNECTED, why);
   fail_all(c, SVC_ENOTCONN, was_connected ? SVC_ECONNLOST : SVC_ENOTCONN, why);
@@ -377,7 +406,14 @@ static int send_next(conn_t *c, req_t *r) {
     s = &r->stmts->v[0];
   }
   int ok;
-  if (s != NULL && r->kind == REQ_EXEC) ok = PQsendQuery(c->pg, s->sql);
+  if (r->kind == REQ_PREPARED && !is_prepared(c, s->name)) {
+    /* Parameter types come from the statement text (casts), as with PQsendQueryParams. */
+    ok = PQsendPrepare(c->pg, s->name, s->sql, s->n_params, NULL);
+    r->preparing = true;
+  } else if (r->kind == REQ_PREPARED) {
+    ok = PQsendQueryPrepared(c->pg, s->name, s->n_params, (const char *const *)s->params,
+                             s->lengths, s->formats, 0);
+  } else if (s != NULL && r->kind == REQ_EXEC) ok = PQsendQuery(c->pg, s->sql);
   else if (s != NULL)
     ok = PQsendQueryParams(c->pg, s->sql, s->n_params, NULL, (const char *const *)s->params,
                            NULL, NULL, 0);
@@ -415,6 +451,21 @@ static char *result_error(const PGresult *res, const char *where) {
 static void statement_done(conn_t *c, req_t *r, PGresult *res) {
   r->in_flight = false;
   bool ok = res != NULL && result_ok(res);
+  if (r->kind == REQ_PREPARED && r->preparing) {
+    r->preparing = false;
+    if (ok) { /* dispatch sends the execution next */
+      PQclear(res);
+      c->prepared = realloc(c->prepared, (c->n_prepared + 1) * sizeof *c->prepared);
+      if (c->prepared == NULL) abort();
+      c->prepared[c->n_prepared++] = xstrdup(r->stmts->v[0].name);
+      return;
+    }
+    r->err = SVC_EDB;
+    r->errmsg = res ? result_error(res, "preparing: ") : xstrdup("preparing: no result");
+    PQclear(res);
+    req_finish(c, r);
+    return;
+  }
   if (r->kind != REQ_TXN) {
     if (ok && r->err == SVC_OK) {
       r->last = res;
@@ -622,6 +673,41 @@ svc_err_t db_conn_query(db_conn_t *conn, const char *sql, int n_params,
   return submit((conn_t *)conn, REQ_QUERY, t, cb, arg);
 }
 
+svc_err_t db_conn_query_prepared(db_conn_t *conn, const char *name, const char *sql,
+                                 int n_params, const char *const *values, const int *lengths,
+                                 const int *formats, db_result_cb cb, void *arg) {
+  if (name == NULL || name[0] == '\0' || sql == NULL || n_params < 0) return SVC_EINVAL;
+  for (int i = 0; formats != NULL && i < n_params; i++)
+    if (formats[i] == 1 && values[i] != NULL && (lengths == NULL || lengths[i] < 0))
+      return SVC_EINVAL;
+  db_txn_t *t = db_txn_new();
+  db_txn_add(t, sql, 0, NULL);
+  stmt_t *s = &t->v[0];
+  s->name = xstrdup(name);
+  s->n_params = n_params;
+  if (n_params > 0) {
+    s->params = xmalloc((size_t)n_params * sizeof *s->params);
+    s->lengths = xmalloc((size_t)n_params * sizeof *s->lengths);
+    s->formats = xmalloc((size_t)n_params * sizeof *s->formats);
+    for (int i = 0; i < n_params; i++) {
+      s->formats[i] = formats != NULL && formats[i] == 1;
+      s->lengths[i] = 0;
+      s->params[i] = NULL;
+      if (values[i] == NULL) continue;
+      if (s->formats[i]) {
+        /* Binary values are copied by length (one spare byte keeps a zero-length one
+         * non-NULL, which libpq would otherwise send as SQL NULL). */
+        s->lengths[i] = lengths[i];
+        s->params[i] = xmalloc((size_t)lengths[i] + 1);
+        memcpy(s->params[i], values[i], (size_t)lengths[i]);
+      } else {
+        s->params[i] = xstrdup(values[i]);
+      }
+    }
+  }
+  return submit((conn_t *)conn, REQ_PREPARED, t, cb, arg);
+}
+
 svc_err_t db_conn_exec(db_conn_t *conn, const char *sql, db_result_cb cb, void *arg) {
   db_txn_t *t = db_txn_new();
   db_txn_add(t, sql, 0, NULL);
@@ -665,6 +751,7 @@ void db_conn_close(db_conn_t *conn, db_close_cb close_cb) {
     PQfinish(c->pg);
     c->pg = NULL;
   }
+  forget_prepared(c);
   fail_all(c, SVC_ECANCELED, SVC_ECANCELED, "connection closed by the application");
   set_status(c, DB_STATUS_CLOSED, "");
   uv_close((uv_handle_t *)&c->timer, timer_closed);

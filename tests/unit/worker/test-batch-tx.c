@@ -1,10 +1,13 @@
 /*
  * Unit tests of the batch statement builder without a database: the exact text parameters
  * (array literals with quotes, backslashes, braces and commas escaped; NaN and infinities;
- * floats in C99 hexadecimal that strtof reads back bit for bit; bytea as hex), one state row per card keeping the newest even across thousands of cards,
- * one offset per partition keeping the highest, and an empty batch. The statement itself is
+ * floats in C99 hexadecimal that strtof reads back bit for bit; bytea as hex), the binary
+ * rendering byte for byte, one state row per card keeping the newest even across thousands of
+ * cards, one offset per partition keeping the highest, and an empty batch. The statement itself is
  * run against PostgreSQL in test-worker-db.
  */
+#include <string.h>
+
 #include "batch-tx.h"
 #include "test.h"
 
@@ -24,7 +27,7 @@ TEST(parameters_are_exact_array_literals) {
   for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++)
     if (i != 23 && i != 17) ASSERT_STR_EQ(p[i], "{}");
   ASSERT_STR_EQ(p[23], "grp");
-  ASSERT_STR_EQ(p[17], ""); /* all states as one hex string: none */
+  ASSERT_STR_EQ(p[17], "\\x"); /* all states as one bytea in hex form: none */
 
   const float input[3] = {1.5f, INFINITY, -0.0f};
   wk_result_row_t r = {.domain = "fraud", .event_id = "a\"b\\c{d},e", .key = NULL,
@@ -53,7 +56,7 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_STR_EQ(p[9], "{\"1700000000123\"}");
   ASSERT_STR_EQ(p[11], "{\"2\"}");
   ASSERT_STR_EQ(p[12], "{\"41\"}");
-  ASSERT_STR_EQ(p[17], "00ff5c"); /* every state's bytes, one hex string */
+  ASSERT_STR_EQ(p[17], "\\x00ff5c"); /* every state's bytes, one hex bytea */
   ASSERT_STR_EQ(p[29], "{\"1\"}");
   ASSERT_STR_EQ(p[30], "{\"3\"}");
   ASSERT_STR_EQ(p[22], "{\"00ff5c\"}");
@@ -78,7 +81,7 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_STR_EQ(p[8], "{0x1.8p+0,Infinity,-0,0x1p+1,-0x1.ap+1}");
   ASSERT_STR_EQ(p[27], "{\"1\",\"4\",\"4\"}");
   ASSERT_STR_EQ(p[28], "{\"3\",\"0\",\"2\"}");
-  ASSERT_STR_EQ(p[17], "00ff5c01020304ab");
+  ASSERT_STR_EQ(p[17], "\\x00ff5c01020304ab");
   ASSERT_STR_EQ(p[29], "{\"1\",\"4\"}");
   ASSERT_STR_EQ(p[30], "{\"3\",\"5\"}");
 
@@ -88,7 +91,7 @@ TEST(parameters_are_exact_array_literals) {
   ASSERT_STR_EQ(p[1], "{}");
   ASSERT_STR_EQ(p[8], "{}");
   ASSERT_STR_EQ(p[13], "{}");
-  ASSERT_STR_EQ(p[17], "");
+  ASSERT_STR_EQ(p[17], "\\x");
   wk_batch_tx_free(tx);
 }
 
@@ -182,5 +185,67 @@ TEST(one_row_per_card_and_partition) {
   ASSERT_STR_CONTAINS(p[26], "\"19999\"");
   ASSERT_STR_CONTAINS(p[26], "\"20000\"");
   ASSERT_STR_CONTAINS(p[26], "\"19998\"");
+  wk_batch_tx_free(tx);
+}
+
+/* The binary rendering, byte for byte against PostgreSQL's array wire format written out by
+ * hand: ndim, has-nulls, element OID, length, lower bound, then (length, bytes) per element. */
+TEST(binary_parameters_wire_format) {
+  wk_batch_tx_t *tx = NULL;
+  char err[256];
+  ASSERT_OK(wk_batch_tx_new("s", "grp", &tx, err, sizeof err));
+  const char *sql;
+  const char *const *v;
+  const int *len, *fmt;
+  wk_batch_tx_finish_binary(tx, &sql, &v, &len, &fmt);
+  ASSERT_STR_CONTAINS(sql, "$18::bytea");
+  /* Empty: ndim 0, no nulls, text OID 25, nothing more. */
+  static const uint8_t empty_text[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25};
+  ASSERT_EQ(len[1], (int)sizeof empty_text);
+  ASSERT(memcmp(v[1], empty_text, sizeof empty_text) == 0);
+  ASSERT_EQ(len[17], 0);
+  ASSERT_NOT_NULL(v[17]); /* an empty bytea, not SQL NULL */
+  for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) ASSERT_EQ(fmt[i], i == 23 ? 0 : 1);
+  ASSERT_STR_EQ(v[23], "grp");
+
+  const float input[2] = {1.5f, -2.0f};
+  wk_result_row_t r = {.domain = "fraud", .event_id = "e\"1", .score = 0.25f,
+                       .decision = WK_DECISION_ALLOW, .model_version = "m", .input = input,
+                       .n_input = 2, .event_time_ms = 0x0102030405LL, .topic = "t",
+                       .partition = 7, .offset = -1};
+  wk_batch_tx_add_result(tx, &r);
+  const uint8_t bytes[] = {0x00, 0xff, 0x5c};
+  wk_state_row_t s = {.card_id = "c", .topic = "t", .partition = 7, .last_offset = 9,
+                      .state = bytes, .state_len = 3};
+  wk_batch_tx_add_state(tx, &s);
+  wk_batch_tx_finish_binary(tx, &sql, &v, &len, &fmt);
+  /* $2 event ids: one text element of 3 bytes, no escaping. */
+  static const uint8_t ids[] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 1, 0, 0, 0, 1,
+                                0, 0, 0, 3, 'e', '"', '1'};
+  ASSERT_EQ(len[1], (int)sizeof ids);
+  ASSERT(memcmp(v[1], ids, sizeof ids) == 0);
+  /* $9 inputs: float4 (OID 700) 1.5 = 0x3fc00000, -2 = 0xc0000000. */
+  static const uint8_t inp[] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x02, 0xbc, 0, 0, 0, 2, 0, 0, 0, 1,
+                                0, 0, 0, 4, 0x3f, 0xc0, 0, 0, 0, 0, 0, 4, 0xc0, 0, 0, 0};
+  ASSERT_EQ(len[8], (int)sizeof inp);
+  ASSERT(memcmp(v[8], inp, sizeof inp) == 0);
+  /* $10 event time: int8 (OID 20), big-endian. */
+  static const uint8_t et[] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 1,
+                               0, 0, 0, 8, 0, 0, 0, 0x01, 0x02, 0x03, 0x04, 0x05};
+  ASSERT_EQ(len[9], (int)sizeof et);
+  ASSERT(memcmp(v[9], et, sizeof et) == 0);
+  /* $13 offset -1 as int8; $12 partition 7 as int4 (OID 23). */
+  ASSERT_EQ(len[12], 20 + 4 + 8);
+  ASSERT(memcmp((const uint8_t *)v[12] + 24, "\xff\xff\xff\xff\xff\xff\xff\xff", 8) == 0);
+  static const uint8_t part[] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 23, 0, 0, 0, 1, 0, 0, 0, 1,
+                                 0, 0, 0, 4, 0, 0, 0, 7};
+  ASSERT_EQ(len[11], (int)sizeof part);
+  ASSERT(memcmp(v[11], part, sizeof part) == 0);
+  /* $18: the state's raw bytes; $29/$30 (start 1, length 3) cut it per row. */
+  ASSERT_EQ(len[17], 3);
+  ASSERT(memcmp(v[17], bytes, 3) == 0);
+  ASSERT_EQ(len[29], 28);
+  ASSERT_EQ(((const uint8_t *)v[29])[27], 1);
+  ASSERT_EQ(((const uint8_t *)v[30])[27], 3);
   wk_batch_tx_free(tx);
 }

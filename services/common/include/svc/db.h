@@ -6,7 +6,8 @@
  * Requests run one at a time, in submission order. A request is a single statement with
  * parameters (db_conn_query), a multi-statement script without parameters (db_conn_exec), or a
  * transaction (db_conn_txn: BEGIN, its statements, COMMIT; on the first error it rolls back).
- * Every accepted request gets exactly one callback. Parameters and results are in text format.
+ * Every accepted request gets exactly one callback. Parameters and results are in text format,
+ * except that db_conn_query_prepared can send parameters in binary.
  * Not supported: COPY (use INSERT ... SELECT FROM unnest($1::text[], ...) for bulk writes, as
  * the smoke pipeline does) and LISTEN/NOTIFY (notifications are discarded).
  *
@@ -89,6 +90,25 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *opts, db_conn_t **o
  */
 svc_err_t db_conn_query(db_conn_t *conn, const char *sql, int n_params,
                         const char *const *params, db_result_cb cb, void *arg);
+
+/*
+ * Queues one execution of the prepared statement `name` with n_params parameters. The
+ * statement is prepared from `sql` the first time the name is used on a server session,
+ * which includes every session after a reconnect (prepared statements die with their
+ * session), so the caller never tracks sessions. Preparing once saves the server parsing and
+ * planning the text every time; binary parameters save it parsing the values. The same name
+ * must always come with the same sql and parameter count (only the first preparation on a
+ * session counts). formats[i] 1 is binary (values[i] is lengths[i] bytes in the type's
+ * binary wire format, e.g. a float4[] array), 0 or formats NULL is text (values[i] a string,
+ * lengths ignored); a NULL value is SQL NULL. Parameter types come from the statement's casts
+ * ($1::real[]). Values are copied. Results are text, as for db_conn_query. A failed
+ * preparation is reported as SVC_EDB with errmsg "preparing: ...". Returns SVC_OK (one
+ * callback will follow), SVC_EINVAL (no name or sql, or a binary value without a length),
+ * SVC_ENOTCONN while disconnected, SVC_ECLOSED after close.
+ */
+svc_err_t db_conn_query_prepared(db_conn_t *conn, const char *name, const char *sql,
+                                 int n_params, const char *const *values, const int *lengths,
+                                 const int *formats, db_result_cb cb, void *arg);
 
 /* Queues a script of one or more statements without parameters; `res` is the last result. */
 svc_err_t db_conn_exec(db_conn_t *conn, const char *sql, db_result_cb cb, void *arg);
