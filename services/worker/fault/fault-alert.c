@@ -11,9 +11,11 @@
 
 svc_err_t wk_fault_alert_cfg_check(const wk_fault_alert_cfg_t *cfg, char *errstr,
                                    size_t errstr_size) {
-  if (!isfinite(cfg->enter) || !isfinite(cfg->clear) || !(cfg->enter > cfg->clear)) {
-    snprintf(errstr, errstr_size, "alert thresholds: enter %g must be above clear %g (both finite)",
-             (double)cfg->enter, (double)cfg->clear);
+  bool ordered = cfg->low_is_bad ? cfg->enter < cfg->clear : cfg->enter > cfg->clear;
+  if (!isfinite(cfg->enter) || !isfinite(cfg->clear) || !ordered) {
+    snprintf(errstr, errstr_size, "alert thresholds: enter %g must be %s clear %g (both finite)",
+             (double)cfg->enter, cfg->low_is_bad ? "below (low_is_bad)" : "above",
+             (double)cfg->clear);
     return SVC_ECONFIG;
   }
   if (cfg->min_fire_ms < 0 || cfg->min_clear_ms < 0) {
@@ -30,20 +32,19 @@ void wk_fault_alert_init(wk_fault_alert_t *st) {
   st->last_ms = INT64_MIN;
 }
 
-wk_alert_event_t wk_fault_alert_observe(wk_fault_alert_t *st, const wk_fault_alert_cfg_t *cfg,
-                                        float score, int64_t t_ms) {
-  if (st->last_ms != INT64_MIN && t_ms < st->last_ms) return WK_ALERT_STALE;
-  st->last_ms = t_ms;
+/* The machine proper, in "high is bad" terms; peak is kept in the same terms. */
+static wk_alert_event_t alert__step(wk_fault_alert_t *st, float enter, float clear,
+                                    const wk_fault_alert_cfg_t *cfg, float score, int64_t t_ms) {
   switch (st->phase) {
   case WK_ALERT_IDLE:
-    if (!(score >= cfg->enter)) return WK_ALERT_NONE;
+    if (!(score >= enter)) return WK_ALERT_NONE;
     st->phase = WK_ALERT_PENDING;
     st->since_ms = t_ms;
     st->peak = score;
     /* A zero minimum duration fires on this very observation. */
     /* fall through */
   case WK_ALERT_PENDING:
-    if (!(score >= cfg->enter)) {
+    if (!(score >= enter)) {
       st->phase = WK_ALERT_IDLE;
       return WK_ALERT_NONE;
     }
@@ -54,12 +55,12 @@ wk_alert_event_t wk_fault_alert_observe(wk_fault_alert_t *st, const wk_fault_ale
     return WK_ALERT_FIRED;
   case WK_ALERT_FIRING:
     if (score > st->peak) st->peak = score;
-    if (score >= cfg->clear) return WK_ALERT_NONE;
+    if (score >= clear) return WK_ALERT_NONE;
     st->phase = WK_ALERT_CLEARING;
     st->since_ms = t_ms;
     /* fall through */
   case WK_ALERT_CLEARING:
-    if (score >= cfg->clear) {
+    if (score >= clear) {
       st->phase = WK_ALERT_FIRING;
       if (score > st->peak) st->peak = score;
       return WK_ALERT_NONE;
@@ -69,6 +70,17 @@ wk_alert_event_t wk_fault_alert_observe(wk_fault_alert_t *st, const wk_fault_ale
     return WK_ALERT_CLEARED;
   }
   return WK_ALERT_NONE;
+}
+
+wk_alert_event_t wk_fault_alert_observe(wk_fault_alert_t *st, const wk_fault_alert_cfg_t *cfg,
+                                        float score, int64_t t_ms) {
+  if (st->last_ms != INT64_MIN && t_ms < st->last_ms) return WK_ALERT_STALE;
+  st->last_ms = t_ms;
+  if (!cfg->low_is_bad) return alert__step(st, cfg->enter, cfg->clear, cfg, score, t_ms);
+  st->peak = -st->peak;
+  wk_alert_event_t ev = alert__step(st, -cfg->enter, -cfg->clear, cfg, -score, t_ms);
+  st->peak = -st->peak;
+  return ev;
 }
 
 int wk_fault_alert_id(char *buf, size_t size, const char *device, const char *kind, uint64_t seq) {
@@ -85,12 +97,14 @@ svc_err_t wk_fault_alert_pack(const wk_fault_alert_t *st, const wk_fault_alert_c
   char id[400], msg[300];
   wk_fault_alert_id(id, sizeof id, device, kind, st->seq);
   if (ev == WK_ALERT_FIRED)
-    snprintf(msg, sizeof msg, "%s on %s: score %.4f at or above %.4f for at least %lld ms", kind,
-             device, (double)score, (double)cfg->enter, (long long)cfg->min_fire_ms);
+    snprintf(msg, sizeof msg, "%s on %s: score %.4f at or %s %.4f for at least %lld ms", kind,
+             device, (double)score, cfg->low_is_bad ? "below" : "above", (double)cfg->enter,
+             (long long)cfg->min_fire_ms);
   else
     snprintf(msg, sizeof msg,
-             "%s on %s cleared: score %.4f below %.4f for at least %lld ms (peak %.4f)", kind,
-             device, (double)score, (double)cfg->clear, (long long)cfg->min_clear_ms,
+             "%s on %s cleared: score %.4f %s %.4f for at least %lld ms (worst %.4f)", kind,
+             device, (double)score, cfg->low_is_bad ? "above" : "below", (double)cfg->clear,
+             (long long)cfg->min_clear_ms,
              (double)st->peak);
   Sluice__V1__Alert a = SLUICE__V1__ALERT__INIT;
   a.alert_id = id;

@@ -12,6 +12,10 @@
  *   CLEARING --score >= clear-->                        FIRING   (no emission: same alert)
  *   CLEARING --score < clear, t - since >= min_clear_ms--> IDLE  emits CLEARED
  *
+ * With low_is_bad (remaining useful life: fewer cycles left is worse) every comparison is
+ * mirrored: the alert enters at or below `enter`, clears above `clear`, enter < clear, and
+ * the peak is the lowest value seen.
+ *
  * A zero minimum duration makes the transition happen on the observation itself. Scores
  * between the thresholds keep a firing alert firing: that band is what stops a score
  * flapping around one threshold from opening and closing alerts. A score whose event time is
@@ -37,12 +41,13 @@ extern "C" {
 typedef struct wk_fault_alert_cfg_s {
   float enter;          /* fire at or above, after min_fire_ms; enter > clear */
   float clear;          /* clear below, after min_clear_ms */
+  bool low_is_bad;      /* mirror: fire at or below enter, clear above clear (enter < clear) */
   int64_t min_fire_ms;  /* >= 0 */
   int64_t min_clear_ms; /* >= 0 */
 } wk_fault_alert_cfg_t;
 
-/* SVC_OK, or SVC_ECONFIG naming the bad setting (thresholds not finite or enter <= clear,
- * negative durations). */
+/* SVC_OK, or SVC_ECONFIG naming the bad setting (thresholds not finite or on the wrong side
+ * of each other, negative durations). */
 svc_err_t wk_fault_alert_cfg_check(const wk_fault_alert_cfg_t *cfg, char *errstr,
                                    size_t errstr_size);
 
@@ -58,7 +63,7 @@ typedef struct wk_fault_alert_s {
   int64_t since_ms;  /* start of PENDING or CLEARING */
   int64_t last_ms;   /* newest observation; INT64_MIN before any */
   uint64_t seq;      /* episodes fired so far; the current/last alert's number */
-  float peak;        /* highest score of the current episode */
+  float peak;        /* worst score of the current episode (highest; lowest if low_is_bad) */
 } wk_fault_alert_t;
 
 void wk_fault_alert_init(wk_fault_alert_t *st);

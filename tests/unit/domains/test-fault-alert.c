@@ -159,3 +159,36 @@ TEST(packed_alert_messages) {
   sluice__v1__alert__free_unpacked(a, NULL);
   free(buf);
 }
+
+TEST(remaining_useful_life_low_is_bad) {
+  /* Alert when RUL is at or below 30 cycles for 2 minutes; clear once it is above 50. */
+  wk_fault_alert_cfg_t c = {.enter = 30, .clear = 50, .low_is_bad = true, .min_fire_ms = 2 * MIN,
+                            .min_clear_ms = 0};
+  char err[200];
+  ASSERT_OK(wk_fault_alert_cfg_check(&c, err, sizeof err));
+  wk_fault_alert_cfg_t wrong = c;
+  wrong.low_is_bad = false;
+  ASSERT_EQ(wk_fault_alert_cfg_check(&wrong, err, sizeof err), SVC_ECONFIG);
+  wk_fault_alert_t st;
+  wk_fault_alert_init(&st);
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 80, 0), WK_ALERT_NONE);
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 30, 1 * MIN), WK_ALERT_NONE); /* pending */
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 25, 2 * MIN), WK_ALERT_NONE);
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 20, 3 * MIN), WK_ALERT_FIRED);
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 45, 4 * MIN), WK_ALERT_NONE); /* in the band */
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 10, 5 * MIN), WK_ALERT_NONE);
+  ASSERT_NEAR(st.peak, 10, 1e-6); /* the lowest RUL of the episode */
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 50, 6 * MIN), WK_ALERT_NONE); /* not above 50 */
+  ASSERT_EQ(wk_fault_alert_observe(&st, &c, 51, 7 * MIN), WK_ALERT_CLEARED);
+  ASSERT_EQ(st.seq, 1);
+  uint8_t *buf;
+  size_t len;
+  ASSERT_OK(wk_fault_alert_pack(&st, &c, WK_ALERT_CLEARED, "FD001-unit-3", "rul", 51, 7 * MIN,
+                                "e", "fault-cmapss", &buf, &len));
+  Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, len, buf);
+  ASSERT_NOT_NULL(a);
+  ASSERT_STR_CONTAINS(a->message, "above 50.0000");
+  ASSERT_STR_CONTAINS(a->message, "worst 10.0000");
+  sluice__v1__alert__free_unpacked(a, NULL);
+  free(buf);
+}
