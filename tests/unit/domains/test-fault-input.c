@@ -152,3 +152,35 @@ TEST(tabular_input_by_name) {
   ASSERT_STR_CONTAINS(err, "Colour");
   wk_fault_tab_map_close(&map);
 }
+
+TEST(mutated_records_never_crash_and_always_explain) {
+  msg_t m;
+  make(&m);
+  size_t n = sluice__v1__envelope__get_packed_size(&m.env);
+  uint8_t *good = malloc(n), *buf = malloc(n);
+  ASSERT(good != NULL && buf != NULL);
+  sluice__v1__envelope__pack(&m.env, good);
+  srand(7);
+  int rejected = 0, accepted = 0;
+  for (int it = 0; it < 3000; it++) {
+    memcpy(buf, good, n);
+    size_t len = n - (size_t)(rand() % 4 == 0 ? rand() % (int)n : 0);
+    for (int k = 0; k < 1 + rand() % 3; k++) buf[rand() % (int)n] ^= (uint8_t)(1 + rand() % 255);
+    wk_reject_t rej;
+    Sluice__V1__Envelope *env = wk_fault_decode(buf, len, n, &rej);
+    if (env == NULL) {
+      ASSERT_NE(rej.reason, WK_REJECT_NONE);
+      ASSERT(rej.detail[0] != '\0');
+      rejected++;
+    } else {
+      wk_reject_t again;
+      ASSERT(wk_fault_validate(env, &again));
+      sluice__v1__envelope__free_unpacked(env, NULL);
+      accepted++;
+    }
+  }
+  ASSERT_OP(rejected, >, 100);
+  ASSERT_OP(accepted, >, 10);
+  free(good);
+  free(buf);
+}

@@ -86,3 +86,35 @@ TEST(utf8_scanner) {
   ASSERT_EQ(wk_utf8_invalid_at("ab\x80", 3), 2);                /* stray continuation */
   ASSERT_EQ(wk_utf8_invalid_at("\xe0\x80\xaf", 3), 0);          /* overlong '/' */
 }
+
+TEST(mutated_records_never_crash_and_always_explain) {
+  msg_t m;
+  make(&m, "PLAN: follow up in 2 weeks; caf\xc3\xa9 \xe2\x80\x94 ok.");
+  size_t n = sluice__v1__envelope__get_packed_size(&m.env);
+  uint8_t *good = malloc(n), *buf = malloc(n);
+  ASSERT(good != NULL && buf != NULL);
+  sluice__v1__envelope__pack(&m.env, good);
+  srand(11);
+  int rejected = 0, accepted = 0;
+  for (int it = 0; it < 3000; it++) {
+    memcpy(buf, good, n);
+    size_t len = n - (size_t)(rand() % 4 == 0 ? rand() % (int)n : 0);
+    for (int k = 0; k < 1 + rand() % 3; k++) buf[rand() % (int)n] ^= (uint8_t)(1 + rand() % 255);
+    wk_reject_t rej;
+    Sluice__V1__Envelope *env = wk_records_decode(buf, len, n, 1000, &rej);
+    if (env == NULL) {
+      ASSERT_NE(rej.reason, WK_REJECT_NONE);
+      ASSERT(rej.detail[0] != '\0');
+      rejected++;
+    } else {
+      const char *t = env->clinical_note->text;
+      ASSERT_EQ(wk_utf8_invalid_at(t, strlen(t)), strlen(t));
+      sluice__v1__envelope__free_unpacked(env, NULL);
+      accepted++;
+    }
+  }
+  ASSERT_OP(rejected, >, 100);
+  ASSERT_OP(accepted, >, 10);
+  free(good);
+  free(buf);
+}
