@@ -9,7 +9,9 @@
  *   {"batch":256,"batches":40,"stmt_ms_p50":..,"stmt_ms_p99":..,"rows_per_s":..,"build_ms_p50":..}
  *
  * Usage: bench-pipeline-pgtx --dsn DSN [--batch 256] [--batches 40] [--cards 50000]
- *                            [--schema NAME] [--explain]
+ *                            [--schema NAME] [--params binary|text] [--explain]
+ * --params binary (the default) sends the statement as the worker does: prepared once, every
+ * array in binary; --params text sends the text rendering unprepared (the worker before).
  */
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -116,10 +118,15 @@ static void build_batch(wk_batch_tx_t *tx, long bi, int n, long cards, int parti
   }
 }
 
+/* --params text: the old text rendering, sent unprepared; else the worker's way. */
+static bool text_params;
+
 static bool run_stmt(PGconn *conn, wk_batch_tx_t *tx, const char *prefix, bool print) {
   const char *text;
   const char *const *params;
-  wk_batch_tx_finish(tx, &text, &params);
+  const int *lengths = NULL, *formats = NULL;
+  if (text_params) wk_batch_tx_finish(tx, &text, &params);
+  else wk_batch_tx_finish_binary(tx, &text, &params, &lengths, &formats);
   /* For experiments: PGTX_SQL names a file holding another statement over the same $1..$27. */
   static char alt[16384];
   const char *alt_path = getenv("PGTX_SQL");
@@ -140,8 +147,25 @@ static bool run_stmt(PGconn *conn, wk_batch_tx_t *tx, const char *prefix, bool p
     sql = malloc(n);
     snprintf(sql, n, "%s%s", prefix, text);
   }
-  PGresult *res = PQexecParams(conn, sql ? sql : text, WK_BATCH_TX_N_PARAMS, NULL, params, NULL,
-                               NULL, 0);
+  PGresult *res;
+  static bool prepared;
+  if (!text_params && sql == NULL && alt_path == NULL) {
+    /* As the worker sends it: prepared once per session, binary parameters. */
+    if (!prepared) {
+      res = PQprepare(conn, "pgtx_batch", text, WK_BATCH_TX_N_PARAMS, NULL);
+      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fprintf(stderr, "bench-pipeline-pgtx: prepare failed: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        return false;
+      }
+      PQclear(res);
+      prepared = true;
+    }
+    res = PQexecPrepared(conn, "pgtx_batch", WK_BATCH_TX_N_PARAMS, params, lengths, formats, 0);
+  } else {
+    res = PQexecParams(conn, sql ? sql : text, WK_BATCH_TX_N_PARAMS, NULL, params, lengths,
+                       formats, 0);
+  }
   free(sql);
   ExecStatusType s = PQresultStatus(res);
   if (s != PGRES_TUPLES_OK) {
@@ -173,6 +197,8 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--batch") == 0) batch = atoi(v), i++;
     else if (strcmp(a, "--batches") == 0) batches = atoi(v), i++;
     else if (strcmp(a, "--cards") == 0) cards = atol(v), i++;
+    else if (strcmp(a, "--params") == 0 && (strcmp(v, "text") == 0 || strcmp(v, "binary") == 0))
+      text_params = strcmp(v, "text") == 0, i++;
     else {
       fprintf(stderr, "bench-pipeline-pgtx: unknown argument %s\n", a);
       return 2;
@@ -180,7 +206,7 @@ int main(int argc, char **argv) {
   }
   if (dsn == NULL || batch <= 0 || batches <= 0 || cards <= 0) {
     fprintf(stderr, "usage: bench-pipeline-pgtx --dsn DSN [--batch N] [--batches N] "
-                    "[--cards N] [--schema NAME] [--explain]\n");
+                    "[--cards N] [--schema NAME] [--params binary|text] [--explain]\n");
     return 2;
   }
   char schema_buf[64];
