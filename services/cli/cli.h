@@ -124,5 +124,6 @@ int cli_cmd_inspect(int argc, char **argv);
 int cli_cmd_eval(int argc, char **argv);
 int cli_cmd_replay(int argc, char **argv);
 int cli_cmd_train(int argc, char **argv);
+int cli_cmd_topic_create(int argc, char **argv);
 
 #endif /* CLI_H */

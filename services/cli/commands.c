@@ -75,6 +75,20 @@ const cli_cmd_t cli_commands[] = {
      "                      value). With several --data files a first column names the file.\n"
      "  -h, --help\n",
      cli_cmd_eval},
+    {"topic create", "create a Kafka topic with a chosen number of partitions",
+     "usage: sluice topic create --brokers HOST:PORT --topic TOPIC [--partitions N]\n"
+     "                           [--replication N] [--if-missing]\n"
+     "\n"
+     "Creates TOPIC, so that consumers can be started before the producers (a consumer\n"
+     "subscribed to a missing topic only finds it at its next metadata refresh).\n"
+     "\n"
+     "  --brokers B        Kafka bootstrap servers\n"
+     "  --topic TOPIC      the topic's name\n"
+     "  --partitions N     partitions (4)\n"
+     "  --replication N    replication factor (1)\n"
+     "  --if-missing       succeed without change when the topic exists already\n"
+     "  -h, --help\n",
+     cli_cmd_topic_create},
     {"replay", "stream a data set into Kafka as protobuf events, in event-time order",
      "usage: sluice replay --task TASK --data FILE [FILE...] --brokers HOST:PORT\n"
      "                     (--rate N/s | --max) [--topic TOPIC] [--limit N] [--loop] [--json]\n"
