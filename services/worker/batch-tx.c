@@ -35,10 +35,61 @@ static char *tx__xstrdup(const char *s, const char *field) {
   return p;
 }
 
-static uint8_t *tx__xmemdup(const uint8_t *s, size_t n) {
-  uint8_t *p = tx__xrealloc(NULL, n);
-  if (n) memcpy(p, s, n);
+/*
+ * The rows' strings and buffers live in an arena of chunks that reset() empties at once:
+ * one malloc and one free per string of every row was the worker's largest remaining cost
+ * (bench/pipeline/README.md). After a reset the chunks are merged into one as large as all
+ * of them, so a steady stream of batches allocates nothing.
+ */
+typedef struct tx__chunk_s {
+  struct tx__chunk_s *next;
+  size_t used, cap;
+  max_align_t data[]; /* cap bytes */
+} tx__chunk_t;
+
+#define TX__CHUNK_MIN ((size_t)64 * 1024)
+
+static void *tx__arena_alloc(tx__chunk_t **arena, size_t n) {
+  n = (n + 7) & ~(size_t)7;
+  tx__chunk_t *c = *arena;
+  if (c == NULL || c->cap - c->used < n) {
+    size_t cap = n > TX__CHUNK_MIN ? n : TX__CHUNK_MIN;
+    c = tx__xrealloc(NULL, sizeof *c + cap);
+    c->next = *arena;
+    c->used = 0;
+    c->cap = cap;
+    *arena = c;
+  }
+  void *p = (char *)c->data + c->used;
+  c->used += n;
   return p;
+}
+
+static void tx__arena_reset(tx__chunk_t **arena) {
+  tx__chunk_t *c = *arena;
+  if (c == NULL) return;
+  if (c->next == NULL) {
+    c->used = 0;
+    return;
+  }
+  size_t total = 0;
+  while (c != NULL) {
+    tx__chunk_t *next = c->next;
+    total += c->cap;
+    free(c);
+    c = next;
+  }
+  *arena = NULL;
+  tx__arena_alloc(arena, total);
+  (*arena)->used = 0;
+}
+
+static void tx__arena_free(tx__chunk_t **arena) {
+  while (*arena != NULL) {
+    tx__chunk_t *next = (*arena)->next;
+    free(*arena);
+    *arena = next;
+  }
 }
 
 typedef struct tx__buf_s {
@@ -194,6 +245,7 @@ typedef struct tx__offset_s {
 } tx__offset_t;
 
 struct wk_batch_tx_s {
+  tx__chunk_t *arena; /* every row's strings and buffers */
   char *group;
   char *sql;
   tx__result_t *results;
@@ -212,6 +264,24 @@ struct wk_batch_tx_s {
   const char *bin_ptrs[WK_BATCH_TX_N_PARAMS];
   int bin_lengths[WK_BATCH_TX_N_PARAMS], bin_formats[WK_BATCH_TX_N_PARAMS];
 };
+
+/* Copies into the arena; a NULL required string aborts naming the field. */
+static char *tx__dup(wk_batch_tx_t *tx, const char *s, const char *field) {
+  if (s == NULL) {
+    fprintf(stderr, "wk_batch_tx: required field %s is NULL\n", field);
+    abort();
+  }
+  size_t n = strlen(s) + 1;
+  char *p = tx__arena_alloc(&tx->arena, n);
+  memcpy(p, s, n);
+  return p;
+}
+
+static void *tx__memdup(wk_batch_tx_t *tx, const void *s, size_t n) {
+  void *p = tx__arena_alloc(&tx->arena, n);
+  if (n) memcpy(p, s, n);
+  return p;
+}
 
 #define TX__GROW(arr, n, cap)                                                  \
   do {                                                                         \
@@ -343,31 +413,7 @@ svc_err_t wk_batch_tx_new(const char *schema, const char *group, wk_batch_tx_t *
 }
 
 void wk_batch_tx_reset(wk_batch_tx_t *tx) {
-  for (size_t i = 0; i < tx->n_results; i++) {
-    tx__result_t *r = &tx->results[i];
-    free(r->domain);
-    free(r->event_id);
-    free(r->key);
-    free(r->model_version);
-    free(r->experts);
-    free(r->top_features);
-    free(r->topic);
-    free(r->input);
-  }
-  for (size_t i = 0; i < tx->n_states; i++) {
-    free(tx->states[i].card_id);
-    free(tx->states[i].topic);
-    free(tx->states[i].state);
-  }
-  for (size_t i = 0; i < tx->n_outbox; i++) {
-    tx__outbox_t *o = &tx->outbox[i];
-    free(o->alert_id);
-    free(o->domain);
-    free(o->key);
-    free(o->topic);
-    free(o->payload);
-  }
-  for (size_t i = 0; i < tx->n_offsets; i++) free(tx->offsets[i].topic);
+  tx__arena_reset(&tx->arena); /* every row's strings and buffers at once */
   tx->n_results = tx->n_states = tx->n_outbox = tx->n_offsets = 0;
   if (tx->state_index) memset(tx->state_index, 0, tx->n_state_index * sizeof *tx->state_index);
 }
@@ -380,6 +426,7 @@ void wk_batch_tx_free(wk_batch_tx_t *tx) {
   free(tx->outbox);
   free(tx->offsets);
   free(tx->state_index);
+  tx__arena_free(&tx->arena);
   for (int i = 0; i < WK_BATCH_TX_N_PARAMS; i++) {
     free(tx->params[i].p);
     free(tx->bin[i].p);
@@ -397,37 +444,34 @@ void wk_batch_tx_add_result(wk_batch_tx_t *tx, const wk_result_row_t *r) {
   }
   TX__GROW(tx->results, tx->n_results, tx->cap_results);
   tx__result_t *d = &tx->results[tx->n_results++];
-  d->domain = tx__xstrdup(r->domain, "domain");
-  d->event_id = tx__xstrdup(r->event_id, "event_id");
-  d->key = tx__xstrdup(r->key ? r->key : "", "key");
-  d->model_version = tx__xstrdup(r->model_version, "model_version");
-  d->experts = tx__xstrdup(r->experts_json ? r->experts_json : "[]", "experts_json");
-  d->top_features = tx__xstrdup(r->top_features_json ? r->top_features_json : "[]", "top_features");
-  d->topic = tx__xstrdup(r->topic, "topic");
+  d->domain = tx__dup(tx, r->domain, "domain");
+  d->event_id = tx__dup(tx, r->event_id, "event_id");
+  d->key = tx__dup(tx, r->key ? r->key : "", "key");
+  d->model_version = tx__dup(tx, r->model_version, "model_version");
+  d->experts = tx__dup(tx, r->experts_json ? r->experts_json : "[]", "experts_json");
+  d->top_features = tx__dup(tx, r->top_features_json ? r->top_features_json : "[]", "top_features");
+  d->topic = tx__dup(tx, r->topic, "topic");
   d->score = r->score;
   d->decision = r->decision;
   d->n_input = r->n_input;
-  d->input = tx__xrealloc(NULL, r->n_input * sizeof *d->input);
-  if (r->n_input) memcpy(d->input, r->input, r->n_input * sizeof *d->input);
+  d->input = tx__memdup(tx, r->input, r->n_input * sizeof *d->input);
   d->event_time_ms = r->event_time_ms;
   d->partition = r->partition;
   d->offset = r->offset;
 }
 
 void wk_batch_tx_add_state(wk_batch_tx_t *tx, const wk_state_row_t *s) {
-  if (s->card_id == NULL) tx__xstrdup(NULL, "card_id");
+  if (s->card_id == NULL) tx__dup(tx, NULL, "card_id");
   tx__state_index_grow(tx);
   size_t *slot = tx__state_slot(tx, s->card_id);
   if (*slot != 0) {
     tx__state_t *d = &tx->states[*slot - 1];
     /* One row per card in a statement: the newest state wins. */
-    if (s->last_offset >= d->last_offset) {
-      free(d->topic);
-      free(d->state);
-      d->topic = tx__xstrdup(s->topic, "topic");
+    if (s->last_offset >= d->last_offset) { /* the older copies stay in the arena until reset */
+      d->topic = tx__dup(tx, s->topic, "topic");
       d->partition = s->partition;
       d->last_offset = s->last_offset;
-      d->state = tx__xmemdup(s->state, s->state_len);
+      d->state = tx__memdup(tx, s->state, s->state_len);
       d->state_len = s->state_len;
     }
     return;
@@ -435,22 +479,22 @@ void wk_batch_tx_add_state(wk_batch_tx_t *tx, const wk_state_row_t *s) {
   TX__GROW(tx->states, tx->n_states, tx->cap_states);
   tx__state_t *d = &tx->states[tx->n_states++];
   *slot = tx->n_states;
-  d->card_id = tx__xstrdup(s->card_id, "card_id");
-  d->topic = tx__xstrdup(s->topic, "topic");
+  d->card_id = tx__dup(tx, s->card_id, "card_id");
+  d->topic = tx__dup(tx, s->topic, "topic");
   d->partition = s->partition;
   d->last_offset = s->last_offset;
-  d->state = tx__xmemdup(s->state, s->state_len);
+  d->state = tx__memdup(tx, s->state, s->state_len);
   d->state_len = s->state_len;
 }
 
 void wk_batch_tx_add_outbox(wk_batch_tx_t *tx, const wk_outbox_row_t *o) {
   TX__GROW(tx->outbox, tx->n_outbox, tx->cap_outbox);
   tx__outbox_t *d = &tx->outbox[tx->n_outbox++];
-  d->alert_id = tx__xstrdup(o->alert_id, "alert_id");
-  d->domain = tx__xstrdup(o->domain, "domain");
-  d->key = tx__xstrdup(o->key ? o->key : "", "key");
-  d->topic = tx__xstrdup(o->topic, "topic");
-  d->payload = tx__xmemdup(o->payload, o->payload_len);
+  d->alert_id = tx__dup(tx, o->alert_id, "alert_id");
+  d->domain = tx__dup(tx, o->domain, "domain");
+  d->key = tx__dup(tx, o->key ? o->key : "", "key");
+  d->topic = tx__dup(tx, o->topic, "topic");
+  d->payload = tx__memdup(tx, o->payload, o->payload_len);
   d->payload_len = o->payload_len;
 }
 
@@ -464,7 +508,7 @@ void wk_batch_tx_add_offset(wk_batch_tx_t *tx, const wk_offset_row_t *k) {
   }
   TX__GROW(tx->offsets, tx->n_offsets, tx->cap_offsets);
   tx__offset_t *d = &tx->offsets[tx->n_offsets++];
-  d->topic = tx__xstrdup(k->topic, "topic");
+  d->topic = tx__dup(tx, k->topic, "topic");
   d->partition = k->partition;
   d->next_offset = k->next_offset;
 }

@@ -249,3 +249,43 @@ TEST(binary_parameters_wire_format) {
   ASSERT_EQ(((const uint8_t *)v[30])[27], 3);
   wk_batch_tx_free(tx);
 }
+
+/* Rows copied into the builder's arena survive growth past a chunk (a string larger than one,
+ * many small ones) and a reset; what a batch renders is only its own rows. */
+TEST(rows_survive_arena_growth_and_reset) {
+  wk_batch_tx_t *tx = NULL;
+  char err[256];
+  ASSERT_OK(wk_batch_tx_new("s", "grp", &tx, err, sizeof err));
+  enum { BIG = 100000 };
+  char *big = malloc(BIG + 1);
+  ASSERT_NOT_NULL(big);
+  for (int round = 0; round < 3; round++) {
+    wk_batch_tx_reset(tx);
+    memset(big, 'a' + round, BIG);
+    big[BIG] = '\0';
+    for (int i = 0; i < 3000; i++) {
+      char id[32];
+      snprintf(id, sizeof id, "r%d-%04d", round, i);
+      wk_result_row_t r = {.domain = "fraud", .event_id = id, .score = 0.5f,
+                           .decision = WK_DECISION_ALLOW, .model_version = "m",
+                           .top_features_json = i == 1500 ? big : NULL, .topic = "t",
+                           .partition = 0, .offset = i};
+      wk_batch_tx_add_result(tx, &r);
+    }
+    ASSERT_EQ(wk_batch_tx_n_results(tx), 3000);
+    const char *sql;
+    const char *const *v;
+    const int *len, *fmt;
+    wk_batch_tx_finish_binary(tx, &sql, &v, &len, &fmt);
+    /* $2: header 20 bytes, then 3000 ids of 7 bytes each with their 4-byte lengths. */
+    ASSERT_EQ(len[1], 20 + 3000 * (4 + 7));
+    char want[32];
+    snprintf(want, sizeof want, "r%d-2999", round);
+    ASSERT(memcmp(v[1] + len[1] - 7, want, 7) == 0);
+    /* $8: 2999 "[]" and the big one. */
+    ASSERT_EQ(len[7], 20 + 2999 * (4 + 2) + 4 + BIG);
+    ASSERT_EQ(v[7][20 + 1500 * 6 + 4], 'a' + round);
+  }
+  free(big);
+  wk_batch_tx_free(tx);
+}
