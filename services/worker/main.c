@@ -4,6 +4,7 @@
  * (worker.h) until SIGTERM. Exit status 0 after a graceful stop, 1 after a fatal error, 2 on
  * bad configuration.
  */
+#include <cblas.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,11 @@ int main(int argc, char **argv) {
   }
   svc_log_set_level((svc_log_level_t)c.log_level);
   svc_log_set_format((svc_log_format_t)c.log_format);
+  /* The model scores one batch at a time on a libuv pool thread, while librdkafka, PostgreSQL
+   * and the broker want the same few cores: OpenBLAS's own worker threads only spin against
+   * them. With batch.max 1024 on the shared 2-core machine a batch took 2-18 ms to score
+   * instead of about 0.5 ms (bench/pipeline/README.md). */
+  openblas_set_num_threads(1);
 
   wk_reload_ctx_t rctx = {.cfg = cfg, .c = &c};
   wk_worker_opts_t o = {.brokers = c.brokers, .group = c.group, .instance_id = c.instance_id,
