@@ -96,7 +96,7 @@ static const svc_cfg_def_t wk_cfg_table[] = {
      .env = "SLUICE_KAFKA_ERROR_GRACE", .offset = offsetof(wk_cfg_t, kafka_error_grace_ms),
      .min = 0, .max = 3600000,
      .help = "consumer errors without any message for this long make /readyz report kafka"},
-    {.name = "batch.max", .type = SVC_CFG_INT, .def = "256", .env = "SLUICE_BATCH_MAX",
+    {.name = "batch.max", .type = SVC_CFG_INT, .def = "1024", .env = "SLUICE_BATCH_MAX",
      .offset = offsetof(wk_cfg_t, batch_max), .min = 1, .max = 65536,
      .help = "events per batch (one inference call and one PostgreSQL statement)"},
     {.name = "batch.wait", .type = SVC_CFG_DURATION, .def = "20ms", .env = "SLUICE_BATCH_WAIT",
