@@ -58,8 +58,8 @@ LIMITS = {
     "fraud": [
         "Inputs are `V1`..`V28` and `Amount` exactly as the CSV names them; `Time` is never a "
         "feature. The worker (services/worker/fraud-input.c) names the amount `amount` and "
-        "refuses a model input it does not know, so this file needs the alias `Amount` -> "
-        "`amount` in the worker (or a renamed input) before it can be deployed there.",
+        "maps the CSV's `Amount` onto it by an exact alias; `V1`..`V28` match as they are. The "
+        "worker's other features (hour of day, channel, velocity) are not used by this model.",
         "No velocity features: the data has no card identifier.",
         "The fraud rate of this subset (2.7 %) is about 16 times the real one: scores are not "
         "calibrated probabilities for a real stream, and the threshold should be re-chosen on "
