@@ -2,9 +2,8 @@
 # 127.0.0.1, each on a free port, with all data under one run directory. Sourced, never run.
 #
 #   servers_start            starts both; exports SLUICE_KAFKA_BROKERS, SLUICE_PG_DSN,
-#                            SLUICE_RUN_DIR (and writes them to $SLUICE_RUN_DIR/env)
+#                            SLUICE_RUN_DIR, SLUICE_PG_CTL (and writes them to $SLUICE_RUN_DIR/env)
 #   servers_stop             stops both and removes the run directory (unless SLUICE_KEEP_RUN=1)
-#   pg_restart               stops and starts PostgreSQL on the same port (for tests)
 #
 # Several runs can coexist on one machine: nothing is shared but the Kafka jar cache.
 
@@ -90,6 +89,8 @@ servers_start() {
   SLUICE_PG_PORT=$(sed -n 4p "$SLUICE_RUN_DIR/pg/data/postmaster.pid")
   export SLUICE_PG_PORT
   export SLUICE_PG_DSN="host=127.0.0.1 port=$SLUICE_PG_PORT user=sluice dbname=postgres connect_timeout=5"
+  # The chaos tests restart PostgreSQL with this pg_ctl on $SLUICE_RUN_DIR/pg/data.
+  export SLUICE_PG_CTL=$PG_BIN/pg_ctl
   {
     echo "export SLUICE_RUN_DIR='$SLUICE_RUN_DIR'"
     echo "export SLUICE_KAFKA_BROKERS='$SLUICE_KAFKA_BROKERS'"
