@@ -133,6 +133,7 @@ const cli_cmd_t cli_commands[] = {
      "chosen weight format, then scores validation and test with the exported file: the binary\n"
      "threshold is the best-F1 threshold on validation, and the metrics of both parts go into\n"
      "the config's provenance (see `sluice inspect`). Epochs are reported on stderr.\n"
+     "The same seed and data give the same file: BLAS runs on one thread.\n"
      "\n"
      "  --task TASK     fraud | fault-ai4i (tabular) | fault-cmapss (sensor) |\n"
      "                  records-mtsamples | records-abstracts (text)\n"
