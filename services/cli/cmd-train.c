@@ -50,6 +50,8 @@ typedef struct train_opts_s {
   int window;     /* sensor */
   int max_len;    /* text */
   int vocab;      /* text */
+  double weight_decay;    /* < 0: the trainer's default */
+  double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
   int json;
 } train_opts_t;
 
@@ -301,6 +303,15 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_num(&js, o->lr);
     cli_json_key(&js, "patience");
     cli_json_int(&js, o->patience);
+    /* Recorded only when given, so that a default run writes the same bytes as before. */
+    if (o->weight_decay >= 0) {
+      cli_json_key(&js, "weight_decay");
+      cli_json_num(&js, o->weight_decay);
+    }
+    if (o->label_smoothing >= 0) {
+      cli_json_key(&js, "label_smoothing");
+      cli_json_num(&js, o->label_smoothing);
+    }
     if (task_kind(t) == MOE_TASK_BINARY) {
       cli_json_key(&js, "pos_weight");
       cli_json_num(&js, card->pos_weight);
@@ -667,6 +678,8 @@ int cli_cmd_train(int argc, char **argv) {
       {"moe-blocks", required_argument, NULL, 'B'}, {"window", required_argument, NULL, 'W'},
       {"max-len", required_argument, NULL, 'M'},  {"vocab", required_argument, NULL, 'V'},
       {"version", required_argument, NULL, 'v'},  {"json", no_argument, NULL, 'j'},
+      {"weight-decay", required_argument, NULL, 'w'},
+      {"label-smoothing", required_argument, NULL, 'S'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -687,7 +700,8 @@ int cli_cmd_train(int argc, char **argv) {
   train_opts_t *o = &tn->o;
   *o = (train_opts_t){.quant = MOE_QUANT_F32, .seed = 1, .epochs = 20, .batch = 0,
                       .patience = 5, .lr = 0, .d_model = 32, .moe_blocks = 1, .experts = 4,
-                      .top_k = 2, .d_ff = 64, .window = 30, .max_len = 128, .vocab = 4000};
+                      .top_k = 2, .d_ff = 64, .window = 30, .max_len = 128, .vocab = 4000,
+                      .weight_decay = -1, .label_smoothing = -1};
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -715,6 +729,15 @@ int cli_cmd_train(int argc, char **argv) {
       char *end;
       o->lr = strtod(optarg, &end);
       bad = end == optarg || *end != '\0' || !(o->lr > 0 && o->lr < 1);
+      break;
+    }
+    case 'w':
+    case 'S': {
+      char *end;
+      double v = strtod(optarg, &end);
+      bad = end == optarg || *end != '\0' || !(v >= 0 && v < 1);
+      if (c == 'w') o->weight_decay = v;
+      else o->label_smoothing = v;
       break;
     }
     case 'e': bad = parse_int(optarg, 1, 100000, &o->epochs); break;
@@ -755,6 +778,12 @@ int cli_cmd_train(int argc, char **argv) {
   int text_task = task == CLI_TASK_MTSAMPLES || task == CLI_TASK_ABSTRACTS;
   if (o->batch == 0) o->batch = text_task ? 16 : 256;
   if (o->lr == 0) o->lr = text_task ? 3e-3 : 1e-3;
+  if (o->label_smoothing >= 0 && !text_task) {
+    status = usage_error("--label-smoothing applies to the multi-class tasks (records-mtsamples, "
+                         "records-abstracts), not '%s'",
+                         task_name);
+    goto done;
+  }
   if (o->top_k > o->experts) {
     status = usage_error("--top-k must not exceed --experts%s", "");
     goto done;
@@ -815,6 +844,8 @@ int cli_cmd_train(int argc, char **argv) {
   moe_train_opts_t to;
   moe_train_opts_default(&to);
   to.lr = (float)o->lr;
+  if (o->weight_decay >= 0) to.weight_decay = (float)o->weight_decay;
+  if (o->label_smoothing >= 0) to.label_smoothing = (float)o->label_smoothing;
   if (task_kind(t) == MOE_TASK_BINARY) {
     /* Rare positives: weight them by the square root of the imbalance (not the full ratio,
      * which makes the scores poorly calibrated for a threshold). */

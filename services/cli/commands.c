@@ -127,6 +127,7 @@ const cli_cmd_t cli_commands[] = {
      "                    [--seed N] [--epochs N] [--batch N] [--lr X] [--patience N]\n"
      "                    [--d-model N] [--moe-blocks N] [--experts N] [--top-k N]\n"
      "                    [--window N] [--max-len N] [--vocab N] [--version V] [--json]\n"
+     "                    [--weight-decay X] [--label-smoothing X]\n"
      "\n"
      "Splits the data as bench/quality/SPLITS.md says, fits the train part with libmoe's\n"
      "trainer (early stopping on the validation part, best epoch kept), exports MODEL in the\n"
@@ -148,6 +149,8 @@ const cli_cmd_t cli_commands[] = {
      "  --window N      fault-cmapss: cycles per window (30); RUL capped at 125 for training\n"
      "  --max-len N     text: tokens per note, [CLS] included (128); --vocab N: WordPiece\n"
      "                  vocabulary size (4000)\n"
+     "  --weight-decay X  AdamW's decoupled weight decay, in [0, 1) (the trainer's 0.01)\n"
+     "  --label-smoothing X  multi-class tasks: label smoothing epsilon, in [0, 1) (0)\n"
      "  --version V     the model version string (TASK-trained)\n"
      "  --json          the summary as one JSON object on stdout\n"
      "  -h, --help\n",

@@ -164,7 +164,8 @@ TEST(train_abstracts_text) {
   snprintf(model, sizeof(model), "%s/abstracts.st", tmpdir);
   snprintf(args, sizeof(args),
            "train --task records-abstracts --data %s --out %s --epochs 1 --max-len 16 "
-           "--vocab 400 --d-model 8 --experts 2 --top-k 1",
+           "--vocab 400 --d-model 8 --experts 2 --top-k 1 --weight-decay 0.05 "
+           "--label-smoothing 0.1",
            data, model);
   ASSERT_EQ(run(out, sizeof(out), args), 0);
   cli_jv_t card, ev;
@@ -176,6 +177,11 @@ TEST(train_abstracts_text) {
   ASSERT_STR_EQ(labels->items[0].str, "1");
   const cli_jv_t *metrics =
       cli_jv_get(cli_jv_get(cli_jv_get(&card, "config"), "provenance"), "metrics");
+  /* The regularisation options reach the trainer and are recorded with the model. */
+  const cli_jv_t *opts =
+      cli_jv_get(cli_jv_get(cli_jv_get(&card, "config"), "provenance"), "options");
+  ASSERT_NEAR(cli_jv_num(cli_jv_get(opts, "weight_decay"), -1), 0.05, 1e-9);
+  ASSERT_NEAR(cli_jv_num(cli_jv_get(opts, "label_smoothing"), -1), 0.1, 1e-9);
   eval_json("records-abstracts", model, data, "test", &ev);
   assert_same_metrics(cli_jv_get(metrics, "test"), cli_jv_get(&ev, "metrics"));
   cli_jv_free(&ev);
@@ -194,6 +200,13 @@ TEST(train_bad_options) {
            "train --task fault-ai4i --data %s --out %s/x.st --experts 2 --top-k 3", data, tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
   snprintf(args, sizeof(args), "train --task fault-ai4i --data %s", data);
+  ASSERT_EQ(run(out, sizeof(out), args), 2);
+  /* Label smoothing is for the multi-class tasks; weight decay must lie in [0, 1). */
+  snprintf(args, sizeof(args),
+           "train --task fault-ai4i --data %s --out %s/x.st --label-smoothing 0.1", data, tmpdir);
+  ASSERT_EQ(run(out, sizeof(out), args), 2);
+  snprintf(args, sizeof(args),
+           "train --task fault-ai4i --data %s --out %s/x.st --weight-decay 1.5", data, tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
   snprintf(args, sizeof(args), "train --task fault-ai4i --data /nonexistent.csv --out %s/x.st",
            tmpdir);
