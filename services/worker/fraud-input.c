@@ -5,21 +5,9 @@
 #include "fraud-input.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const fraud__reject_names[WK_REJECT__COUNT] = {
-    "none",
-#define WK__REJECT_NAME(id, name) name,
-    WK_REJECT_MAP(WK__REJECT_NAME)
-#undef WK__REJECT_NAME
-};
-
-const char *wk_reject_name(wk_reject_reason_t reason) {
-  return (unsigned)reason < WK_REJECT__COUNT ? fraud__reject_names[reason] : "unknown";
-}
 
 static const char *const fraud__base_names[] = {
 #define WK__FRAUD_NAME(id, name) name,
@@ -41,83 +29,53 @@ const char *wk_fraud_feature_name(size_t i) {
 
 /* ---- validation ----------------------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static bool fraud__reject(wk_reject_t *rej,
-                                                                wk_reject_reason_t reason,
-                                                                const char *fmt, ...) {
-  rej->reason = reason;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(rej->detail, sizeof rej->detail, fmt, ap);
-  va_end(ap);
-  return false;
-}
-
-/* An identifier: required or optional, bounded, without control characters. */
-static bool fraud__check_id(const char *field, const char *s, bool required, wk_reject_t *rej) {
-  if (s == NULL || s[0] == '\0') {
-    if (!required) return true;
-    return fraud__reject(rej, WK_REJECT_INVALID, "%s is missing", field);
-  }
-  size_t n = strlen(s);
-  if (n > WK_FRAUD_MAX_ID_LEN)
-    return fraud__reject(rej, WK_REJECT_INVALID, "%s is %zu bytes long, at most %d", field, n,
-                         WK_FRAUD_MAX_ID_LEN);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f)
-      return fraud__reject(rej, WK_REJECT_INVALID, "%s has control character 0x%02x at byte %zu",
-                           field, c, i);
-  }
-  return true;
-}
-
 bool wk_fraud_validate(const Sluice__V1__Envelope *env, wk_reject_t *rej) {
   rej->reason = WK_REJECT_NONE;
   rej->detail[0] = '\0';
-  if (!fraud__check_id("event_id", env->event_id, true, rej)) return false;
-  if (!fraud__check_id("key", env->key, false, rej)) return false;
+  if (!wk_reject_check_id("event_id", env->event_id, true, WK_FRAUD_MAX_ID_LEN, rej)) return false;
+  if (!wk_reject_check_id("key", env->key, false, WK_FRAUD_MAX_ID_LEN, rej)) return false;
   if (env->has_schema_version && env->schema_version != 1)
-    return fraud__reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
-                         env->schema_version);
+    return wk_reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
+                     env->schema_version);
   if (!env->has_event_time_ms)
-    return fraud__reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
+    return wk_reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
   if (env->event_time_ms < WK_FRAUD_MIN_TIME_MS || env->event_time_ms >= WK_FRAUD_MAX_TIME_MS)
-    return fraud__reject(rej, WK_REJECT_INVALID,
-                         "event_time_ms %lld is outside 2000-01-01..2100-01-01",
-                         (long long)env->event_time_ms);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "event_time_ms %lld is outside 2000-01-01..2100-01-01",
+                     (long long)env->event_time_ms);
   if (env->payload_case != SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION ||
       env->transaction == NULL)
-    return fraud__reject(rej, WK_REJECT_WRONG_PAYLOAD,
-                         "payload is %d, not a transaction (10)", (int)env->payload_case);
+    return wk_reject(rej, WK_REJECT_WRONG_PAYLOAD,
+                     "payload is %d, not a transaction (10)", (int)env->payload_case);
 
   const Sluice__V1__Transaction *tx = env->transaction;
-  if (!tx->has_amount) return fraud__reject(rej, WK_REJECT_INVALID, "transaction.amount is missing");
+  if (!tx->has_amount) return wk_reject(rej, WK_REJECT_INVALID, "transaction.amount is missing");
   if (!isfinite(tx->amount))
-    return fraud__reject(rej, WK_REJECT_INVALID, "transaction.amount is not finite");
+    return wk_reject(rej, WK_REJECT_INVALID, "transaction.amount is not finite");
   if (tx->amount < 0.0)
-    return fraud__reject(rej, WK_REJECT_INVALID, "transaction.amount %g is negative", tx->amount);
+    return wk_reject(rej, WK_REJECT_INVALID, "transaction.amount %g is negative", tx->amount);
   if (tx->amount > WK_FRAUD_MAX_AMOUNT)
-    return fraud__reject(rej, WK_REJECT_INVALID, "transaction.amount %g is above %g", tx->amount,
-                         WK_FRAUD_MAX_AMOUNT);
-  if (!fraud__check_id("transaction.card_id", tx->card_id, false, rej)) return false;
+    return wk_reject(rej, WK_REJECT_INVALID, "transaction.amount %g is above %g", tx->amount,
+                     WK_FRAUD_MAX_AMOUNT);
+  if (!wk_reject_check_id("transaction.card_id", tx->card_id, false, WK_FRAUD_MAX_ID_LEN, rej)) return false;
   if (tx->currency != NULL && tx->currency[0] != '\0') {
     const char *c = tx->currency;
     if (strlen(c) != 3 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' || c[2] < 'A' ||
         c[2] > 'Z')
-      return fraud__reject(rej, WK_REJECT_INVALID,
-                           "transaction.currency \"%.16s\" is not an ISO 4217 code", c);
+      return wk_reject(rej, WK_REJECT_INVALID,
+                       "transaction.currency \"%.16s\" is not an ISO 4217 code", c);
   }
   if (tx->has_channel && ((int)tx->channel < 0 || (int)tx->channel > 5))
-    return fraud__reject(rej, WK_REJECT_INVALID, "transaction.channel %d is unknown",
-                         (int)tx->channel);
+    return wk_reject(rej, WK_REJECT_INVALID, "transaction.channel %d is unknown",
+                     (int)tx->channel);
   if (tx->n_features != 0 && tx->n_features != WK_FRAUD_N_PRECOMPUTED)
-    return fraud__reject(rej, WK_REJECT_INVALID,
-                         "transaction.features has %zu values, expected 0 or %d", tx->n_features,
-                         WK_FRAUD_N_PRECOMPUTED);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "transaction.features has %zu values, expected 0 or %d", tx->n_features,
+                     WK_FRAUD_N_PRECOMPUTED);
   for (size_t i = 0; i < tx->n_features; i++) {
     if (!isfinite(tx->features[i]))
-      return fraud__reject(rej, WK_REJECT_INVALID, "transaction.features[%zu] (V%zu) is not finite",
-                           i, i + 1);
+      return wk_reject(rej, WK_REJECT_INVALID, "transaction.features[%zu] (V%zu) is not finite",
+                       i, i + 1);
   }
   return true;
 }
@@ -127,13 +85,13 @@ Sluice__V1__Envelope *wk_fraud_decode(const uint8_t *buf, size_t len, size_t max
   rej->reason = WK_REJECT_NONE;
   rej->detail[0] = '\0';
   if (len > max_bytes) {
-    fraud__reject(rej, WK_REJECT_OVERSIZE, "record is %zu bytes, the limit is %zu", len,
-                  max_bytes);
+    wk_reject(rej, WK_REJECT_OVERSIZE, "record is %zu bytes, the limit is %zu", len,
+              max_bytes);
     return NULL;
   }
   Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
   if (env == NULL) {
-    fraud__reject(rej, WK_REJECT_DECODE, "%zu bytes are not a sluice.v1.Envelope", len);
+    wk_reject(rej, WK_REJECT_DECODE, "%zu bytes are not a sluice.v1.Envelope", len);
     return NULL;
   }
   if (!wk_fraud_validate(env, rej)) {

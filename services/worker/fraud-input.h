@@ -15,6 +15,7 @@
 #ifndef WK_FRAUD_INPUT_H
 #define WK_FRAUD_INPUT_H
 
+#include "reject.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,28 +36,6 @@ extern "C" {
 #define WK_FRAUD_MIN_TIME_MS 946684800000LL  /* 2000-01-01 */
 #define WK_FRAUD_MAX_TIME_MS 4102444800000LL /* 2100-01-01 */
 
-/* Why an event was rejected; the name is the DLQ reason and the metric label. */
-#define WK_REJECT_MAP(XX)                                                  \
-  XX(DECODE, "decode")       /* not a protobuf Envelope */                  \
-  XX(OVERSIZE, "oversize")   /* larger than the configured maximum */      \
-  XX(INVALID, "invalid")     /* decoded, but a field is missing or wrong */ \
-  XX(WRONG_PAYLOAD, "wrong_payload") /* an Envelope without a Transaction */
-
-typedef enum {
-  WK_REJECT_NONE = 0,
-#define WK__REJECT_ENUM(id, name) WK_REJECT_##id,
-  WK_REJECT_MAP(WK__REJECT_ENUM)
-#undef WK__REJECT_ENUM
-  WK_REJECT__COUNT
-} wk_reject_reason_t;
-
-/* "decode", "oversize", ...; "none" for WK_REJECT_NONE. */
-const char *wk_reject_name(wk_reject_reason_t reason);
-
-typedef struct wk_reject_s {
-  wk_reject_reason_t reason;
-  char detail[256]; /* e.g. "transaction.amount -3 is negative" */
-} wk_reject_t;
 
 /*
  * Decodes and validates one record value. Returns the envelope (free it with

@@ -5,96 +5,66 @@
 #include "fault-input.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4))) static bool fault__reject(wk_reject_t *rej,
-                                                                wk_reject_reason_t reason,
-                                                                const char *fmt, ...) {
-  rej->reason = reason;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(rej->detail, sizeof rej->detail, fmt, ap);
-  va_end(ap);
-  return false;
-}
-
-static bool fault__check_id(const char *field, const char *s, bool required, size_t max_len,
-                            wk_reject_t *rej) {
-  if (s == NULL || s[0] == '\0') {
-    if (!required) return true;
-    return fault__reject(rej, WK_REJECT_INVALID, "%s is missing", field);
-  }
-  size_t n = strlen(s);
-  if (n > max_len)
-    return fault__reject(rej, WK_REJECT_INVALID, "%s is %zu bytes long, at most %zu", field, n,
-                         max_len);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f)
-      return fault__reject(rej, WK_REJECT_INVALID, "%s has control character 0x%02x at byte %zu",
-                           field, c, i);
-  }
-  return true;
-}
-
 bool wk_fault_validate(const Sluice__V1__Envelope *env, wk_reject_t *rej) {
   rej->reason = WK_REJECT_NONE;
   rej->detail[0] = '\0';
-  if (!fault__check_id("event_id", env->event_id, true, WK_FAULT_MAX_ID_LEN, rej)) return false;
-  if (!fault__check_id("key", env->key, false, WK_FAULT_MAX_ID_LEN, rej)) return false;
+  if (!wk_reject_check_id("event_id", env->event_id, true, WK_FAULT_MAX_ID_LEN, rej)) return false;
+  if (!wk_reject_check_id("key", env->key, false, WK_FAULT_MAX_ID_LEN, rej)) return false;
   if (env->has_schema_version && env->schema_version != 1)
-    return fault__reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
-                         env->schema_version);
+    return wk_reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
+                     env->schema_version);
   if (!env->has_event_time_ms)
-    return fault__reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
+    return wk_reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
   if (env->event_time_ms < WK_FRAUD_MIN_TIME_MS || env->event_time_ms >= WK_FRAUD_MAX_TIME_MS)
-    return fault__reject(rej, WK_REJECT_INVALID,
-                         "event_time_ms %lld is outside 2000-01-01..2100-01-01",
-                         (long long)env->event_time_ms);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "event_time_ms %lld is outside 2000-01-01..2100-01-01",
+                     (long long)env->event_time_ms);
   if (env->payload_case != SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING ||
       env->sensor_reading == NULL)
-    return fault__reject(rej, WK_REJECT_WRONG_PAYLOAD,
-                         "payload is %d, not a sensor_reading (11)", (int)env->payload_case);
+    return wk_reject(rej, WK_REJECT_WRONG_PAYLOAD,
+                     "payload is %d, not a sensor_reading (11)", (int)env->payload_case);
   const Sluice__V1__SensorReading *rd = env->sensor_reading;
-  if (!fault__check_id("sensor_reading.device_id", rd->device_id, true, WK_FAULT_MAX_ID_LEN, rej))
+  if (!wk_reject_check_id("sensor_reading.device_id", rd->device_id, true, WK_FAULT_MAX_ID_LEN,
+                          rej))
     return false;
   if (env->key != NULL && env->key[0] != '\0' && strcmp(env->key, rd->device_id) != 0)
-    return fault__reject(rej, WK_REJECT_INVALID,
-                         "key \"%.64s\" is not the reading's device_id \"%.64s\"", env->key,
-                         rd->device_id);
-  if (!fault__check_id("sensor_reading.device_type", rd->device_type, false, WK_FAULT_MAX_ID_LEN,
-                       rej))
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "key \"%.64s\" is not the reading's device_id \"%.64s\"", env->key,
+                     rd->device_id);
+  if (!wk_reject_check_id("sensor_reading.device_type", rd->device_type, false,
+                          WK_FAULT_MAX_ID_LEN, rej))
     return false;
   if (rd->has_timestamp_ms && rd->timestamp_ms != env->event_time_ms)
-    return fault__reject(rej, WK_REJECT_INVALID,
-                         "sensor_reading.timestamp_ms %lld differs from event_time_ms %lld",
-                         (long long)rd->timestamp_ms, (long long)env->event_time_ms);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "sensor_reading.timestamp_ms %lld differs from event_time_ms %lld",
+                     (long long)rd->timestamp_ms, (long long)env->event_time_ms);
   if (rd->n_values == 0)
-    return fault__reject(rej, WK_REJECT_INVALID, "sensor_reading.values is empty");
+    return wk_reject(rej, WK_REJECT_INVALID, "sensor_reading.values is empty");
   if (rd->n_values > WK_FAULT_MAX_CHANNELS)
-    return fault__reject(rej, WK_REJECT_INVALID, "sensor_reading.values has %zu entries, at most %d",
-                         rd->n_values, WK_FAULT_MAX_CHANNELS);
+    return wk_reject(rej, WK_REJECT_INVALID, "sensor_reading.values has %zu entries, at most %d",
+                     rd->n_values, WK_FAULT_MAX_CHANNELS);
   for (size_t i = 0; i < rd->n_values; i++) {
     const Sluice__V1__ChannelValue *cv = rd->values[i];
     char field[64];
     snprintf(field, sizeof field, "sensor_reading.values[%zu].name", i);
-    if (!fault__check_id(field, cv->name, true, WK_FAULT_MAX_NAME_LEN, rej)) return false;
+    if (!wk_reject_check_id(field, cv->name, true, WK_FAULT_MAX_NAME_LEN, rej)) return false;
     if (!cv->has_value)
-      return fault__reject(rej, WK_REJECT_INVALID, "sensor_reading.values[%zu] (\"%s\") has no value",
-                           i, cv->name);
+      return wk_reject(rej, WK_REJECT_INVALID, "sensor_reading.values[%zu] (\"%s\") has no value",
+                       i, cv->name);
     if (!isfinite(cv->value) || fabs(cv->value) > WK_FAULT_MAX_ABS_VALUE)
-      return fault__reject(rej, WK_REJECT_INVALID,
-                           "sensor_reading.values[%zu] (\"%s\") = %g is not a finite value within "
-                           "+/-%g",
-                           i, cv->name, cv->value, WK_FAULT_MAX_ABS_VALUE);
+      return wk_reject(rej, WK_REJECT_INVALID,
+                       "sensor_reading.values[%zu] (\"%s\") = %g is not a finite value within "
+                       "+/-%g",
+                       i, cv->name, cv->value, WK_FAULT_MAX_ABS_VALUE);
     for (size_t j = 0; j < i; j++)
       if (strcmp(rd->values[j]->name, cv->name) == 0)
-        return fault__reject(rej, WK_REJECT_INVALID,
-                             "sensor_reading.values[%zu] repeats channel \"%s\" of values[%zu]", i,
-                             cv->name, j);
+        return wk_reject(rej, WK_REJECT_INVALID,
+                         "sensor_reading.values[%zu] repeats channel \"%s\" of values[%zu]", i,
+                         cv->name, j);
   }
   return true;
 }
@@ -104,12 +74,12 @@ Sluice__V1__Envelope *wk_fault_decode(const uint8_t *buf, size_t len, size_t max
   rej->reason = WK_REJECT_NONE;
   rej->detail[0] = '\0';
   if (len > max_bytes) {
-    fault__reject(rej, WK_REJECT_OVERSIZE, "record is %zu bytes, the limit is %zu", len, max_bytes);
+    wk_reject(rej, WK_REJECT_OVERSIZE, "record is %zu bytes, the limit is %zu", len, max_bytes);
     return NULL;
   }
   Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
   if (env == NULL) {
-    fault__reject(rej, WK_REJECT_DECODE, "%zu bytes are not a sluice.v1.Envelope", len);
+    wk_reject(rej, WK_REJECT_DECODE, "%zu bytes are not a sluice.v1.Envelope", len);
     return NULL;
   }
   if (!wk_fault_validate(env, rej)) {
@@ -198,8 +168,8 @@ bool wk_fault_tab_build(const wk_fault_tab_map_t *map, const Sluice__V1__SensorR
   for (size_t i = 0; i < map->n_numeric; i++) {
     double v;
     if (!wk_fault_channel_value(rd, map->numeric[i], &v))
-      return fault__reject(rej, WK_REJECT_INVALID,
-                           "sensor_reading has no channel \"%s\", a model input", map->numeric[i]);
+      return wk_reject(rej, WK_REJECT_INVALID,
+                       "sensor_reading has no channel \"%s\", a model input", map->numeric[i]);
     numeric[i] = (float)v;
   }
   for (size_t i = 0; i < map->n_categorical; i++) {

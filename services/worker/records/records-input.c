@@ -3,39 +3,17 @@
  */
 #include "records-input.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4))) static bool records__reject(wk_reject_t *rej,
-                                                                  wk_reject_reason_t reason,
-                                                                  const char *fmt, ...) {
-  rej->reason = reason;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(rej->detail, sizeof rej->detail, fmt, ap);
-  va_end(ap);
-  return false;
-}
-
+/* An identifier as every pipeline checks it, and valid UTF-8 besides. */
 static bool records__check_id(const char *field, const char *s, bool required, wk_reject_t *rej) {
-  if (s == NULL || s[0] == '\0') {
-    if (!required) return true;
-    return records__reject(rej, WK_REJECT_INVALID, "%s is missing", field);
-  }
+  if (!wk_reject_check_id(field, s, required, WK_RECORDS_MAX_ID_LEN, rej)) return false;
+  if (s == NULL) return true;
   size_t n = strlen(s);
-  if (n > WK_RECORDS_MAX_ID_LEN)
-    return records__reject(rej, WK_REJECT_INVALID, "%s is %zu bytes long, at most %d", field, n,
-                           WK_RECORDS_MAX_ID_LEN);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f)
-      return records__reject(rej, WK_REJECT_INVALID,
-                             "%s has control character 0x%02x at byte %zu", field, c, i);
-  }
   if (wk_utf8_invalid_at(s, n) != n)
-    return records__reject(rej, WK_REJECT_INVALID, "%s is not valid UTF-8 at byte %zu", field,
-                           wk_utf8_invalid_at(s, n));
+    return wk_reject(rej, WK_REJECT_INVALID, "%s is not valid UTF-8 at byte %zu", field,
+                     wk_utf8_invalid_at(s, n));
   return true;
 }
 
@@ -75,42 +53,42 @@ bool wk_records_validate(const Sluice__V1__Envelope *env, size_t max_text_bytes,
   if (!records__check_id("event_id", env->event_id, true, rej)) return false;
   if (!records__check_id("key", env->key, false, rej)) return false;
   if (env->has_schema_version && env->schema_version != 1)
-    return records__reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
-                           env->schema_version);
+    return wk_reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
+                     env->schema_version);
   if (!env->has_event_time_ms)
-    return records__reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
+    return wk_reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
   if (env->event_time_ms < WK_FRAUD_MIN_TIME_MS || env->event_time_ms >= WK_FRAUD_MAX_TIME_MS)
-    return records__reject(rej, WK_REJECT_INVALID,
-                           "event_time_ms %lld is outside 2000-01-01..2100-01-01",
-                           (long long)env->event_time_ms);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "event_time_ms %lld is outside 2000-01-01..2100-01-01",
+                     (long long)env->event_time_ms);
   if (env->payload_case != SLUICE__V1__ENVELOPE__PAYLOAD_CLINICAL_NOTE || env->clinical_note == NULL)
-    return records__reject(rej, WK_REJECT_WRONG_PAYLOAD,
-                           "payload is %d, not a clinical_note (12)", (int)env->payload_case);
+    return wk_reject(rej, WK_REJECT_WRONG_PAYLOAD,
+                     "payload is %d, not a clinical_note (12)", (int)env->payload_case);
   const Sluice__V1__ClinicalNote *note = env->clinical_note;
   if (!records__check_id("clinical_note.note_id", note->note_id, true, rej)) return false;
   if (env->key != NULL && env->key[0] != '\0' && strcmp(env->key, note->note_id) != 0)
-    return records__reject(rej, WK_REJECT_INVALID,
-                           "key \"%.64s\" is not the note's note_id \"%.64s\"", env->key,
-                           note->note_id);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "key \"%.64s\" is not the note's note_id \"%.64s\"", env->key,
+                     note->note_id);
   if (!records__check_id("clinical_note.patient_id", note->patient_id, false, rej)) return false;
   if (!records__check_id("clinical_note.encounter_id", note->encounter_id, false, rej)) return false;
   if (!records__check_id("clinical_note.note_type", note->note_type, false, rej)) return false;
   if (note->text == NULL || note->text[0] == '\0')
-    return records__reject(rej, WK_REJECT_INVALID, "clinical_note.text is empty");
+    return wk_reject(rej, WK_REJECT_INVALID, "clinical_note.text is empty");
   size_t n = strlen(note->text);
   if (n > max_text_bytes)
-    return records__reject(rej, WK_REJECT_OVERSIZE,
-                           "clinical_note.text is %zu bytes, the limit is %zu", n, max_text_bytes);
+    return wk_reject(rej, WK_REJECT_OVERSIZE,
+                     "clinical_note.text is %zu bytes, the limit is %zu", n, max_text_bytes);
   size_t bad = wk_utf8_invalid_at(note->text, n);
   if (bad != n)
-    return records__reject(rej, WK_REJECT_INVALID,
-                           "clinical_note.text is not valid UTF-8 at byte %zu (0x%02x)", bad,
-                           (unsigned char)note->text[bad]);
+    return wk_reject(rej, WK_REJECT_INVALID,
+                     "clinical_note.text is not valid UTF-8 at byte %zu (0x%02x)", bad,
+                     (unsigned char)note->text[bad]);
   size_t i = 0;
   while (i < n && (note->text[i] == ' ' || (note->text[i] >= '\t' && note->text[i] <= '\r'))) i++;
   if (i == n)
-    return records__reject(rej, WK_REJECT_INVALID, "clinical_note.text is blank (%zu whitespace bytes)",
-                           n);
+    return wk_reject(rej, WK_REJECT_INVALID, "clinical_note.text is blank (%zu whitespace bytes)",
+                     n);
   return true;
 }
 
@@ -119,12 +97,12 @@ Sluice__V1__Envelope *wk_records_decode(const uint8_t *buf, size_t len, size_t m
   rej->reason = WK_REJECT_NONE;
   rej->detail[0] = '\0';
   if (len > max_bytes) {
-    records__reject(rej, WK_REJECT_OVERSIZE, "record is %zu bytes, the limit is %zu", len, max_bytes);
+    wk_reject(rej, WK_REJECT_OVERSIZE, "record is %zu bytes, the limit is %zu", len, max_bytes);
     return NULL;
   }
   Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
   if (env == NULL) {
-    records__reject(rej, WK_REJECT_DECODE, "%zu bytes are not a sluice.v1.Envelope", len);
+    wk_reject(rej, WK_REJECT_DECODE, "%zu bytes are not a sluice.v1.Envelope", len);
     return NULL;
   }
   if (!wk_records_validate(env, max_text_bytes, rej)) {

@@ -1,0 +1,54 @@
+/*
+ * Why an event was rejected, shared by the three pipelines (fraud, fault, records): the reason
+ * names the DLQ record's `reason` header and the dead-letter metric's label, the detail names
+ * the field and what was wrong with it. Pure functions, any thread.
+ */
+#ifndef WK_REJECT_H
+#define WK_REJECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WK_REJECT_MAP(XX)                                                  \
+  XX(DECODE, "decode")       /* not a protobuf Envelope */                  \
+  XX(OVERSIZE, "oversize")   /* larger than the configured maximum */      \
+  XX(INVALID, "invalid")     /* decoded, but a field is missing or wrong */ \
+  XX(WRONG_PAYLOAD, "wrong_payload") /* an Envelope without the pipeline's payload */
+
+typedef enum {
+  WK_REJECT_NONE = 0,
+#define WK__REJECT_ENUM(id, name) WK_REJECT_##id,
+  WK_REJECT_MAP(WK__REJECT_ENUM)
+#undef WK__REJECT_ENUM
+  WK_REJECT__COUNT
+} wk_reject_reason_t;
+
+/* "decode", "oversize", ...; "none" for WK_REJECT_NONE. */
+const char *wk_reject_name(wk_reject_reason_t reason);
+
+typedef struct wk_reject_s {
+  wk_reject_reason_t reason;
+  char detail[256]; /* e.g. "transaction.amount -3 is negative" */
+} wk_reject_t;
+
+/* Fills *rej with the reason and a printf-formatted detail; returns false, so that a validator
+ * can `return wk_reject(rej, ...)`. */
+bool wk_reject(wk_reject_t *rej, wk_reject_reason_t reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * An identifier field (`field` names it in the detail): absent or empty is fine unless
+ * `required`; otherwise at most max_len bytes and no control characters. Returns true when
+ * valid, else false with *rej filled (WK_REJECT_INVALID).
+ */
+bool wk_reject_check_id(const char *field, const char *s, bool required, size_t max_len,
+                        wk_reject_t *rej);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WK_REJECT_H */
