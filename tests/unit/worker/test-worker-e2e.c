@@ -564,7 +564,14 @@ TEST(database_loss_recovers) {
   wait_results(conn, &c, 300, pid); /* fails if the worker exits */
   int status;
   static char body[65536];
-  http_get(c.port, "/metrics", &status, body, sizeof body);
+  /* The results may all be committed before the worker notices that its idle session was
+   * terminated: wait (bounded) for the recovery to be counted. */
+  double deadline = test_now_s() + 15;
+  do {
+    http_get(c.port, "/metrics", &status, body, sizeof body);
+    if (strstr(body, "sluice_recoveries_total{cause=\"connection_lost\"} ") != NULL) break;
+    usleep(100 * 1000);
+  } while (test_now_s() < deadline);
   ASSERT_STR_CONTAINS(body, "sluice_recoveries_total{cause=\"connection_lost\"} ");
   ASSERT_EQ(count(conn, "SELECT count(*) FROM \"%s\".results", c.schema), 300);
   check_velocity_chain(conn, &c, 30);
