@@ -1,0 +1,120 @@
+/*
+ * The fault pipeline of sluice-worker (wk_pipeline_fault, the ops of pipeline.h): SensorReading
+ * envelopes of sluice.fault.events scored by a fault model, alerts on sluice.fault.alerts.
+ *
+ * Two kinds of model are served, chosen by the model file (a reload may not change the kind,
+ * nor a sensor model's window length and channels: the devices' windows depend on them):
+ *   - tabular (fault-ai4i): every reading is one row; score = failure probability; alert kind
+ *     "failure" (high is bad).
+ *   - sensor window (fault-cmapss): each device's window by event time (fault-window.h) is
+ *     scored when it is ready; score = remaining useful life in cycles; alert kind "rul"
+ *     (low is bad).
+ * Any other model is refused by model_open with a sentence naming the file and what is wrong.
+ *
+ * Per device the pipeline keeps the window (folded by accept, on the loop thread, only for a
+ * record whose offset is past the device's stored last_offset) and the alert state machine
+ * (fault-alert.h; fed by scores in process, on the thread pool, in offset order). Both are
+ * stored in fault_state in the same statement as the results, so that a restart continues the
+ * same windows and the same alert episodes.
+ *
+ * Tables (wk_fault_schema_sql, one migration; text keys COLLATE "C" so that their order does
+ * not depend on the server's locale):
+ *   fault_results(event_id, kind, device_id, model_version, score, alert_phase, event_time,
+ *                 window_start, input real[], topic, partition, offset, scored_at)
+ *                 PRIMARY KEY (event_id, kind): one result per reading and model kind.
+ *   fault_state(device_id, kind, topic, partition, last_offset, window bytea, alert bytea,
+ *               updated_at) PRIMARY KEY (device_id, kind).
+ */
+#ifndef WK_PIPELINE_FAULT_H
+#define WK_PIPELINE_FAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline.h"
+#include "svc/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What fault.late_policy selects for a reading the window does not accept (late, duplicate,
+ * too_old): dead-letter it with that reason, or count it in
+ * sluice_fault_window_events_total{status} and skip it. */
+typedef enum { WK_FAULT_LATE_DLQ = 0, WK_FAULT_LATE_COUNT = 1 } wk_fault_late_policy_t;
+
+extern const char *const wk_fault_late_policy_names[]; /* "dlq", "count", NULL */
+
+/* The pipeline's settings (env.settings points at one). Types follow svc/config.h: int and
+ * duration (ms) settings are int64_t, doubles double, enums int. */
+typedef struct wk_fault_settings_s {
+  int64_t window_stride;       /* new readings between two scored windows */
+  int64_t window_lateness_ms;  /* how far behind a device's newest reading one may arrive */
+  int64_t window_period_ms;    /* expected spacing of a device's readings; 0 = irregular */
+  int64_t window_max_fill;     /* missing readings forward-filled before a gap resets */
+  double alert_enter;          /* -1: the model's threshold (probability) or 30 cycles (RUL) */
+  double alert_clear;          /* -1: half of enter (probability) or 1.5 x enter (RUL) */
+  int64_t alert_min_fire_ms;   /* event time the condition must hold before an alert fires */
+  int64_t alert_min_clear_ms;  /* event time it must be gone before the alert clears */
+  int late_policy;             /* wk_fault_late_policy_t */
+} wk_fault_settings_t;
+
+/*
+ * The settings' rows for a svc_cfg_def_t table whose target struct T holds a
+ * wk_fault_settings_t at `member`. Expands to rows each followed by a comma.
+ */
+#define WK_FAULT_CFG_ROWS(T, member)                                                           \
+  {.name = "fault.window.stride", .type = SVC_CFG_INT, .def = "1",                            \
+   .env = "SLUICE_FAULT_WINDOW_STRIDE", .offset = offsetof(T, member.window_stride),          \
+   .min = 1, .max = 4096,                                                                      \
+   .help = "sensor models: new readings of a device between two scored windows"},             \
+  {.name = "fault.window.lateness", .type = SVC_CFG_DURATION, .def = "5m",                    \
+   .env = "SLUICE_FAULT_WINDOW_LATENESS", .offset = offsetof(T, member.window_lateness_ms),   \
+   .min = 0, .max = 604800000,                                                                 \
+   .help = "sensor models: how far behind a device's newest reading (event time) a reading "  \
+           "may still arrive and be inserted in order"},                                      \
+  {.name = "fault.window.period", .type = SVC_CFG_DURATION, .def = "1m",                      \
+   .env = "SLUICE_FAULT_WINDOW_PERIOD", .offset = offsetof(T, member.window_period_ms),       \
+   .min = 0, .max = 86400000,                                                                  \
+   .help = "sensor models: expected spacing of a device's readings, +- a quarter of it (1m: " \
+           "one C-MAPSS cycle per minute as sluice replay sends them; 0: irregular, no gaps)"}, \
+  {.name = "fault.window.max_fill", .type = SVC_CFG_INT, .def = "2",                          \
+   .env = "SLUICE_FAULT_WINDOW_MAX_FILL", .offset = offsetof(T, member.window_max_fill),      \
+   .min = 0, .max = 4096,                                                                      \
+   .help = "sensor models: missing readings forward-filled; a longer gap restarts the "        \
+           "device's window"},                                                                \
+  {.name = "fault.alert.enter", .type = SVC_CFG_DOUBLE, .def = "-1",                          \
+   .env = "SLUICE_FAULT_ALERT_ENTER", .offset = offsetof(T, member.alert_enter), .min = -1,   \
+   .max = 1e6,                                                                                 \
+   .help = "score at which an alert starts: failure probability at or above it, remaining "   \
+           "life at or below it (-1: the model card's threshold; 30 cycles for life)"},       \
+  {.name = "fault.alert.clear", .type = SVC_CFG_DOUBLE, .def = "-1",                          \
+   .env = "SLUICE_FAULT_ALERT_CLEAR", .offset = offsetof(T, member.alert_clear), .min = -1,   \
+   .max = 1e6,                                                                                 \
+   .help = "score past which a firing alert clears (hysteresis; -1: half of enter for a "      \
+           "probability, 1.5 x enter for life)"},                                             \
+  {.name = "fault.alert.min_fire", .type = SVC_CFG_DURATION, .def = "2m",                     \
+   .env = "SLUICE_FAULT_ALERT_MIN_FIRE", .offset = offsetof(T, member.alert_min_fire_ms),     \
+   .min = 0, .max = 604800000,                                                                 \
+   .help = "event time a device's score must stay past enter before the alert fires"},        \
+  {.name = "fault.alert.min_clear", .type = SVC_CFG_DURATION, .def = "2m",                    \
+   .env = "SLUICE_FAULT_ALERT_MIN_CLEAR", .offset = offsetof(T, member.alert_min_clear_ms),   \
+   .min = 0, .max = 604800000,                                                                 \
+   .help = "event time a firing alert's score must stay past clear before it clears"},        \
+  {.name = "fault.late_policy", .type = SVC_CFG_ENUM, .def = "dlq",                           \
+   .env = "SLUICE_FAULT_LATE_POLICY", .offset = offsetof(T, member.late_policy),              \
+   .values = wk_fault_late_policy_names,                                                       \
+   .help = "a reading the window refuses (late, duplicate, too_old): dlq = dead-letter it "    \
+           "with that reason, count = count it and skip it"},
+
+/* The settings' defaults (those of the rows above), for tests and embedders. */
+void wk_fault_settings_default(wk_fault_settings_t *s);
+
+/* The migration that creates fault_results and fault_state (unqualified names: it runs with
+ * search_path set to the worker's schema). */
+extern const char wk_fault_schema_sql[];
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WK_PIPELINE_FAULT_H */
