@@ -23,6 +23,17 @@
  * statement. accept must fold an event into a key's state only when the record's offset is
  * past the key's stored last_offset (a replay after restore only rebuilds the features).
  * Outbox rows need stable ids (the same alert always has the same id).
+ *
+ * Changes by CORE (the fault/records requests of to-core.txt):
+ *   - ops.tables / ops.n_tables: the pipeline's tables, declared statically; the core builds
+ *     the batch statement from them and process adds rows by index into this array.
+ *   - ops.metric_defs / ops.n_metric_defs and env.metric_base: a pipeline's own metrics. The
+ *     core appends them to its own table before svc_metrics_new; the pipeline's def i is
+ *     metric id env->metric_base + i in env->metrics.
+ *   - accept: NULL with rej->reason == WK_REJECT_NONE skips the record without a dead letter
+ *     (the pipeline counts it); the core still commits past it.
+ *   - restore_sql: a NULL function or a NULL return both mean "no per-key state": no query.
+ *   - env.group: the consumer group (for logs; the core owns kafka_offsets).
  */
 #ifndef WK_PIPELINE_H
 #define WK_PIPELINE_H
@@ -56,6 +67,8 @@ typedef struct wk_pipeline_env_s {
   size_t batch_max;          /* events per process call at most */
   const void *settings;      /* the pipeline's own settings struct (see each pipeline's header) */
   svc_metrics_t *metrics;    /* to register the pipeline's own series at create */
+  int metric_base;           /* metric id of ops.metric_defs[0] in `metrics` */
+  const char *group;         /* consumer group */
 } wk_pipeline_env_t;
 
 /* What one process call reports back, for the core's metrics (loop thread, after commit). */
@@ -70,6 +83,15 @@ typedef struct wk_batch_stats_s {
 
 typedef struct wk_pipeline_ops_s {
   const char *domain; /* "fraud", ... */
+
+  /* The tables process writes (stmt.h); wk_stmt_row_begin's `table` indexes this array. */
+  const wk_table_t *tables;
+  size_t n_tables;
+
+  /* The pipeline's own metrics (may be NULL/0): ids env->metric_base + i. Their names must not
+   * clash with the core's (worker.c's table, README.md). */
+  const svc_metric_def_t *metric_defs;
+  size_t n_metric_defs;
 
   svc_err_t (*create)(const wk_pipeline_env_t *env, wk_pipeline_t **out, char *errstr,
                       size_t errstr_size);
@@ -89,7 +111,8 @@ typedef struct wk_pipeline_ops_s {
   /*
    * Decodes and validates one record and folds it into its key's state. Returns the
    * pipeline's event (owned by the core until event_free), or NULL with *rej filled: the core
-   * dead-letters the record with that reason and detail and commits past it. `serving` is the
+   * dead-letters the record with that reason and detail and commits past it (reason
+   * WK_REJECT_NONE: skipped without a dead letter, still committed past). `serving` is the
    * model serving now (the batch may be scored with a newer one: events must not depend on
    * model internals beyond what the model's inputs name). `value` is never NULL (a tombstone
    * is an empty value).
@@ -116,6 +139,8 @@ typedef struct wk_pipeline_ops_s {
    * restore loads its result rows (text format) and returns how many were unreadable (those
    * start afresh, logged). discard drops every in-memory key (recovery: memory may be ahead
    * of PostgreSQL); revoke drops the keys of revoked partitions (may be NULL: keys stay).
+   * restore_sql NULL, or returning NULL: the pipeline keeps no per-key state (no query;
+   * restore, discard and revoke may then be NULL too).
    */
   const char *(*restore_sql)(wk_pipeline_t *p);
   int (*restore)(wk_pipeline_t *p, const PGresult *res);

@@ -17,7 +17,10 @@ extern "C" {
   XX(DECODE, "decode")       /* not a protobuf Envelope */                  \
   XX(OVERSIZE, "oversize")   /* larger than the configured maximum */      \
   XX(INVALID, "invalid")     /* decoded, but a field is missing or wrong */ \
-  XX(WRONG_PAYLOAD, "wrong_payload") /* an Envelope without the pipeline's payload */
+  XX(WRONG_PAYLOAD, "wrong_payload") /* an Envelope without the pipeline's payload */    \
+  XX(LATE, "late")           /* older than the key's newest event minus the lateness */    \
+  XX(DUPLICATE, "duplicate") /* the same event time as an event already held */            \
+  XX(TOO_OLD, "too_old")     /* older than a whole window or the key's last reset */
 
 typedef enum {
   WK_REJECT_NONE = 0,
