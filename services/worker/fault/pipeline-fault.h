@@ -20,10 +20,17 @@
  * Tables (wk_fault_schema_sql, one migration; text keys COLLATE "C" so that their order does
  * not depend on the server's locale):
  *   fault_results(event_id, kind, device_id, model_version, score, alert_phase, event_time,
- *                 window_start, input real[], topic, partition, offset, scored_at)
+ *                 window_start, input real[], topic, partition, kafka_offset, scored_at)
+ *                 input: tabular = the numeric inputs then the categorical ids (as reals), in
+ *                 the model's order; sensor = the [T, C] window, time major, oldest first;
+ *                 event_time = the newest reading scored, window_start = the oldest.
  *                 PRIMARY KEY (event_id, kind): one result per reading and model kind.
- *   fault_state(device_id, kind, topic, partition, last_offset, window bytea, alert bytea,
- *               updated_at) PRIMARY KEY (device_id, kind).
+ *   fault_state(device_id, kind, topic, partition, last_offset, window_state bytea,
+ *               alert_state bytea, updated_at) PRIMARY KEY (device_id, kind): the encodings of
+ *               fault-window.h (empty for a tabular model) and fault-alert.h.
+ * Outbox rows: alert_id "fault:<device>:<kind>:<seq>:firing" and "...:cleared" (outbox.alert_id
+ * is unique per row and an alert has two transitions; the packed Alert carries the alert id
+ * fault:<device>:<kind>:<seq>).
  */
 #ifndef WK_PIPELINE_FAULT_H
 #define WK_PIPELINE_FAULT_H
@@ -31,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fault-window.h"
 #include "pipeline.h"
 #include "svc/config.h"
 
@@ -93,11 +101,12 @@ typedef struct wk_fault_settings_s {
    .max = 1e6,                                                                                 \
    .help = "score past which a firing alert clears (hysteresis; -1: half of enter for a "      \
            "probability, 1.5 x enter for life)"},                                             \
-  {.name = "fault.alert.min_fire", .type = SVC_CFG_DURATION, .def = "2m",                     \
+  {.name = "fault.alert.min_fire", .type = SVC_CFG_DURATION, .def = "0",                     \
    .env = "SLUICE_FAULT_ALERT_MIN_FIRE", .offset = offsetof(T, member.alert_min_fire_ms),     \
    .min = 0, .max = 604800000,                                                                 \
-   .help = "event time a device's score must stay past enter before the alert fires"},        \
-  {.name = "fault.alert.min_clear", .type = SVC_CFG_DURATION, .def = "2m",                    \
+   .help = "event time a device's score must stay past enter before the alert fires (0: "     \
+           "at once; AI4I devices send one reading each)"},                                   \
+  {.name = "fault.alert.min_clear", .type = SVC_CFG_DURATION, .def = "0",                    \
    .env = "SLUICE_FAULT_ALERT_MIN_CLEAR", .offset = offsetof(T, member.alert_min_clear_ms),   \
    .min = 0, .max = 604800000,                                                                 \
    .help = "event time a firing alert's score must stay past clear before it clears"},        \
@@ -109,6 +118,38 @@ typedef struct wk_fault_settings_s {
 
 /* The settings' defaults (those of the rows above), for tests and embedders. */
 void wk_fault_settings_default(wk_fault_settings_t *s);
+
+/* The pipeline's two tables as the statement builder declares them (stmt.h): index 0
+ * fault_results, 1 fault_state. */
+extern const wk_table_t wk_fault_tables[];
+extern const size_t wk_fault_n_tables;
+
+/*
+ * The pipeline's own metrics. A registry that includes wk_fault_metric_defs from id `base` on
+ * is hooked up with wk_fault_pipeline_metrics (create does it when the core passes one).
+ */
+#define WK_FAULT_METRICS(XX)                                                                  \
+  XX(WK_FAULT_M_WINDOW_EVENTS, "sluice_fault_window_events_total", SVC_COUNTER, "events",    \
+     "status", 8, SVC_BUCKETS_NONE,                                                          \
+     "Readings by what the device's window did with them (ok, late, duplicate, too_old; "    \
+     "replayed = at or before the device's stored offset, not folded again).")               \
+  XX(WK_FAULT_M_ALERTS, "sluice_fault_alerts_total", SVC_COUNTER, "alerts", "kind,state", 8, \
+     SVC_BUCKETS_NONE, "Fault alert transitions written to the outbox, by kind and state.")  \
+  XX(WK_FAULT_M_DEVICES, "sluice_fault_devices", SVC_GAUGE, "devices", "", 0,                \
+     SVC_BUCKETS_NONE, "Devices whose window and alert state are in memory.")
+enum { WK_FAULT_METRICS(SVC_METRIC_ENUM) WK_FAULT_M__COUNT };
+extern const svc_metric_def_t wk_fault_metric_defs[];
+extern const size_t wk_fault_n_metric_defs;
+void wk_fault_pipeline_metrics(wk_pipeline_t *p, svc_metrics_t *m, int base);
+
+/* What the pipeline counted so far (any thread; for tests and the demo). */
+typedef struct wk_fault_counts_s {
+  uint64_t window[WK_FAULT_WIN__COUNT]; /* readings by window status (tabular: all ok) */
+  uint64_t replayed;                    /* at or before the device's stored offset */
+  uint64_t scored, fired, cleared;
+  size_t devices;                       /* in memory */
+} wk_fault_counts_t;
+void wk_fault_pipeline_counts(const wk_pipeline_t *p, wk_fault_counts_t *out);
 
 /* The migration that creates fault_results and fault_state (unqualified names: it runs with
  * search_path set to the worker's schema). */
