@@ -1,25 +1,41 @@
 /*
- * sluice-worker: the fraud-scoring worker. Reads its configuration from one table (flags >
- * environment > config file > defaults; --help prints it), sets up logging and runs the worker
- * (worker.h) until SIGTERM. Exit status 0 after a graceful stop, 1 after a fatal error, 2 on
- * bad configuration.
+ * sluice-worker: the scoring worker of one pipeline (fraud, fault or records; the `pipeline`
+ * setting). Reads its configuration from one table (flags > environment > config file >
+ * defaults; --help prints it): the core's settings, then each pipeline's own rows (only the
+ * selected pipeline's are used). Topics and group default per pipeline (sluice.<domain>.events,
+ * .dlq, .alerts; group sluice-<domain>); the fraud.* topic names of the fraud-only worker still
+ * work for fraud. Sets up logging and runs the worker (worker.h) until SIGTERM. Exit status 0
+ * after a graceful stop, 1 after a fatal error, 2 on bad configuration.
  */
 #include <cblas.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "pipeline-fault.h"
+#include "pipeline-fraud.h"
+#include "pipeline-records.h"
 #include "svc/config.h"
 #include "svc/log.h"
 #include "worker.h"
 
+/* The `pipeline` setting's words, in wk_pipelines order. */
+static const char *const wk_pipeline_names[] = {"fraud", "fault", "records", NULL};
+static const wk_pipeline_ops_t *const wk_pipelines[] = {&wk_pipeline_fraud, &wk_pipeline_fault,
+                                                        &wk_pipeline_records};
+
 typedef struct wk_cfg_s {
+  int pipeline;
   char *brokers;
   char *group;
   char *instance_id;
   char *topic;
   char *dlq_topic;
   char *alerts_topic;
+  char *fraud_topic;
+  char *fraud_dlq_topic;
+  char *fraud_alerts_topic;
   char *pg_dsn;
   char *pg_schema;
   char *http_address;
@@ -29,9 +45,9 @@ typedef struct wk_cfg_s {
   int64_t batch_wait_ms;
   int64_t max_event_bytes;
   int64_t max_queued_events;
-  double review_threshold;
-  double block_threshold;
-  double explain_threshold;
+  wk_fraud_settings_t fraud;
+  wk_fault_settings_t fault;
+  wk_records_settings_t records;
   int64_t model_watch_ms;
   int64_t kafka_error_grace_ms;
   int log_level;
@@ -50,26 +66,43 @@ static bool schema_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp,
 }
 
 static const svc_cfg_def_t wk_cfg_table[] = {
+    {.name = "pipeline", .type = SVC_CFG_ENUM, .def = "fraud", .env = "SLUICE_PIPELINE",
+     .offset = offsetof(wk_cfg_t, pipeline), .values = wk_pipeline_names,
+     .help = "what this worker scores: fraud (card transactions), fault (sensor readings) or "
+             "records (clinical notes)"},
     {.name = "kafka.brokers", .type = SVC_CFG_STRING, .def = "127.0.0.1:9092",
      .env = "SLUICE_KAFKA_BROKERS", .flags = SVC_CFG_NONEMPTY,
      .offset = offsetof(wk_cfg_t, brokers), .help = "Kafka bootstrap servers (host:port,...)"},
-    {.name = "kafka.group", .type = SVC_CFG_STRING, .def = "sluice-fraud",
-     .env = "SLUICE_KAFKA_GROUP", .flags = SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, group),
-     .help = "consumer group; also the key of the offsets stored in PostgreSQL"},
+    {.name = "kafka.group", .type = SVC_CFG_STRING, .def = "", .env = "SLUICE_KAFKA_GROUP",
+     .offset = offsetof(wk_cfg_t, group),
+     .help = "consumer group; also the key of the offsets stored in PostgreSQL (empty: "
+             "sluice-<pipeline>)"},
     {.name = "kafka.instance_id", .type = SVC_CFG_STRING, .def = "",
      .env = "SLUICE_KAFKA_INSTANCE_ID", .offset = offsetof(wk_cfg_t, instance_id),
      .help = "static group membership id (e.g. the pod name); empty for dynamic membership"},
-    {.name = "fraud.topic", .type = SVC_CFG_STRING, .def = "sluice.fraud.events",
-     .env = "SLUICE_FRAUD_TOPIC", .flags = SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, topic),
-     .help = "input topic of protobuf Envelope/Transaction events"},
-    {.name = "fraud.dlq_topic", .type = SVC_CFG_STRING, .def = "sluice.fraud.dlq",
-     .env = "SLUICE_FRAUD_DLQ_TOPIC", .flags = SVC_CFG_NONEMPTY,
+    {.name = "topic", .type = SVC_CFG_STRING, .def = "", .env = "SLUICE_TOPIC",
+     .offset = offsetof(wk_cfg_t, topic),
+     .help = "input topic of protobuf Envelope events (empty: sluice.<pipeline>.events)"},
+    {.name = "dlq_topic", .type = SVC_CFG_STRING, .def = "", .env = "SLUICE_DLQ_TOPIC",
      .offset = offsetof(wk_cfg_t, dlq_topic),
-     .help = "dead-letter topic for events that cannot be decoded or validated"},
-    {.name = "fraud.alerts_topic", .type = SVC_CFG_STRING, .def = "sluice.fraud.alerts",
-     .env = "SLUICE_FRAUD_ALERTS_TOPIC", .flags = SVC_CFG_NONEMPTY,
+     .help = "dead-letter topic for events that cannot be decoded or validated (empty: "
+             "sluice.<pipeline>.dlq)"},
+    {.name = "alerts_topic", .type = SVC_CFG_STRING, .def = "", .env = "SLUICE_ALERTS_TOPIC",
      .offset = offsetof(wk_cfg_t, alerts_topic),
-     .help = "topic the outbox relay publishes alerts to (recorded with each outbox row)"},
+     .help = "topic the outbox relay publishes alerts to, recorded with each outbox row "
+             "(empty: sluice.<pipeline>.alerts)"},
+    {.name = "fraud.topic", .type = SVC_CFG_STRING, .def = "", .env = "SLUICE_FRAUD_TOPIC",
+     .offset = offsetof(wk_cfg_t, fraud_topic),
+     .help = "pipeline fraud: the input topic when `topic` is empty (the fraud-only worker's "
+             "name; empty: sluice.fraud.events)"},
+    {.name = "fraud.dlq_topic", .type = SVC_CFG_STRING, .def = "",
+     .env = "SLUICE_FRAUD_DLQ_TOPIC", .offset = offsetof(wk_cfg_t, fraud_dlq_topic),
+     .help = "pipeline fraud: the dead-letter topic when `dlq_topic` is empty (empty: "
+             "sluice.fraud.dlq)"},
+    {.name = "fraud.alerts_topic", .type = SVC_CFG_STRING, .def = "",
+     .env = "SLUICE_FRAUD_ALERTS_TOPIC", .offset = offsetof(wk_cfg_t, fraud_alerts_topic),
+     .help = "pipeline fraud: the alerts topic when `alerts_topic` is empty (empty: "
+             "sluice.fraud.alerts)"},
     {.name = "pg.dsn", .type = SVC_CFG_STRING, .env = "SLUICE_PG_DSN",
      .flags = SVC_CFG_REQUIRED | SVC_CFG_SECRET | SVC_CFG_NONEMPTY,
      .offset = offsetof(wk_cfg_t, pg_dsn), .help = "PostgreSQL connection string"},
@@ -83,9 +116,11 @@ static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "http.port", .type = SVC_CFG_INT, .def = "9464", .env = "SLUICE_HTTP_PORT",
      .offset = offsetof(wk_cfg_t, http_port), .min = 0, .max = 65535,
      .help = "port of the HTTP endpoint (0: any free port, logged at start)"},
-    {.name = "model.path", .type = SVC_CFG_STRING, .env = "SLUICE_FRAUD_MODEL",
+    {.name = "model.path", .type = SVC_CFG_STRING, .env = "SLUICE_MODEL",
      .flags = SVC_CFG_REQUIRED | SVC_CFG_NONEMPTY, .offset = offsetof(wk_cfg_t, model_path),
-     .help = "libmoe model file (binary tabular model over fraud features)"},
+     .help = "libmoe model file that fits the pipeline (fraud: binary tabular model over fraud "
+             "features; fault: fault-ai4i or fault-cmapss; records: a text classifier); "
+             "SLUICE_FRAUD_MODEL is read when SLUICE_MODEL is unset"},
     {.name = "model.watch_interval", .type = SVC_CFG_DURATION, .def = "2s",
      .env = "SLUICE_MODEL_WATCH_INTERVAL", .flags = SVC_CFG_RELOADABLE,
      .offset = offsetof(wk_cfg_t, model_watch_ms),
@@ -110,18 +145,9 @@ static const svc_cfg_def_t wk_cfg_table[] = {
      .min = 1, .max = 10000000,
      .help = "fetching pauses while this many consumed events wait for scoring or PostgreSQL "
              "(resumes at half)"},
-    {.name = "fraud.review_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
-     .env = "SLUICE_FRAUD_REVIEW_THRESHOLD", .offset = offsetof(wk_cfg_t, review_threshold),
-     .min = -1, .max = 1, .help = "score from which a transaction is sent to review (-1: half "
-                                  "the block threshold)"},
-    {.name = "fraud.block_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
-     .env = "SLUICE_FRAUD_BLOCK_THRESHOLD", .offset = offsetof(wk_cfg_t, block_threshold),
-     .min = -1, .max = 1, .help = "score from which a transaction is blocked and alerted (-1: "
-                                  "the model card's threshold)"},
-    {.name = "fraud.explain_threshold", .type = SVC_CFG_DOUBLE, .def = "-1",
-     .env = "SLUICE_FRAUD_EXPLAIN_THRESHOLD", .offset = offsetof(wk_cfg_t, explain_threshold),
-     .min = -1, .max = 2, .help = "store the top contributing features of results scoring at "
-                                  "least this (-1: the review threshold; 2: never)"},
+    WK_FRAUD_CFG_ROWS(wk_cfg_t, fraud)
+    WK_FAULT_CFG_ROWS(wk_cfg_t, fault)
+    WK_RECORDS_CFG_ROWS(wk_cfg_t, records)
     {.name = "log.level", .type = SVC_CFG_ENUM, .def = "info", .env = "SLUICE_LOG_LEVEL",
      .offset = offsetof(wk_cfg_t, log_level), .values = svc_log_level_names,
      .help = "log threshold"},
@@ -151,9 +177,13 @@ int main(int argc, char **argv) {
   wk_cfg_t c = {0};
   svc_cfg_t *cfg = NULL;
   char err[1024];
+  /* SLUICE_FRAUD_MODEL, the fraud-only worker's variable, still names the model. */
+  if (getenv("SLUICE_MODEL") == NULL && getenv("SLUICE_FRAUD_MODEL") != NULL)
+    setenv("SLUICE_MODEL", getenv("SLUICE_FRAUD_MODEL"), 1);
   if (svc_cfg_new(&cfg, "sluice-worker",
-                  "Score card transactions from Kafka with the MoE engine and store every result, "
-                  "card state, alert and offset in PostgreSQL exactly once per batch.",
+                  "Score events from Kafka with the MoE engine (card transactions, sensor "
+                  "readings or clinical notes: the pipeline setting) and store every result, "
+                  "key state, alert and offset in PostgreSQL exactly once per batch.",
                   wk_cfg_table, &c, "SLUICE_WORKER_CONFIG", err, sizeof err) != SVC_OK) {
     fprintf(stderr, "sluice-worker: %s\n", err);
     return 2;
@@ -176,22 +206,40 @@ int main(int argc, char **argv) {
    * instead of about 0.5 ms (bench/pipeline/README.md). */
   openblas_set_num_threads(1);
 
+  /* Per-pipeline defaults: the generic name, then (fraud) the fraud.* name, then
+   * sluice.<domain>.<what> / sluice-<domain>. */
+  const wk_pipeline_ops_t *ops = wk_pipelines[c.pipeline];
+  const char *domain = ops->domain;
+  bool fraud = ops == &wk_pipeline_fraud;
+  char def_topic[128], def_dlq[128], def_alerts[128], def_group[128];
+  snprintf(def_topic, sizeof def_topic, "sluice.%s.events", domain);
+  snprintf(def_dlq, sizeof def_dlq, "sluice.%s.dlq", domain);
+  snprintf(def_alerts, sizeof def_alerts, "sluice.%s.alerts", domain);
+  snprintf(def_group, sizeof def_group, "sluice-%s", domain);
+#define WK_PICK(generic, fraud_name, def)                                                     \
+  ((generic)[0] ? (generic) : fraud && (fraud_name)[0] ? (fraud_name) : (def))
+  const char *topic = WK_PICK(c.topic, c.fraud_topic, def_topic);
+  const char *dlq_topic = WK_PICK(c.dlq_topic, c.fraud_dlq_topic, def_dlq);
+  const char *alerts_topic = WK_PICK(c.alerts_topic, c.fraud_alerts_topic, def_alerts);
+#undef WK_PICK
+  const char *group = c.group[0] ? c.group : def_group;
+  const void *settings = fraud ? (const void *)&c.fraud
+                         : ops == &wk_pipeline_fault ? (const void *)&c.fault
+                                                     : (const void *)&c.records;
+
   wk_reload_ctx_t rctx = {.cfg = cfg, .c = &c};
-  wk_worker_opts_t o = {.brokers = c.brokers, .group = c.group, .instance_id = c.instance_id,
-                        .topic = c.topic, .dlq_topic = c.dlq_topic,
-                        .alerts_topic = c.alerts_topic, .pg_dsn = c.pg_dsn,
+  wk_worker_opts_t o = {.pipeline = ops, .settings = settings,
+                        .brokers = c.brokers, .group = group, .instance_id = c.instance_id,
+                        .topic = topic, .dlq_topic = dlq_topic,
+                        .alerts_topic = alerts_topic, .pg_dsn = c.pg_dsn,
                         .pg_schema = c.pg_schema, .http_address = c.http_address,
                         .http_port = (unsigned)c.http_port, .model_path = c.model_path,
                         .batch_max = (size_t)c.batch_max, .batch_wait_ms = (uint64_t)c.batch_wait_ms,
                         .max_event_bytes = (size_t)c.max_event_bytes,
                         .max_queued_events = (size_t)c.max_queued_events,
-                        .review_threshold = c.review_threshold,
-                        .block_threshold = c.block_threshold,
-                        .explain_threshold = c.explain_threshold,
                         .model_watch_ms = (uint64_t)c.model_watch_ms,
                         .kafka_error_grace_ms = (uint64_t)c.kafka_error_grace_ms,
-                        .reload_settings = reload_settings, .reload_data = &rctx,
-                        .domain = "fraud"};
+                        .reload_settings = reload_settings, .reload_data = &rctx};
   svc_err_t rc = wk_worker_run(&o, err, sizeof err);
   if (rc != SVC_OK) {
     SVC_LOG(SVC_LOG_ERROR, "worker stopped on an error", "err=%s detail=\"%s\"", svc_err_name(rc),

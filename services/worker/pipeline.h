@@ -34,6 +34,7 @@
  *     (the pipeline counts it); the core still commits past it.
  *   - restore_sql: a NULL function or a NULL return both mean "no per-key state": no query.
  *   - env.group: the consumer group (for logs; the core owns kafka_offsets).
+ *   - ops.model_info (optional): the model's lines of /info.
  */
 #ifndef WK_PIPELINE_H
 #define WK_PIPELINE_H
@@ -107,6 +108,9 @@ typedef struct wk_pipeline_ops_s {
   void (*model_free)(wk_pmodel_t *m);
   const char *(*model_version)(const wk_pmodel_t *m);
   size_t (*model_load_size)(const wk_pmodel_t *m); /* per-expert load entries (0: none) */
+  /* Optional: "name:value\n" lines about the model for /info (e.g. its thresholds), written
+   * into buf (always NUL-terminated); returns the length. Loop thread. */
+  size_t (*model_info)(const wk_pmodel_t *m, char *buf, size_t size);
 
   /*
    * Decodes and validates one record and folds it into its key's state. Returns the

@@ -1,7 +1,9 @@
 /*
- * The fraud worker's event loop: Kafka in, validation and DLQ, card state, micro-batches,
- * scoring on the thread pool, one PostgreSQL statement per batch, restore on assignment,
- * metrics and health, graceful stop. The contract is in worker.h.
+ * The worker core's event loop, the same for every pipeline (pipeline.h): Kafka in, the
+ * pipeline's accept (validation, per-key state) and the DLQ, micro-batches, the pipeline's
+ * process (scoring, rows) on the thread pool, one PostgreSQL statement per batch (stmt.h),
+ * restore on assignment, in-process recovery, the outbox relay, model reloads, metrics and
+ * health, graceful stop. The contract is in worker.h.
  */
 #include "worker.h"
 
@@ -15,13 +17,10 @@
 #include <string.h>
 #include <uv.h>
 
-#include "batch-tx.h"
 #include "batcher.h"
-#include "card-store.h"
-#include "fraud-input.h"
+#include "pipeline.h"
 #include "schema.h"
-#include "scorer.h"
-#include "sluice/v1/results.pb-c.h"
+#include "stmt.h"
 #include "svc/db.h"
 #include "svc/http.h"
 #include "svc/kafka.h"
@@ -39,8 +38,6 @@
      SVC_BUCKETS_NONE, "Events sent to the dead-letter topic, by reason.")                   \
   XX(WK_M_DLQ_FAILED, "sluice_dlq_send_failures_total", SVC_COUNTER, "events", "", 0,        \
      SVC_BUCKETS_NONE, "Dead-letter records that could not be queued or delivered.")         \
-  XX(WK_M_DECISIONS, "sluice_decisions_total", SVC_COUNTER, "events", "decision", 4,         \
-     SVC_BUCKETS_NONE, "Decisions taken, by decision.")                                      \
   XX(WK_M_ALERTS, "sluice_alerts_total", SVC_COUNTER, "alerts", "", 0, SVC_BUCKETS_NONE,     \
      "Alerts written to the outbox.")                                                        \
   XX(WK_M_DUPLICATES, "sluice_results_duplicate_total", SVC_COUNTER, "events", "", 0,        \
@@ -68,8 +65,8 @@
      SVC_BUCKETS_NONE, "Times fetching was paused for back-pressure.")                      \
   XX(WK_M_PARTITIONS, "sluice_partitions_assigned", SVC_GAUGE, "partitions", "", 0,          \
      SVC_BUCKETS_NONE, "Partitions currently assigned to this worker.")                      \
-  XX(WK_M_CARDS, "sluice_cards_in_memory", SVC_GAUGE, "cards", "", 0, SVC_BUCKETS_NONE,      \
-     "Cards whose velocity state is held in memory.")                                        \
+  XX(WK_M_KEYS, "sluice_keys_in_memory", SVC_GAUGE, "keys", "", 0, SVC_BUCKETS_NONE,        \
+     "Keys (cards, devices) whose state the pipeline holds in memory.")                      \
   XX(WK_M_EXPERT_LOAD, "sluice_expert_load_total", SVC_COUNTER, "rows", "expert", 512,       \
      SVC_BUCKETS_NONE,                                                                       \
      "Rows routed to each routed expert (index over all MoE blocks, block by block).")       \
@@ -107,29 +104,25 @@ static const char *const wk_ready_names[] = {"model", "partitions", "database", 
 /* ---- state ---------------------------------------------------------------------------- */
 
 typedef struct wk_event_s {
-  rd_kafka_message_t *msg;   /* owned until the batch commits (back-pressure on fetching) */
-  Sluice__V1__Envelope *env; /* NULL: dead-lettered, only its offset is committed */
-  int has_state;
-  uint8_t state[WK_VEL_ENCODED_SIZE]; /* the card's state after this event */
-  float feats[WK_FRAUD_N_FEATURES];
+  rd_kafka_message_t *msg; /* owned until the batch commits (back-pressure on fetching) */
+  void *pev;               /* the pipeline's event; NULL: dead-lettered or skipped, only its
+                              offset is committed */
 } wk_event_t;
 
 typedef struct wk_worker_s wk_worker_t;
 
 /*
- * A loaded model with everything derived from it. Reference-counted on the loop thread: the
- * worker holds one reference to the serving model and every batch holds one to the model it
- * was scored with, so a swap affects only new batches and the old model is freed when its
- * last batch is done. Immutable once built; the one session is used by one scoring at a time
- * (the worker scores one batch at a time).
+ * A loaded model (the pipeline's). Reference-counted on the loop thread: the worker holds one
+ * reference to the serving model and every batch holds one to the model it was scored with,
+ * so a swap affects only new batches and the old model is freed when its last batch is done.
+ * The pipeline's process runs one batch at a time, so a model's scratch is never shared.
  */
 typedef struct wk_model_s {
   int refs;
-  wk_scorer_t *scorer;
-  wk_scorer_session_t *sess;
-  wk_feature_map_t fmap;
-  int fmap_open;
-  float review_thr, block_thr, explain_thr;
+  const wk_pipeline_ops_t *ops;
+  wk_pmodel_t *pm;
+  const char *version; /* ops->model_version(pm) */
+  size_t load_size;    /* ops->model_load_size(pm) */
 } wk_model_t;
 
 typedef struct wk_batch_s {
@@ -138,23 +131,27 @@ typedef struct wk_batch_s {
   unsigned gen;        /* w->gen when batched; an older batch belongs to discarded state */
   wk_event_t **ev;
   size_t n;
-  size_t n_rows;       /* events to score */
-  float *x;            /* (n_rows * n_inputs) */
-  wk_score_t *scores;  /* (n_rows) */
-  int64_t *load;       /* (load_size) */
+  size_t n_rows;       /* accepted events, handed to the pipeline's process */
+  void **pevs;         /* (n_rows) their pipeline events, in order */
+  const rd_kafka_message_t **msgs; /* (n_rows) and their records */
+  int64_t *load;       /* (load_size + 1) rows per expert */
+  wk_batch_stats_t stats;
   svc_err_t score_err;
   char score_errstr[256];
-  uint64_t infer_ns, explain_ns, commit_start_ns;
-  const char *sql;            /* the built statement, borrowed from w->tx */
-  const char *const *params;  /* its parameters in binary (wk_batch_tx_finish_binary) */
+  uint64_t commit_start_ns;
+  const char *sql;            /* the built statement, borrowed from w->stmt */
+  const char *const *params;  /* its parameters in binary (wk_stmt_render) */
   const int *lengths, *formats;
-  size_t n_explained;
+  int n_params;
   uv_work_t work;
   struct wk_batch_s *next;
 } wk_batch_t;
 
 struct wk_worker_s {
   wk_worker_opts_t o;
+  const wk_pipeline_ops_t *ops;
+  wk_pipeline_t *pipe;
+  svc_metric_def_t *metric_defs; /* the core's then the pipeline's (the registry borrows it) */
   uv_loop_t loop;
   svc_metrics_t *metrics;
   svc_http_t *http;
@@ -169,15 +166,14 @@ struct wk_worker_s {
   kq_consumer_t *cons;
   kq_producer_t *prod;
   db_conn_t *db;
-  wk_card_store_t cards;
   wk_batcher_t batcher;
   int batcher_open;
-  wk_batch_tx_t *tx;
+  wk_stmt_t *stmt;
   /* Batches move queue -> scoring (thread pool) -> ready (scored, waiting for the database)
    * -> committing (sent). Scoring the next batch overlaps the commit of the previous one;
    * commits stay one at a time and in order. At most one of scoring/ready is set, so the one
-   * statement builder (tx) is never needed by two batches at once: a sent statement has been
-   * copied by db_conn_query. */
+   * statement builder (stmt) is never needed by two batches at once: a sent statement has
+   * been copied by db_conn_query_prepared. */
   wk_batch_t *queue_head, *queue_tail, *scoring, *ready, *committing;
   size_t n_queued;  /* batches waiting behind the one in flight */
   size_t n_pending_events; /* events in batches not yet committed (queued to committing) */
@@ -198,30 +194,31 @@ struct wk_worker_s {
   int restore_again;       /* partitions were assigned during the restore: restore again */
   int edb_streak;          /* commits the server rejected since the last good one */
   struct wk_assign_s *assign_wait; /* assignments whose restore queries could not be sent */
+  struct wk_assign_s *restore_wait; /* assignments waiting for process to return */
+  int n_assigning;         /* assignments restoring keys: the pump holds meanwhile */
+  int discard_pending;     /* a recovery's discard waits for process to return */
   uv_timer_t recover_timer;
   uint64_t kafka_err_since; /* uv_now of the first consumer error since the last message */
   int kafka_down;
   svc_series_t *m_reloads, *m_reload_failed, *m_recovering, *m_kafka_down;
   size_t n_load_series;
   svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
-  svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_cards;
+  svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_keys;
   svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained, *m_paused, *m_pauses;
-  svc_series_t *m_decision[4];
   svc_series_t **m_load; /* (load_size) */
   /* The /info header, built once setup is done and read by the HTTP thread. */
   _Atomic(char *) info_text;
 };
 
 static void worker_begin_close(wk_worker_t *w);
+static void restore_wait_flush(wk_worker_t *w);
 static void worker_recover(wk_worker_t *w, const char *cause, const char *detail);
 static void worker_settle(wk_worker_t *w);
 static void kafka_ok(wk_worker_t *w);
 
 static void model_unref(wk_model_t *m) {
   if (m == NULL || --m->refs > 0) return;
-  if (m->scorer && m->sess) m->scorer->session_free(m->sess);
-  if (m->fmap_open) wk_feature_map_close(&m->fmap);
-  wk_scorer_free(m->scorer);
+  m->ops->model_free(m->pm);
   free(m);
 }
 
@@ -243,9 +240,9 @@ static bool worker_idle(const wk_worker_t *w) {
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-static void event_free(wk_event_t *ev) {
+static void event_free(wk_worker_t *w, wk_event_t *ev) {
   if (ev == NULL) return;
-  if (ev->env) sluice__v1__envelope__free_unpacked(ev->env, NULL);
+  if (ev->pev) w->ops->event_free(w->pipe, ev->pev);
   if (ev->msg) rd_kafka_message_destroy(ev->msg);
   free(ev);
 }
@@ -254,10 +251,10 @@ static void batch_free(wk_batch_t *b) {
   if (b == NULL) return;
   b->w->n_pending_events -= b->n;
   model_unref(b->model);
-  for (size_t i = 0; i < b->n; i++) event_free(b->ev[i]);
+  for (size_t i = 0; i < b->n; i++) event_free(b->w, b->ev[i]);
   free(b->ev);
-  free(b->x);
-  free(b->scores);
+  free(b->pevs);
+  free(b->msgs);
   free(b->load);
   free(b);
 }
@@ -297,56 +294,33 @@ static void worker_drop_pending(wk_worker_t *w) {
   if (w->batcher_open) {
     size_t n;
     void **items = wk_batcher_take(&w->batcher, &n);
-    for (size_t i = 0; i < n; i++) event_free(items[i]);
+    for (size_t i = 0; i < n; i++) event_free(w, items[i]);
     free(items);
   }
-}
-
-static wk_decision_t model_decide(const wk_model_t *m, float score) {
-  if (score >= m->block_thr) return WK_DECISION_BLOCK;
-  if (score >= m->review_thr) return WK_DECISION_REVIEW;
-  return WK_DECISION_ALLOW;
 }
 
 /* ---- the model: load, swap ------------------------------------------------------------ */
 
 /*
- * Loads the model file and everything derived from it: the scorer (which refuses a file that
- * is unreadable, not a binary tabular model, or has inputs that are not fraud features), the
- * feature map (which refuses inputs the builder does not produce), one session and the
- * thresholds. Pure: runs on the thread pool for a reload. errstr names the file and the fault.
+ * Loads the model file through the pipeline, which refuses a file that does not fit it (task,
+ * inputs, encoder) with errstr naming the file and the fault. Runs on the thread pool for a
+ * reload (model_open may run on any thread).
  */
-static svc_err_t model_load(const wk_worker_opts_t *o, wk_model_t **out, char *errstr,
+static svc_err_t model_load(wk_worker_t *w, wk_model_t **out, char *errstr,
                             size_t errstr_size) {
   wk_model_t *m = calloc(1, sizeof *m);
   if (m == NULL) return SVC_ENOMEM;
   m->refs = 1;
-  svc_err_t err = wk_scorer_moe_open(o->model_path, o->batch_max, &m->scorer, errstr,
-                                     errstr_size);
-  if (err) goto fail;
-  err = wk_feature_map_init(&m->fmap, m->scorer->input_names, m->scorer->n_inputs, errstr,
-                            errstr_size);
-  if (err) goto fail;
-  m->fmap_open = 1;
-  err = m->scorer->session_new(m->scorer, &m->sess);
+  m->ops = w->ops;
+  svc_err_t err = w->ops->model_open(w->pipe, w->o.model_path, &m->pm, errstr, errstr_size);
   if (err) {
-    snprintf(errstr, errstr_size, "%s: scorer session: %s", o->model_path, svc_strerror(err));
-    goto fail;
+    free(m);
+    return err;
   }
-  m->block_thr = (float)(o->block_threshold >= 0 ? o->block_threshold : m->scorer->threshold);
-  m->review_thr = (float)(o->review_threshold >= 0 ? o->review_threshold : m->block_thr / 2);
-  m->explain_thr = (float)(o->explain_threshold >= 0 ? o->explain_threshold : m->review_thr);
-  if (m->review_thr > m->block_thr) {
-    snprintf(errstr, errstr_size, "%s: review threshold %.3f is above the block threshold %.3f",
-             o->model_path, (double)m->review_thr, (double)m->block_thr);
-    err = SVC_ECONFIG;
-    goto fail;
-  }
+  m->version = w->ops->model_version(m->pm);
+  m->load_size = w->ops->model_load_size ? w->ops->model_load_size(m->pm) : 0;
   *out = m;
   return SVC_OK;
-fail:
-  model_unref(m);
-  return err;
 }
 
 /* The /info header for the serving model. Old headers stay allocated until exit: the HTTP
@@ -356,15 +330,14 @@ static void worker_info_build(wk_worker_t *w) {
   char **infos = realloc(w->infos, (w->n_infos + 1) * sizeof *infos);
   if (infos == NULL) return;
   w->infos = infos;
-  char *info = NULL;
+  char *info = NULL, model_lines[1024] = "";
+  if (w->ops->model_info) w->ops->model_info(m->pm, model_lines, sizeof model_lines);
   if (asprintf(&info,
-               "# worker\nstate:running\ntopic:%s\ngroup:%s\ndlq_topic:%s\nalerts_topic:%s\n"
-               "pg_schema:%s\nmodel_version:%s\nmodel_inputs:%zu\nblock_threshold:%g\n"
-               "review_threshold:%g\nexplain_threshold:%g\nbatch_max:%zu\nbatch_wait_ms:%" PRIu64
-               "\n",
-               w->o.topic, w->o.group, w->o.dlq_topic, w->o.alerts_topic, w->o.pg_schema,
-               m->scorer->version, m->scorer->n_inputs, (double)m->block_thr,
-               (double)m->review_thr, (double)m->explain_thr, w->o.batch_max,
+               "# worker\nstate:running\npipeline:%s\ntopic:%s\ngroup:%s\ndlq_topic:%s\n"
+               "alerts_topic:%s\npg_schema:%s\nmodel_version:%s\n%sbatch_max:%zu\n"
+               "batch_wait_ms:%" PRIu64 "\n",
+               w->ops->domain, w->o.topic, w->o.group, w->o.dlq_topic, w->o.alerts_topic,
+               w->o.pg_schema, m->version, model_lines, w->o.batch_max,
                w->o.batch_wait_ms) < 0)
     return;
   w->infos[w->n_infos++] = info;
@@ -373,7 +346,7 @@ static void worker_info_build(wk_worker_t *w) {
 
 /* Makes m the serving model for new batches; batches holding the old one finish with it. */
 static svc_err_t model_install(wk_worker_t *w, wk_model_t *m) {
-  size_t need = m->scorer->load_size;
+  size_t need = m->load_size;
   if (need > w->n_load_series) {
     svc_series_t **s = realloc(w->m_load, (need + 1) * sizeof *s);
     if (s == NULL) return SVC_ENOMEM;
@@ -386,14 +359,17 @@ static svc_err_t model_install(wk_worker_t *w, wk_model_t *m) {
     w->n_load_series = need;
   }
   wk_model_t *old = w->model;
-  if (old) svc_gauge_clear(svc_metrics_series1(w->metrics, WK_M_MODEL, old->scorer->version));
+  if (old) svc_gauge_clear(svc_metrics_series1(w->metrics, WK_M_MODEL, old->version));
   w->model = m;
-  svc_gauge_set(svc_metrics_series1(w->metrics, WK_M_MODEL, m->scorer->version), 1);
+  svc_gauge_set(svc_metrics_series1(w->metrics, WK_M_MODEL, m->version), 1);
   svc_http_set_ready(w->http, WK_READY_MODEL, true);
+  char lines[1024] = "";
+  if (w->ops->model_info) w->ops->model_info(m->pm, lines, sizeof lines);
+  for (char *c = lines; *c; c++) /* "a:1\nb:2\n" -> "a=1 b=2 " for the log line */
+    *c = *c == '\n' ? ' ' : *c == ':' ? '=' : *c;
   SVC_LOG(SVC_LOG_INFO, old ? "model swapped in" : "model loaded",
-          "version=%s previous=%s inputs=%zu block_threshold=%.3f review_threshold=%.3f",
-          m->scorer->version, old ? old->scorer->version : "", m->scorer->n_inputs,
-          (double)m->block_thr, (double)m->review_thr);
+          "pipeline=%s version=%s previous=%s %s", w->ops->domain, m->version,
+          old ? old->version : "", lines);
   model_unref(old);
   if (w->cons) worker_info_build(w); /* at start, setup builds it once everything is up */
   return SVC_OK;
@@ -414,7 +390,7 @@ static void on_model_changed(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
 
 static void reload_work(uv_work_t *req) {
   wk_reload_t *r = req->data;
-  r->err = model_load(&r->w->o, &r->m, r->errstr, sizeof r->errstr);
+  r->err = model_load(r->w, &r->m, r->errstr, sizeof r->errstr);
 }
 
 static void after_reload(uv_work_t *req, int status) {
@@ -438,7 +414,7 @@ static void after_reload(uv_work_t *req, int status) {
       if (*p == '"') *p = '\'';
     SVC_LOG(SVC_LOG_ERROR, "model reload refused; the serving model stays",
             "trigger=%s err=%s detail=\"%s\" serving=%s", r->why, svc_err_name(err),
-            status != 0 ? uv_strerror(status) : r->errstr, w->model->scorer->version);
+            status != 0 ? uv_strerror(status) : r->errstr, w->model->version);
   }
   free(r);
   if (w->reload_again) {
@@ -595,36 +571,15 @@ static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
   /* While recovering, the consumer is paused and will be sought back to PostgreSQL's offsets:
    * what was already fetched comes again then. */
   if (w->fatal || w->recovering) {
-    event_free(ev);
+    event_free(w, ev);
     return;
   }
-  wk_reject_t rej;
-  /* A tombstone (no value) decodes as an empty envelope and fails validation like any other. */
+  wk_reject_t rej = {.reason = WK_REJECT_NONE};
+  /* A tombstone (no value) is an empty value, which the pipeline refuses like any other. */
   static const uint8_t empty[1];
   const uint8_t *value = msg->payload ? msg->payload : empty;
-  ev->env = wk_fraud_decode(value, msg->payload ? msg->len : 0, w->o.max_event_bytes, &rej);
-  if (ev->env == NULL) {
-    dlq_send(w, msg, &rej);
-  } else {
-    const Sluice__V1__Transaction *tx = ev->env->transaction;
-    float vel[WK_VEL_N_FEATURES];
-    const float *velp = NULL;
-    if (tx->card_id != NULL && tx->card_id[0] != '\0') {
-      wk_card_t *card = wk_card_store_get(&w->cards, tx->card_id, msg->partition, NULL);
-      if (msg->offset > card->last_offset) {
-        wk_velocity_observe(&card->vel, ev->env->event_time_ms, tx->amount, vel);
-        card->last_offset = msg->offset;
-      } else {
-        /* Already folded into the restored state (a replay): features only. */
-        wk_velocity_features(&card->vel, ev->env->event_time_ms, tx->amount, vel);
-      }
-      card->partition = msg->partition;
-      wk_velocity_encode(&card->vel, ev->state, sizeof ev->state);
-      ev->has_state = 1;
-      velp = vel;
-    }
-    wk_fraud_build(ev->env, velp, ev->feats);
-  }
+  ev->pev = w->ops->accept(w->pipe, w->model->pm, msg, value, msg->payload ? msg->len : 0, &rej);
+  if (ev->pev == NULL && rej.reason != WK_REJECT_NONE) dlq_send(w, msg, &rej);
   wk_batcher_add(&w->batcher, ev);
   if (w->stopping) wk_batcher_flush(&w->batcher);
 }
@@ -648,7 +603,7 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
   wk_worker_t *w = bt->data;
   wk_batch_t *b = calloc(1, sizeof *b);
   if (b == NULL) {
-    for (size_t i = 0; i < n; i++) event_free(items[i]);
+    for (size_t i = 0; i < n; i++) event_free(w, items[i]);
     free(items);
     worker_fatal(w, "batching", "out of memory");
     return;
@@ -677,102 +632,34 @@ static void worker_settle(wk_worker_t *w);
 /* Commits the server rejected in a row before the worker gives up (crash-only fallback). */
 #define WK_MAX_EDB_STREAK 3
 
+/* On the thread pool: the pipeline scores the batch and adds its rows, then the statement is
+ * built. The loop thread touches neither the batch nor w->stmt meanwhile. */
 static void score_work(uv_work_t *req) {
   wk_batch_t *b = req->data;
-  wk_model_t *m = b->model;
-  uint64_t t0 = uv_hrtime();
-  b->score_err = m->scorer->score(m->sess, b->x, b->n_rows, b->scores, b->load, b->score_errstr,
-                                  sizeof b->score_errstr);
-  b->infer_ns = uv_hrtime() - t0;
-  /* Explanations cost about one scoring per input: only for the rows someone will look at. */
-  if (b->score_err != SVC_OK) return;
-  if (m->scorer->explain == NULL) {
-    batch_build(b->w, b);
-    return;
-  }
-  uint64_t t1 = uv_hrtime();
-  for (size_t i = 0; i < b->n_rows && b->score_err == SVC_OK; i++) {
-    if (b->scores[i].score < m->explain_thr) continue;
-    b->score_err = m->scorer->explain(m->sess, &b->x[i * m->scorer->n_inputs], &b->scores[i],
-                                      b->score_errstr, sizeof b->score_errstr);
-    b->n_explained++;
-  }
-  b->explain_ns = uv_hrtime() - t1;
-  if (b->score_err == SVC_OK) batch_build(b->w, b);
+  wk_worker_t *w = b->w;
+  wk_stmt_reset(w->stmt);
+  b->stats.expert_load = b->load;
+  b->score_err = w->ops->process(w->pipe, b->model->pm, b->pevs, b->msgs, b->n_rows, w->stmt,
+                                 &b->stats, b->score_errstr, sizeof b->score_errstr);
+  if (b->score_err == SVC_OK) batch_build(w, b);
 }
 
 static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
                          void *arg);
 
 /*
- * Builds the batch statement from the scored batch into w->tx. Pure computation on the batch
- * and on immutable worker settings, so it runs on the thread pool after scoring (only one
- * batch is ever in flight, and w->tx belongs to it), keeping the loop free.
+ * Completes the batch statement in w->stmt (the pipeline's rows, if any, are in it): the next
+ * offset of every partition the batch holds events of, dead letters included, then renders
+ * it. Pure computation on the batch and immutable settings: on the thread pool after
+ * process, or on the loop for a batch of dead letters only (only one batch is ever being
+ * built, and w->stmt belongs to it).
  */
 static void batch_build(wk_worker_t *w, wk_batch_t *b) {
-  const wk_model_t *model = b->model;
-  const wk_scorer_t *sc = model->scorer;
-  wk_batch_tx_reset(w->tx);
-  size_t row = 0;
-  const char *topic = w->o.topic;
   for (size_t i = 0; i < b->n; i++) {
-    wk_event_t *ev = b->ev[i];
-    const rd_kafka_message_t *m = ev->msg;
-    wk_offset_row_t k = {.topic = topic, .partition = m->partition, .next_offset = m->offset + 1};
-    wk_batch_tx_add_offset(w->tx, &k);
-    if (ev->env == NULL) continue;
-    const wk_score_t *s = &b->scores[row];
-    const float *in = &b->x[row * sc->n_inputs];
-    row++;
-    const Sluice__V1__Transaction *tx = ev->env->transaction;
-    wk_decision_t d = model_decide(model, s->score);
-    char experts[512], features[1024];
-    wk_score_experts_json(s, experts, sizeof experts);
-    wk_score_features_json(s, sc->input_names, features, sizeof features);
-    wk_result_row_t r = {.domain = w->o.domain, .event_id = ev->env->event_id,
-                         .key = ev->env->key, .score = s->score, .decision = d,
-                         .model_version = sc->version, .experts_json = experts,
-                         .top_features_json = features, .input = in,
-                         .n_input = sc->n_inputs,
-                         .event_time_ms = ev->env->event_time_ms, .topic = topic,
-                         .partition = m->partition, .offset = m->offset};
-    wk_batch_tx_add_result(w->tx, &r);
-    if (ev->has_state) {
-      wk_state_row_t st = {.card_id = tx->card_id, .topic = topic, .partition = m->partition,
-                           .last_offset = m->offset, .state = ev->state,
-                           .state_len = sizeof ev->state};
-      wk_batch_tx_add_state(w->tx, &st);
-    }
-    if (d == WK_DECISION_BLOCK) {
-      char alert_id[256], text[128];
-      snprintf(alert_id, sizeof alert_id, "%s:%s", w->o.domain, ev->env->event_id);
-      snprintf(text, sizeof text, "score %.3f at or above the block threshold %.3f",
-               (double)s->score, (double)model->block_thr);
-      Sluice__V1__Alert a = SLUICE__V1__ALERT__INIT;
-      a.alert_id = alert_id;
-      a.domain = (char *)w->o.domain;
-      a.key = ev->env->key ? ev->env->key : (char *)"";
-      a.kind = (char *)"fraud";
-      a.has_state = 1;
-      a.state = SLUICE__V1__ALERT_STATE__ALERT_STATE_FIRING;
-      a.has_score = 1;
-      a.score = s->score;
-      a.event_id = ev->env->event_id;
-      a.has_at_ms = 1;
-      a.at_ms = ev->env->event_time_ms;
-      a.message = text;
-      a.model_version = (char *)sc->version;
-      uint8_t payload[1024];
-      size_t len = sluice__v1__alert__get_packed_size(&a);
-      if (len <= sizeof payload) {
-        sluice__v1__alert__pack(&a, payload);
-        wk_outbox_row_t o = {.alert_id = alert_id, .domain = w->o.domain, .key = a.key,
-                             .topic = w->o.alerts_topic, .payload = payload, .payload_len = len};
-        wk_batch_tx_add_outbox(w->tx, &o);
-      }
-    }
+    const rd_kafka_message_t *m = b->ev[i]->msg;
+    wk_stmt_add_offset(w->stmt, w->o.topic, m->partition, m->offset + 1);
   }
-  wk_batch_tx_finish_binary(w->tx, &b->sql, &b->params, &b->lengths, &b->formats);
+  wk_stmt_render(w->stmt, &b->sql, &b->n_params, &b->params, &b->lengths, &b->formats);
 }
 
 /*
@@ -783,9 +670,8 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
 static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   b->commit_start_ns = uv_hrtime();
   w->committing = b;
-  svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_batch", b->sql,
-                                         WK_BATCH_TX_N_PARAMS, b->params, b->lengths,
-                                         b->formats, on_committed, b);
+  svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_batch", b->sql, b->n_params,
+                                         b->params, b->lengths, b->formats, on_committed, b);
   if (err != SVC_OK) {
     w->committing = NULL;
     batch_free(b);
@@ -805,6 +691,14 @@ static void after_score(uv_work_t *req, int status) {
   wk_batch_t *b = req->data;
   wk_worker_t *w = b->w;
   w->scoring = NULL;
+  /* Work that had to wait until the pipeline's process returned (pipeline.h: restore and
+   * discard never run beside it). */
+  if (w->discard_pending) {
+    w->discard_pending = 0;
+    if (w->ops->discard) w->ops->discard(w->pipe);
+    svc_gauge_set(w->m_keys, (double)w->ops->n_keys(w->pipe));
+  }
+  restore_wait_flush(w);
   if (w->fatal) {
     batch_free(b);
     if (worker_idle(w)) worker_begin_close(w);
@@ -820,12 +714,12 @@ static void after_score(uv_work_t *req, int status) {
     worker_fatal(w, "scoring a batch", status != 0 ? uv_strerror(status) : b->score_errstr);
     return;
   }
-  svc_histogram_observe(w->m_infer, (double)b->infer_ns * 1e-9);
-  if (b->n_explained) {
-    svc_histogram_observe(w->m_explain, (double)b->explain_ns * 1e-9);
-    svc_counter_add(w->m_explained, b->n_explained);
+  svc_histogram_observe(w->m_infer, (double)b->stats.infer_ns * 1e-9);
+  if (b->stats.n_explained) {
+    svc_histogram_observe(w->m_explain, (double)b->stats.explain_ns * 1e-9);
+    svc_counter_add(w->m_explained, b->stats.n_explained);
   }
-  for (size_t i = 0; i < b->model->scorer->load_size && i < w->n_load_series; i++)
+  for (size_t i = 0; i < b->model->load_size && i < w->n_load_series; i++)
     if (b->load[i]) svc_counter_add(w->m_load[i], (uint64_t)b->load[i]);
   batch_ready(w, b);
 }
@@ -866,8 +760,10 @@ static bool queue_merge_head(wk_worker_t *w) {
 }
 
 static void worker_pump(wk_worker_t *w) {
+  /* While an assignment restores keys, nothing new is scored: the pipeline's restore never
+   * runs beside its process (pipeline.h). */
   if (w->scoring != NULL || w->ready != NULL || w->queue_head == NULL || w->closing ||
-      w->recovering)
+      w->recovering || w->n_assigning > 0)
     return;
   if (!queue_merge_head(w)) {
     worker_fatal(w, "merging batches", "out of memory");
@@ -889,18 +785,18 @@ static void worker_pump(wk_worker_t *w) {
   /* The serving model now: a swap after this point does not affect this batch. */
   b->model = w->model;
   b->model->refs++;
-  for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->env != NULL;
+  for (size_t i = 0; i < b->n; i++) b->n_rows += b->ev[i]->pev != NULL;
   if (b->n_rows == 0) {
+    wk_stmt_reset(w->stmt);
     batch_build(w, b); /* only dead letters: their offsets still move */
     batch_ready(w, b);
     return;
   }
   w->scoring = b;
-  size_t width = b->model->scorer->n_inputs;
-  b->x = malloc(b->n_rows * width * sizeof *b->x);
-  b->scores = calloc(b->n_rows, sizeof *b->scores);
-  b->load = calloc(b->model->scorer->load_size + 1, sizeof *b->load);
-  if (b->x == NULL || b->scores == NULL || b->load == NULL) {
+  b->pevs = malloc(b->n_rows * sizeof *b->pevs);
+  b->msgs = malloc(b->n_rows * sizeof *b->msgs);
+  b->load = calloc(b->model->load_size + 1, sizeof *b->load);
+  if (b->pevs == NULL || b->msgs == NULL || b->load == NULL) {
     w->scoring = NULL;
     batch_free(b);
     worker_fatal(w, "preparing a batch", "out of memory");
@@ -908,8 +804,10 @@ static void worker_pump(wk_worker_t *w) {
   }
   size_t row = 0;
   for (size_t i = 0; i < b->n; i++)
-    if (b->ev[i]->env)
-      wk_feature_map_apply(&b->model->fmap, b->ev[i]->feats, &b->x[width * row++]);
+    if (b->ev[i]->pev) {
+      b->pevs[row] = b->ev[i]->pev;
+      b->msgs[row++] = b->ev[i]->msg;
+    }
   b->work.data = b;
   int rc = uv_queue_work(&w->loop, &b->work, score_work, after_score);
   if (rc != 0) {
@@ -956,24 +854,27 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
   }
   uint64_t now_ns = uv_hrtime();
   svc_histogram_observe(w->m_commit, (double)(now_ns - b->commit_start_ns) * 1e-9);
-  wk_batch_tx_counts_t c = {0};
+  wk_stmt_counts_t c = {0};
   if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4) {
     const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
                            PQgetvalue(res, 0, 3)};
-    wk_batch_tx_parse_counts(cols, &c);
+    wk_stmt_parse_counts(cols, &c);
   }
   svc_counter_add(w->m_batches, 1);
   svc_histogram_observe(w->m_batch_size, (double)b->n);
-  svc_counter_add(w->m_scored, b->n_rows);
-  if ((size_t)c.results < b->n_rows) svc_counter_add(w->m_dupes, b->n_rows - (size_t)c.results);
+  size_t scored = b->stats.n_scored;
+  svc_counter_add(w->m_scored, scored);
+  if ((size_t)c.results < scored) svc_counter_add(w->m_dupes, scored - (size_t)c.results);
   svc_counter_add(w->m_alerts, (uint64_t)c.outbox);
+  if (b->n_rows > 0 && w->ops->committed)
+    w->ops->committed(w->pipe, b->model->pm, b->pevs, b->n_rows);
+  svc_gauge_set(w->m_keys, (double)w->ops->n_keys(w->pipe));
 
   /* Kafka's committed offsets follow PostgreSQL's, for lag tools; the truth stays in PG. */
   rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(4);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   double now_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-  size_t row = 0;
   for (size_t i = 0; i < b->n; i++) {
     const rd_kafka_message_t *m = b->ev[i]->msg;
     rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(offs, w->o.topic, m->partition);
@@ -982,15 +883,12 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
     rd_kafka_timestamp_type_t tstype;
     int64_t ts_ms = rd_kafka_message_timestamp(m, &tstype);
     if (ts_ms > 0) svc_histogram_observe(w->m_e2e, (now_ms - (double)ts_ms) * 1e-3);
-    if (b->ev[i]->env) {
-      wk_decision_t d = model_decide(b->model, b->scores[row++].score);
-      svc_counter_add(w->m_decision[d], 1);
-    }
   }
   if (w->cons) kq_consumer_commit(w->cons, offs);
   rd_kafka_topic_partition_list_destroy(offs);
-  SVC_LOG(SVC_LOG_DEBUG, "batch committed", "events=%zu scored=%zu inserted=%ld states=%ld alerts=%ld",
-          b->n, b->n_rows, c.results, c.states, c.outbox);
+  SVC_LOG(SVC_LOG_DEBUG, "batch committed",
+          "events=%zu accepted=%zu scored=%zu inserted=%ld states=%ld alerts=%ld", b->n,
+          b->n_rows, scored, c.results, c.states, c.outbox);
   batch_free(b);
 
   if (w->pending_revoke && worker_idle(w)) revoke_finish(w, true);
@@ -1012,8 +910,8 @@ static void worker_settle(wk_worker_t *w) {
 /* ---- rebalances ----------------------------------------------------------------------- */
 
 /*
- * Restoring partitions from PostgreSQL: their next offsets (kafka_offsets) and card states
- * (card_state). Two uses: a new assignment (the deferred rebalance completes afterwards, so
+ * Restoring partitions from PostgreSQL: their next offsets (kafka_offsets) and the pipeline's
+ * per-key state (its restore_sql; none for a pipeline without state). Two uses: a new assignment (the deferred rebalance completes afterwards, so
  * nothing is fetched before the offsets are known), and a recovery (every assigned partition
  * is restored and the paused consumer is sought back to the stored offsets, then resumed).
  */
@@ -1022,10 +920,12 @@ typedef struct wk_assign_s {
   rd_kafka_topic_partition_list_t *parts;
   char *partitions; /* "{0,3,5}", an integer[] literal for the restore queries */
   int recover;      /* a recovery restore rather than an assignment */
-  struct wk_assign_s *next; /* in w->assign_wait */
+  int holds_pump;   /* counted in w->n_assigning: no batch is scored until it is done */
+  struct wk_assign_s *next; /* in w->assign_wait or w->restore_wait */
 } wk_assign_t;
 
 static void assign_free(wk_assign_t *a) {
+  if (a->holds_pump) a->w->n_assigning--;
   if (a->parts) rd_kafka_topic_partition_list_destroy(a->parts);
   free(a->partitions);
   free(a);
@@ -1067,48 +967,6 @@ static wk_assign_t *assign_new(wk_worker_t *w, const rd_kafka_topic_partition_li
   return a;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-/* Loads the card_state rows of `res` into the card store; returns how many were unreadable. */
-static int restore_cards(wk_worker_t *w, const PGresult *res) {
-  int n = PQntuples(res), bad = 0;
-  for (int i = 0; i < n; i++) {
-    const char *id = PQgetvalue(res, i, 0);
-    int32_t part = (int32_t)atoi(PQgetvalue(res, i, 1));
-    int64_t last = strtoll(PQgetvalue(res, i, 2), NULL, 10);
-    const char *hex = PQgetvalue(res, i, 3);
-    size_t hl = strlen(hex);
-    uint8_t buf[WK_VEL_ENCODED_SIZE];
-    wk_card_t *card = wk_card_store_get(&w->cards, id, part, NULL);
-    char derr[256] = "hex length";
-    svc_err_t de = SVC_EDECODE;
-    if (hl == 2 * sizeof buf) {
-      size_t j = 0;
-      for (; j < sizeof buf; j++) {
-        int hi = hexval(hex[2 * j]), lo = hexval(hex[2 * j + 1]);
-        if (hi < 0 || lo < 0) break;
-        buf[j] = (uint8_t)(hi << 4 | lo);
-      }
-      if (j == sizeof buf) de = wk_velocity_decode(&card->vel, buf, sizeof buf, derr, sizeof derr);
-    }
-    if (de != SVC_OK) {
-      /* A state this worker cannot read starts afresh rather than stopping the partition. */
-      bad++;
-      wk_velocity_init(&card->vel);
-      SVC_LOG(SVC_LOG_WARN, "card state unreadable, starting it empty", "card=\"%s\" err=\"%s\"",
-              id, derr);
-    }
-    card->partition = part;
-    card->last_offset = last;
-  }
-  svc_gauge_set(w->m_cards, (double)w->cards.n);
-  return bad;
-}
-
 static void update_partitions_ready(wk_worker_t *w) {
   rd_kafka_topic_partition_list_t *now = NULL;
   if (w->cons && rd_kafka_assignment(kq_consumer_rk(w->cons), &now) == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -1145,24 +1003,15 @@ static void recover_finish(wk_worker_t *w, wk_assign_t *a) {
     }
   }
   SVC_LOG(SVC_LOG_WARN, "recovered: state restored from PostgreSQL, consuming again",
-          "partitions=%s cards=%zu", a->partitions, (size_t)w->cards.n);
+          "partitions=%s keys=%zu", a->partitions, w->ops->n_keys(w->pipe));
 }
 
-static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
-                      void *arg) {
-  wk_assign_t *a = arg;
+/* The pipeline's keys are restored (res NULL: it keeps none): finish the assignment or the
+ * recovery. */
+static void assign_restored(wk_assign_t *a, const PGresult *res) {
   wk_worker_t *w = a->w;
-  if (w->closing || w->cons == NULL || w->fatal) {
-    /* Stopping: the consumer is leaving its group; nothing to assign any more. */
-    if (a->recover) w->restoring = 0;
-    assign_free(a);
-    return;
-  }
-  if (err != SVC_OK) {
-    assign_retry(a, "restoring card state", errmsg ? errmsg : svc_strerror(err));
-    return;
-  }
-  int bad = restore_cards(w, res);
+  int bad = res ? w->ops->restore(w->pipe, res) : 0;
+  svc_gauge_set(w->m_keys, (double)w->ops->n_keys(w->pipe));
   if (a->recover) {
     if (w->restore_again) {
       /* Partitions came in during the restore: their fetched messages were dropped too. */
@@ -1188,10 +1037,30 @@ static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const c
     if (w->recovering && w->restoring) w->restore_again = 1;
   }
   update_partitions_ready(w);
-  SVC_LOG(SVC_LOG_INFO, "partitions assigned", "partitions=%s cards_restored=%d unreadable=%d",
-          a->partitions, PQntuples(res), bad);
+  SVC_LOG(SVC_LOG_INFO, "partitions assigned", "partitions=%s keys_restored=%d unreadable=%d",
+          a->partitions, res ? PQntuples(res) : 0, bad);
   assign_free(a);
+  worker_pump(w); /* batches held while the keys were restored */
 }
+
+static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
+                      void *arg) {
+  wk_assign_t *a = arg;
+  wk_worker_t *w = a->w;
+  if (w->closing || w->cons == NULL || w->fatal) {
+    /* Stopping: the consumer is leaving its group; nothing to assign any more. */
+    if (a->recover) w->restoring = 0;
+    assign_free(a);
+    return;
+  }
+  if (err != SVC_OK) {
+    assign_retry(a, "restoring key state", errmsg ? errmsg : svc_strerror(err));
+    return;
+  }
+  assign_restored(a, res);
+}
+
+static void assign_states(wk_assign_t *a);
 
 static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
                        void *arg) {
@@ -1214,14 +1083,40 @@ static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const 
     rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(a->parts, w->o.topic, p);
     if (tp) tp->offset = next;
   }
-  char sql[512];
-  snprintf(sql, sizeof sql,
-           "SELECT card_id, partition, last_offset, encode(state, 'hex') FROM \"%s\".card_state "
-           "WHERE topic = $1 AND partition = ANY($2::integer[])",
-           w->o.pg_schema);
+  if (w->scoring != NULL) { /* restore once the batch being processed is back */
+    a->next = w->restore_wait;
+    w->restore_wait = a;
+    return;
+  }
+  assign_states(a);
+}
+
+/* Sends the restore queries that waited for the pipeline's process to return. */
+static void restore_wait_flush(wk_worker_t *w) {
+  while (w->restore_wait) {
+    wk_assign_t *a = w->restore_wait;
+    w->restore_wait = a->next;
+    a->next = NULL;
+    assign_states(a);
+  }
+}
+
+/* Sends the pipeline's restore query (none: the assignment is done). No process runs. */
+static void assign_states(wk_assign_t *a) {
+  wk_worker_t *w = a->w;
+  if (w->closing || w->cons == NULL || w->fatal || w->db == NULL) {
+    if (a->recover) w->restoring = 0;
+    assign_free(a);
+    return;
+  }
+  const char *sql = w->ops->restore_sql ? w->ops->restore_sql(w->pipe) : NULL;
+  if (sql == NULL) { /* no per-key state */
+    assign_restored(a, NULL);
+    return;
+  }
   const char *params[] = {w->o.topic, a->partitions};
   svc_err_t rc = db_conn_query(w->db, sql, 2, params, on_states, a);
-  if (rc != SVC_OK) assign_retry(a, "restoring card state", svc_strerror(rc));
+  if (rc != SVC_OK) assign_retry(a, "restoring key state", svc_strerror(rc));
 }
 
 /* Sends the first restore query (offsets); on a refusal the restore waits for a retry. */
@@ -1238,8 +1133,8 @@ static void assign_start(wk_assign_t *a) {
 }
 
 /*
- * Discards the in-memory state that may be ahead of PostgreSQL (batches not committed, card
- * states) after a failed or unknown commit or a lost connection, pauses fetching and reports
+ * Discards the in-memory state that may be ahead of PostgreSQL (batches not committed, the
+ * pipeline's keys) after a failed or unknown commit or a lost connection, pauses fetching and reports
  * not-ready; the recovery timer restores from PostgreSQL once it is connected and no batch is
  * in flight. Results are ON CONFLICT DO NOTHING and offsets and card states only move forward,
  * so a batch whose commit outcome is unknown is harmless either way.
@@ -1268,9 +1163,12 @@ static void worker_recover(wk_worker_t *w, const char *cause, const char *detail
   w->paused = 0; /* the recovery holds fetching now; back-pressure starts over */
   svc_gauge_set(w->m_paused, 0);
   worker_drop_pending(w);
-  wk_card_store_close(&w->cards);
-  wk_card_store_init(&w->cards);
-  svc_gauge_set(w->m_cards, 0);
+  if (w->scoring != NULL) {
+    w->discard_pending = 1; /* after_score discards, once process has returned */
+  } else {
+    if (w->ops->discard) w->ops->discard(w->pipe);
+    svc_gauge_set(w->m_keys, (double)w->ops->n_keys(w->pipe));
+  }
   /* A revocation waiting for commits: the new owner restores from PostgreSQL. */
   if (w->pending_revoke && worker_idle(w)) revoke_finish(w, true);
 }
@@ -1320,17 +1218,26 @@ static void on_recover_timer(uv_timer_t *t) {
 static void revoke_finish(wk_worker_t *w, bool call_done) {
   rd_kafka_topic_partition_list_t *parts = w->pending_revoke;
   w->pending_revoke = NULL;
-  size_t dropped = 0;
+  size_t before = w->ops->n_keys(w->pipe);
+  if (w->ops->revoke && parts->cnt > 0) {
+    int32_t *ids = malloc((size_t)parts->cnt * sizeof *ids);
+    if (ids != NULL) {
+      for (int i = 0; i < parts->cnt; i++) ids[i] = parts->elems[i].partition;
+      w->ops->revoke(w->pipe, ids, (size_t)parts->cnt);
+      free(ids);
+    }
+  }
+  size_t after = w->ops->n_keys(w->pipe);
+  size_t dropped = before > after ? before - after : 0;
   for (int i = 0; i < parts->cnt; i++) {
-    dropped += wk_card_store_drop_partition(&w->cards, parts->elems[i].partition);
     char p[16];
     snprintf(p, sizeof p, "%" PRId32, parts->elems[i].partition);
     const char *lbl[] = {w->o.topic, p};
     svc_gauge_clear(svc_metrics_series(w->metrics, WK_M_LAG, lbl));
   }
-  svc_gauge_set(w->m_cards, (double)w->cards.n);
+  svc_gauge_set(w->m_keys, (double)after);
   if (w->cons && call_done) kq_consumer_rebalance_done(w->cons, w->pending_kind, parts);
-  SVC_LOG(SVC_LOG_INFO, "partitions released", "count=%d cards_dropped=%zu lost=%d", parts->cnt,
+  SVC_LOG(SVC_LOG_INFO, "partitions released", "count=%d keys_dropped=%zu lost=%d", parts->cnt,
           dropped, w->pending_kind == KQ_REBALANCE_LOST);
   rd_kafka_topic_partition_list_destroy(parts);
   rd_kafka_topic_partition_list_t *now = NULL;
@@ -1351,6 +1258,8 @@ static kq_rebalance_action_t on_rebalance(kq_consumer_t *cons, kq_rebalance_kind
       return KQ_REBALANCE_DONE;
     }
     kafka_ok(w);
+    a->holds_pump = 1;
+    w->n_assigning++;
     /* PostgreSQL down: the assignment waits (not fetching) until the connection is back. */
     assign_start(a);
     return KQ_REBALANCE_DEFER;
@@ -1668,6 +1577,11 @@ static void worker_begin_close(wk_worker_t *w) {
     w->assign_wait = a->next;
     assign_free(a);
   }
+  while (w->restore_wait) {
+    wk_assign_t *a = w->restore_wait;
+    w->restore_wait = a->next;
+    assign_free(a);
+  }
   SVC_LOG(SVC_LOG_INFO, "closing Kafka and PostgreSQL clients");
   if (w->cons) kq_consumer_close(w->cons, on_consumer_closed);
   else on_consumer_closed(&(kq_consumer_t){.data = w});
@@ -1735,9 +1649,17 @@ static svc_err_t worker_migrate(wk_worker_t *w, char *errstr, size_t errstr_size
 static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) {
   svc_err_t err;
   char e[512];
-  w->metrics = svc_metrics_new(wk_metric_defs, WK_M__COUNT, e, sizeof e);
+  /* One registry: the core's metrics, then the pipeline's own (ids from WK_M__COUNT). */
+  size_t n_defs = WK_M__COUNT + w->ops->n_metric_defs;
+  w->metric_defs = calloc(n_defs, sizeof *w->metric_defs);
+  if (w->metric_defs == NULL) return SVC_ENOMEM;
+  memcpy(w->metric_defs, wk_metric_defs, sizeof wk_metric_defs);
+  if (w->ops->n_metric_defs)
+    memcpy(w->metric_defs + WK_M__COUNT, w->ops->metric_defs,
+           w->ops->n_metric_defs * sizeof *w->metric_defs);
+  w->metrics = svc_metrics_new(w->metric_defs, n_defs, e, sizeof e);
   if (w->metrics == NULL) {
-    snprintf(errstr, errstr_size, "metrics table: %s", e);
+    snprintf(errstr, errstr_size, "metrics table (pipeline %s): %s", w->ops->domain, e);
     return SVC_ECONFIG;
   }
   w->m_events_in = svc_metrics_series1(w->metrics, WK_M_EVENTS_IN, w->o.topic);
@@ -1751,7 +1673,7 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   w->m_e2e = svc_metrics_series(w->metrics, WK_M_E2E, NULL);
   w->m_commit = svc_metrics_series(w->metrics, WK_M_COMMIT, NULL);
   w->m_parts = svc_metrics_series(w->metrics, WK_M_PARTITIONS, NULL);
-  w->m_cards = svc_metrics_series(w->metrics, WK_M_CARDS, NULL);
+  w->m_keys = svc_metrics_series(w->metrics, WK_M_KEYS, NULL);
   w->m_published = svc_metrics_series(w->metrics, WK_M_PUBLISHED, NULL);
   w->m_explain = svc_metrics_series(w->metrics, WK_M_EXPLAIN, NULL);
   w->m_paused = svc_metrics_series(w->metrics, WK_M_PAUSED, NULL);
@@ -1759,10 +1681,8 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   svc_gauge_set(w->m_paused, 0);
   w->m_explained = svc_metrics_series(w->metrics, WK_M_EXPLAINED, NULL);
   w->m_publish_failed = svc_metrics_series(w->metrics, WK_M_PUBLISH_FAILED, NULL);
-  for (int d = WK_DECISION_ALLOW; d <= WK_DECISION_BLOCK; d++)
-    w->m_decision[d] = svc_metrics_series1(w->metrics, WK_M_DECISIONS, wk_decision_name(d));
   svc_gauge_set(w->m_parts, 0);
-  svc_gauge_set(w->m_cards, 0);
+  svc_gauge_set(w->m_keys, 0);
   w->m_reloads = svc_metrics_series(w->metrics, WK_M_RELOADS, NULL);
   w->m_reload_failed = svc_metrics_series(w->metrics, WK_M_RELOAD_FAILED, NULL);
   w->m_recovering = svc_metrics_series(w->metrics, WK_M_RECOVERING, NULL);
@@ -1778,8 +1698,17 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   svc_http_set_ready(w->http, WK_READY_STATE, true);
   svc_http_set_ready(w->http, WK_READY_KAFKA, true);
 
+  wk_pipeline_env_t env = {.domain = w->ops->domain, .topic = w->o.topic,
+                           .alerts_topic = w->o.alerts_topic, .pg_schema = w->o.pg_schema,
+                           .max_event_bytes = w->o.max_event_bytes,
+                           .batch_max = w->o.batch_max, .settings = w->o.settings,
+                           .metrics = w->metrics, .metric_base = WK_M__COUNT,
+                           .group = w->o.group};
+  err = w->ops->create(&env, &w->pipe, errstr, errstr_size);
+  if (err) return err;
+
   wk_model_t *m = NULL;
-  err = model_load(&w->o, &m, errstr, errstr_size);
+  err = model_load(w, &m, errstr, errstr_size);
   if (err) return err;
   err = model_install(w, m);
   if (err) {
@@ -1789,14 +1718,14 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
 
   err = worker_migrate(w, errstr, errstr_size);
   if (err) return err;
-  err = wk_batch_tx_new(w->o.pg_schema, w->o.group, &w->tx, errstr, errstr_size);
+  err = wk_stmt_new(w->o.pg_schema, w->o.group, w->ops->tables, w->ops->n_tables, &w->stmt,
+                    errstr, errstr_size);
   if (err) return err;
 
   if (uv_loop_init(&w->loop) != 0) {
     snprintf(errstr, errstr_size, "uv_loop_init failed");
     return SVC_EUV;
   }
-  wk_card_store_init(&w->cards);
   w->batcher.data = w;
   err = wk_batcher_init(&w->batcher, &w->loop, w->o.batch_max, w->o.batch_wait_ms, on_batch);
   if (err) {
@@ -1845,9 +1774,9 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   err = kq_consumer_new(&w->loop, &co, &w->cons, errstr, errstr_size);
   if (err) return err;
   worker_info_build(w);
-  SVC_LOG(SVC_LOG_INFO, "worker started", "topic=%s group=%s http_port=%u batch_max=%zu "
-          "batch_wait_ms=%" PRIu64, w->o.topic, w->o.group, svc_http_port(w->http),
-          w->o.batch_max, w->o.batch_wait_ms);
+  SVC_LOG(SVC_LOG_INFO, "worker started", "pipeline=%s topic=%s group=%s http_port=%u "
+          "batch_max=%zu batch_wait_ms=%" PRIu64, w->ops->domain, w->o.topic, w->o.group,
+          svc_http_port(w->http), w->o.batch_max, w->o.batch_wait_ms);
   return SVC_OK;
 }
 
@@ -1855,6 +1784,12 @@ svc_err_t wk_worker_run(const wk_worker_opts_t *opts, char *errstr, size_t errst
   wk_worker_t *w = calloc(1, sizeof *w);
   if (w == NULL) return SVC_ENOMEM;
   w->o = *opts;
+  w->ops = opts->pipeline;
+  if (w->ops == NULL) {
+    snprintf(errstr, errstr_size, "no pipeline selected");
+    free(w);
+    return SVC_ECONFIG;
+  }
   svc_err_t err = worker_setup(w, errstr, errstr_size);
   int loop_ready = w->handles_open > 0;
   if (err != SVC_OK && loop_ready) {
@@ -1867,16 +1802,17 @@ svc_err_t wk_worker_run(const wk_worker_opts_t *opts, char *errstr, size_t errst
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still referenced by the loop (thread-pool work) has finished by now. */
     if (uv_loop_close(&w->loop) != 0) SVC_LOG(SVC_LOG_WARN, "loop closed with handles open");
-    wk_card_store_close(&w->cards);
   }
   if (err == SVC_OK && w->fatal) {
     snprintf(errstr, errstr_size, "%s", w->fatal_msg);
     err = SVC_EIO;
   }
-  wk_batch_tx_free(w->tx);
+  wk_stmt_free(w->stmt);
   model_unref(w->model);
+  if (w->pipe) w->ops->destroy(w->pipe);
   svc_http_free(w->http); /* first: no /info request may still read info_text */
   svc_metrics_free(w->metrics);
+  free(w->metric_defs);
   for (size_t i = 0; i < w->n_infos; i++) free(w->infos[i]);
   free(w->infos);
   free(w->m_load);

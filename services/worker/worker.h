@@ -1,18 +1,21 @@
 /*
- * The fraud worker: one libuv loop that consumes sluice.fraud.events, validates each event
- * (bad ones go to the dead-letter topic with reason and origin headers), updates the card's
- * velocity state, builds the model input, micro-batches, scores each batch with the model on
- * libuv's thread pool, decides, and writes each batch exactly once into PostgreSQL in one
- * statement (results, changed card state, alerts into the outbox, next offsets). On partition
- * assignment it restores the partitions' offsets and card state from PostgreSQL and seeks
- * there; Kafka's own committed offsets are written afterwards for lag monitoring only.
+ * The worker core, the same for every pipeline (pipeline.h: fraud, fault, records): one libuv
+ * loop that consumes the pipeline's topic, hands each record to the pipeline's accept (which
+ * validates it and folds it into its key's state; bad ones go to the dead-letter topic with
+ * reason and origin headers), micro-batches, runs the pipeline's process (scoring, the rows
+ * of its tables) on libuv's thread pool, and writes each batch exactly once into PostgreSQL
+ * in one statement (stmt.h: the pipeline's results and changed per-key state, alerts into
+ * the outbox, next offsets). On partition assignment it restores the partitions' offsets and
+ * the pipeline's per-key state from PostgreSQL and seeks there; Kafka's own committed
+ * offsets are written afterwards for lag monitoring only. Alerts are relayed from the outbox
+ * to their topic by one worker per schema.
  *
  * Batches are committed one at a time, in order, so that a batch is committed only after
  * every earlier batch (offsets never skip an uncommitted event); scoring the next batch
  * overlaps the commit of the previous one. A failed or unknown commit or a lost PostgreSQL
  * connection is recovered in process: fetching pauses, /readyz reports "state" not ready,
- * uncommitted batches and the card states (possibly ahead of the database) are discarded, and
- * once PostgreSQL is connected again every assigned partition's offset and card states are
+ * uncommitted batches and the pipeline's keys (possibly ahead of the database) are discarded,
+ * and once PostgreSQL is connected again every assigned partition's offset and key states are
  * read back and the consumer is sought there and resumed. A statement the server rejects three
  * times in a row, or any other unexpected state, still stops the worker with a non-zero status
  * (crash-only fallback; a restart restores from the last committed batch).
@@ -33,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipeline.h"
 #include "svc/error.h"
 
 #ifdef __cplusplus
@@ -40,6 +44,8 @@ extern "C" {
 #endif
 
 typedef struct wk_worker_opts_s {
+  const wk_pipeline_ops_t *pipeline; /* e.g. &wk_pipeline_fraud */
+  const void *settings;       /* the pipeline's settings struct (env.settings), or NULL */
   const char *brokers;        /* Kafka bootstrap servers */
   const char *group;          /* consumer group; also the kafka_offsets key */
   const char *instance_id;    /* static group membership, or NULL/"" */
@@ -56,9 +62,6 @@ typedef struct wk_worker_opts_s {
   size_t max_event_bytes;     /* larger records are dead-lettered as oversize */
   size_t max_queued_events;   /* fetching pauses while this many events wait for scoring or
                                  PostgreSQL, and resumes at half */
-  double review_threshold;    /* < 0: half the block threshold */
-  double block_threshold;     /* < 0: the model card's threshold */
-  double explain_threshold;   /* explain rows scoring at least this; < 0: the review threshold */
   uint64_t model_watch_ms;    /* stat the model file this often and reload it on a change;
                                  0: only SIGHUP reloads */
   uint64_t kafka_error_grace_ms; /* consumer errors without any message for this long make
@@ -67,7 +70,6 @@ typedef struct wk_worker_opts_s {
    * stores the current model.watch_interval in *watch_ms. Loop thread. */
   svc_err_t (*reload_settings)(void *data, uint64_t *watch_ms, char *errstr, size_t errstr_size);
   void *reload_data;
-  const char *domain;         /* "fraud" */
 } wk_worker_opts_t;
 
 /*
