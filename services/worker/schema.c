@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline-fault.h"
+#include "pipeline-records.h"
+
 /* ---- the migrations ------------------------------------------------------------------- */
 
 static const char schema__v1[] =
@@ -89,10 +92,18 @@ static const char schema__v2[] =
  */
 static const char schema__v3[] = "DROP INDEX IF EXISTS results_key_time;\n";
 
+/*
+ * The other pipelines' tables, in the same schema (every worker applies every migration:
+ * one schema, all tables, whichever pipeline a worker runs). Their text lives beside each
+ * pipeline (wk_fault_schema_sql, wk_records_schema_sql); like any migration it must never be
+ * edited once applied: a change is a new migration here.
+ */
 const wk_migration_t wk_migrations[] = {
     {1, "results, card state, alert outbox and Kafka offsets", schema__v1},
     {2, "byte-order collation for the looked-up text keys; card_state fillfactor 80", schema__v2},
     {3, "drop results_key_time: no query uses it, and every event paid for it", schema__v3},
+    {4, "fault pipeline: fault_results and fault_state", wk_fault_schema_sql},
+    {5, "records pipeline: record_analysis", wk_records_schema_sql},
 };
 const size_t wk_n_migrations = sizeof wk_migrations / sizeof wk_migrations[0];
 

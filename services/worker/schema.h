@@ -12,6 +12,8 @@
  *   card_state(card_id PK, topic, partition, last_offset, state bytea, updated_at)
  *   outbox(id, alert_id UNIQUE, domain, key, topic, payload bytea, created_at, published_at)
  *   kafka_offsets(consumer_group, topic, partition PK, next_offset, updated_at)
+ *   fault_results, fault_state (migration 4: wk_fault_schema_sql, fault/pipeline-fault.h)
+ *   record_analysis (migration 5: wk_records_schema_sql, records/pipeline-records.h)
  *   schema_migrations(version PK, name, checksum, applied_at)
  *
  * Migration runs before the event loop starts, on its own blocking libpq connection; it is the
