@@ -50,6 +50,8 @@ typedef struct train_opts_s {
   int window;     /* sensor */
   int max_len;    /* text */
   int vocab;      /* text */
+  int layers;     /* text: attention layers */
+  int bag;        /* text: pool "bag" (no positions, no attention; MODEL_FORMAT.md) */
   double weight_decay;    /* < 0: the trainer's default */
   double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
   int json;
@@ -380,18 +382,23 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_key(&js, "max_len");
     cli_json_int(&js, o->max_len);
     cli_json_key(&js, "n_layer");
-    cli_json_int(&js, 2);
+    cli_json_int(&js, o->layers);
     cli_json_key(&js, "n_head");
     cli_json_int(&js, o->d_model % 4 == 0 ? 4 : 1);
     cli_json_key(&js, "d_ff");
     cli_json_int(&js, 2 * o->d_model);
     cli_json_key(&js, "window");
     cli_json_arr_begin(&js);
-    cli_json_int(&js, o->max_len < 32 ? o->max_len : 32);
-    cli_json_int(&js, o->max_len);
+    /* A local first layer, then layers that see the whole note. */
+    for (int l = 0; l < o->layers; l++)
+      cli_json_int(&js, l == 0 && o->max_len > 32 ? 32 : o->max_len);
     cli_json_arr_end(&js);
     cli_json_key(&js, "n_global");
     cli_json_int(&js, 1);
+    if (o->bag) {
+      cli_json_key(&js, "pool");
+      cli_json_str(&js, "bag");
+    }
     cli_json_key(&js, "tokenizer");
     /* The tokenizer's own JSON, parsed and re-emitted in place. */
     cli_jv_t tj;
@@ -680,6 +687,8 @@ int cli_cmd_train(int argc, char **argv) {
       {"version", required_argument, NULL, 'v'},  {"json", no_argument, NULL, 'j'},
       {"weight-decay", required_argument, NULL, 'w'},
       {"label-smoothing", required_argument, NULL, 'S'},
+      {"layers", required_argument, NULL, 'L'},
+      {"pool", required_argument, NULL, 'P'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -701,7 +710,7 @@ int cli_cmd_train(int argc, char **argv) {
   *o = (train_opts_t){.quant = MOE_QUANT_F32, .seed = 1, .epochs = 20, .batch = 0,
                       .patience = 5, .lr = 0, .d_model = 32, .moe_blocks = 1, .experts = 4,
                       .top_k = 2, .d_ff = 64, .window = 30, .max_len = 128, .vocab = 4000,
-                      .weight_decay = -1, .label_smoothing = -1};
+                      .weight_decay = -1, .label_smoothing = -1, .layers = -1};
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -748,7 +757,13 @@ int cli_cmd_train(int argc, char **argv) {
     case 'K': bad = parse_int(optarg, 1, 8, &o->top_k); break;
     case 'B': bad = parse_int(optarg, 0, 64, &o->moe_blocks); break;
     case 'W': bad = parse_int(optarg, 8, 512, &o->window); break;
-    case 'M': bad = parse_int(optarg, 2, 4096, &o->max_len); break;
+    case 'M': bad = parse_int(optarg, 2, 16384, &o->max_len); break;
+    case 'L': bad = parse_int(optarg, 0, 16, &o->layers); break;
+    case 'P':
+      if (!strcmp(optarg, "bag")) o->bag = 1;
+      else if (!strcmp(optarg, "mean")) o->bag = 0;
+      else bad = 1;
+      break;
     case 'V': bad = parse_int(optarg, 200, 1000000, &o->vocab); break;
     default:
       status = usage_error(c == ':' ? "missing value for option '%s'" : "unknown option '%s'",
@@ -784,6 +799,11 @@ int cli_cmd_train(int argc, char **argv) {
                          task_name);
     goto done;
   }
+  if (o->bag && o->layers > 0) {
+    status = usage_error("--pool bag has no attention layers: drop --layers%s", "");
+    goto done;
+  }
+  if (o->layers < 0) o->layers = o->bag ? 0 : 2;
   if (o->top_k > o->experts) {
     status = usage_error("--top-k must not exceed --experts%s", "");
     goto done;

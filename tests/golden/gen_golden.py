@@ -215,6 +215,9 @@ class Model:
                 self.convs.append((w, b, c["stride"]))
                 c_in = c["out"]
             self.enc_in = self.linear("enc.in", d, c_in)
+        elif enc.get("pool") == "bag":
+            self.tok = self.rand(enc["vocab_size"], d, scale=1.0)
+            self.t["enc.tok.weight"] = self.tok
         else:
             self.tok = self.rand(enc["vocab_size"], d, scale=1.0)
             self.pos = self.rand(enc["max_len"], d, scale=0.3)
@@ -250,6 +253,16 @@ class Model:
                 x = F.conv1d(x, torch.from_numpy(w), torch.from_numpy(b), stride=stride)
                 x = F.silu(x) if enc.get("activation", "gelu") == "silu" else F.gelu(x)
             return self.enc_in(x.mean(dim=2), exact)
+        if enc.get("pool") == "bag":
+            # Bag of pieces: each distinct id t of the row weighs (1 + ln count_t), the weights
+            # L2-normalised over the row; no positions, no layers, no norm.
+            out = []
+            for r in range(inputs["tokens"].shape[0]):
+                ids, counts = np.unique(inputs["tokens"][r, :int(inputs["n_tokens"][r])], return_counts=True)
+                w = 1.0 + np.log(counts.astype(np.float64))
+                w /= np.sqrt((w * w).sum())
+                out.append(torch.from_numpy((w[:, None] * self.tok[ids].astype(np.float64)).sum(0).astype(F32)))
+            return torch.stack(out)
         # text: one sequence at a time (lengths differ)
         out = []
         for r in range(inputs["tokens"].shape[0]):
@@ -389,6 +402,12 @@ def config_for(kind, quant):
             "conv": [{"out": 8, "kernel": 5, "stride": 1}, {"out": 16, "kernel": 3, "stride": 2}],
             "activation": "gelu"},
             task={"kind": "multiclass", "labels": ["ok", "bearing", "overheat", "imbalance"]})
+    elif kind == "textbag":
+        base.update(norm="rmsnorm", moe=moe[1:], encoder={
+            "kind": "text", "vocab_size": TEXT_VOCAB_SIZE, "max_len": 96, "n_layer": 0, "n_head": 1, "d_ff": 32,
+            "window": [], "n_global": 0, "pool": "bag",
+            "tokenizer": wordpiece_tokenizer()},
+            task={"kind": "multiclass", "labels": ["cardiology", "neurology", "oncology"]})
     else:
         base.update(norm="rmsnorm", moe=moe[1:], encoder={
             "kind": "text", "vocab_size": TEXT_VOCAB_SIZE, "max_len": 16, "n_layer": 2, "n_head": 2, "d_ff": 32,
@@ -425,7 +444,7 @@ def make_inputs(cfg, rng, n):
 def main():
     os.makedirs(OUT, exist_ok=True)
     n_rows = 16
-    for ki, kind in enumerate(["tabular", "sensor", "text"]):
+    for ki, kind in enumerate(["tabular", "sensor", "text", "textbag"]):
         for qi, quant in enumerate(["f32", "q8_0", "q4_0"]):
             cfg = config_for(kind, quant)
             # Same seed per kind: the three quant variants share their fp32 weights.

@@ -1,5 +1,6 @@
 /*
- * Golden tests: every model in tests/golden/fixtures/ (tabular, sensor and text encoders, each
+ * Golden tests: every model in tests/golden/fixtures/ (tabular, sensor and text encoders, text
+ * with pool "mean" and "bag", each
  * in fp32, q8_0 and q4_0) is loaded by the engine and run on the inputs that the independent
  * PyTorch reference (gen_golden.py) ran; scores, chosen experts and gate weights must match.
  * Each model is also run one row at a time, which must give what the grouped batch gave
@@ -160,6 +161,10 @@ TEST(sensor_q4_0) { check_model("sensor-q4_0", TOL_QUANT); }
 TEST(text_f32) { check_model("text-f32", TOL_F32); }
 TEST(text_q8_0) { check_model("text-q8_0", TOL_QUANT); }
 TEST(text_q4_0) { check_model("text-q4_0", TOL_QUANT); }
+/* Text pool "bag": repeated pieces weigh 1 + ln(count), no positions or layers. */
+TEST(textbag_f32) { check_model("textbag-f32", TOL_F32); }
+TEST(textbag_q8_0) { check_model("textbag-q8_0", TOL_QUANT); }
+TEST(textbag_q4_0) { check_model("textbag-q4_0", TOL_QUANT); }
 
 /* The model describes itself from the config. */
 TEST(model_info) {

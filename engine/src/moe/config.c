@@ -173,14 +173,24 @@ static int parse_sensor(const moe_json_t *enc, moe__config_t *cfg, char *errstr,
 
 static int parse_text(const moe_json_t *enc, moe__config_t *cfg, char *errstr, size_t errstr_size) {
   static const char *const keys[] = {"kind", "vocab_size", "max_len", "n_layer", "n_head", "d_ff",
-                                     "window", "n_global", "tokenizer"};
+                                     "window", "n_global", "tokenizer", "pool"};
+  static const char *const pools[] = {"mean", "bag"};
   const char *path = "config.encoder";
   const moe_json_t *arr;
-  int n_win;
+  int n_win, pool;
   TRY(moe_json_check_members(enc, path, keys, ARRAY_LEN(keys), errstr, errstr_size));
+  TRY(get_enum(enc, "pool", path, pools, 2, "mean", &pool, errstr, errstr_size));
+  cfg->text_bag = pool == 1;
   TRY(get_int(enc, "vocab_size", path, 1, 1 << 22, &cfg->vocab_size, errstr, errstr_size));
   TRY(get_int(enc, "max_len", path, 1, 65536, &cfg->max_len, errstr, errstr_size));
   TRY(get_int(enc, "n_layer", path, 0, 64, &cfg->n_layer, errstr, errstr_size));
+  /* A bag has no order for attention to work on: its pieces are pooled straight away. */
+  if (cfg->text_bag && cfg->n_layer != 0) {
+    if (errstr_size > 0)
+      snprintf(errstr, errstr_size, "config.encoder.n_layer: %d, but pool \"bag\" needs 0 (no attention layers)",
+               cfg->n_layer);
+    return MOE_ECONFIG;
+  }
   TRY(get_int(enc, "n_head", path, 1, cfg->d_model, &cfg->n_head, errstr, errstr_size));
   if (cfg->d_model % cfg->n_head != 0) {
     if (errstr_size > 0)

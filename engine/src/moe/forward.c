@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -222,6 +223,55 @@ static int encode_sensor(moe_session_t *sess, const moe_input_t *rows, int m, fl
   return moe__linear_forward(&model->enc_in, &sess->arena, pooled, m, h);
 }
 
+static int cmp_id(const void *a, const void *b) {
+  const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+int moe__bag_counts(const int32_t *ids, int n, int32_t *uniq, int32_t *count) {
+  int k = 0;
+  memcpy(uniq, ids, (size_t)n * sizeof(int32_t));
+  qsort(uniq, (size_t)n, sizeof(int32_t), cmp_id);
+  for (int i = 0; i < n; i++) {
+    if (k > 0 && uniq[k - 1] == uniq[i]) {
+      count[k - 1]++;
+      continue;
+    }
+    uniq[k] = uniq[i];
+    count[k++] = 1;
+  }
+  return k;
+}
+
+/* Pool "bag" (rows already validated): h_r = sum over the row's distinct pieces t of
+ * w_t tok_emb[t], w_t = (1 + ln c_t) / sqrt(sum_u (1 + ln c_u)^2). Like a TF-IDF row with
+ * sublinear counts and L2 norm, except that the embeddings learn what IDF would weigh. Order
+ * and repetition beyond the count do not matter, and the cost is linear in the tokens. */
+static int encode_bag(moe_session_t *sess, const moe_input_t *rows, int m, float *h) {
+  const moe_model_t *model = sess->model;
+  const int d = model->cfg.d_model, ml = model->cfg.max_len;
+  int32_t *uniq = moe__arena_alloc(&sess->arena, (size_t)ml * sizeof(int32_t));
+  int32_t *count = moe__arena_alloc(&sess->arena, (size_t)ml * sizeof(int32_t));
+  float *w = MOE__ARENA_FLOATS(&sess->arena, (size_t)ml);
+  if (uniq == NULL || count == NULL || w == NULL) return MOE_ENOMEM;
+  for (int r = 0; r < m; r++) {
+    const int k = moe__bag_counts(rows[r].tokens, rows[r].n_tokens, uniq, count);
+    float *hr = h + (size_t)r * d;
+    double ss = 0;
+    for (int i = 0; i < k; i++) {
+      w[i] = 1.0f + logf((float)count[i]);
+      ss += (double)w[i] * w[i];
+    }
+    const float inv = (float)(1.0 / sqrt(ss));
+    memset(hr, 0, (size_t)d * sizeof(float));
+    for (int i = 0; i < k; i++) {
+      const float *te = model->tok_emb + (size_t)uniq[i] * d, wi = w[i] * inv;
+      for (int j = 0; j < d; j++) hr[j] += wi * te[j];
+    }
+  }
+  return MOE_OK;
+}
+
 static int encode_text(moe_session_t *sess, const moe_input_t *rows, int m, float *h) {
   const moe_model_t *model = sess->model;
   const moe__config_t *cfg = &model->cfg;
@@ -244,6 +294,7 @@ static int encode_text(moe_session_t *sess, const moe_input_t *rows, int m, floa
     if (start[r + 1] > (1 << 26))
       return sess_err(sess, MOE_EINVAL, "batch has more than %d tokens; split it", 1 << 26);
   }
+  if (cfg->text_bag) return encode_bag(sess, rows, m, h);
   const int N = start[m];
   float *hs = MOE__ARENA_FLOATS(arena, (size_t)N * d);
   float *a = MOE__ARENA_FLOATS(arena, (size_t)N * d);

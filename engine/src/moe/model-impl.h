@@ -62,6 +62,7 @@ typedef struct moe__config_s {
   /* text */
   int vocab_size, max_len, n_layer, n_head, text_d_ff, n_global;
   int *windows;                    /* (n_layer) attention span per layer */
+  bool text_bag;                   /* pool "bag": sublinear bag of pieces, no positions (MODEL_FORMAT.md) */
   const moe_json_t *tokenizer;     /* or NULL */
   /* MoE blocks */
   int n_moe;
@@ -161,5 +162,12 @@ int moe__moe_block_forward(const moe__moe_block_t *blk, moe__arena_t *arena, flo
  */
 void moe__route_row(const moe__moe_cfg_t *cfg, const float *scores, const float *sel_bias,
                     int32_t *ids, float *gates);
+
+/*
+ * Pool "bag": the distinct ids of one row's n tokens in ascending order into uniq (n), and how
+ * often each occurs into count (n); returns the number of distinct ids. The engine and the
+ * trainer both weight piece t by (1 + ln count_t), L2-normalised over the row, in this order.
+ */
+int moe__bag_counts(const int32_t *ids, int n, int32_t *uniq, int32_t *count);
 
 #endif /* MOE_MOE_MODEL_IMPL_H */

@@ -417,6 +417,39 @@ static void attn_bwd(const tr_real *qkv, int n, int d, int n_head, const tr_real
   }
 }
 
+/* Pool "bag" (engine/src/moe/forward.c, encode_bag): x0_r = sum over the row's distinct pieces t
+ * of w_t tok[t], w_t = (1 + ln c_t) / sqrt(sum_u (1 + ln c_u)^2); the weights depend on the ids
+ * only, so the pooled vector is linear in the embeddings. Rows are validated by the caller. */
+static int encode_bag(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int m = c->m, d = tr->d, N = c->ts[m];
+  int32_t *count = ALLOC_I(cfg->max_len);
+  c->bs = moe__arena_alloc(&tr->arena, (size_t)(m + 1) * sizeof(int));
+  c->bu = ALLOC_I(N);
+  c->bw = ALLOC_R(N);
+  if (count == NULL || c->bs == NULL || c->bu == NULL || c->bw == NULL) return MOE_ENOMEM;
+  c->bs[0] = 0;
+  for (int r = 0; r < m; r++) {
+    const int lo = c->bs[r];
+    const int k = moe__bag_counts(batch->tokens + (size_t)r * cfg->max_len, batch->n_tokens[r], c->bu + lo, count);
+    double ss = 0;
+    for (int i = 0; i < k; i++) {
+      c->bw[lo + i] = (tr_real)(1.0 + log((double)count[i]));
+      ss += (double)c->bw[lo + i] * c->bw[lo + i];
+    }
+    const tr_real inv = (tr_real)(1.0 / sqrt(ss));
+    tr_real *p = c->x0 + (size_t)r * d;
+    memset(p, 0, (size_t)d * sizeof(tr_real));
+    for (int i = 0; i < k; i++) {
+      const tr_real wi = (c->bw[lo + i] *= inv);
+      const tr_real *te = W + tr->tok + (size_t)c->bu[lo + i] * d;
+      for (int j = 0; j < d; j++) p[j] += wi * te[j];
+    }
+    c->bs[r + 1] = lo + k;
+  }
+  return MOE_OK;
+}
+
 static int encode_text(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
   const moe__config_t *cfg = &tr->cfg;
   const int m = c->m, d = tr->d, F = cfg->text_d_ff;
@@ -441,6 +474,7 @@ static int encode_text(moe_trainer_t *tr, const tr_real *W, const moe_train_data
     }
     c->ts[r + 1] = c->ts[r] + n;
   }
+  if (cfg->text_bag) return encode_bag(tr, W, batch, c);
   const int N = c->ts[m];
   size_t n_p = 0;
   for (int r = 0; r < m; r++) n_p += (size_t)cfg->n_head * (c->ts[r + 1] - c->ts[r]) * (c->ts[r + 1] - c->ts[r]);
@@ -513,6 +547,14 @@ static int encode_text_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, cons
                            const tr_real *dpool) {
   const moe__config_t *cfg = &tr->cfg;
   const int m = c->m, d = tr->d, F = cfg->text_d_ff, N = c->ts[m];
+  if (cfg->text_bag) {
+    for (int r = 0; r < m; r++)
+      for (int i = c->bs[r]; i < c->bs[r + 1]; i++) {
+        tr_real *gt = G + tr->tok + (size_t)c->bu[i] * d;
+        for (int j = 0; j < d; j++) gt[j] += c->bw[i] * dpool[(size_t)r * d + j];
+      }
+    return MOE_OK;
+  }
   tr_real *de = ALLOC_R((size_t)N * d), *dh = ALLOC_R((size_t)N * d), *dt = ALLOC_R((size_t)N * d);
   tr_real *dq = ALLOC_R((size_t)N * 3 * d), *hb = ALLOC_R((size_t)N * F), *dA = ALLOC_R((size_t)N * F);
   tr_real *dB = ALLOC_R((size_t)N * F), *dp = ALLOC_R((size_t)cfg->max_len * cfg->max_len);

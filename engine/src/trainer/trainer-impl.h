@@ -97,6 +97,10 @@ typedef struct tr_cache_s {
   int *ts;            /* (m + 1) */
   struct tr_text_layer_cache_s *tl; /* (n_layer) */
   tr_real *tfin, *te, *temu, *ters; /* (N, d) last layer output, enc.norm output, (N) its stats */
+  /* text pool "bag": row r's distinct pieces at [bs[r], bs[r + 1]) of bu (ids) and bw (weights) */
+  int *bs;            /* (m + 1) */
+  int32_t *bu;        /* (N) */
+  tr_real *bw;        /* (N) */
 } tr_cache_t;
 
 /* One text layer's forward, for its backward. */

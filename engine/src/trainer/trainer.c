@@ -150,6 +150,12 @@ static int build_registry(moe_trainer_t *tr) {
     tr->layers = moe__calloc((size_t)cfg->n_layer + 1, sizeof *tr->layers);
     if (tr->layers == NULL) return MOE_ENOMEM;
     TRY(add_tensor(tr, &tr->tok, true, false, 2, cfg->vocab_size, tr->d, 1, "enc.tok.weight"));
+    tr->pos = TR_NONE;
+    tr->enc_norm.w = tr->enc_norm.b = TR_NONE;
+    tr->d_in = tr->d;
+  }
+  /* Pool "bag" (n_layer 0, checked by the config) is the token embeddings alone. */
+  if (cfg->enc == MOE_ENCODER_TEXT && !cfg->text_bag) {
     TRY(add_tensor(tr, &tr->pos, true, false, 2, cfg->max_len, tr->d, 1, "enc.pos.weight"));
     for (int l = 0; l < cfg->n_layer; l++) {
       tr_text_layer_t *L = &tr->layers[l];
@@ -507,7 +513,7 @@ static int run_eval(moe_trainer_t *tr, const moe_train_data_t *data, float *scor
   if (loss_sum != NULL) *loss_sum = 0;
   /* Text keeps (n_head, n, n) attention probabilities per row: bound them to ~64 MB a batch. */
   int eb = TR_EVAL_BATCH;
-  if (tr->cfg.enc == MOE_ENCODER_TEXT) {
+  if (tr->cfg.enc == MOE_ENCODER_TEXT && tr->cfg.n_layer > 0) {
     const double per_row = (double)tr->cfg.n_head * tr->cfg.max_len * tr->cfg.max_len * tr->cfg.n_layer;
     const double fit = (double)((size_t)16 << 20) / per_row;
     eb = fit < 1 ? 1 : fit < TR_EVAL_BATCH ? (int)fit : TR_EVAL_BATCH;

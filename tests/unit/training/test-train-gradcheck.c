@@ -1,7 +1,7 @@
 /*
  * Gradient checks of the trainer's backward pass against central finite differences, in double
  * (this executable builds the trainer with MOE_TRAIN_F64), for every parameter tensor kind of
- * the tabular, sensor and text models: token and position embeddings, windowed multi-head
+ * the tabular, sensor and text models (text: pool "mean" and pool "bag"): token and position embeddings, windowed multi-head
  * attention with a global token (qkv and out projections), the text FFN and norms, 1-D convolutions (strides 1 and 2, GELU and SiLU), categorical
  * embeddings, enc.in weight and bias, RMS and layer norm weights
  * and biases, routers (softmax and sigmoid scores, normalised and scaled gates, top-1 and
@@ -231,5 +231,16 @@ TEST(text_binary_layernorm) {
                   CFG_HEAD "\"norm\":\"layernorm\"," CFG_TEXT MOE_TWO
                            "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
                   MOE_LOSS_BCE};
+  run_case(&cs);
+}
+
+/* Pool "bag": 16 tokens over 6 ids, so that most rows repeat pieces (counts > 1 weigh 1 + ln c). */
+TEST(text_bag_multiclass) {
+  gc_case_t cs = {"text bag, multiclass",
+                  CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":16,\"n_layer\":0,\"n_head\":1,"
+                           "\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\"},"
+                           "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"softmax\"}],"
+                           "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
+                  MOE_LOSS_CE};
   run_case(&cs);
 }

@@ -2,11 +2,14 @@
  * The trainer on the text encoder (token + position embeddings, windowed attention with a
  * global [CLS] token, SwiGLU feed-forward, mean pooling): it learns a synthetic task whose
  * label is whether a row contains the keyword token 2 (token 3 is a distractor), and the exported
- * model scores like the trainer's forward in the inference engine.
+ * model scores like the trainer's forward in the inference engine. The same for pool "bag"
+ * (no positions, no attention), and a bag config with layers is refused.
  */
 #include "test.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "moe/moe.h"
 #include "moe/train.h"
@@ -99,4 +102,73 @@ TEST(text_learns_and_exports) {
   free(tb);
   free(nb);
   free(lb);
+}
+
+/* Pool "bag" has no attention: a config that asks for layers too is refused, naming the field. */
+TEST(text_bag_refuses_layers) {
+  static const char *bad =
+      "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"t\",\"quant\":\"f32\",\"d_model\":16,"
+      "\"encoder\":{\"kind\":\"text\",\"vocab_size\":30,\"max_len\":12,\"n_layer\":1,\"n_head\":2,\"d_ff\":16,"
+      "\"window\":[4],\"n_global\":1,\"pool\":\"bag\"},\"moe\":[],"
+      "\"task\":{\"kind\":\"binary\",\"labels\":[\"routine\",\"urgent\"]}}";
+  moe_trainer_t *tr = NULL;
+  char err[256] = "";
+  ASSERT_EQ(moe_trainer_new(bad, 1, NULL, &tr, err, sizeof err), MOE_ECONFIG);
+  ASSERT(tr == NULL);
+  ASSERT_STR_CONTAINS(err, "config.encoder.n_layer");
+  ASSERT_STR_CONTAINS(err, "bag");
+}
+
+/* A bag model learns the same task (order-free: "2" anywhere means urgent) and the exported
+ * file scores what the trainer scored. */
+TEST(text_bag_learns_and_exports) {
+  static const char *cfg =
+      "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"t\",\"quant\":\"f32\",\"d_model\":16,"
+      "\"encoder\":{\"kind\":\"text\",\"vocab_size\":30,\"max_len\":12,\"n_layer\":0,\"n_head\":1,\"d_ff\":16,"
+      "\"window\":[],\"n_global\":0,\"pool\":\"bag\"},"
+      "\"moe\":[{\"n_expert\":4,\"top_k\":2,\"n_shared\":1,\"d_ff\":16,\"score\":\"softmax\"}],"
+      "\"task\":{\"kind\":\"binary\",\"labels\":[\"routine\",\"urgent\"]}}";
+  int32_t *tok, *nt, *lab, *vtok, *vnt, *vlab;
+  moe_train_data_t tr_d, va_d;
+  make(400, 11, &tok, &nt, &lab, &tr_d);
+  make(200, 12, &vtok, &vnt, &vlab, &va_d);
+  moe_train_opts_t o;
+  moe_train_opts_default(&o);
+  o.lr = 1e-2f;
+  moe_trainer_t *tr = NULL;
+  char err[256];
+  ASSERT_OK(moe_trainer_new(cfg, 3, &o, &tr, err, sizeof err));
+  moe_fit_opts_t fo = {.epochs = 30, .batch_size = 32, .patience = 0, .metric = MOE_METRIC_ROC_AUC};
+  moe_fit_result_t res;
+  ASSERT_OK(moe_trainer_fit(tr, &tr_d, &va_d, &fo, &res));
+  ASSERT_OP(res.best_metric, >, 0.95);
+  float *want = malloc(sizeof(float) * 200);
+  ASSERT_OK(moe_trainer_predict(tr, &va_d, want));
+  char path[] = "/tmp/test-train-bag-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  close(fd);
+  ASSERT_OK(moe_trainer_export(tr, path, MOE_QUANT_F32, err, sizeof err));
+  moe_model_t *m = NULL;
+  ASSERT_OK(moe_model_load(path, &m, err, sizeof err));
+  ASSERT_EQ(moe_model_n_tensors(m) > 0, 1);
+  moe_session_t *s = NULL;
+  ASSERT_OK(moe_session_new(m, 200, &s));
+  moe_input_t rows[200];
+  for (int r = 0; r < 200; r++) rows[r] = (moe_input_t){.tokens = vtok + (size_t)r * L, .n_tokens = vnt[r]};
+  float got[200];
+  moe_output_t out = {got, NULL, NULL, NULL};
+  ASSERT_OK(moe_session_run(s, rows, 200, &out));
+  for (int r = 0; r < 200; r++) ASSERT_NEAR(got[r], want[r], EXPORT_TOL);
+  moe_session_free(s);
+  moe_model_free(m);
+  remove(path);
+  moe_trainer_free(tr);
+  free(want);
+  free(tok);
+  free(nt);
+  free(lab);
+  free(vtok);
+  free(vnt);
+  free(vlab);
 }
