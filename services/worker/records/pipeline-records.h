@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "pipeline.h"
+#include "records-analysis.h"
 #include "svc/config.h"
 
 #ifdef __cplusplus
@@ -39,26 +40,16 @@ extern "C" {
 typedef struct wk_records_settings_s {
   int64_t max_chunks;      /* records.max_chunks: model rows per note at most (long notes) */
   int64_t top_evidence;    /* records.top_evidence: evidence spans per note; 0 = none */
-  int64_t max_text_bytes;  /* records.max_text_bytes: longer notes are dead-lettered (oversize) */
-  int evidence;            /* records.evidence: index into wk_records_evidence_names */
+  int evidence;            /* records.evidence: a wk_records_evidence_t */
+  int64_t evidence_chunks; /* records.evidence_chunks: chunks evidence looks at (0: all) */
   double evidence_min_probability; /* records.evidence_min_probability: evidence only above */
+  int64_t max_text_bytes;  /* records.max_text_bytes: longer notes are dead-lettered (oversize) */
   char *alert_labels;      /* records.alert_labels: comma list of labels that raise an alert */
   double alert_min_probability;    /* records.alert_min_probability: and only at or above this */
 } wk_records_settings_t;
 
-/* records.evidence: how evidence is computed (README.md says what each costs). */
-#define WK_RECORDS_EVIDENCE_MAP(XX)                                                          \
-  XX(WORDS, "words")   /* occlusion of sentence segments, then of the words of the best ones */ \
-  XX(TOKENS, "tokens") /* occlusion of every token of every chunk (max_len + 1 rows a chunk) */
-
-typedef enum {
-#define WK__RECORDS_EV_ENUM(id, name) WK_RECORDS_EVIDENCE_##id,
-  WK_RECORDS_EVIDENCE_MAP(WK__RECORDS_EV_ENUM)
-#undef WK__RECORDS_EV_ENUM
-  WK_RECORDS_EVIDENCE__COUNT
-} wk_records_evidence_t;
-
-/* NULL-terminated, in enum order, for the enum setting. */
+/* records.evidence's words, in wk_records_evidence_t order (records-analysis.h), NULL-terminated
+ * (README.md says what each costs). */
 extern const char *const wk_records_evidence_names[];
 
 /*
@@ -74,13 +65,18 @@ extern const char *const wk_records_evidence_names[];
    1, 4096, NULL, NULL},                                                                        \
   {"records.top_evidence", SVC_CFG_INT, "5", "SLUICE_RECORDS_TOP_EVIDENCE", SVC_CFG_IMMUTABLE, \
    offsetof(T, member.top_evidence),                                                            \
-   "evidence spans per note (words of the note that raised the predicted class); 0 = none",     \
+   "evidence spans per note (parts of the note that raised the predicted class); 0 = none",     \
    0, 64, NULL, NULL},                                                                          \
-  {"records.evidence", SVC_CFG_ENUM, "words", "SLUICE_RECORDS_EVIDENCE", SVC_CFG_IMMUTABLE,     \
+  {"records.evidence", SVC_CFG_ENUM, "segments", "SLUICE_RECORDS_EVIDENCE", SVC_CFG_IMMUTABLE,  \
    offsetof(T, member.evidence),                                                                \
-   "evidence by occlusion of: words (segments, then words of the best segments: cheap) or "     \
-   "tokens (every token: exact, max_len+1 model rows per chunk)",                               \
+   "evidence by occlusion of: segments (sentences/lines: cheap), words (segments, then the "    \
+   "words of the best ones) or tokens (every token: exact, max_len+1 model rows per chunk)",    \
    0, 0, wk_records_evidence_names, NULL},                                                      \
+  {"records.evidence_chunks", SVC_CFG_INT, "1", "SLUICE_RECORDS_EVIDENCE_CHUNKS",               \
+   SVC_CFG_IMMUTABLE, offsetof(T, member.evidence_chunks),                                      \
+   "segments/words evidence looks at this many chunks of a long note (those that speak most "   \
+   "for the prediction); 0 = all",                                                              \
+   0, 4096, NULL, NULL},                                                                        \
   {"records.evidence_min_probability", SVC_CFG_DOUBLE, "0", "SLUICE_RECORDS_EVIDENCE_MIN_PROB", \
    SVC_CFG_IMMUTABLE, offsetof(T, member.evidence_min_probability),                             \
    "compute evidence only when the predicted class's probability is at least this",            \
@@ -97,6 +93,29 @@ extern const char *const wk_records_evidence_names[];
    SVC_CFG_IMMUTABLE, offsetof(T, member.alert_min_probability),                                \
    "an alert label raises an alert only when its probability is at least this",                \
    0, 1, NULL, NULL},
+
+/* The table process writes (index 0): record_analysis, one row per note (wk_records_schema_sql). */
+extern const wk_table_t wk_records_tables[];
+extern const size_t wk_records_n_tables;
+
+/* The pipeline's own metrics (ops.metric_defs: ids env->metric_base + WK_RECORDS_M_*). */
+#define WK_RECORDS_METRICS(XX)                                                                 \
+  XX(WK_RECORDS_M_NOTES, "sluice_records_notes_total", SVC_COUNTER, "notes", "label", 256,      \
+     SVC_BUCKETS_NONE, "Notes analysed, by predicted label.")                                  \
+  XX(WK_RECORDS_M_TRUNCATED, "sluice_records_truncated_total", SVC_COUNTER, "notes", "", 0,     \
+     SVC_BUCKETS_NONE, "Notes longer than records.max_chunks chunks: their tail was not seen.") \
+  XX(WK_RECORDS_M_DROPPED, "sluice_records_dropped_tokens_total", SVC_COUNTER, "tokens", "", 0, \
+     SVC_BUCKETS_NONE, "Tokens of truncated notes that no chunk saw.")                         \
+  XX(WK_RECORDS_M_TOKENS, "sluice_records_note_tokens", SVC_HISTOGRAM, "tokens", "", 0,         \
+     SVC_BUCKETS_EXP(16, 2, 12), "WordPiece tokens per note.")                                 \
+  XX(WK_RECORDS_M_CHUNKS, "sluice_records_note_chunks", SVC_HISTOGRAM, "rows", "", 0,           \
+     SVC_BUCKETS_EXP(1, 2, 13), "Model rows (chunks) scored per note.")                        \
+  XX(WK_RECORDS_M_EVIDENCE, "sluice_records_evidence_seconds", SVC_HISTOGRAM, "seconds", "", 0, \
+     SVC_BUCKETS_EXP(1e-4, 2, 20), "Time to compute one note's evidence.")
+
+enum { WK_RECORDS_METRICS(SVC_METRIC_ENUM) WK_RECORDS_M__COUNT };
+extern const svc_metric_def_t wk_records_metric_defs[];
+extern const size_t wk_records_n_metric_defs;
 
 /* The defaults of WK_RECORDS_CFG_ROWS as a struct (for tests and tools without a config). */
 void wk_records_settings_default(wk_records_settings_t *s);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct wk_records_scorer_s {
   const moe_model_t *model;
@@ -24,6 +25,13 @@ struct wk_records_scorer_s {
   size_t *starts;     /* (max_chunks) first note token of each chunk */
   float *scores;      /* (max_chunks, n_outputs) */
   float *attr;        /* (max_len) */
+  /* Occlusion rows of WK_RECORDS_EVIDENCE_WORDS, run occ_batch at a time. */
+  int occ_batch;
+  int32_t *occ_ids;   /* (occ_batch, max_len) */
+  moe_input_t *occ_rows; /* (occ_batch) */
+  float *occ_scores;  /* (occ_batch, n_outputs) */
+  float *base;        /* (max_chunks) each chunk's score of the explained output */
+  bool *sel;          /* (max_chunks) chunks that evidence looks at */
 };
 
 void wk_records_scorer_free(wk_records_scorer_t *sc) {
@@ -35,6 +43,11 @@ void wk_records_scorer_free(wk_records_scorer_t *sc) {
   free(sc->starts);
   free(sc->scores);
   free(sc->attr);
+  free(sc->occ_ids);
+  free(sc->occ_rows);
+  free(sc->occ_scores);
+  free(sc->base);
+  free(sc->sel);
   free(sc);
 }
 
@@ -48,6 +61,15 @@ svc_err_t wk_records_scorer_new(const moe_model_t *model, const wk_records_cfg_t
   if (moe_model_task(model) == MOE_TASK_REGRESSION) {
     snprintf(errstr, errstr_size, "model %s is a regression model; the records pipeline needs "
              "class probabilities", moe_model_version(model));
+    return SVC_ECONFIG;
+  }
+  if ((unsigned)cfg->evidence >= WK_RECORDS_EVIDENCE__COUNT) {
+    snprintf(errstr, errstr_size, "records evidence %d is not a known way", (int)cfg->evidence);
+    return SVC_ECONFIG;
+  }
+  if (!(cfg->evidence_min_prob >= 0.0f && cfg->evidence_min_prob <= 1.0f)) {
+    snprintf(errstr, errstr_size, "records evidence_min_prob %g is outside 0..1",
+             (double)cfg->evidence_min_prob);
     return SVC_ECONFIG;
   }
   if (cfg->max_chunks < 1 || cfg->max_chunks > 4096) {
@@ -96,10 +118,19 @@ svc_err_t wk_records_scorer_new(const moe_model_t *model, const wk_records_cfg_t
   sc->starts = calloc(mc, sizeof *sc->starts);
   sc->scores = calloc(mc * (size_t)sc->n_outputs, sizeof *sc->scores);
   sc->attr = calloc((size_t)max_len, sizeof *sc->attr);
+  /* Occlusion rows go through the session in batches of at least 64 (one GEMM per expert
+   * over many rows is what makes them cheap). */
+  sc->occ_batch = mc > 64 ? (int)mc : 64;
+  sc->occ_ids = malloc((size_t)sc->occ_batch * (size_t)max_len * sizeof *sc->occ_ids);
+  sc->occ_rows = calloc((size_t)sc->occ_batch, sizeof *sc->occ_rows);
+  sc->occ_scores = calloc((size_t)sc->occ_batch * (size_t)sc->n_outputs, sizeof *sc->occ_scores);
+  sc->base = calloc(mc, sizeof *sc->base);
+  sc->sel = calloc(mc, sizeof *sc->sel);
   if (sc->ids == NULL || sc->rows == NULL || sc->starts == NULL || sc->scores == NULL ||
-      sc->attr == NULL)
+      sc->attr == NULL || sc->occ_ids == NULL || sc->occ_rows == NULL ||
+      sc->occ_scores == NULL || sc->base == NULL || sc->sel == NULL)
     goto fail;
-  if (moe_session_new(model, (int)mc, &sc->sess) != MOE_OK) goto fail;
+  if (moe_session_new(model, sc->occ_batch, &sc->sess) != MOE_OK) goto fail;
   *out = sc;
   return SVC_OK;
 fail:
@@ -122,6 +153,12 @@ void wk_records_analysis_free(wk_records_analysis_t *an) {
   memset(an, 0, sizeof *an);
 }
 
+static uint64_t records__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* ---- analysis -------------------------------------------------------------------------- */
 
 typedef struct {
@@ -135,7 +172,25 @@ static int records__word_cmp(const void *a, const void *b) {
   return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* Word-level evidence from per-token weights w[n]. */
+/* The top_evidence words of positive weight, as spans, into an->evidence. */
+static svc_err_t records__top_words(wk_records_scorer_t *sc, records__word_t *words, size_t nw,
+                                    wk_records_analysis_t *an) {
+  size_t np = 0;
+  for (size_t i = 0; i < nw; i++)
+    if (words[i].weight > 0.0f) words[np++] = words[i];
+  qsort(words, np, sizeof *words, records__word_cmp);
+  size_t k = np < sc->cfg.top_evidence ? np : sc->cfg.top_evidence;
+  if (k > 0) {
+    an->evidence = malloc(k * sizeof *an->evidence);
+    if (an->evidence == NULL) return SVC_ENOMEM;
+    for (size_t i = 0; i < k; i++)
+      an->evidence[i] = (wk_records_span_t){words[i].start, words[i].end, words[i].weight};
+  }
+  an->n_evidence = k;
+  return SVC_OK;
+}
+
+/* Word-level evidence from per-token weights w[n] (TOKENS). */
 static svc_err_t records__evidence(wk_records_scorer_t *sc, const moe_token_t *toks, size_t n,
                                    const float *w, wk_records_analysis_t *an) {
   records__word_t *words = malloc((n ? n : 1) * sizeof *words);
@@ -151,28 +206,186 @@ static svc_err_t records__evidence(wk_records_scorer_t *sc, const moe_token_t *t
       words[nw++] = (records__word_t){toks[i].start, toks[i].end, w[i]};
     }
   }
-  size_t np = 0;
-  for (size_t i = 0; i < nw; i++)
-    if (words[i].weight > 0.0f) words[np++] = words[i];
-  qsort(words, np, sizeof *words, records__word_cmp);
-  size_t k = np < sc->cfg.top_evidence ? np : sc->cfg.top_evidence;
-  if (k > 0) {
-    an->evidence = malloc(k * sizeof *an->evidence);
-    if (an->evidence == NULL) {
-      free(words);
-      return SVC_ENOMEM;
-    }
-    for (size_t i = 0; i < k; i++)
-      an->evidence[i] = (wk_records_span_t){words[i].start, words[i].end, words[i].weight};
-  }
-  an->n_evidence = k;
+  svc_err_t err = records__top_words(sc, words, nw, an);
   free(words);
+  return err;
+}
+
+/* One occlusion: note tokens [a, b) occluded in chunk c; its effect lands in *weight. */
+typedef struct {
+  size_t c, a, b;
+  float *weight;
+} records__occ_t;
+
+/*
+ * Runs occlusions (in batches of occ_batch rows) and adds sign * (base - occluded) / nc to each
+ * job's weight. SVC_OK, SVC_EINVAL (errstr) or SVC_ENOMEM.
+ */
+static svc_err_t records__occlude(wk_records_scorer_t *sc, const records__occ_t *jobs,
+                                  size_t n_jobs, int output, float sign, size_t nc,
+                                  char *errstr, size_t errstr_size) {
+  size_t body = (size_t)sc->max_len - 1;
+  for (size_t j0 = 0; j0 < n_jobs; j0 += (size_t)sc->occ_batch) {
+    size_t nb = n_jobs - j0 < (size_t)sc->occ_batch ? n_jobs - j0 : (size_t)sc->occ_batch;
+    for (size_t r = 0; r < nb; r++) {
+      const records__occ_t *jb = &jobs[j0 + r];
+      const moe_input_t *src = &sc->rows[jb->c];
+      int32_t *ids = sc->occ_ids + r * (size_t)sc->max_len;
+      memcpy(ids, src->tokens, (size_t)src->n_tokens * sizeof *ids);
+      size_t s0 = sc->starts[jb->c], s1 = s0 + body;
+      for (size_t t = jb->a > s0 ? jb->a : s0; t < jb->b && t < s1; t++) ids[1 + t - s0] = 0;
+      sc->occ_rows[r] = (moe_input_t){.tokens = ids, .n_tokens = src->n_tokens};
+    }
+    moe_output_t mo = {.scores = sc->occ_scores};
+    int rc = moe_session_run(sc->sess, sc->occ_rows, (int)nb, &mo);
+    if (rc != MOE_OK) {
+      if (rc == MOE_ENOMEM) return SVC_ENOMEM;
+      snprintf(errstr, errstr_size, "occluding the note: %s", moe_session_error(sc->sess));
+      return SVC_EINVAL;
+    }
+    for (size_t r = 0; r < nb; r++) {
+      const records__occ_t *jb = &jobs[j0 + r];
+      float v = sc->occ_scores[r * (size_t)sc->n_outputs + (size_t)output];
+      *jb->weight += sign * (sc->base[jb->c] - v) / (float)nc;
+    }
+  }
   return SVC_OK;
+}
+
+/* The chunks c that hold note token range [a, b): first..last (inclusive), by starts. */
+static void records__chunks_of(const wk_records_scorer_t *sc, size_t nc, size_t a, size_t b,
+                               size_t *first, size_t *last) {
+  size_t body = (size_t)sc->max_len - 1;
+  *first = nc;
+  *last = 0;
+  for (size_t c = 0; c < nc; c++) {
+    if (sc->starts[c] < b && a < sc->starts[c] + body) {
+      if (*first == nc) *first = c;
+      *last = c;
+    }
+  }
+}
+
+/*
+ * SEGMENTS and WORDS evidence: occlude segments (sentences or lines, whole words), the best
+ * become spans (SEGMENTS), or each word of the top_evidence best segments is occluded in turn
+ * (WORDS).
+ */
+static svc_err_t records__evidence_words(wk_records_scorer_t *sc, const char *text,
+                                         const moe_token_t *toks, size_t n, size_t nc,
+                                         int output, float sign,
+                                         wk_records_analysis_t *an, char *errstr,
+                                         size_t errstr_size) {
+  svc_err_t err = SVC_ENOMEM;
+  size_t *wstart = malloc((n + 1) * sizeof *wstart); /* first token of each word; [nw] = n */
+  size_t *sstart = malloc((n + 1) * sizeof *sstart); /* first word of each segment; [ns] = nw */
+  float *sw = calloc(n ? n : 1, sizeof *sw);
+  size_t *order = malloc((n ? n : 1) * sizeof *order);
+  records__word_t *words = malloc((n ? n : 1) * sizeof *words);
+  records__occ_t *jobs = NULL;
+  size_t nw = 0, ns = 0, n_jobs = 0, cap = 0;
+  if (!wstart || !sstart || !sw || !order || !words) goto out;
+  for (size_t i = 0; i < n; i++) {
+    const char *piece = moe_wordpiece_token(sc->wp, toks[i].id);
+    if (nw == 0 || piece == NULL || strncmp(piece, "##", 2) != 0) wstart[nw++] = i;
+  }
+  wstart[nw] = n;
+  for (size_t k = 0; k < nw; k++) {
+    /* A segment is a sentence or line of at least WK_RECORDS_SEGMENT_MIN tokens, cut at a word
+     * end before it grows past WK_RECORDS_SEGMENT_TOKENS. */
+    size_t held = ns ? wstart[k] - wstart[sstart[ns - 1]] : 0;
+    bool end = false;
+    if (k > 0) {
+      const char *prev = moe_wordpiece_token(sc->wp, toks[wstart[k] - 1].id);
+      end = prev != NULL && (strcmp(prev, ".") == 0 || strcmp(prev, "?") == 0 ||
+                             strcmp(prev, "!") == 0 || strcmp(prev, ";") == 0);
+      for (uint32_t b = toks[wstart[k] - 1].end; !end && b < toks[wstart[k]].start; b++)
+        end = text[b] == '\n';
+    }
+    if (ns == 0 || (end && held >= WK_RECORDS_SEGMENT_MIN) ||
+        wstart[k + 1] - wstart[sstart[ns - 1]] > WK_RECORDS_SEGMENT_TOKENS)
+      sstart[ns++] = k;
+  }
+  sstart[ns] = nw;
+  /* Pass 1: every segment in every chunk that holds part of it. */
+  cap = ns * 2 + nc + 16;
+  jobs = malloc(cap * sizeof *jobs);
+  if (jobs == NULL) goto out;
+  for (size_t g = 0; g < ns; g++) {
+    size_t a = wstart[sstart[g]], b = wstart[sstart[g + 1]], c0, c1;
+    records__chunks_of(sc, nc, a, b, &c0, &c1);
+    for (size_t c = c0; c <= c1 && c0 < nc; c++) {
+      if (n_jobs == cap) {
+        records__occ_t *nj = realloc(jobs, (cap *= 2) * sizeof *jobs);
+        if (nj == NULL) goto out;
+        jobs = nj;
+      }
+      if (sc->sel[c]) jobs[n_jobs++] = (records__occ_t){c, a, b, &sw[g]};
+    }
+  }
+  an->n_evidence_rows += n_jobs;
+  if ((err = records__occlude(sc, jobs, n_jobs, output, sign, nc, errstr, errstr_size)) != SVC_OK)
+    goto out;
+  if (sc->cfg.evidence == WK_RECORDS_EVIDENCE_SEGMENTS) {
+    for (size_t g = 0; g < ns; g++)
+      words[g] = (records__word_t){toks[wstart[sstart[g]]].start,
+                                   toks[wstart[sstart[g + 1]] - 1].end, sw[g]};
+    err = records__top_words(sc, words, ns, an);
+    goto out;
+  }
+  /* Pass 2: the words of the best segments (of positive weight). */
+  size_t no = 0;
+  for (size_t g = 0; g < ns; g++)
+    if (sw[g] > 0.0f) order[no++] = g;
+  size_t keep = no < sc->cfg.top_evidence ? no : sc->cfg.top_evidence;
+  for (size_t i = 0; i < keep; i++) { /* partial selection sort: keep is small */
+    size_t best = i;
+    for (size_t j = i + 1; j < no; j++)
+      if (sw[order[j]] > sw[order[best]]) best = j;
+    size_t t = order[i];
+    order[i] = order[best];
+    order[best] = t;
+  }
+  size_t nwords = 0;
+  n_jobs = 0;
+  for (size_t i = 0; i < keep; i++) {
+    size_t g = order[i];
+    for (size_t k = sstart[g]; k < sstart[g + 1]; k++) {
+      size_t a = wstart[k], b = wstart[k + 1], c0, c1;
+      words[nwords] = (records__word_t){toks[a].start, toks[b - 1].end, 0.0f};
+      records__chunks_of(sc, nc, a, b, &c0, &c1);
+      for (size_t c = c0; c <= c1 && c0 < nc; c++) {
+        if (n_jobs == cap) {
+          records__occ_t *nj = realloc(jobs, (cap *= 2) * sizeof *jobs);
+          if (nj == NULL) {
+            err = SVC_ENOMEM;
+            goto out;
+          }
+          jobs = nj;
+        }
+        if (sc->sel[c]) jobs[n_jobs++] = (records__occ_t){c, a, b, &words[nwords].weight};
+      }
+      nwords++;
+    }
+  }
+  an->n_evidence_rows += n_jobs;
+  if ((err = records__occlude(sc, jobs, n_jobs, output, sign, nc, errstr, errstr_size)) != SVC_OK)
+    goto out;
+  err = records__top_words(sc, words, nwords, an);
+out:
+  free(wstart);
+  free(sstart);
+  free(sw);
+  free(order);
+  free(words);
+  free(jobs);
+  return err;
 }
 
 svc_err_t wk_records_analyze(wk_records_scorer_t *sc, const char *text, size_t len,
                              wk_records_analysis_t *out, char *errstr, size_t errstr_size) {
   memset(out, 0, sizeof *out);
+  uint64_t t0 = records__now_ns();
   moe_token_t *toks = NULL;
   float *w = NULL;
   size_t n = 0;
@@ -234,13 +447,39 @@ svc_err_t wk_records_analyze(wk_records_scorer_t *sc, const char *text, size_t l
   for (int k = 1; k < sc->n_classes; k++)
     if (out->probs[k] > out->probs[out->predicted]) out->predicted = k;
 
-  if (sc->cfg.top_evidence > 0 && n > 0) {
-    w = calloc(n, sizeof *w);
-    if (w == NULL) goto fail;
+  uint64_t t1 = records__now_ns();
+  out->score_ns = t1 - t0;
+  if (sc->cfg.top_evidence > 0 && n > 0 &&
+      out->probs[out->predicted] >= sc->cfg.evidence_min_prob) {
     int output = sc->binary ? 0 : out->predicted;
     /* For a binary model predicting labels[0], evidence is what pushed P(labels[1]) down. */
     float sign = sc->binary && out->predicted == 0 ? -1.0f : 1.0f;
+    if (sc->cfg.evidence != WK_RECORDS_EVIDENCE_TOKENS) {
+      /* The evidence_chunks chunks that speak most for the prediction (all when 0). */
+      size_t want = sc->cfg.evidence_chunks == 0 || sc->cfg.evidence_chunks > nc
+                        ? nc
+                        : sc->cfg.evidence_chunks;
+      for (size_t c = 0; c < nc; c++) {
+        sc->base[c] = sc->scores[c * (size_t)sc->n_outputs + (size_t)output];
+        sc->sel[c] = want == nc;
+      }
+      for (size_t k = 0; k < want && want < nc; k++) {
+        size_t best = nc;
+        for (size_t c = 0; c < nc; c++)
+          if (!sc->sel[c] && (best == nc || sign * sc->base[c] > sign * sc->base[best])) best = c;
+        sc->sel[best] = true;
+      }
+      err = records__evidence_words(sc, text, toks, n, nc, output, sign, out, errstr,
+                                    errstr_size);
+      if (err != SVC_OK) goto fail;
+      out->evidence_ns = records__now_ns() - t1;
+      moe_text_free(toks);
+      return SVC_OK;
+    }
+    w = calloc(n, sizeof *w);
+    if (w == NULL) goto fail;
     for (size_t c = 0; c < nc; c++) {
+      out->n_evidence_rows += (size_t)sc->rows[c].n_tokens + 1;
       rc = moe_session_attribute(sc->sess, &sc->rows[c], output, sc->attr, sc->max_len);
       if (rc != MOE_OK) {
         if (rc != MOE_ENOMEM) {
@@ -253,6 +492,7 @@ svc_err_t wk_records_analyze(wk_records_scorer_t *sc, const char *text, size_t l
         w[sc->starts[c] + (size_t)j - 1] += sign * sc->attr[j] / (float)nc;
     }
     if ((err = records__evidence(sc, toks, n, w, out)) != SVC_OK) goto fail;
+    out->evidence_ns = records__now_ns() - t1;
   }
   free(w);
   moe_text_free(toks);

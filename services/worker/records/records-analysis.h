@@ -12,11 +12,24 @@
  * max_chunks * (max_len - 1) / 2 tokens) is the rest of the note dropped: then truncated is
  * true and n_dropped says how many tokens were not seen, for the caller's counter.
  *
- * Evidence: occlusion attributions (moe_session_attribute) of the predicted class for every
- * token of every chunk, divided by the number of chunks (the effect of the token on the mean
- * probability), summed over the chunks that hold it and over the pieces of one word; the
- * top_evidence words with a positive weight become spans [start, end) of the original text.
- * That costs max_len + 1 model rows per chunk; top_evidence 0 skips it.
+ * Evidence: the words of the note that raised the predicted class's mean probability, by
+ * occlusion (a piece replaced by id 0, the effect measured on the chunk's score and divided by
+ * the number of chunks, so that weights are effects on the mean probability, summed over the
+ * chunks that hold the word). The top_evidence words with a positive weight become spans
+ * [start, end) of the original text. Three ways (cfg.evidence):
+ *   TOKENS:   every token of every chunk occluded alone (moe_session_attribute), the pieces of
+ *             one word summed: exact, max_len + 1 model rows per chunk.
+ *   SEGMENTS: every segment (WK_RECORDS_SEGMENT_*: a sentence or line, whole words) occluded
+ *             whole in every chunk that holds part of it; the spans are the best segments.
+ *             About max_len / 20 rows per chunk.
+ *   WORDS:    SEGMENTS first, then each word of the top_evidence best segments occluded whole
+ *             (all its pieces at once); the spans are words. A word outside those segments is
+ *             never evidence (an approximation); about 12 * top_evidence rows more per note.
+ * SEGMENTS and WORDS look only at the cfg.evidence_chunks chunks (0: all) whose own score
+ * speaks most for the prediction (a long note's cost is then bounded; a word's effect through
+ * the other chunks that hold it is left out).
+ * top_evidence 0 skips evidence, and so does a predicted probability below
+ * cfg.evidence_min_prob (n_evidence_rows says how many model rows evidence took).
  *
  * Threads: a wk_records_scorer_t owns a moe session: one thread at a time. Several scorers may
  * share one model.
@@ -37,9 +50,31 @@
 extern "C" {
 #endif
 
+/* How evidence is computed (all by occlusion: a token occluded is replaced by id 0). */
+#define WK_RECORDS_EVIDENCE_MAP(XX)                                                            \
+  XX(TOKENS, "tokens")     /* every token of every chunk alone: max_len + 1 rows a chunk */     \
+  XX(WORDS, "words")       /* segments, then each word of the best top_evidence segments */      \
+  XX(SEGMENTS, "segments") /* segments (sentences or lines) whole: spans are segments */
+
+typedef enum {
+#define WK__RECORDS_EV_ENUM(id, name) WK_RECORDS_EVIDENCE_##id,
+  WK_RECORDS_EVIDENCE_MAP(WK__RECORDS_EV_ENUM)
+#undef WK__RECORDS_EV_ENUM
+  WK_RECORDS_EVIDENCE__COUNT
+} wk_records_evidence_t;
+
+/* Segments of SEGMENTS and WORDS: a sentence (ends after ". ? ! ;") or a line of at least
+ * WK_RECORDS_SEGMENT_MIN tokens, cut at a word end before it grows past
+ * WK_RECORDS_SEGMENT_TOKENS tokens. */
+#define WK_RECORDS_SEGMENT_MIN 6
+#define WK_RECORDS_SEGMENT_TOKENS 32
+
 typedef struct wk_records_cfg_s {
   size_t max_chunks;   /* chunks scored per note, >= 1 (16 by default) */
   size_t top_evidence; /* evidence spans per note; 0 = no attribution */
+  wk_records_evidence_t evidence; /* how (zero: TOKENS) */
+  float evidence_min_prob; /* evidence only when the predicted probability is at least this */
+  size_t evidence_chunks;  /* SEGMENTS/WORDS: look at this many chunks at most (0: all) */
 } wk_records_cfg_t;
 
 #define WK_RECORDS_DEFAULT_MAX_CHUNKS 16
@@ -73,6 +108,9 @@ typedef struct wk_records_analysis_s {
   size_t n_evidence;
   moe_text_section_t *sections; /* (n_sections) in text order */
   size_t n_sections;
+  size_t n_evidence_rows;    /* model rows run for evidence (0: none computed) */
+  uint64_t score_ns;         /* time tokenizing and scoring (monotonic clock) */
+  uint64_t evidence_ns;      /* time computing evidence */
 } wk_records_analysis_t;
 
 /*
