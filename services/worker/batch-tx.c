@@ -321,7 +321,8 @@ static void tx__state_index_grow(wk_batch_tx_t *tx) {
   for (size_t i = 0; i < tx->n_states; i++) *tx__state_slot(tx, tx->states[i].card_id) = i + 1;
 }
 
-const char *wk_decision_name(wk_decision_t d) {
+/* wk_decision_name's words (pipeline-fraud.c), here too so that wk_core stands alone. */
+static const char *tx__decision_name(wk_decision_t d) {
   switch (d) {
   case WK_DECISION_ALLOW: return "allow";
   case WK_DECISION_REVIEW: return "review";
@@ -437,7 +438,7 @@ void wk_batch_tx_free(wk_batch_tx_t *tx) {
 }
 
 void wk_batch_tx_add_result(wk_batch_tx_t *tx, const wk_result_row_t *r) {
-  if (wk_decision_name(r->decision) == NULL) {
+  if (tx__decision_name(r->decision) == NULL) {
     fprintf(stderr, "wk_batch_tx_add_result: decision %d is not allow/review/block\n",
             (int)r->decision);
     abort();
@@ -534,7 +535,7 @@ void wk_batch_tx_finish(wk_batch_tx_t *tx, const char **sql, const char *const *
     buf_real(&score, r->score);
     buf_elem_str(&p[3], score.p);
     free(score.p);
-    buf_elem_str(&p[4], wk_decision_name(r->decision));
+    buf_elem_str(&p[4], tx__decision_name(r->decision));
     buf_elem_str(&p[5], r->model_version);
     buf_elem_str(&p[6], r->experts);
     buf_elem_str(&p[7], r->top_features);
@@ -687,7 +688,7 @@ void wk_batch_tx_finish_binary(wk_batch_tx_t *tx, const char **sql, const char *
     bin_text(&p[1], r->event_id);
     bin_text(&p[2], r->key);
     bin_f4(&p[3], r->score);
-    bin_text(&p[4], wk_decision_name(r->decision));
+    bin_text(&p[4], tx__decision_name(r->decision));
     bin_text(&p[5], r->model_version);
     bin_text(&p[6], r->experts);
     bin_text(&p[7], r->top_features);

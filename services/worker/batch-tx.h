@@ -25,55 +25,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipeline-fraud.h"
+#include "stmt.h"
 #include "svc/error.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef enum {
-  WK_DECISION_ALLOW = 1, /* the numbers of sluice.v1.Decision */
-  WK_DECISION_REVIEW = 2,
-  WK_DECISION_BLOCK = 3
-} wk_decision_t;
-
-/* "allow", "review", "block" (the results.decision column); NULL for anything else. */
-const char *wk_decision_name(wk_decision_t d);
-
-typedef struct wk_result_row_s {
-  const char *domain;        /* "fraud" */
-  const char *event_id;
-  const char *key;           /* NULL is stored as "" */
-  float score;
-  wk_decision_t decision;
-  const char *model_version;
-  const char *experts_json;  /* JSON array, e.g. [{"layer":0,"expert":3,"weight":0.61}]; NULL = [] */
-  const char *top_features_json; /* JSON array, e.g. [{"name":"V14","contribution":0.2}]; NULL = [] */
-  const float *input;        /* (n_input) the model input vector */
-  size_t n_input;
-  int64_t event_time_ms;
-  const char *topic;
-  int32_t partition;
-  int64_t offset;
-} wk_result_row_t;
-
-typedef struct wk_state_row_s {
-  const char *card_id;
-  const char *topic;
-  int32_t partition;
-  int64_t last_offset;       /* offset of the newest event folded into this state */
-  const uint8_t *state;      /* (state_len) e.g. wk_velocity_encode's bytes */
-  size_t state_len;
-} wk_state_row_t;
-
-typedef struct wk_outbox_row_s {
-  const char *alert_id;      /* stable: the same alert always gets the same id */
-  const char *domain;
-  const char *key;
-  const char *topic;         /* where the relay publishes it, e.g. "sluice.fraud.alerts" */
-  const uint8_t *payload;    /* (payload_len) a packed sluice.v1.Alert */
-  size_t payload_len;
-} wk_outbox_row_t;
+/* wk_decision_t, wk_result_row_t and wk_state_row_t are the fraud pipeline's
+ * (pipeline-fraud.h), wk_outbox_row_t the generic builder's (stmt.h). */
 
 typedef struct wk_offset_row_s {
   const char *topic;
