@@ -52,6 +52,7 @@ typedef struct train_opts_s {
   int vocab;      /* text */
   int layers;     /* text: attention layers */
   int bag;        /* text: pool "bag" (no positions, no attention; MODEL_FORMAT.md) */
+  int balanced;   /* multiclass: class weights n / (n_classes * count) over the train part */
   double weight_decay;    /* < 0: the trainer's default */
   double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
   int json;
@@ -313,6 +314,10 @@ static char *build_config(const train_t *tn, const card_t *card) {
     if (o->label_smoothing >= 0) {
       cli_json_key(&js, "label_smoothing");
       cli_json_num(&js, o->label_smoothing);
+    }
+    if (o->balanced) {
+      cli_json_key(&js, "class_weight");
+      cli_json_str(&js, "balanced");
     }
     if (task_kind(t) == MOE_TASK_BINARY) {
       cli_json_key(&js, "pos_weight");
@@ -689,6 +694,7 @@ int cli_cmd_train(int argc, char **argv) {
       {"label-smoothing", required_argument, NULL, 'S'},
       {"layers", required_argument, NULL, 'L'},
       {"pool", required_argument, NULL, 'P'},
+      {"balanced", no_argument, NULL, 'C'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -759,6 +765,7 @@ int cli_cmd_train(int argc, char **argv) {
     case 'W': bad = parse_int(optarg, 8, 512, &o->window); break;
     case 'M': bad = parse_int(optarg, 2, 16384, &o->max_len); break;
     case 'L': bad = parse_int(optarg, 0, 16, &o->layers); break;
+    case 'C': o->balanced = 1; break;
     case 'P':
       if (!strcmp(optarg, "bag")) o->bag = 1;
       else if (!strcmp(optarg, "mean")) o->bag = 0;
@@ -795,6 +802,12 @@ int cli_cmd_train(int argc, char **argv) {
   if (o->lr == 0) o->lr = text_task ? 3e-3 : 1e-3;
   if (o->label_smoothing >= 0 && !text_task) {
     status = usage_error("--label-smoothing applies to the multi-class tasks (records-mtsamples, "
+                         "records-abstracts), not '%s'",
+                         task_name);
+    goto done;
+  }
+  if (o->balanced && !text_task) {
+    status = usage_error("--balanced applies to the multi-class tasks (records-mtsamples, "
                          "records-abstracts), not '%s'",
                          task_name);
     goto done;
@@ -866,6 +879,17 @@ int cli_cmd_train(int argc, char **argv) {
   to.lr = (float)o->lr;
   if (o->weight_decay >= 0) to.weight_decay = (float)o->weight_decay;
   if (o->label_smoothing >= 0) to.label_smoothing = (float)o->label_smoothing;
+  float *class_w = NULL;
+  if (o->balanced) {
+    /* sklearn's "balanced": n / (n_classes * count), so that each class weighs as much in the
+     * loss as in macro-F1; a class absent from the train part keeps weight 1. */
+    int nk = (int)t->n_class;
+    if ((class_w = calloc((size_t)nk + 1, sizeof(float))) == NULL) goto oom;
+    for (int i = 0; i < tn->pd[0].n; i++) class_w[tn->pd[0].label[i]] += 1.0f;
+    for (int k = 0; k < nk; k++)
+      class_w[k] = class_w[k] > 0 ? (float)tn->pd[0].n / ((float)nk * class_w[k]) : 1.0f;
+    to.class_weight = class_w;
+  }
   if (task_kind(t) == MOE_TASK_BINARY) {
     /* Rare positives: weight them by the square root of the imbalance (not the full ratio,
      * which makes the scores poorly calibrated for a threshold). */
@@ -876,7 +900,9 @@ int cli_cmd_train(int argc, char **argv) {
   }
   config = build_config(tn, &card);
   if (config == NULL) goto oom;
-  if (moe_trainer_new(config, o->seed, &to, &tn->tr, err, sizeof(err)) != MOE_OK) {
+  int nrc = moe_trainer_new(config, o->seed, &to, &tn->tr, err, sizeof(err));
+  free(class_w); /* copied by the trainer */
+  if (nrc != MOE_OK) {
     fprintf(stderr, "sluice train: the model config was refused: %s\n", err);
     goto done;
   }

@@ -60,6 +60,9 @@ typedef struct moe_train_opts_s {
   float pos_weight;      /* binary: weight of positive rows in BCE / alpha of focal (1) */
   float focal_gamma;     /* focal loss exponent (2) */
   float label_smoothing; /* multiclass: epsilon in [0, 1) (0) */
+  const float *class_weight; /* multiclass: (n_labels) weight of each class's rows in the
+                                cross-entropy, each > 0, e.g. n / (n_labels * count) for balanced
+                                classes; NULL: all 1 (NULL). Copied by moe_trainer_new. */
   float huber_delta;     /* Huber threshold (1) */
   float lr;              /* peak learning rate (1e-3) */
   float min_lr;          /* where the cosine decay ends (0) */

@@ -707,15 +707,15 @@ double moe__tr_loss(moe_trainer_t *tr, const tr_cache_t *c, const moe_train_data
       }
     } else if (tr->cfg.task == MOE_TASK_MULTICLASS) {
       const int y = batch->label[r];
-      const double eps = o->label_smoothing;
+      const double eps = o->label_smoothing, cw = tr->class_w != NULL ? tr->class_w[y] : 1.0;
       double mx = z[0], sum = 0;
       for (int k = 1; k < n; k++) mx = z[k] > mx ? z[k] : mx;
       for (int k = 0; k < n; k++) sum += exp(z[k] - mx);
       const double lse = mx + log(sum);
       for (int k = 0; k < n; k++) {
         const double q = (k == y ? 1 - eps : 0) + eps / n;
-        loss += -q * (z[k] - lse) / m;
-        if (g) g[k] = (tr_real)((exp(z[k] - lse) - q) / m);
+        loss += -cw * q * (z[k] - lse) / m;
+        if (g) g[k] = (tr_real)(cw * (exp(z[k] - lse) - q) / m);
       }
     } else {
       for (int k = 0; k < n; k++) {

@@ -116,7 +116,8 @@ typedef struct tr_text_layer_cache_s {
 struct moe_trainer_s {
   moe__config_t cfg;
   moe_json_doc_t *doc; /* the config; cfg borrows its strings */
-  moe_train_opts_t opts;
+  moe_train_opts_t opts; /* opts.class_weight is NULL once copied into class_w */
+  tr_real *class_w;    /* multiclass: (n_labels) cross-entropy weight per class, or NULL */
   uint64_t rng[4];     /* xoshiro256** state: init and shuffles */
   int d, d_in, n_out;
   /* registry and layout */

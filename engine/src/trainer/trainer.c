@@ -279,6 +279,26 @@ static int trainer_build(const char *json, size_t len, uint64_t seed, const moe_
   if (opts != NULL) tr->opts = *opts;
   else moe_train_opts_default(&tr->opts);
   if ((rc = check_opts(tr, &tr->opts, errstr, size)) != MOE_OK) goto fail;
+  if (tr->opts.class_weight != NULL) {
+    rc = MOE_EINVAL;
+    if (tr->cfg.task != MOE_TASK_MULTICLASS) {
+      fail(errstr, size, rc, "opts.class_weight is for multiclass tasks only");
+      goto fail;
+    }
+    if ((tr->class_w = moe__calloc((size_t)tr->cfg.n_labels, sizeof(tr_real))) == NULL) {
+      rc = MOE_ENOMEM;
+      goto fail;
+    }
+    for (int k = 0; k < tr->cfg.n_labels; k++) {
+      const float w = tr->opts.class_weight[k];
+      if (!(w > 0) || !isfinite(w)) {
+        fail(errstr, size, rc, "opts.class_weight[%d] is %g, expected a finite value > 0", k, (double)w);
+        goto fail;
+      }
+      tr->class_w[k] = w;
+    }
+    tr->opts.class_weight = NULL; /* the caller's array is not kept: class_w is the copy */
+  }
   rng_seed(tr->rng, seed);
   if ((rc = build_registry(tr)) != MOE_OK) goto fail;
   rc = MOE_ENOMEM;
@@ -369,6 +389,7 @@ fail:
 
 void moe_trainer_free(moe_trainer_t *tr) {
   if (tr == NULL) return;
+  moe__free(tr->class_w);
   if (tr->blocks != NULL) {
     moe__free(tr->blocks[0].sel_bias);
     for (int b = 0; b < tr->cfg.n_moe; b++) {
