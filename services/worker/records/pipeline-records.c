@@ -342,7 +342,7 @@ static svc_err_t records__process(wk_pipeline_t *p, const wk_pmodel_t *m, void *
     wk_stmt_bool(stmt, an.truncated);
     wk_stmt_int4(stmt, (int32_t)an.n_dropped);
     wk_stmt_int8(stmt, env->event_time_ms);
-    wk_stmt_text(stmt, rd_kafka_topic_name(msgs[i]->rkt));
+    wk_stmt_text(stmt, p->topic);
     wk_stmt_int4(stmt, msgs[i]->partition);
     wk_stmt_int8(stmt, msgs[i]->offset);
     wk_stmt_row_end(stmt);
