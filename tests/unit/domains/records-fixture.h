@@ -22,7 +22,7 @@
 #define RF_MODEL "models/records-mtsamples.safetensors"
 
 /* Notes of the CSV's text column (4), non-empty, at most `max`; *n gets the count. */
-static char **rf_notes(size_t max, size_t *n) {
+static inline char **rf_notes(size_t max, size_t *n) {
   const char *dir = getenv("SLUICE_SOURCE_DIR");
   char path[512];
   snprintf(path, sizeof path, "%s/../shared/data/clinical/mtsamples_train.csv", dir ? dir : ".");
@@ -62,13 +62,13 @@ static char **rf_notes(size_t max, size_t *n) {
   return out;
 }
 
-static void rf_notes_free(char **notes, size_t n) {
+static inline void rf_notes_free(char **notes, size_t n) {
   for (size_t i = 0; i < n; i++) free(notes[i]);
   free(notes);
 }
 
 /* A packed envelope of a note (caller frees *buf). patient may be NULL. */
-static uint8_t *rf_envelope(const char *note_id, const char *patient, const char *text,
+static inline uint8_t *rf_envelope(const char *note_id, const char *patient, const char *text,
                             int64_t time_ms, size_t *len) {
   Sluice__V1__ClinicalNote note = SLUICE__V1__CLINICAL_NOTE__INIT;
   note.note_id = (char *)note_id;
@@ -98,7 +98,7 @@ typedef struct {
 } rf_pipeline_t;
 
 /* The pipeline with `settings` (its metrics in a registry of their own, base 0). */
-static void rf_pipeline_init(rf_pipeline_t *rp, const wk_records_settings_t *settings,
+static inline void rf_pipeline_init(rf_pipeline_t *rp, const wk_records_settings_t *settings,
                              const char *topic) {
   char err[256];
   memset(rp, 0, sizeof *rp);
@@ -113,13 +113,13 @@ static void rf_pipeline_init(rf_pipeline_t *rp, const wk_records_settings_t *set
   ASSERT_MSG(wk_pipeline_records.create(&rp->env, &rp->p, err, sizeof err) == SVC_OK, "%s", err);
 }
 
-static void rf_pipeline_close(rf_pipeline_t *rp) {
+static inline void rf_pipeline_close(rf_pipeline_t *rp) {
   wk_pipeline_records.destroy(rp->p);
   svc_metrics_free(rp->metrics);
 }
 
 /* Independent scoring: class probabilities (n_classes) of `text` as the mean over chunks. */
-static void rf_score(const moe_model_t *m, const char *text, float *probs, size_t *n_tokens,
+static inline void rf_score(const moe_model_t *m, const char *text, float *probs, size_t *n_tokens,
                      size_t *n_chunks) {
   const char *tj = moe_model_tokenizer_json(m);
   ASSERT_NOT_NULL(tj);
@@ -173,7 +173,7 @@ static void rf_score(const moe_model_t *m, const char *text, float *probs, size_
 
 /* The effect on the one-chunk note's predicted probability of replacing every token inside
  * [start, end) by id 0 (what a segment's evidence weight is for a note of one chunk). */
-static float rf_occlusion(const moe_model_t *m, const char *text, int output, uint32_t start,
+static inline float rf_occlusion(const moe_model_t *m, const char *text, int output, uint32_t start,
                           uint32_t end) {
   const char *tj = moe_model_tokenizer_json(m);
   moe_wordpiece_t *wp = NULL;
