@@ -1,7 +1,7 @@
 /*
  * bench-pipeline-pgtx: the worker's per-batch PostgreSQL statement on its own, without Kafka or
  * a model, to measure what one batch commit costs and why. It migrates a fresh schema, then
- * commits `--batches` batches of `--batch` rows built with wk_batch_tx exactly as the worker
+ * commits `--batches` batches of `--batch` rows built with wk_stmt exactly as the worker
  * builds them (46 model inputs, an experts JSON array, one 654-byte card state per row over
  * `--cards` cards, an alert for 1 row in 50, one offset row per partition), timing each
  * statement from send to result. With --explain it also prints EXPLAIN (ANALYZE, BUFFERS, WAL)
@@ -9,14 +9,11 @@
  *   {"batch":256,"batches":40,"stmt_ms_p50":..,"stmt_ms_p99":..,"rows_per_s":..,"build_ms_p50":..}
  *
  * Usage: bench-pipeline-pgtx --dsn DSN [--batch 256] [--batches 40] [--cards 50000]
- *                            [--schema NAME] [--params binary|text] [--explain]
- *                            [--builder stmt|batch-tx|both]
- * --params binary (the default) sends the statement as the worker does: prepared once, every
- * array in binary; --params text sends the text rendering unprepared (the worker before).
- * --builder stmt (the default) builds it with the generic builder and the fraud pipeline's
- * tables (stmt.h, pipeline-fraud.h), as the worker does now; batch-tx with the fraud-only
- * builder it replaced; both alternates the two batch by batch in one process and one session
- * (same server, same load, same table sizes) and prints one JSON line per builder.
+ *                            [--schema NAME] [--explain]
+ * The statement is built with the generic builder and the fraud pipeline's tables (stmt.h,
+ * pipeline-fraud.h) and sent as the worker sends it: prepared once, every array in binary.
+ * (Commit 9d2f9e6 also had --builder batch-tx|both, the fraud-only builder stmt.c replaced,
+ * alternated batch by batch in one session: bench/pipeline/README.md has the figures.)
  */
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -27,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "batch-tx.h"
 #include "pipeline-fraud.h"
 #include "schema.h"
 #include "stmt.h"
@@ -81,11 +77,9 @@ static uint64_t next_rand(void) {
   return rng;
 }
 
-/* Fills tx (or st, when not NULL) with batch number `bi` of `n` rows. */
-static void build_batch(wk_batch_tx_t *tx, wk_stmt_t *st, long bi, int n, long cards,
-                        int partitions) {
-  if (st) wk_stmt_reset(st);
-  else wk_batch_tx_reset(tx);
+/* Fills st with batch number `bi` of `n` rows. */
+static void build_batch(wk_stmt_t *st, long bi, int n, long cards, int partitions) {
+  wk_stmt_reset(st);
   float input[PGTX_N_INPUT];
   uint8_t state[PGTX_STATE_LEN];
   static const char experts[] = "[{\"layer\":0,\"expert\":1,\"weight\":0.61},"
@@ -107,15 +101,10 @@ static void build_batch(wk_batch_tx_t *tx, wk_stmt_t *st, long bi, int n, long c
                          .top_features_json = NULL, .input = input, .n_input = PGTX_N_INPUT,
                          .event_time_ms = 1764000000000 + seq, .topic = "sluice.fraud.events",
                          .partition = part, .offset = off};
+    wk_fraud_add_result(st, &r);
     wk_state_row_t s = {.card_id = card, .topic = "sluice.fraud.events", .partition = part,
                         .last_offset = off, .state = state, .state_len = sizeof state};
-    if (st) {
-      wk_fraud_add_result(st, &r);
-      wk_fraud_add_state(st, &s);
-    } else {
-      wk_batch_tx_add_result(tx, &r);
-      wk_batch_tx_add_state(tx, &s);
-    }
+    wk_fraud_add_state(st, &s);
     if (d == WK_DECISION_BLOCK) {
       char alert[80];
       snprintf(alert, sizeof alert, "fraud:%s", id);
@@ -124,29 +113,19 @@ static void build_batch(wk_batch_tx_t *tx, wk_stmt_t *st, long bi, int n, long c
       wk_outbox_row_t o = {.alert_id = alert, .domain = "fraud", .key = card,
                            .topic = "sluice.fraud.alerts", .payload = payload,
                            .payload_len = sizeof payload};
-      if (st) wk_stmt_add_outbox(st, &o);
-      else wk_batch_tx_add_outbox(tx, &o);
+      wk_stmt_add_outbox(st, &o);
     }
-    wk_offset_row_t k = {.topic = "sluice.fraud.events", .partition = part,
-                         .next_offset = off + 1};
-    if (st) wk_stmt_add_offset(st, k.topic, k.partition, k.next_offset);
-    else wk_batch_tx_add_offset(tx, &k);
+    wk_stmt_add_offset(st, "sluice.fraud.events", part, off + 1);
   }
 }
 
-/* --params text: the old text rendering, sent unprepared; else the worker's way. */
-static bool text_params;
-
-static bool run_stmt(PGconn *conn, wk_batch_tx_t *tx, wk_stmt_t *st, const char *prefix,
-                     bool print) {
+static bool run_stmt(PGconn *conn, wk_stmt_t *st, const char *prefix, bool print) {
   const char *text;
   const char *const *params;
   const int *lengths = NULL, *formats = NULL;
-  int n_params = WK_BATCH_TX_N_PARAMS;
-  if (st) wk_stmt_render(st, &text, &n_params, &params, &lengths, &formats);
-  else if (text_params) wk_batch_tx_finish(tx, &text, &params);
-  else wk_batch_tx_finish_binary(tx, &text, &params, &lengths, &formats);
-  /* For experiments: PGTX_SQL names a file holding another statement over the same $1..$27. */
+  int n_params;
+  wk_stmt_render(st, &text, &n_params, &params, &lengths, &formats);
+  /* For experiments: PGTX_SQL names a file holding another statement over the same params. */
   static char alt[16384];
   const char *alt_path = getenv("PGTX_SQL");
   if (alt_path && alt[0] == '\0') {
@@ -167,21 +146,20 @@ static bool run_stmt(PGconn *conn, wk_batch_tx_t *tx, wk_stmt_t *st, const char 
     snprintf(sql, n, "%s%s", prefix, text);
   }
   PGresult *res;
-  static bool prepared[2];
-  const char *name = st ? "pgtx_stmt" : "pgtx_batch";
-  if ((st || !text_params) && sql == NULL && alt_path == NULL) {
+  static bool prepared;
+  if (sql == NULL && alt_path == NULL) {
     /* As the worker sends it: prepared once per session, binary parameters. */
-    if (!prepared[st != NULL]) {
-      res = PQprepare(conn, name, text, n_params, NULL);
+    if (!prepared) {
+      res = PQprepare(conn, "pgtx_batch", text, n_params, NULL);
       if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         fprintf(stderr, "bench-pipeline-pgtx: prepare failed: %s", PQresultErrorMessage(res));
         PQclear(res);
         return false;
       }
       PQclear(res);
-      prepared[st != NULL] = true;
+      prepared = true;
     }
-    res = PQexecPrepared(conn, name, n_params, params, lengths, formats, 0);
+    res = PQexecPrepared(conn, "pgtx_batch", n_params, params, lengths, formats, 0);
   } else {
     res = PQexecParams(conn, sql ? sql : text, n_params, NULL, params, lengths, formats, 0);
   }
@@ -204,7 +182,6 @@ int main(int argc, char **argv) {
   int batch = 256, batches = 40, partitions = 4;
   long cards = 50000;
   bool explain = false;
-  int builders = 1; /* bit 0: stmt, bit 1: batch-tx */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -217,11 +194,6 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--batch") == 0) batch = atoi(v), i++;
     else if (strcmp(a, "--batches") == 0) batches = atoi(v), i++;
     else if (strcmp(a, "--cards") == 0) cards = atol(v), i++;
-    else if (strcmp(a, "--params") == 0 && (strcmp(v, "text") == 0 || strcmp(v, "binary") == 0))
-      text_params = strcmp(v, "text") == 0, i++;
-    else if (strcmp(a, "--builder") == 0 && strcmp(v, "stmt") == 0) builders = 1, i++;
-    else if (strcmp(a, "--builder") == 0 && strcmp(v, "batch-tx") == 0) builders = 2, i++;
-    else if (strcmp(a, "--builder") == 0 && strcmp(v, "both") == 0) builders = 3, i++;
     else {
       fprintf(stderr, "bench-pipeline-pgtx: unknown argument %s\n", a);
       return 2;
@@ -229,8 +201,7 @@ int main(int argc, char **argv) {
   }
   if (dsn == NULL || batch <= 0 || batches <= 0 || cards <= 0) {
     fprintf(stderr, "usage: bench-pipeline-pgtx --dsn DSN [--batch N] [--batches N] "
-                    "[--cards N] [--schema NAME] [--params binary|text] [--explain] "
-                    "[--builder stmt|batch-tx|both]\n");
+                    "[--cards N] [--schema NAME] [--explain]\n");
     return 2;
   }
   char schema_buf[64];
@@ -258,65 +229,44 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench-pipeline-pgtx: migrate: %s\n", err);
     return 1;
   }
-  wk_batch_tx_t *tx = NULL;
   wk_stmt_t *st = NULL;
-  if (wk_batch_tx_new(schema, "bench", &tx, err, sizeof err) != SVC_OK ||
-      wk_stmt_new(schema, "bench", wk_fraud_tables, WK_FRAUD_N_TABLES, &st, err, sizeof err) !=
-          SVC_OK) {
+  if (wk_stmt_new(schema, "bench", wk_fraud_tables, WK_FRAUD_N_TABLES, &st, err, sizeof err) !=
+      SVC_OK) {
     fprintf(stderr, "bench-pipeline-pgtx: %s\n", err);
     return 1;
   }
-  /* Per builder (0 stmt, 1 batch-tx): statement and build times, server CPU, wall time. */
-  double *stmt_ms[2], *build_ms[2], cpu_s[2] = {0, 0}, wall_ms[2] = {0, 0};
-  for (int k = 0; k < 2; k++) {
-    stmt_ms[k] = calloc((size_t)batches, sizeof **stmt_ms);
-    build_ms[k] = calloc((size_t)batches, sizeof **build_ms);
-  }
-  int pid = PQbackendPID(conn);
-  fprintf(stderr, "bench-pipeline-pgtx: server process %d\n", pid);
-  long seq = 0; /* batch numbers over both builders: every event id is new */
+  double *stmt = calloc((size_t)batches, sizeof *stmt), *build = calloc((size_t)batches, sizeof *build);
+  fprintf(stderr, "bench-pipeline-pgtx: server process %d\n", PQbackendPID(conn));
+  double cpu0 = proc_cpu_s(PQbackendPID(conn));
+  double t_all = now_ms();
   for (long b = 0; b < batches; b++) {
-    /* With both, each pair runs in alternating order so neither always goes first. */
-    for (int j = 0; j < 2; j++) {
-      int k = (builders == 3) ? (int)((b + j) % 2) : (builders == 1 ? 0 : 1);
-      if (builders != 3 && j == 1) break;
-      double c0 = proc_cpu_s(pid), t0 = now_ms();
-      build_batch(tx, k == 0 ? st : NULL, seq++, batch, cards, partitions);
-      double t1 = now_ms();
-      if (!run_stmt(conn, tx, k == 0 ? st : NULL, NULL, false)) return 1;
-      double t2 = now_ms(), c1 = proc_cpu_s(pid);
-      build_ms[k][b] = t1 - t0;
-      stmt_ms[k][b] = t2 - t1;
-      wall_ms[k] += t2 - t0;
-      cpu_s[k] += c1 - c0;
-    }
+    double t0 = now_ms();
+    build_batch(st, b, batch, cards, partitions);
+    double t1 = now_ms();
+    if (!run_stmt(conn, st, NULL, false)) return 1;
+    double t2 = now_ms();
+    build[b] = t1 - t0;
+    stmt[b] = t2 - t1;
   }
+  double total = now_ms() - t_all;
+  double cpu1 = proc_cpu_s(PQbackendPID(conn));
   if (explain) {
-    int k = builders == 2 ? 1 : 0;
-    build_batch(tx, k == 0 ? st : NULL, seq++, batch, cards, partitions);
+    build_batch(st, batches, batch, cards, partitions);
     PQclear(PQexec(conn, "BEGIN"));
-    run_stmt(conn, tx, k == 0 ? st : NULL, "EXPLAIN (ANALYZE, BUFFERS, WAL) ", true);
+    run_stmt(conn, st, "EXPLAIN (ANALYZE, BUFFERS, WAL) ", true);
     PQclear(PQexec(conn, "ROLLBACK"));
   }
-  static const char *const names[2] = {"stmt", "batch-tx"};
-  for (int k = 0; k < 2; k++) {
-    if (!(builders & (1 << k))) continue;
-    printf("{\"builder\":\"%s\",\"batch\":%d,\"batches\":%d,\"stmt_ms_p50\":%.2f,"
-           "\"stmt_ms_p99\":%.2f,\"rows_per_s\":%.0f,\"build_ms_p50\":%.2f,"
-           "\"server_cpu_ms_per_batch\":%.2f}\n",
-           names[k], batch, batches, pct(stmt_ms[k], (size_t)batches, 0.5),
-           pct(stmt_ms[k], (size_t)batches, 0.99), (double)batch * batches / (wall_ms[k] / 1e3),
-           pct(build_ms[k], (size_t)batches, 0.5), cpu_s[k] * 1e3 / batches);
-  }
+  printf("{\"batch\":%d,\"batches\":%d,\"stmt_ms_p50\":%.2f,\"stmt_ms_p99\":%.2f,"
+         "\"rows_per_s\":%.0f,\"build_ms_p50\":%.2f,\"server_cpu_ms_per_batch\":%.2f}\n",
+         batch, batches, pct(stmt, (size_t)batches, 0.5), pct(stmt, (size_t)batches, 0.99),
+         (double)batch * batches / (total / 1e3), pct(build, (size_t)batches, 0.5),
+         cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) * 1e3 / batches : -1.0);
   char sql[160];
   snprintf(sql, sizeof sql, "DROP SCHEMA \"%s\" CASCADE", schema);
   PQclear(PQexec(conn, sql));
-  wk_batch_tx_free(tx);
   wk_stmt_free(st);
-  for (int k = 0; k < 2; k++) {
-    free(stmt_ms[k]);
-    free(build_ms[k]);
-  }
+  free(stmt);
+  free(build);
   PQfinish(conn);
   return 0;
 }

@@ -36,7 +36,7 @@ static const wk_col_t fraud__card_cols[] = {{"card_id", WK_COL_TEXT},
 /*
  * results: the stored offsets are the first defence against a replay, ON CONFLICT the second
  * (duplicates inside one batch are skipped too). card_state: one row per card per batch (the
- * builder merges on card_id), upserted only when the stored row is older or belongs to
+ * builder merges on card_id, the highest last_offset winning), upserted only when the stored row is older or belongs to
  * another partition, so that a stale or repeated batch cannot roll a card back.
  */
 const wk_table_t wk_fraud_tables[WK_FRAUD_N_TABLES] = {
@@ -50,7 +50,8 @@ const wk_table_t wk_fraud_tables[WK_FRAUD_N_TABLES] = {
                     "    state = EXCLUDED.state, updated_at = now()\n"
                     "  WHERE (t.topic, t.partition) IS DISTINCT FROM (EXCLUDED.topic, "
                     "EXCLUDED.partition)\n"
-                    "     OR t.last_offset < EXCLUDED.last_offset"},
+                    "     OR t.last_offset < EXCLUDED.last_offset",
+     .merge_by = "last_offset"},
 };
 
 const char *wk_decision_name(wk_decision_t d) {

@@ -238,6 +238,7 @@ typedef struct st__table_s {
   int *col_param;      /* (n_cols) parameter of the column (flat value for bytea/reals) */
   st__cell_t *cells;   /* (cap_rows * n_cols) */
   size_t n_rows, cap_rows;
+  size_t merge_col;    /* decl->merge_by's column, or SIZE_MAX */
   size_t *index;       /* key_cols > 0: open addressing, key hash -> row + 1 (0 = empty) */
   size_t n_index;      /* slots, a power of two, at least twice n_rows */
 } st__table_t;
@@ -330,6 +331,17 @@ static svc_err_t st__check_decl(const wk_table_t *tables, size_t n_tables, char 
                    d->name, d->cols[c].name);
           return SVC_ECONFIG;
         }
+    }
+    if (d->merge_by != NULL) {
+      size_t c = 0;
+      while (c < d->n_cols && strcmp(d->cols[c].name, d->merge_by) != 0) c++;
+      if (c == d->n_cols || d->key_cols == 0 ||
+          (d->cols[c].type != WK_COL_INT4 && d->cols[c].type != WK_COL_INT8)) {
+        snprintf(errstr, errstr_size, "batch statement: table %s merges by \"%s\", which must "
+                 "be one of its int4/int8 columns (and the table needs key columns)", d->name,
+                 d->merge_by);
+        return SVC_ECONFIG;
+      }
     }
     for (size_t k = 0; k < t; k++)
       if (strcmp(tables[k].name, d->name) == 0) {
@@ -507,7 +519,13 @@ svc_err_t wk_stmt_new(const char *schema, const char *group, const wk_table_t *t
   st->n_tables = n_tables;
   st->tables = st__xrealloc(NULL, (n_tables ? n_tables : 1) * sizeof *st->tables);
   memset(st->tables, 0, (n_tables ? n_tables : 1) * sizeof *st->tables);
-  for (size_t t = 0; t < n_tables; t++) st->tables[t].decl = &tables[t];
+  for (size_t t = 0; t < n_tables; t++) {
+    st__table_t *tb = &st->tables[t];
+    tb->decl = &tables[t];
+    tb->merge_col = SIZE_MAX;
+    for (size_t c = 0; tables[t].merge_by && c < tables[t].n_cols; c++)
+      if (strcmp(tables[t].cols[c].name, tables[t].merge_by) == 0) tb->merge_col = c;
+  }
   st->cur_table = SIZE_MAX;
   st__build_sql(st, schema);
   size_t np = (size_t)st->n_params;
@@ -739,7 +757,10 @@ void wk_stmt_row_end(wk_stmt_t *st) {
   st__index_grow(tb);
   size_t *slot = st__slot(tb, row);
   if (*slot != 0) { /* the same key earlier in the batch: the newest row replaces it */
-    memcpy(&tb->cells[(*slot - 1) * d->n_cols], row, d->n_cols * sizeof *row);
+    st__cell_t *old = &tb->cells[(*slot - 1) * d->n_cols];
+    size_t m = tb->merge_col;
+    if (m != SIZE_MAX && !row[m].null && !old[m].null && row[m].v.i < old[m].v.i) return;
+    memcpy(old, row, d->n_cols * sizeof *row);
     return;
   }
   *slot = ++tb->n_rows;

@@ -22,7 +22,11 @@
  *
  * Key merging (key_cols > 0): within one batch a row whose first key_cols column values equal
  * those of an earlier row of the same table replaces it (one statement may not upsert a row
- * twice; the newest state wins). Results tables use key_cols 0 and ON CONFLICT DO NOTHING.
+ * twice; the newest state wins). With merge_by naming an INT4/INT8 column (e.g. last_offset),
+ * it replaces it only when its value there is not smaller, so that a row added out of order
+ * cannot win over a newer one. Results tables use key_cols 0 and ON CONFLICT DO NOTHING.
+ *
+ * Changes by CORE: wk_table_t.merge_by (optional; NULL keeps "the last added row wins").
  *
  * Lifecycle: wk_stmt_new / wk_stmt_free; wk_stmt_reset between batches. Threads: one at a
  * time (the core builds on the thread pool and sends from the loop).
@@ -72,6 +76,9 @@ typedef struct wk_table_s {
    * "ON CONFLICT (domain, event_id) DO NOTHING" or "ON CONFLICT (device_id) DO UPDATE SET
    * ... WHERE t.last_offset < EXCLUDED.last_offset OR t.partition <> EXCLUDED.partition". */
   const char *on_conflict;
+  /* Optional (NULL: the last added row of a key wins): an INT4/INT8 column whose larger value
+   * wins the merge of a key's rows (ties: the later row). */
+  const char *merge_by;
 } wk_table_t;
 
 typedef struct wk_outbox_row_s {

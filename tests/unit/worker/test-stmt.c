@@ -334,6 +334,36 @@ TEST(key_merging_keeps_the_newest_row_per_key) {
   wk_stmt_free(st);
 }
 
+/* merge_by: a key's row with the larger value there wins, whatever the order they come in. */
+TEST(merge_by_keeps_the_largest) {
+  wk_table_t t[2] = {decl[0], decl[1]};
+  t[1].merge_by = "last_offset";
+  wk_stmt_t *st = NULL;
+  char err[256];
+  ASSERT_OK(wk_stmt_new("sch", "grp", t, 2, &st, err, sizeof err));
+  add_state(st, "k", 0, 5, 50);
+  add_state(st, "k", 0, 9, 90);
+  add_state(st, "k", 0, 7, 70); /* older, added later: loses */
+  add_state(st, "k", 0, 9, 91); /* a tie: the later row wins */
+  ASSERT_EQ(wk_stmt_n_rows(st, 1), 1u);
+  const char *sql, *const *v;
+  const int *len, *fmt;
+  int np;
+  wk_stmt_render(st, &sql, &np, &v, &len, &fmt);
+  arr_t offs = arr_open(v[15], len[15], 20);
+  ASSERT_EQ(next_i8(&offs), 9);
+  ASSERT_EQ((uint8_t)v[16][0], 91);
+  wk_stmt_free(st);
+  /* Without merge_by the last added row wins. */
+  ASSERT_OK(wk_stmt_new("sch", "grp", decl, 2, &st, err, sizeof err));
+  add_state(st, "k", 0, 9, 90);
+  add_state(st, "k", 0, 7, 70);
+  wk_stmt_render(st, &sql, &np, &v, &len, &fmt);
+  offs = arr_open(v[15], len[15], 20);
+  ASSERT_EQ(next_i8(&offs), 7);
+  wk_stmt_free(st);
+}
+
 TEST(bad_declarations_are_refused_by_name) {
   wk_stmt_t *st = NULL;
   char err[256];
@@ -356,6 +386,12 @@ TEST(bad_declarations_are_refused_by_name) {
   t.name = "outbox";
   ASSERT_EQ(wk_stmt_new("s", "g", &t, 1, &st, err, sizeof err), SVC_ECONFIG);
   ASSERT_STR_CONTAINS(err, "outbox");
+  wk_table_t merge = decl[1];
+  merge.merge_by = "key"; /* a text column */
+  ASSERT_EQ(wk_stmt_new("s", "g", &merge, 1, &st, err, sizeof err), SVC_ECONFIG);
+  ASSERT_STR_CONTAINS(err, "merges by \"key\"");
+  merge.merge_by = "nope";
+  ASSERT_EQ(wk_stmt_new("s", "g", &merge, 1, &st, err, sizeof err), SVC_ECONFIG);
   wk_table_t twice[] = {decl[0], decl[0]};
   ASSERT_EQ(wk_stmt_new("s", "g", twice, 2, &st, err, sizeof err), SVC_ECONFIG);
   ASSERT_STR_CONTAINS(err, "declared twice");

@@ -9,7 +9,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 
-#include "batch-tx.h"
+#include "pipeline-fraud.h"
 #include "schema.h"
 #include "test.h"
 #include "velocity.h"
@@ -176,31 +176,28 @@ typedef struct counts_s {
   long results, states, outbox, offsets;
 } counts_t;
 
-/* Which rendering run_batch sends: text (wk_batch_tx_finish) or binary (the worker's). */
-static int binary_params;
-
-static wk_batch_tx_counts_t run_batch(PGconn *conn, wk_batch_tx_t *tx) {
+/* Sends the fraud statement as the worker renders it (binary parameters). */
+static wk_stmt_counts_t run_batch(PGconn *conn, wk_stmt_t *tx) {
   const char *sql;
   const char *const *params;
   const int *lengths = NULL, *formats = NULL;
-  if (binary_params) wk_batch_tx_finish_binary(tx, &sql, &params, &lengths, &formats);
-  else wk_batch_tx_finish(tx, &sql, &params);
-  PGresult *res =
-      PQexecParams(conn, sql, WK_BATCH_TX_N_PARAMS, NULL, params, lengths, formats, 0);
+  int n_params;
+  wk_stmt_render(tx, &sql, &n_params, &params, &lengths, &formats);
+  PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, lengths, formats, 0);
   ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "batch: %s", PQresultErrorMessage(res));
   ASSERT_EQ(PQntuples(res), 1);
   ASSERT_EQ(PQnfields(res), 4);
   const char *cols[4];
   for (int i = 0; i < 4; i++) cols[i] = PQgetvalue(res, 0, i);
-  wk_batch_tx_counts_t c;
-  ASSERT_OK(wk_batch_tx_parse_counts(cols, &c));
+  wk_stmt_counts_t c;
+  ASSERT_OK(wk_stmt_parse_counts(cols, &c));
   PQclear(res);
   return c;
 }
 
 static const char *const awkward_id = "ev \"quoted\", {braced} \\back\\ ü";
 
-static void add_batch(wk_batch_tx_t *tx, const wk_velocity_t *v_old, const wk_velocity_t *v_new) {
+static void add_batch(wk_stmt_t *tx, const wk_velocity_t *v_old, const wk_velocity_t *v_new) {
   static const float input[3] = {1.5f, -0.25f, 3.4028235e38f};
   wk_result_row_t r = {.domain = "fraud", .event_id = awkward_id, .key = "card-1",
                        .score = 0.875f, .decision = WK_DECISION_BLOCK, .model_version = "fraud-v3",
@@ -208,7 +205,7 @@ static void add_batch(wk_batch_tx_t *tx, const wk_velocity_t *v_old, const wk_ve
                        .top_features_json = "[{\"name\":\"V14\",\"contribution\":-0.2}]",
                        .input = input, .n_input = 3, .event_time_ms = 1700000000123,
                        .topic = "sluice.fraud.events", .partition = 0, .offset = 10};
-  wk_batch_tx_add_result(tx, &r);
+  wk_fraud_add_result(tx, &r);
   r.event_id = "ev-2";
   r.key = NULL;
   r.score = 0.01f;
@@ -217,40 +214,36 @@ static void add_batch(wk_batch_tx_t *tx, const wk_velocity_t *v_old, const wk_ve
   r.top_features_json = NULL;
   r.partition = 1;
   r.offset = 7;
-  wk_batch_tx_add_result(tx, &r);
-  wk_batch_tx_add_result(tx, &r); /* a duplicate inside the batch */
+  wk_fraud_add_result(tx, &r);
+  wk_fraud_add_result(tx, &r); /* a duplicate inside the batch */
 
   uint8_t buf_old[WK_VEL_ENCODED_SIZE], buf_new[WK_VEL_ENCODED_SIZE];
   wk_velocity_encode(v_old, buf_old, sizeof buf_old);
   wk_velocity_encode(v_new, buf_new, sizeof buf_new);
   wk_state_row_t s = {.card_id = "card-1", .topic = "sluice.fraud.events", .partition = 0,
                       .last_offset = 9, .state = buf_old, .state_len = sizeof buf_old};
-  wk_batch_tx_add_state(tx, &s);
+  wk_fraud_add_state(tx, &s);
   s.last_offset = 10;
   s.state = buf_new;
-  wk_batch_tx_add_state(tx, &s); /* same card, newer: replaces */
+  wk_fraud_add_state(tx, &s); /* same card, newer: replaces */
   s.card_id = "card-2";
   s.partition = 1;
   s.last_offset = 7;
-  wk_batch_tx_add_state(tx, &s);
+  wk_fraud_add_state(tx, &s);
 
   static const uint8_t payload[] = {0x0a, 0x00, 0xff, 0x5c, 0x22};
   wk_outbox_row_t o = {.alert_id = "fraud:ev-1", .domain = "fraud", .key = "card-1",
                        .topic = "sluice.fraud.alerts", .payload = payload,
                        .payload_len = sizeof payload};
-  wk_batch_tx_add_outbox(tx, &o);
+  wk_stmt_add_outbox(tx, &o);
 
-  wk_offset_row_t k = {.topic = "sluice.fraud.events", .partition = 0, .next_offset = 10};
-  wk_batch_tx_add_offset(tx, &k);
-  k.next_offset = 11;
-  wk_batch_tx_add_offset(tx, &k); /* same partition: the highest wins */
-  k.partition = 1;
-  k.next_offset = 8;
-  wk_batch_tx_add_offset(tx, &k);
+  wk_stmt_add_offset(tx, "sluice.fraud.events", 0, 10);
+  wk_stmt_add_offset(tx, "sluice.fraud.events", 0, 11); /* same partition: the highest wins */
+  wk_stmt_add_offset(tx, "sluice.fraud.events", 1, 8);
 }
 
-/* Each statement test runs with both renderings: they must store exactly the same. */
-static void batch_statement_exactly_once(void) {
+/* The fraud statement as the worker sends it (the generic builder over wk_fraud_tables). */
+TEST(batch_statement_exactly_once_binary) {
   PGconn *conn = connect_db();
   char schema[96], err[512];
   unique_schema(schema, sizeof schema, "wk_batch");
@@ -262,12 +255,13 @@ static void batch_statement_exactly_once(void) {
   v_new = v_old;
   wk_velocity_update(&v_new, 1700000000123, 99.0);
 
-  wk_batch_tx_t *tx = NULL;
-  ASSERT_OK(wk_batch_tx_new(schema, "fraud-workers", &tx, err, sizeof err));
+  wk_stmt_t *tx = NULL;
+  ASSERT_OK(wk_stmt_new(schema, "fraud-workers", wk_fraud_tables, WK_FRAUD_N_TABLES, &tx, err,
+                        sizeof err));
   add_batch(tx, &v_old, &v_new);
-  ASSERT_EQ(wk_batch_tx_n_results(tx), 3);
-  ASSERT_EQ(wk_batch_tx_n_states(tx), 2);
-  wk_batch_tx_counts_t c = run_batch(conn, tx);
+  ASSERT_EQ(wk_stmt_n_rows(tx, WK_FRAUD_TABLE_RESULTS), 3);
+  ASSERT_EQ(wk_stmt_n_rows(tx, WK_FRAUD_TABLE_CARDS), 2);
+  wk_stmt_counts_t c = run_batch(conn, tx);
   ASSERT_EQ(c.results, 2); /* the in-batch duplicate was skipped */
   ASSERT_EQ(c.states, 2);
   ASSERT_EQ(c.outbox, 1);
@@ -338,14 +332,13 @@ static void batch_statement_exactly_once(void) {
   ASSERT_EQ(query_long(conn, "SELECT count(*) FROM \"%s\".results", schema), 2);
 
   /* A stale batch (older state and offsets, e.g. from a zombie worker) changes nothing. */
-  wk_batch_tx_reset(tx);
+  wk_stmt_reset(tx);
   uint8_t buf_old[WK_VEL_ENCODED_SIZE];
   wk_velocity_encode(&v_old, buf_old, sizeof buf_old);
   wk_state_row_t s = {.card_id = "card-1", .topic = "sluice.fraud.events", .partition = 0,
                       .last_offset = 9, .state = buf_old, .state_len = sizeof buf_old};
-  wk_batch_tx_add_state(tx, &s);
-  wk_offset_row_t k = {.topic = "sluice.fraud.events", .partition = 0, .next_offset = 10};
-  wk_batch_tx_add_offset(tx, &k);
+  wk_fraud_add_state(tx, &s);
+  wk_stmt_add_offset(tx, "sluice.fraud.events", 0, 10);
   c = run_batch(conn, tx);
   ASSERT_EQ(c.states, 0);
   ASSERT_EQ(c.offsets, 0);
@@ -356,16 +349,15 @@ static void batch_statement_exactly_once(void) {
 
   /* The next batch moves them forward; an empty result set is fine. */
   s.last_offset = 12;
-  wk_batch_tx_reset(tx);
-  wk_batch_tx_add_state(tx, &s);
-  k.next_offset = 13;
-  wk_batch_tx_add_offset(tx, &k);
+  wk_stmt_reset(tx);
+  wk_fraud_add_state(tx, &s);
+  wk_stmt_add_offset(tx, "sluice.fraud.events", 0, 13);
   c = run_batch(conn, tx);
   ASSERT_EQ(c.results, 0);
   ASSERT_EQ(c.states, 1);
   ASSERT_EQ(c.offsets, 1);
 
-  wk_batch_tx_free(tx);
+  wk_stmt_free(tx);
   drop_schema(conn, schema);
   PQfinish(conn);
 }
@@ -375,23 +367,13 @@ static void batch_statement_exactly_once(void) {
  * the server: rows of different lengths (including none) and states of different sizes each
  * get exactly their own values back. The looked-up keys compare bytewise (collation "C").
  */
-TEST(batch_statement_exactly_once_text) {
-  binary_params = 0;
-  batch_statement_exactly_once();
-}
-
-TEST(batch_statement_exactly_once_binary) {
-  binary_params = 1;
-  batch_statement_exactly_once();
-}
-
-static void inputs_and_states_cut_per_row(void) {
+TEST(inputs_and_states_cut_per_row_binary) {
   PGconn *conn = connect_db();
   char schema[96], err[512];
   unique_schema(schema, sizeof schema, "wk_cut");
   ASSERT_MSG(wk_schema_migrate(conn, schema, NULL, err, sizeof err) == SVC_OK, "%s", err);
-  wk_batch_tx_t *tx = NULL;
-  ASSERT_OK(wk_batch_tx_new(schema, "g", &tx, err, sizeof err));
+  wk_stmt_t *tx = NULL;
+  ASSERT_OK(wk_stmt_new(schema, "g", wk_fraud_tables, WK_FRAUD_N_TABLES, &tx, err, sizeof err));
   enum { ROWS = 40 };
   float in[ROWS][ROWS];
   uint8_t st[ROWS][ROWS + 1];
@@ -406,12 +388,12 @@ static void inputs_and_states_cut_per_row(void) {
                          .decision = WK_DECISION_ALLOW, .model_version = "m", .input = in[i],
                          .n_input = (size_t)i, .event_time_ms = 1700000000000 + i,
                          .topic = "t", .partition = 0, .offset = i};
-    wk_batch_tx_add_result(tx, &r);
+    wk_fraud_add_result(tx, &r);
     wk_state_row_t s = {.card_id = card, .topic = "t", .partition = 0, .last_offset = i,
                         .state = st[i], .state_len = (size_t)i + 1};
-    wk_batch_tx_add_state(tx, &s);
+    wk_fraud_add_state(tx, &s);
   }
-  wk_batch_tx_counts_t c = run_batch(conn, tx);
+  wk_stmt_counts_t c = run_batch(conn, tx);
   ASSERT_EQ(c.results, ROWS);
   ASSERT_EQ(c.states, ROWS);
   char sql[512];
@@ -441,12 +423,12 @@ static void inputs_and_states_cut_per_row(void) {
   static const float odd[] = {1e-45f, -1e-45f, 1.1754942e-38f, 3.4028235e38f, -3.4028235e38f,
                               -0.0f, 0.1f, 16777217.0f, 2.5e-7f};
   enum { N_ODD = sizeof odd / sizeof odd[0] };
-  wk_batch_tx_reset(tx);
+  wk_stmt_reset(tx);
   wk_result_row_t r = {.domain = "fraud", .event_id = "odd", .score = odd[0],
                        .decision = WK_DECISION_ALLOW, .model_version = "m", .input = odd,
                        .n_input = N_ODD, .event_time_ms = 1700000000000, .topic = "t",
                        .partition = 0, .offset = 99};
-  wk_batch_tx_add_result(tx, &r);
+  wk_fraud_add_result(tx, &r);
   c = run_batch(conn, tx);
   ASSERT_EQ(c.results, 1);
   char dec[512] = "{";
@@ -471,33 +453,26 @@ static void inputs_and_states_cut_per_row(void) {
                        "'alert_id') AND table_name IN ('results', 'card_state', 'outbox')",
                        schema),
             3);
-  wk_batch_tx_free(tx);
+  wk_stmt_free(tx);
   drop_schema(conn, schema);
   PQfinish(conn);
 }
 
-TEST(inputs_and_states_cut_per_row_text) {
-  binary_params = 0;
-  inputs_and_states_cut_per_row();
-}
-
-TEST(inputs_and_states_cut_per_row_binary) {
-  binary_params = 1;
-  inputs_and_states_cut_per_row();
-}
-
 TEST(builder_errors) {
-  wk_batch_tx_t *tx = NULL;
+  wk_stmt_t *tx = NULL;
   char err[256];
-  ASSERT_EQ(wk_batch_tx_new("bad-name", "g", &tx, err, sizeof err), SVC_ECONFIG);
+  ASSERT_EQ(wk_stmt_new("bad-name", "g", wk_fraud_tables, WK_FRAUD_N_TABLES, &tx, err,
+                        sizeof err),
+            SVC_ECONFIG);
   ASSERT_STR_CONTAINS(err, "'-' at byte 3");
-  ASSERT_EQ(wk_batch_tx_new("ok", "", &tx, err, sizeof err), SVC_ECONFIG);
+  ASSERT_EQ(wk_stmt_new("ok", "", wk_fraud_tables, WK_FRAUD_N_TABLES, &tx, err, sizeof err),
+            SVC_ECONFIG);
   ASSERT_STR_CONTAINS(err, "consumer group is empty");
   ASSERT_NULL(tx);
   const char *bad[4] = {"1", "x", "2", "3"};
-  wk_batch_tx_counts_t c;
-  ASSERT_EQ(wk_batch_tx_parse_counts(bad, &c), SVC_EDECODE);
+  wk_stmt_counts_t c;
+  ASSERT_EQ(wk_stmt_parse_counts(bad, &c), SVC_EDECODE);
   ASSERT_STR_EQ(wk_decision_name(WK_DECISION_REVIEW), "review");
   ASSERT_NULL(wk_decision_name((wk_decision_t)9));
-  wk_batch_tx_free(NULL);
+  wk_stmt_free(NULL);
 }
