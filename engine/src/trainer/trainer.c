@@ -210,7 +210,8 @@ static int build_registry(moe_trainer_t *tr) {
   return MOE_OK;
 }
 
-/* Weights N(0, 1/fan_in), embeddings N(0, 1), biases 0, norm weights 1. */
+/* Weights N(0, 1/fan_in), categorical embeddings N(0, 1), bag token embeddings N(0, 0.02^2),
+ * biases 0, norm weights 1. */
 static void init_params(moe_trainer_t *tr) {
   for (int i = 0; i < tr->n_tensors; i++) {
     const tr_tensor_t *t = &tr->tensors[i];
@@ -219,8 +220,13 @@ static void init_params(moe_trainer_t *tr) {
     if (t->ndim == 1) {
       for (size_t j = 0; j < t->n; j++) p[j] = is_norm && strstr(t->name, ".weight") ? 1 : 0;
     } else {
-      const double sd =
+      double sd =
           strncmp(t->name, "enc.cat.", 8) == 0 ? 1.0 : 1.0 / sqrt((double)t->shape[1] * (double)t->shape[2]);
+      /* A bag's pooled vector is normalised downstream (MoE and head norms), so the embeddings'
+       * scale sets how far one step moves it: small ones start every piece near neutral and let
+       * the informative ones grow (records-abstracts validation macro-F1, seeds 1-3: 0.559, 0.547,
+       * 0.526 with 0.02; seeds 2-3: 0.526, 0.453 with 1/sqrt(d_model)). */
+      if (tr->cfg.text_bag && strcmp(t->name, "enc.tok.weight") == 0) sd = 0.02;
       for (size_t j = 0; j < t->n; j++) p[j] = (tr_real)(sd * rng_normal(tr->rng));
     }
   }
