@@ -175,6 +175,7 @@ struct wk_pipeline_s {
   wk_pipeline_env_t env;
   wk_fault_settings_t set;
   char *domain, *topic, *alerts_topic;
+  char *restore_sql; /* qualified by the schema: the core runs it without a search_path */
   /* Fixed by the first model opened: later models must match (pipeline-fault.h). */
   pthread_mutex_t lock;
   fk_kind_t kind;
@@ -349,6 +350,13 @@ static svc_err_t fault_create(const wk_pipeline_env_t *env, wk_pipeline_t **out,
   p->env.domain = p->domain;
   p->env.topic = p->topic;
   p->env.alerts_topic = p->alerts_topic;
+  const char *schema = env->pg_schema ? env->pg_schema : "sluice";
+  size_t sql_len = strlen(schema) + 200;
+  p->restore_sql = xcalloc(sql_len, 1);
+  snprintf(p->restore_sql, sql_len,
+           "SELECT device_id, kind, partition, last_offset, window_state, alert_state FROM "
+           "\"%s\".fault_state WHERE topic = $1 AND partition = ANY($2)",
+           schema);
   pthread_mutex_init(&p->lock, NULL);
   p->n_buckets = 64;
   p->buckets = xcalloc(p->n_buckets, sizeof *p->buckets);
@@ -385,6 +393,7 @@ static void fault_destroy(wk_pipeline_t *p) {
   free(p->domain);
   free(p->topic);
   free(p->alerts_topic);
+  free(p->restore_sql);
   free(p);
 }
 
@@ -926,11 +935,7 @@ static svc_err_t fault_process(wk_pipeline_t *p, const wk_pmodel_t *cm, void *co
 
 /* ---- restore / discard / revoke (loop thread, no process in flight) ------------------------------ */
 
-static const char *fault_restore_sql(wk_pipeline_t *p) {
-  (void)p;
-  return "SELECT device_id, kind, partition, last_offset, window_state, alert_state "
-         "FROM fault_state WHERE topic = $1 AND partition = ANY($2)";
-}
+static const char *fault_restore_sql(wk_pipeline_t *p) { return p->restore_sql; }
 
 static int fault_restore(wk_pipeline_t *p, const PGresult *res) {
   int bad = 0;

@@ -241,15 +241,12 @@ static void fx_close(fx_t *fx) {
 static int fx_restore(fx_t *fx) {
   const char *sql = wk_pipeline_fault.restore_sql(fx->p);
   ASSERT_NOT_NULL(sql);
-  char path[128];
-  snprintf(path, sizeof path, "SET search_path TO \"%s\"", fx->schema);
-  exec_ok(fx->conn, path);
+  /* as the core runs it: no search_path, the query names the schema */
   const char *params[2] = {"t.fault.events", "{0,1,2,3}"};
   PGresult *res = PQexecParams(fx->conn, sql, 2, NULL, params, NULL, NULL, 0);
   ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(fx->conn));
   int bad = wk_pipeline_fault.restore(fx->p, res);
   PQclear(res);
-  exec_ok(fx->conn, "SET search_path TO DEFAULT");
   return bad;
 }
 

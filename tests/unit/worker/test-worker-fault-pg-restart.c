@@ -1,0 +1,43 @@
+/*
+ * PostgreSQL restarted for real (pg_ctl restart -m fast) while sluice-worker --pipeline=fault
+ * scores C-MAPSS engines: the worker recovers in process (drops its in-memory devices, which
+ * may be ahead of the database, and restores them from fault_state), never exits, and in the
+ * end every reading has exactly one correct result and the outbox exactly the alerts the
+ * scores give (fault-harness.h). Restarts the shared server, so ctest runs it alone
+ * (RUN_SERIAL).
+ */
+#include "test.h"
+
+#include "fault-harness.h"
+
+static fh_ctx_t ctx;
+
+TEST(postgres_restart_recovers_in_process) {
+  const char *run_dir = test_require_env("SLUICE_RUN_DIR");
+  const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
+  fh_ctx_t *c = &ctx;
+  fh_init(c, "pgr", 6);
+  PGconn *conn = fh_db(c);
+  long total = fh_produce(c, 0, 120);
+  pid_t pid = fh_start(c);
+  fh_wait_results(conn, c, 6 * (60 - c->T + 1), &pid, 1, 90);
+
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "runuser -u postgres -- %s -D %s/pg/data -m fast -w restart >/dev/null 2>&1", pg_ctl,
+           run_dir);
+  ASSERT_EQ(system(cmd), 0);
+  PQfinish(conn);
+  total += fh_produce(c, 120, FH_MAX_CYCLES + FH_HEALTHY); /* the stream goes on meanwhile */
+  conn = fh_db(c);
+  fh_wait_results(conn, c, fh_expected_results(c), &pid, 1, 90);
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0); /* recovered in process: never exited */
+  ASSERT_OP(fh_metric(c->port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
+  int fired, cleared;
+  fh_check(conn, c, &fired, &cleared);
+  ASSERT_OP(fired, >=, 6);
+  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema), total);
+  ASSERT_EQ(fh_stop(pid), 0);
+  fh_drop(conn, c);
+}

@@ -1,0 +1,196 @@
+/*
+ * The fault pipeline in the real sluice-worker binary (--pipeline=fault, models/fault-cmapss),
+ * against the real Kafka broker and PostgreSQL, fed with real C-MAPSS engines run to failure
+ * and overhauled (fault-harness.h): kill -9 mid-stream and restart; poison records of every
+ * kind mixed into the stream; two workers sharing the partitions through two rebalances. Each
+ * ends with the harness's check: every reading from the T-th on scored exactly once with the
+ * model's score of its stored window (the file's rows), and the outbox holding exactly the
+ * alert transitions those scores give, once each.
+ */
+#include "test.h"
+
+#include "fault-harness.h"
+
+#define N_UNITS 6
+
+static fh_ctx_t ctx; /* large: the data set */
+
+/* kill -9 in the middle, restart: nothing missing, nothing twice, alerts exactly once. */
+TEST(kill9_mid_stream_then_restart) {
+  fh_ctx_t *c = &ctx;
+  fh_init(c, "k9", N_UNITS);
+  /* Static membership, as a pod restarted under the same name: the restarted worker takes the
+   * partitions back at once instead of after the dead member's session timeout. */
+  c->extra[0] = "--kafka-instance-id";
+  c->extra[1] = c->group;
+  PGconn *conn = fh_db(c);
+  /* A first part, scored while the group settles (a member killed during its first rebalance
+   * holds the partitions until its session times out, static membership or not), then the
+   * rest, and the kill while that is being scored. */
+  long total = fh_produce(c, 0, 150);
+  pid_t pid = fh_start(c);
+  long want = fh_expected_results(c), first = N_UNITS * (150 - c->T + 1);
+  fh_wait_results(conn, c, first, &pid, 1, 90);
+  usleep(500000);
+  total += fh_produce(c, 150, FH_MAX_CYCLES + FH_HEALTHY);
+  fh_wait_results(conn, c, first + 100, &pid, 1, 90);
+  fh_kill9(pid);
+  long at_kill = fh_results(conn, c);
+  fprintf(stderr, "results when killed: %ld of %ld\n", at_kill, want);
+  ASSERT_OP(at_kill, <, want); /* killed in the middle, not after the end */
+
+  double t0 = test_now_s();
+  pid = fh_start(c);
+  fh_wait_results(conn, c, want, &pid, 1, 90);
+  fprintf(stderr, "restart to the last result: %.2f s\n", test_now_s() - t0);
+  int fired, cleared;
+  fh_check(conn, c, &fired, &cleared);
+  fprintf(stderr, "%ld readings, %ld results, %d alerts fired, %d cleared\n", total, want, fired,
+          cleared);
+  ASSERT_OP(fired, >=, N_UNITS); /* every engine fails in this data */
+  ASSERT_OP(cleared, >=, 1);     /* and the overhauls clear */
+  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema), total);
+  /* the restarted worker restored its devices instead of starting them afresh */
+  ASSERT_EQ(fh_count(conn, "SELECT count(*) FROM \"%s\".fault_state", c->schema), N_UNITS);
+  ASSERT_EQ(fh_stop(pid), 0);
+  fh_drop(conn, c);
+}
+
+/* Reads `want` records of the DLQ and counts them per reason header. */
+static void read_dlq(const fh_ctx_t *c, int want, const char *const *reasons, int n_reasons,
+                     int *by_reason) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_NOT_NULL(rk);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, c->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(parts);
+  int got = 0;
+  for (int i = 0; i < 300 && got < want; i++) {
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+    if (msg == NULL) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      got++;
+      rd_kafka_headers_t *hdrs = NULL;
+      ASSERT_EQ(rd_kafka_message_headers(msg, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+      const void *val;
+      size_t len;
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-reason", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      int r = 0;
+      while (r < n_reasons && !(strlen(reasons[r]) == len && memcmp(val, reasons[r], len) == 0))
+        r++;
+      ASSERT_MSG(r < n_reasons, "unexpected DLQ reason %.*s", (int)len, (const char *)val);
+      by_reason[r]++;
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      ASSERT_OP(len, >, 0u);
+    }
+    rd_kafka_message_destroy(msg);
+  }
+  ASSERT_EQ(got, want);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+/* Poison of every kind among good readings: each goes to the DLQ with its reason, the good
+ * stream is scored exactly as without them. */
+TEST(poison_messages_go_to_the_dlq) {
+  fh_ctx_t *c = &ctx;
+  fh_init(c, "poison", 3);
+  PGconn *conn = fh_db(c);
+  pid_t pid = fh_start(c);
+  long total = fh_produce(c, 0, 100);
+  rd_kafka_t *rk = fh_producer(c);
+  uint8_t buf[4096];
+  /* decode: not a protobuf Envelope */
+  fh_send(rk, c->topic, "engine-01", "\xff\xff\xff\xff garbage", 12);
+  /* wrong_payload: an Envelope carrying a Transaction */
+  Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
+  Sluice__V1__Transaction tx = SLUICE__V1__TRANSACTION__INIT;
+  env.event_id = "p-tx";
+  env.has_event_time_ms = 1;
+  env.event_time_ms = FH_T0;
+  env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION;
+  env.transaction = &tx;
+  tx.has_amount = 1;
+  tx.amount = 3;
+  fh_send(rk, c->topic, "engine-01", buf, sluice__v1__envelope__pack(&env, buf));
+  /* invalid: a reading without four of the model's channels */
+  size_t len = fh_pack("p-missing", "engine-01", FH_T0 + 101 * FH_MIN, c->rows[0][50], 20, buf,
+                       sizeof buf);
+  fh_send(rk, c->topic, "engine-01", buf, len);
+  /* late: 90 minutes behind engine-01's newest reading (lateness 5m) */
+  len = fh_pack("p-late", "engine-01", FH_T0 + 10 * FH_MIN, c->rows[0][9], 24, buf, sizeof buf);
+  fh_send(rk, c->topic, "engine-01", buf, len);
+  /* duplicate: the event time of engine-01's newest reading (k = 99) */
+  len = fh_pack("p-dup", "engine-01", FH_T0 + 100 * FH_MIN, c->rows[0][5], 24, buf, sizeof buf);
+  fh_send(rk, c->topic, "engine-01", buf, len);
+  fh_flush(rk);
+  rd_kafka_destroy(rk);
+  total += fh_produce(c, 100, FH_MAX_CYCLES + FH_HEALTHY);
+
+  fh_wait_results(conn, c, fh_expected_results(c), &pid, 1, 90);
+  static const char *const reasons[] = {"decode", "wrong_payload", "invalid", "late",
+                                        "duplicate"};
+  int by[5] = {0};
+  read_dlq(c, 5, reasons, 5, by);
+  for (int r = 0; r < 5; r++) ASSERT_MSG(by[r] == 1, "%d records with reason %s", by[r], reasons[r]);
+  int fired, cleared;
+  fh_check(conn, c, &fired, &cleared);
+  ASSERT_OP(fired, >=, 3);
+  /* every record, poison included, is committed past */
+  for (int i = 0; i < 100; i++) {
+    if (fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema) ==
+        total + 5)
+      break;
+    usleep(50000);
+  }
+  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema),
+            total + 5);
+  ASSERT_EQ(fh_metric(c->port, "sluice_fault_window_events_total{status=\"late\"} "), 1);
+  ASSERT_EQ(fh_metric(c->port, "sluice_fault_window_events_total{status=\"duplicate\"} "), 1);
+  ASSERT_EQ(fh_stop(pid), 0);
+  fh_drop(conn, c);
+}
+
+/* Two workers in one group: the second joins mid-stream, the first leaves later; the devices'
+ * windows and alerts move with their partitions through fault_state. */
+TEST(two_workers_and_rebalances) {
+  fh_ctx_t *c = &ctx;
+  fh_init(c, "rb", N_UNITS);
+  PGconn *conn = fh_db(c);
+  pid_t pids[2];
+  pids[0] = fh_start(c);
+  long total = fh_produce(c, 0, 80);
+  fh_wait_results(conn, c, N_UNITS * (80 - c->T + 1), pids, 1, 90);
+
+  fh_ctx_t *c2 = malloc(sizeof *c2); /* the second worker: same group, own HTTP port */
+  ASSERT_NOT_NULL(c2);
+  memcpy(c2, c, sizeof *c2);
+  c2->port = fh_free_port();
+  pids[1] = fh_start(c2);
+  for (int i = 0; i < 200 && fh_metric(c2->port, "sluice_partitions_assigned ") < 1; i++)
+    usleep(50000);
+  total += fh_produce(c, 80, 160);
+  fh_wait_results(conn, c, N_UNITS * (160 - c->T + 1), pids, 2, 90);
+  double w2 = fh_metric(c2->port, "sluice_fault_window_events_total{status=\"ok\"} ");
+  fprintf(stderr, "second worker folded %g readings\n", w2);
+  ASSERT_OP(w2, >, 0); /* it took part */
+
+  ASSERT_EQ(fh_stop(pids[0]), 0); /* the first leaves: the second takes every partition */
+  total += fh_produce(c, 160, FH_MAX_CYCLES + FH_HEALTHY);
+  fh_wait_results(conn, c, fh_expected_results(c), pids + 1, 1, 90);
+  int fired, cleared;
+  fh_check(conn, c, &fired, &cleared);
+  ASSERT_OP(fired, >=, N_UNITS);
+  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema), total);
+  ASSERT_EQ(fh_stop(pids[1]), 0);
+  free(c2);
+  fh_drop(conn, c);
+}
