@@ -18,7 +18,7 @@
  *   WK_COL_BYTEA  one bytea of all rows' bytes, cut per row by start and length
  *   WK_COL_REALS  one real[] of all rows' values, cut per row (a real[] column per row)
  * NULL: text/jsonb columns accept NULL (stored as SQL NULL); wk_stmt_null adds NULL to any
- * nullable column of a scalar type.
+ * column, bytea and reals included (a column declared NOT NULL makes the statement fail).
  *
  * Key merging (key_cols > 0): within one batch a row whose first key_cols column values equal
  * those of an earlier row of the same table replaces it (one statement may not upsert a row
@@ -26,7 +26,9 @@
  * it replaces it only when its value there is not smaller, so that a row added out of order
  * cannot win over a newer one. Results tables use key_cols 0 and ON CONFLICT DO NOTHING.
  *
- * Changes by CORE: wk_table_t.merge_by (optional; NULL keeps "the last added row wins").
+ * Changes by CORE: wk_table_t.merge_by (optional; NULL keeps "the last added row wins");
+ * wk_stmt_null is accepted for every column type; the core's own tables (outbox,
+ * kafka_offsets) cannot be declared; the outbox payloads travel as one flat bytea.
  *
  * Lifecycle: wk_stmt_new / wk_stmt_free; wk_stmt_reset between batches. Threads: one at a
  * time (the core builds on the thread pool and sends from the loop).
