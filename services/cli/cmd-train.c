@@ -14,11 +14,16 @@
  *                       125 (as the baselines do), validated on the held-out engines' cuts
  *                       against the true RUL;
  *   records-*           text: a WordPiece vocabulary learnt on the train part's notes,
- *                       "[CLS]" + pieces cut to --max-len, two windowed-attention layers.
+ *                       "[CLS]" + pieces cut to --max-len, then --layers windowed-attention
+ *                       layers (2) and the mean, or with --pool bag the bag of pieces
+ *                       (MODEL_FORMAT.md); --balanced weighs the classes as the baseline does.
  * Then --moe-blocks MoE blocks of --experts experts (top --top-k, one shared) and the head.
  *
  * After training the model is exported in the chosen weight format, loaded back, and its
- * validation and test scores give the threshold and the metrics; the config stored in the file
+ * validation and test scores give the threshold and the metrics; for a quantized file the same
+ * weights are also exported in fp32 (and int8 for int4) into scratch files and scored on
+ * validation, which gives what each quantization step costs in the task's metric (printed, and
+ * kept in the provenance as "quantization"); the config stored in the file
  * is then rewritten once with that threshold and a provenance object (data files, split, seed,
  * options, epochs, and "metrics": {"validation": {...}, "test": {...}} of the exported model),
  * which `sluice inspect` shows as the model card.
@@ -241,7 +246,42 @@ typedef struct card_s {
   const char *const *files;
   size_t n_file;
   double pos_weight;
+  /* What quantization costs on validation: the task's main metric for the same trained
+   * weights exported in each format up to the file's (f32 first). */
+  const char *q_metric;
+  int n_q;
+  moe_quant_t q_fmt[3];
+  double q_val[3];
 } card_t;
+
+static const char *const quant_names[] = {"f32", "q8_0", "q4_0"};
+
+/* The metric the task is judged by (bench/quality), higher is better except rmse. */
+static const char *main_metric(moe_task_t kind) {
+  return kind == MOE_TASK_BINARY ? "pr_auc" : kind == MOE_TASK_MULTICLASS ? "macro_f1" : "rmse";
+}
+
+/* Quantization cost: how much worse the main metric got from fp32 to the file's format. */
+static double quant_cost(const card_t *card) {
+  double d = card->q_val[0] - card->q_val[card->n_q - 1];
+  return strcmp(card->q_metric, "rmse") == 0 ? -d : d;
+}
+
+static void emit_quantization(cli_json_t *js, const card_t *card) {
+  cli_json_obj_begin(js);
+  cli_json_key(js, "metric");
+  cli_json_str(js, card->q_metric);
+  cli_json_key(js, "validation");
+  cli_json_obj_begin(js);
+  for (int i = 0; i < card->n_q; i++) {
+    cli_json_key(js, quant_names[card->q_fmt[i]]);
+    cli_json_num(js, card->q_val[i]);
+  }
+  cli_json_obj_end(js);
+  cli_json_key(js, "cost");
+  cli_json_num(js, quant_cost(card));
+  cli_json_obj_end(js);
+}
 
 static void emit_metrics(cli_json_t *js, const cli_metric_t *mt, int n) {
   cli_json_obj_begin(js);
@@ -337,6 +377,10 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_key(&js, "test");
     emit_metrics(&js, card->test, card->n_test);
     cli_json_obj_end(&js);
+    if (card->n_q > 1) {
+      cli_json_key(&js, "quantization");
+      emit_quantization(&js, card);
+    }
     cli_json_obj_end(&js);
   }
   static const char *qn[] = {"f32", "q8_0", "q4_0"};
@@ -619,6 +663,46 @@ static int score_part(const moe_model_t *model, const train_t *tn, int p, float 
   return rc;
 }
 
+/* The main validation metric of the trainer's weights exported as q into a scratch file next
+ * to the output (removed again), scored like the shipped file. */
+static int score_format(train_t *tn, moe_quant_t q, const card_t *card, float *scores, double *value,
+                        char *err, size_t err_size) {
+  char tmp[4096];
+  moe_model_t *m = NULL;
+  cli_metric_t mt[CLI_MAX_METRICS];
+  int n_mt = 0, rc = CLI_EIO;
+  snprintf(tmp, sizeof(tmp), "%s.%s.tmp", tn->o.out, quant_names[q]);
+  if (moe_trainer_export(tn->tr, tmp, q, err, err_size) != MOE_OK) goto out;
+  if (task_kind(&tn->t) == MOE_TASK_REGRESSION) {
+    /* The regression head is rescaled as for the file, with this format in the config. */
+    const moe_quant_t file_quant = tn->o.quant;
+    card_t plain = {0};
+    tn->o.quant = q;
+    char *config = build_config(tn, &plain);
+    tn->o.quant = file_quant;
+    int wrc = config != NULL ? rewrite_config(tmp, config, (float)TRAIN_RUL_CAP, err, err_size) : CLI_ENOMEM;
+    free(config);
+    if (wrc != CLI_OK) goto out;
+  }
+  if (moe_model_load(tmp, &m, err, err_size) != MOE_OK) goto out;
+  if (score_part(m, tn, 1, scores) != CLI_OK ||
+      cli_task_metrics((int)task_kind(&tn->t), moe_model_n_outputs(m), scores, tn->pd[1].truth,
+                       (size_t)tn->pd[1].n, card->threshold, mt, &n_mt) != CLI_OK) {
+    snprintf(err, err_size, "scoring the validation part with the %s export failed", quant_names[q]);
+    goto out;
+  }
+  for (int i = 0; i < n_mt; i++)
+    if (strcmp(mt[i].name, card->q_metric) == 0) {
+      *value = mt[i].value;
+      rc = CLI_OK;
+    }
+  if (rc != CLI_OK) snprintf(err, err_size, "no %s among the validation metrics", card->q_metric);
+out:
+  moe_model_free(m);
+  remove(tmp);
+  return rc;
+}
+
 /* ---- the command ---------------------------------------------------------------------------- */
 
 static int on_epoch(void *data, int epoch, double loss, double val) {
@@ -666,6 +750,10 @@ static void print_summary(const train_t *tn, const card_t *card, int json) {
     emit_metrics(&js, card->val, card->n_val);
     cli_json_key(&js, "test");
     emit_metrics(&js, card->test, card->n_test);
+    if (card->n_q > 1) {
+      cli_json_key(&js, "quantization");
+      emit_quantization(&js, card);
+    }
     cli_json_obj_end(&js);
     return;
   }
@@ -677,6 +765,12 @@ static void print_summary(const train_t *tn, const card_t *card, int json) {
   for (int i = 0; i < card->n_val; i++)
     printf("%-20s %12.6f %12.6f\n", card->val[i].name, card->val[i].value,
            i < card->n_test ? card->test[i].value : NAN);
+  if (card->n_q > 1) {
+    printf("quantization: validation %s", card->q_metric);
+    for (int i = 0; i < card->n_q; i++)
+      printf("%s %s %.6f", i ? "," : "", quant_names[card->q_fmt[i]], card->q_val[i]);
+    printf("; cost of %s %+.6f\n", quant_names[card->q_fmt[card->n_q - 1]], quant_cost(card));
+  }
 }
 
 int cli_cmd_train(int argc, char **argv) {
@@ -960,6 +1054,24 @@ int cli_cmd_train(int argc, char **argv) {
                          card.threshold, p == 1 ? card.val : card.test,
                          p == 1 ? &card.n_val : &card.n_test) != CLI_OK)
       goto oom;
+  }
+  if (o->quant != MOE_QUANT_F32) {
+    /* The cost of each quantization step on validation: fp32, int8 when the file is int4, and
+     * the file itself (already scored above). */
+    card.q_metric = main_metric(task_kind(t));
+    for (int q = MOE_QUANT_F32; q < (int)o->quant; q++) {
+      card.q_fmt[card.n_q] = (moe_quant_t)q;
+      if (score_format(tn, (moe_quant_t)q, &card, scores, &card.q_val[card.n_q], err, sizeof(err)) !=
+          CLI_OK) {
+        fprintf(stderr, "sluice train: measuring the quantization cost: %s\n", err);
+        goto done;
+      }
+      card.n_q++;
+    }
+    card.q_fmt[card.n_q] = o->quant;
+    for (int i = 0; i < card.n_val; i++)
+      if (strcmp(card.val[i].name, card.q_metric) == 0) card.q_val[card.n_q] = card.val[i].value;
+    card.n_q++;
   }
   moe_model_free(model);
   model = NULL;
