@@ -1,0 +1,34 @@
+/*
+ * The records worker while PostgreSQL restarts for real (pg_ctl restart -m fast) in the middle
+ * of a stream of notes: the worker recovers in process (it never exits), counts the recovery,
+ * and in the end every note has exactly one row with the right analysis and every offset is
+ * accounted for (records-harness.h). Runs alone (RUN_SERIAL): it restarts the shared server.
+ */
+#include "records-harness.h"
+
+TEST(postgres_restart_mid_stream_loses_and_repeats_nothing) {
+  const char *run_dir = test_require_env("SLUICE_RUN_DIR");
+  const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
+  rh_ctx_t c;
+  rh_init(&c, "pgr");
+  rh_produce(&c, 0, 150);
+  PGconn *conn = rh_db(&c);
+  pid_t pid = rh_start(&c);
+  rh_wait_rows(conn, &c, 20, &pid, 1, 60);
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "runuser -u postgres -- %s -D %s/pg/data -m fast -w restart >/dev/null 2>&1", pg_ctl,
+           run_dir);
+  ASSERT_EQ(system(cmd), 0);
+  PQfinish(conn);
+  rh_produce(&c, 150, 150); /* the stream goes on while the worker reconnects */
+  conn = rh_db(&c);
+  rh_wait_rows(conn, &c, 300, &pid, 1, 90);
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0); /* recovered in process: never exited */
+  ASSERT_OP(rh_metric(c.port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
+  rh_check(conn, &c, 0, 300, 0);
+  ASSERT_EQ(rh_stop(pid), 0);
+  rh_drop(conn, &c);
+  rh_close(&c);
+}

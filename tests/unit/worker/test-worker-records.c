@@ -1,0 +1,238 @@
+/*
+ * The real sluice-worker with --pipeline=records against the real Kafka broker and PostgreSQL
+ * (records-harness.h): every note analysed once with the content an independent scoring gives
+ * and poison records dead-lettered with their reasons; kill -9 in the middle of a stream and a
+ * restart lose and repeat nothing; two workers sharing the stream through a rebalance lose and
+ * repeat nothing. Notes are short (one model row) and evidence is off unless a test needs it,
+ * so that each case takes seconds.
+ */
+#include "records-harness.h"
+
+/* A record that is not an Envelope, one with a Transaction, and notes that fail validation. */
+static long produce_poison(const rh_ctx_t *c) {
+  rd_kafka_t *rk = rh_producer(c);
+  rh_send(rk, c, "junk", "\xff\xfe\x01 not protobuf", 17);
+  Sluice__V1__Transaction tx = SLUICE__V1__TRANSACTION__INIT;
+  Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
+  env.event_id = "tx-1";
+  env.has_event_time_ms = 1;
+  env.event_time_ms = 1700000000000;
+  env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION;
+  env.transaction = &tx;
+  uint8_t buf[256];
+  size_t len = sluice__v1__envelope__pack(&env, buf);
+  rh_send(rk, c, "tx-1", buf, len);
+  uint8_t *v = rf_envelope("empty-1", NULL, "", 1700000000000, &len);
+  rh_send(rk, c, "empty-1", v, len);
+  free(v);
+  v = rf_envelope("utf8-1", NULL, "bad \xe9t\xe9", 1700000000000, &len);
+  rh_send(rk, c, "utf8-1", v, len);
+  free(v);
+  ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+  return 4;
+}
+
+/* Reads the DLQ topic: n records, each with reason/origin/detail headers. */
+static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *wrong) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_NOT_NULL(rk);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, c->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(parts);
+  int got = 0;
+  *decode = *invalid = *wrong = 0;
+  for (int i = 0; i < 150 && got < n; i++) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+    if (m == NULL) continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      got++;
+      rd_kafka_headers_t *hdrs = NULL;
+      ASSERT_EQ(rd_kafka_message_headers(m, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+      const void *val;
+      size_t len;
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-reason", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      char reason[32];
+      snprintf(reason, sizeof reason, "%.*s", (int)len, (const char *)val);
+      *decode += strcmp(reason, "decode") == 0;
+      *invalid += strcmp(reason, "invalid") == 0;
+      *wrong += strcmp(reason, "wrong_payload") == 0;
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-topic", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      ASSERT_EQ(len, strlen(c->topic));
+      ASSERT_EQ(memcmp(val, c->topic, len), 0);
+      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+      char detail[300];
+      snprintf(detail, sizeof detail, "%.*s", (int)len, (const char *)val);
+      if (strcmp(reason, "invalid") == 0)
+        ASSERT_MSG(strstr(detail, "clinical_note.text") != NULL, "detail: %s", detail);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  ASSERT_EQ(got, n);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+/* Waits until the outbox is published, then reads the alerts topic: `want` distinct alert ids
+ * "records:<note>:<label>", each an Alert for that note and label. */
+static void check_alerts(PGconn *conn, const rh_ctx_t *c, long want, const char *label) {
+  for (int i = 0; i < 600 && rh_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE "
+                                            "published_at IS NULL", c->schema) != 0; i++)
+    usleep(50000);
+  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE published_at IS NULL",
+                     c->schema), 0);
+  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->schema), want);
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_NOT_NULL(rk);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, c->alerts, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(parts);
+  static char seen[RH_MAX_NOTES];
+  memset(seen, 0, sizeof seen);
+  long distinct = 0;
+  for (int i = 0; i < 200 && distinct < want; i++) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (m == NULL) continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, m->len, m->payload);
+      ASSERT_NOT_NULL(a);
+      int note = -1;
+      ASSERT_EQ(sscanf(a->key, "note-%d", &note), 1);
+      ASSERT(note >= 0 && note < RH_MAX_NOTES);
+      char want_id[160];
+      snprintf(want_id, sizeof want_id, "records:%s:%s", a->key, label);
+      ASSERT_STR_EQ(a->alert_id, want_id);
+      ASSERT_STR_EQ(a->kind, label);
+      ASSERT_STR_EQ(a->domain, "records");
+      if (!seen[note]) distinct++;
+      seen[note] = 1;
+      sluice__v1__alert__free_unpacked(a, NULL);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  ASSERT_EQ(distinct, want);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+TEST(every_note_once_poison_dead_lettered_alerts_published) {
+  rh_ctx_t c;
+  rh_init(&c, "once");
+  /* Alerts for the label the model gives note 0 (evidence on: 2 spans). */
+  moe_model_t *m = NULL;
+  char err[256], text[RH_NOTE_BYTES + 1];
+  ASSERT_EQ(moe_model_load(RF_MODEL, &m, err, sizeof err), MOE_OK);
+  const int n = 40;
+  int labels[40];
+  for (int i = 0; i < n; i++) {
+    float probs[64];
+    size_t nt, nc;
+    rh_text(&c, i, text, sizeof text);
+    rf_score(m, text, probs, &nt, &nc);
+    labels[i] = 0;
+    for (int k = 1; k < moe_model_n_labels(m); k++)
+      if (probs[k] > probs[labels[i]]) labels[i] = k;
+  }
+  char label[128];
+  snprintf(label, sizeof label, "%s", moe_model_label(m, labels[0]));
+  long want_alerts = 0;
+  for (int i = 0; i < n; i++) want_alerts += labels[i] == labels[0];
+  moe_model_free(m);
+  c.top_evidence = "2";
+  c.extra[0] = "--records-alert-labels";
+  c.extra[1] = label;
+
+  rh_produce(&c, 0, n / 2);
+  long dead = produce_poison(&c);
+  rh_produce(&c, n / 2, n / 2);
+  PGconn *conn = rh_db(&c);
+  pid_t pid = rh_start(&c);
+  rh_wait_rows(conn, &c, n, &pid, 1, 60);
+  for (int i = 0; i < 200 && rh_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM "
+                                            "\"%s\".kafka_offsets", c.schema) < n + dead; i++)
+    usleep(50000);
+  rh_check(conn, &c, 0, n, dead);
+  /* Evidence: 1..2 spans a note, each inside the note. */
+  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) NOT BETWEEN 1 AND 2", c.schema), 0);
+  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis, "
+                           "jsonb_array_elements(evidence) e WHERE (e->>'start')::int >= "
+                           "(e->>'end')::int OR (e->>'end')::int > 500", c.schema), 0);
+  int decode, invalid, wrong;
+  check_dlq(&c, (int)dead, &decode, &invalid, &wrong);
+  ASSERT_EQ(decode, 1);
+  ASSERT_EQ(invalid, 2);
+  ASSERT_EQ(wrong, 1);
+  ASSERT_EQ((long)rh_metric(c.port, "sluice_events_dead_lettered_total{reason=\"invalid\"} "), 2);
+  check_alerts(conn, &c, want_alerts, label);
+  char series[256];
+  snprintf(series, sizeof series, "sluice_records_notes_total{label=\"%s\"} ", label);
+  ASSERT_EQ((long)rh_metric(c.port, series), want_alerts);
+  ASSERT_EQ(rh_stop(pid), 0);
+  rh_drop(conn, &c);
+  rh_close(&c);
+}
+
+TEST(kill9_mid_stream_and_restart_lose_and_repeat_nothing) {
+  rh_ctx_t c;
+  rh_init(&c, "kill");
+  /* Static membership: the restarted worker takes the killed one's place at once instead of
+   * waiting for its session to time out. */
+  c.extra[0] = "--kafka-instance-id";
+  c.extra[1] = "records-kill";
+  const int n = 150;
+  rh_produce(&c, 0, n);
+  PGconn *conn = rh_db(&c);
+  pid_t pid = rh_start(&c);
+  rh_wait_rows(conn, &c, 20, &pid, 1, 60);
+  rh_kill9(pid);
+  long at_kill = rh_rows(conn, &c);
+  ASSERT_OP(at_kill, <, n); /* killed mid-stream */
+  pid = rh_start(&c);
+  rh_wait_rows(conn, &c, n, &pid, 1, 60);
+  fprintf(stderr, "killed at %ld of %d rows\n", at_kill, n);
+  rh_check(conn, &c, 0, n, 0);
+  ASSERT_EQ(rh_stop(pid), 0);
+  rh_drop(conn, &c);
+  rh_close(&c);
+}
+
+TEST(two_workers_share_the_stream_through_a_rebalance) {
+  rh_ctx_t c;
+  rh_init(&c, "reb");
+  rh_produce(&c, 0, 100);
+  PGconn *conn = rh_db(&c);
+  pid_t pids[2];
+  pids[0] = rh_start(&c);
+  rh_wait_rows(conn, &c, 10, pids, 1, 60);
+  unsigned port_b = rh_free_port();
+  pids[1] = rh_start_on(&c, port_b);
+  rh_wait_ready(port_b, 60); /* partitions assigned to both */
+  rh_produce(&c, 100, 150);
+  rh_wait_rows(conn, &c, 250, pids, 2, 90);
+  double a = rh_metric(c.port, "sluice_events_scored_total "),
+         b = rh_metric(port_b, "sluice_events_scored_total ");
+  fprintf(stderr, "worker a scored %.0f, worker b %.0f\n", a, b);
+  ASSERT_OP(b, >, 0);
+  ASSERT_OP(a, >, 0);
+  rh_check(conn, &c, 0, 250, 0);
+  ASSERT_EQ(rh_stop(pids[1]), 0);
+  ASSERT_EQ(rh_stop(pids[0]), 0);
+  rh_drop(conn, &c);
+  rh_close(&c);
+}
