@@ -290,21 +290,25 @@ static svc_err_t records__evidence_words(wk_records_scorer_t *sc, const char *te
     if (nw == 0 || piece == NULL || strncmp(piece, "##", 2) != 0) wstart[nw++] = i;
   }
   wstart[nw] = n;
+  bool pending = false; /* a sentence or line ended since the segment began */
   for (size_t k = 0; k < nw; k++) {
     /* A segment is a sentence or line of at least WK_RECORDS_SEGMENT_MIN tokens, cut at a word
-     * end before it grows past WK_RECORDS_SEGMENT_TOKENS. */
+     * end before it grows past WK_RECORDS_SEGMENT_TOKENS. A new sentence starts at a word that
+     * begins with a letter or digit, so that trailing punctuation (".,", ":") stays behind. */
     size_t held = ns ? wstart[k] - wstart[sstart[ns - 1]] : 0;
-    bool end = false;
     if (k > 0) {
       const char *prev = moe_wordpiece_token(sc->wp, toks[wstart[k] - 1].id);
-      end = prev != NULL && (strcmp(prev, ".") == 0 || strcmp(prev, "?") == 0 ||
-                             strcmp(prev, "!") == 0 || strcmp(prev, ";") == 0);
-      for (uint32_t b = toks[wstart[k] - 1].end; !end && b < toks[wstart[k]].start; b++)
-        end = text[b] == '\n';
+      pending = pending || (prev != NULL && (strcmp(prev, ".") == 0 || strcmp(prev, "?") == 0 ||
+                                             strcmp(prev, "!") == 0 || strcmp(prev, ";") == 0));
+      for (uint32_t b = toks[wstart[k] - 1].end; !pending && b < toks[wstart[k]].start; b++)
+        pending = text[b] == '\n';
     }
-    if (ns == 0 || (end && held >= WK_RECORDS_SEGMENT_MIN) ||
-        wstart[k + 1] - wstart[sstart[ns - 1]] > WK_RECORDS_SEGMENT_TOKENS)
+    bool alnum = isalnum((unsigned char)text[toks[wstart[k]].start]) != 0;
+    if (ns == 0 || (pending && alnum && held >= WK_RECORDS_SEGMENT_MIN) ||
+        wstart[k + 1] - wstart[sstart[ns - 1]] > WK_RECORDS_SEGMENT_TOKENS) {
       sstart[ns++] = k;
+      pending = false;
+    }
   }
   sstart[ns] = nw;
   /* Pass 1: every segment in every chunk that holds part of it. */

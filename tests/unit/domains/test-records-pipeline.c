@@ -8,6 +8,8 @@
  */
 #include "records-fixture.h"
 
+#include <ctype.h>
+
 #include "records-analysis.h"
 
 static wk_records_settings_t settings(void) {
@@ -151,6 +153,9 @@ TEST(process_matches_an_independent_scoring_short_and_long_notes) {
       unsigned char c1 = (unsigned char)notes[i][sp->end - 1];
       ASSERT_MSG(c0 > ' ' && c1 > ' ', "span [%u, %u) starts or ends with a space", sp->start,
                  sp->end);
+      /* Segments start at a word, not at the punctuation that ended the previous one. */
+      ASSERT_MSG(isalnum(c0) || sp->start == 0 || e > 0, "span [%u, %u) starts with '%c'",
+                 sp->start, sp->end, c0);
       /* A one-chunk note: the weight is the effect of occluding the span's tokens. */
       if (nc == 1 && e < 2) {
         float eff = rf_occlusion(m, notes[i], an.predicted, sp->start, sp->end);
