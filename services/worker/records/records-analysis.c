@@ -293,8 +293,9 @@ static svc_err_t records__evidence_words(wk_records_scorer_t *sc, const char *te
   bool pending = false; /* a sentence or line ended since the segment began */
   for (size_t k = 0; k < nw; k++) {
     /* A segment is a sentence or line of at least WK_RECORDS_SEGMENT_MIN tokens, cut at a word
-     * end before it grows past WK_RECORDS_SEGMENT_TOKENS. A new sentence starts at a word that
-     * begins with a letter or digit, so that trailing punctuation (".,", ":") stays behind. */
+     * end before it grows past WK_RECORDS_SEGMENT_TOKENS. A new segment starts at a word that
+     * begins with a letter or digit, so that punctuation (".,", ":") stays with the words
+     * before it (unless the segment would grow past twice the size). */
     size_t held = ns ? wstart[k] - wstart[sstart[ns - 1]] : 0;
     if (k > 0) {
       const char *prev = moe_wordpiece_token(sc->wp, toks[wstart[k] - 1].id);
@@ -304,8 +305,9 @@ static svc_err_t records__evidence_words(wk_records_scorer_t *sc, const char *te
         pending = text[b] == '\n';
     }
     bool alnum = isalnum((unsigned char)text[toks[wstart[k]].start]) != 0;
+    size_t with = ns ? wstart[k + 1] - wstart[sstart[ns - 1]] : 0;
     if (ns == 0 || (pending && alnum && held >= WK_RECORDS_SEGMENT_MIN) ||
-        wstart[k + 1] - wstart[sstart[ns - 1]] > WK_RECORDS_SEGMENT_TOKENS) {
+        (alnum && with > WK_RECORDS_SEGMENT_TOKENS) || with > 2 * WK_RECORDS_SEGMENT_TOKENS) {
       sstart[ns++] = k;
       pending = false;
     }

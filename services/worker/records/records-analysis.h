@@ -65,7 +65,8 @@ typedef enum {
 
 /* Segments of SEGMENTS and WORDS: a sentence (ends after ". ? ! ;") or a line of at least
  * WK_RECORDS_SEGMENT_MIN tokens, cut at a word end before it grows past
- * WK_RECORDS_SEGMENT_TOKENS tokens. */
+ * WK_RECORDS_SEGMENT_TOKENS tokens; a segment starts at a word beginning with a letter or
+ * digit (punctuation stays with the words before it, up to twice the size). */
 #define WK_RECORDS_SEGMENT_MIN 6
 #define WK_RECORDS_SEGMENT_TOKENS 32
 

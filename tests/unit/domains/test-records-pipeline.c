@@ -154,7 +154,7 @@ TEST(process_matches_an_independent_scoring_short_and_long_notes) {
       ASSERT_MSG(c0 > ' ' && c1 > ' ', "span [%u, %u) starts or ends with a space", sp->start,
                  sp->end);
       /* Segments start at a word, not at the punctuation that ended the previous one. */
-      ASSERT_MSG(isalnum(c0) || sp->start == 0 || e > 0, "span [%u, %u) starts with '%c'",
+      ASSERT_MSG(isalnum(c0) || sp->start == 0, "span [%u, %u) starts with '%c'",
                  sp->start, sp->end, c0);
       /* A one-chunk note: the weight is the effect of occluding the span's tokens. */
       if (nc == 1 && e < 2) {
