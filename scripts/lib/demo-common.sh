@@ -72,7 +72,9 @@ demo_wait_count() {
     last=$got
     sleep 0.1
   done
-  [ -t 2 ] && printf '\r  %-10s %7d / %d stored\n' "$label" "$got" "$n" >&2
+  if [ -t 2 ]; then printf '\r  %-10s %7d / %d stored\n' "$label" "$got" "$n" >&2
+  elif [ $(((ticks - 1) % 50)) != 0 ]; then printf '  %-10s %7d / %d stored\n' "$label" "$got" "$n" >&2
+  fi
   return 0
 }
 
