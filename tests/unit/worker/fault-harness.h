@@ -56,6 +56,7 @@ typedef struct fh_ctx_s {
   char topic[128], dlq[128], alerts[128], group[128], schema[96], model[512];
   unsigned port;
   const char *extra[8]; /* more flags for the worker, NULL-terminated */
+  bool no_alert_flags;  /* run without the FH_* alert flags (a probability model) */
   /* the data: units 1..n_units of FD001 */
   int n_units;
   int len[FH_MAX_UNITS];                        /* cycles of unit u+1 in the file */
@@ -251,13 +252,15 @@ static inline pid_t fh_start(const fh_ctx_t *c) {
                       "--model-path", (char *)c->model,
                       "--batch-max", "64",
                       "--batch-wait", "10ms",
-                      "--log-level", getenv("FH_LOG_LEVEL") ? getenv("FH_LOG_LEVEL") : "warn",
-                      "--fault-alert-enter", "40",
-                      "--fault-alert-clear", "70",
-                      "--fault-alert-min-fire", "2m",
-                      "--fault-alert-min-clear", "1m"};
+                      "--log-level", getenv("FH_LOG_LEVEL") ? getenv("FH_LOG_LEVEL") : "warn"};
     int n = 0;
     while (argv[n] != NULL) n++;
+    if (!c->no_alert_flags) {
+      static char *const alert[] = {"--fault-alert-enter", "40", "--fault-alert-clear", "70",
+                                    "--fault-alert-min-fire", "2m", "--fault-alert-min-clear",
+                                    "1m"};
+      for (size_t i = 0; i < sizeof alert / sizeof alert[0]; i++) argv[n++] = alert[i];
+    }
     for (int i = 0; i < 8 && c->extra[i]; i++) argv[n++] = (char *)c->extra[i];
     argv[n] = NULL;
     execv(bin, argv);

@@ -194,3 +194,106 @@ TEST(two_workers_and_rebalances) {
   free(c2);
   fh_drop(conn, c);
 }
+
+/* The tabular model in the worker: AI4I machines (one reading each, as `sluice replay` sends
+ * them: device = Product ID, device_type = Type), every reading scored once with the model's
+ * probability of its stored input, and one FIRING alert for every machine at or above the
+ * model card's threshold (the default enter; one reading cannot stay anywhere for long). */
+TEST(ai4i_tabular_every_reading_once) {
+  fh_ctx_t *c = &ctx;
+  fh_init(c, "ai", 1);
+  const char *dir = getenv("SLUICE_SOURCE_DIR");
+  snprintf(c->model, sizeof c->model, "%s/models/fault-ai4i.safetensors", dir ? dir : ".");
+  c->no_alert_flags = true;
+  char path[512], line[512], err[512];
+  snprintf(path, sizeof path, "%s/../shared/data/fault/ai4i2020_train.csv", dir ? dir : ".");
+  FILE *f = fopen(path, "r");
+  ASSERT_MSG(f != NULL, "cannot open %s", path);
+  ASSERT_NOT_NULL(fgets(line, sizeof line, f));
+  static const char *const names[5] = {"Air temperature [K]", "Process temperature [K]",
+                                       "Rotational speed [rpm]", "Torque [Nm]", "Tool wear [min]"};
+  PGconn *conn = fh_db(c);
+  pid_t pid = fh_start(c);
+  rd_kafka_t *rk = fh_producer(c);
+  int n = 0;
+  while (n < 2000 && fgets(line, sizeof line, f) != NULL) {
+    int udi;
+    char pid_s[32], type[8];
+    double v[5];
+    ASSERT_EQ(sscanf(line, "%d,%31[^,],%7[^,],%lf,%lf,%lf,%lf,%lf", &udi, pid_s, type, &v[0],
+                     &v[1], &v[2], &v[3], &v[4]),
+              8);
+    Sluice__V1__ChannelValue cv[5], *cvp[5];
+    for (int i = 0; i < 5; i++) {
+      Sluice__V1__ChannelValue init = SLUICE__V1__CHANNEL_VALUE__INIT;
+      cv[i] = init;
+      cv[i].name = (char *)names[i];
+      cv[i].has_value = 1;
+      cv[i].value = v[i];
+      cvp[i] = &cv[i];
+    }
+    Sluice__V1__SensorReading rd = SLUICE__V1__SENSOR_READING__INIT;
+    rd.device_id = pid_s;
+    rd.device_type = type;
+    rd.n_values = 5;
+    rd.values = cvp;
+    Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
+    char id[48];
+    snprintf(id, sizeof id, "ai4i:%d", n);
+    env.event_id = id;
+    env.key = pid_s;
+    env.has_event_time_ms = 1;
+    env.event_time_ms = FH_T0 + (int64_t)udi * FH_MIN;
+    env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
+    env.sensor_reading = &rd;
+    uint8_t buf[1024];
+    fh_send(rk, c->topic, pid_s, buf, sluice__v1__envelope__pack(&env, buf));
+    n++;
+  }
+  fclose(f);
+  fh_flush(rk);
+  rd_kafka_destroy(rk);
+  fh_wait_results(conn, c, n, &pid, 1, 90);
+
+  moe_model_t *mm = NULL;
+  ASSERT_MSG(moe_model_load(c->model, &mm, err, sizeof err) == 0, "%s", err);
+  moe_session_t *sess;
+  ASSERT_OK(moe_session_new(mm, 1, &sess));
+  float thr = moe_model_threshold(mm);
+  ASSERT_EQ(fh_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results", c->schema), n);
+  char sql[512];
+  int sql_len = snprintf(sql, sizeof sql, "SELECT event_id, score, input::text, alert_phase, "
+                         "kind FROM \"%s\".fault_results", c->schema);
+  ASSERT(sql_len > 0 && sql_len < (int)sizeof sql);
+  PGresult *res = PQexec(conn, sql);
+  ASSERT_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
+  int firing = 0;
+  for (int i = 0; i < PQntuples(res); i++) {
+    float in[8];
+    ASSERT_EQ(fh_parse_reals(PQgetvalue(res, i, 2), in, 8), 6); /* 5 numeric + Type's id */
+    int32_t cat = (int32_t)in[5];
+    ASSERT(cat >= 1 && cat < moe_model_categorical_vocab_size(mm, 0)); /* L, M or H: known */
+    moe_input_t row = {.numeric = in, .categorical = &cat};
+    float p;
+    moe_output_t out = {.scores = &p};
+    ASSERT_OK(moe_session_run(sess, &row, 1, &out));
+    float stored = strtof(PQgetvalue(res, i, 1), NULL);
+    ASSERT_MSG(fabsf(stored - p) <= 1e-5f, "%s: stored %g, model %g", PQgetvalue(res, i, 0),
+               (double)stored, (double)p);
+    ASSERT_STR_EQ(PQgetvalue(res, i, 4), "failure");
+    bool fire = stored >= thr;
+    ASSERT_STR_EQ(PQgetvalue(res, i, 3), fire ? "firing" : "idle");
+    firing += fire;
+  }
+  PQclear(res);
+  moe_session_free(sess);
+  moe_model_free(mm);
+  fprintf(stderr, "%d readings, %d at or above the threshold %.4f\n", n, firing, (double)thr);
+  ASSERT_OP(firing, >, 0);
+  ASSERT_EQ(fh_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE alert_id LIKE "
+                           "'fault:%%:failure:1:firing'", c->schema),
+            firing);
+  ASSERT_EQ(fh_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->schema), firing);
+  ASSERT_EQ(fh_stop(pid), 0);
+  fh_drop(conn, c);
+}
