@@ -4,7 +4,8 @@
 # `sluice replay` of the 100 FD001 turbofan engines, one with the shipped AI4I model (failure
 # probability per reading) over the AI4I machines; then the results in PostgreSQL are
 # summarised against the data's labels, which never travel through Kafka.
-#   SLUICE_DEMO_FAULT_RATE   replay rate of each data set (default 3000/s: below what one worker sustains on a loaded 2-core machine, about 6,000 readings/s, so latency is not queueing)
+#   SLUICE_DEMO_FAULT_RATE   replay rate of each data set (default 3000/s: below the ~6,000
+#                            readings/s one worker sustains here, so latency is not queueing)
 #   SLUICE_DEMO_FAULT_AI4I=0 skips the AI4I worker
 #   SLUICE_DEMO_FAULT_TOPIC  the C-MAPSS topic (default sluice.fault.events; the AI4I worker's
 #                            is the same with .ai4i before .events)
