@@ -298,7 +298,8 @@ static fdev_t *dev_get(wk_pipeline_t *p, const char *id, int32_t partition) {
   return d;
 }
 
-/* Drops every device for which keep() is false from the table. */
+/* Drops from the table every device (all) or those last seen on one of parts[n_parts]; an
+ * accepted event that still points at one keeps it alive until event_free. */
 static void dev_sweep(wk_pipeline_t *p, const int32_t *parts, size_t n_parts, bool all) {
   for (size_t i = 0; i < p->n_buckets; i++) {
     fdev_t **pp = &p->buckets[i];
