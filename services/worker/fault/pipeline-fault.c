@@ -695,7 +695,12 @@ static void *fault_accept(wk_pipeline_t *p, const wk_pmodel_t *serving,
   }
 
   fdev_t *d = dev_get(p, rd->device_id, msg->partition);
-  d->partition = msg->partition;
+  if (d->partition != msg->partition) {
+    /* The device moved to another partition (the topic was re-partitioned): offsets of two
+     * partitions do not compare, so its stored one no longer says what was folded. */
+    d->partition = msg->partition;
+    d->last_offset = -1;
+  }
   ev = xcalloc(1, sizeof *ev);
   ev->dev = d;
   d->refs++;

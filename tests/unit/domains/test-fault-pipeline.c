@@ -514,7 +514,22 @@ TEST(ai4i_alert_fires_once_and_clears_with_hysteresis) {
   ASSERT_EQ(cnt.fired, 1u);
   ASSERT_EQ(cnt.cleared, 1u);
 
-  ASSERT_EQ(check_scores(&fx, "fault-ai4i.safetensors", 5), n);
+  /* The device moves to another partition (re-partitioned topic) with lower offsets: its next
+   * reading is new, not a replay, and the state row follows it. */
+  rec_t moved;
+  pack_reading(&moved, "ai-moved", "M-DEV-1", rows[l].type, T0 + n * MIN, ai_names, rows[l].v, 5);
+  moved.partition = 1;
+  moved.offset = 3;
+  ASSERT_EQ(fx_batch(&fx, &moved, 1, NULL), 1u);
+  ASSERT_EQ(fx.n_results, n + 1);
+  res = fx_query(&fx, "SELECT partition, last_offset FROM \"%s\".fault_state");
+  ASSERT_EQ(PQntuples(res), 1);
+  ASSERT_STR_EQ(PQgetvalue(res, 0, 0), "1");
+  ASSERT_STR_EQ(PQgetvalue(res, 0, 1), "3");
+  PQclear(res);
+  free(moved.buf);
+
+  ASSERT_EQ(check_scores(&fx, "fault-ai4i.safetensors", 5), n + 1);
   for (int i = 0; i < n; i++) free(recs[i].buf);
   fx_close(&fx);
 }
