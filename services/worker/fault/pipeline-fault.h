@@ -12,7 +12,9 @@
  * Any other model is refused by model_open with a sentence naming the file and what is wrong.
  *
  * Per device the pipeline keeps the window (folded by accept, on the loop thread, only for a
- * record whose offset is past the device's stored last_offset) and the alert state machine
+ * record whose offset is past the device's stored last_offset on the same partition; an
+ * earlier one is a re-delivery, skipped without a dead letter: accept returns NULL with
+ * WK_REJECT_NONE, as for refusals under fault.late_policy = count) and the alert state machine
  * (fault-alert.h; fed by scores in process, on the thread pool, in offset order). Both are
  * stored in fault_state in the same statement as the results, so that a restart continues the
  * same windows and the same alert episodes.
