@@ -16,7 +16,9 @@
  *   records-*           text: a WordPiece vocabulary learnt on the train part's notes,
  *                       "[CLS]" + pieces cut to --max-len, then --layers windowed-attention
  *                       layers (2) and the mean, or with --pool bag the bag of pieces
- *                       (MODEL_FORMAT.md); --balanced weighs the classes as the baseline does.
+ *                       (MODEL_FORMAT.md), with --idf its pieces weighed by learnt weights
+ *                       that start at the train part's IDF; --balanced weighs the classes as
+ *                       the baseline does.
  * Then --moe-blocks MoE blocks of --experts experts (top --top-k, one shared) and the head.
  *
  * After training the model is exported in the chosen weight format, loaded back, and its
@@ -58,6 +60,7 @@ typedef struct train_opts_s {
   int layers;     /* text: attention layers */
   int bag;        /* text: pool "bag" (no positions, no attention; MODEL_FORMAT.md) */
   int balanced;   /* multiclass: class weights n / (n_classes * count) over the train part */
+  int idf;        /* text bag: learnt piece weights, started at the train part's IDF */
   double weight_decay;    /* < 0: the trainer's default */
   double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
   int json;
@@ -448,6 +451,10 @@ static char *build_config(const train_t *tn, const card_t *card) {
       cli_json_key(&js, "pool");
       cli_json_str(&js, "bag");
     }
+    if (o->idf) {
+      cli_json_key(&js, "idf");
+      cli_json_bool(&js, 1);
+    }
     cli_json_key(&js, "tokenizer");
     /* The tokenizer's own JSON, parsed and re-emitted in place. */
     cli_jv_t tj;
@@ -789,6 +796,7 @@ int cli_cmd_train(int argc, char **argv) {
       {"layers", required_argument, NULL, 'L'},
       {"pool", required_argument, NULL, 'P'},
       {"balanced", no_argument, NULL, 'C'},
+      {"idf", no_argument, NULL, 'I'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -860,6 +868,7 @@ int cli_cmd_train(int argc, char **argv) {
     case 'M': bad = parse_int(optarg, 2, 16384, &o->max_len); break;
     case 'L': bad = parse_int(optarg, 0, 16, &o->layers); break;
     case 'C': o->balanced = 1; break;
+    case 'I': o->idf = 1; break;
     case 'P':
       if (!strcmp(optarg, "bag")) o->bag = 1;
       else if (!strcmp(optarg, "mean")) o->bag = 0;
@@ -904,6 +913,10 @@ int cli_cmd_train(int argc, char **argv) {
     status = usage_error("--balanced applies to the multi-class tasks (records-mtsamples, "
                          "records-abstracts), not '%s'",
                          task_name);
+    goto done;
+  }
+  if (o->idf && !o->bag) {
+    status = usage_error("--idf weighs the pieces of --pool bag only%s", "");
     goto done;
   }
   if (o->bag && o->layers > 0) {
@@ -1001,6 +1014,10 @@ int cli_cmd_train(int argc, char **argv) {
     goto done;
   }
   moe_train_data_t dtr = as_train_data(&tn->pd[0]), dval = as_train_data(&tn->pd[1]);
+  if (o->idf && moe_trainer_set_idf(tn->tr, &dtr) != MOE_OK) {
+    fprintf(stderr, "sluice train: setting the piece weights: %s\n", moe_trainer_error(tn->tr));
+    goto done;
+  }
   moe_fit_opts_t fo = {.epochs = o->epochs,
                        .batch_size = o->batch,
                        .patience = o->patience,

@@ -218,6 +218,11 @@ class Model:
         elif enc.get("pool") == "bag":
             self.tok = self.rand(enc["vocab_size"], d, scale=1.0)
             self.t["enc.tok.weight"] = self.tok
+            if enc.get("idf"):
+                # Learnt piece weights: positive like an IDF, one of them negative (allowed).
+                self.idf = (0.5 + 2.0 * self.rng.random(enc["vocab_size"])).astype(F32)
+                self.idf[7] = -0.4
+                self.t["enc.idf.weight"] = self.idf
         else:
             self.tok = self.rand(enc["vocab_size"], d, scale=1.0)
             self.pos = self.rand(enc["max_len"], d, scale=0.3)
@@ -260,6 +265,8 @@ class Model:
             for r in range(inputs["tokens"].shape[0]):
                 ids, counts = np.unique(inputs["tokens"][r, :int(inputs["n_tokens"][r])], return_counts=True)
                 w = 1.0 + np.log(counts.astype(np.float64))
+                if enc.get("idf"):
+                    w *= self.idf[ids].astype(np.float64)
                 w /= np.sqrt((w * w).sum())
                 out.append(torch.from_numpy((w[:, None] * self.tok[ids].astype(np.float64)).sum(0).astype(F32)))
             return torch.stack(out)
@@ -408,6 +415,12 @@ def config_for(kind, quant):
             "window": [], "n_global": 0, "pool": "bag",
             "tokenizer": wordpiece_tokenizer()},
             task={"kind": "multiclass", "labels": ["cardiology", "neurology", "oncology"]})
+    elif kind == "textidf":
+        base.update(norm="layernorm", moe=moe[:1], encoder={
+            "kind": "text", "vocab_size": TEXT_VOCAB_SIZE, "max_len": 64, "n_layer": 0, "n_head": 1, "d_ff": 32,
+            "window": [], "n_global": 0, "pool": "bag", "idf": True,
+            "tokenizer": wordpiece_tokenizer()},
+            task={"kind": "binary", "labels": ["routine", "urgent"], "threshold": 0.4})
     else:
         base.update(norm="rmsnorm", moe=moe[1:], encoder={
             "kind": "text", "vocab_size": TEXT_VOCAB_SIZE, "max_len": 16, "n_layer": 2, "n_head": 2, "d_ff": 32,
@@ -444,7 +457,7 @@ def make_inputs(cfg, rng, n):
 def main():
     os.makedirs(OUT, exist_ok=True)
     n_rows = 16
-    for ki, kind in enumerate(["tabular", "sensor", "text", "textbag"]):
+    for ki, kind in enumerate(["tabular", "sensor", "text", "textbag", "textidf"]):
         for qi, quant in enumerate(["f32", "q8_0", "q4_0"]):
             cfg = config_for(kind, quant)
             # Same seed per kind: the three quant variants share their fp32 weights.

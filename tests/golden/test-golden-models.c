@@ -165,6 +165,10 @@ TEST(text_q4_0) { check_model("text-q4_0", TOL_QUANT); }
 TEST(textbag_f32) { check_model("textbag-f32", TOL_F32); }
 TEST(textbag_q8_0) { check_model("textbag-q8_0", TOL_QUANT); }
 TEST(textbag_q4_0) { check_model("textbag-q4_0", TOL_QUANT); }
+/* The same with piece weights (enc.idf.weight), one of them negative, and a layer norm. */
+TEST(textidf_f32) { check_model("textidf-f32", TOL_F32); }
+TEST(textidf_q8_0) { check_model("textidf-q8_0", TOL_QUANT); }
+TEST(textidf_q4_0) { check_model("textidf-q4_0", TOL_QUANT); }
 
 /* The model describes itself from the config. */
 TEST(model_info) {

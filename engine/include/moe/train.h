@@ -124,6 +124,17 @@ int64_t moe_trainer_steps(const moe_trainer_t *tr);
 const char *moe_trainer_error(const moe_trainer_t *tr);
 
 /*
+ * Text pool "bag" with config.encoder.idf: sets the piece weights enc.idf.weight to the smoothed
+ * inverse document frequency of the rows, ln((1 + n_rows) / (1 + df_t)) + 1 with df_t the rows
+ * that contain piece t (scikit-learn's TfidfVectorizer default), so that training starts from a
+ * TF-IDF weighting; they are then learnt like any parameter. Call it with the training rows
+ * before moe_trainer_fit (a new trainer starts them at 1). Returns MOE_OK, MOE_EINVAL (the
+ * model has no piece weights, or no token rows) or MOE_EDATA (a bad row, named by
+ * moe_trainer_error), or MOE_ENOMEM.
+ */
+int moe_trainer_set_idf(moe_trainer_t *tr, const moe_train_data_t *data);
+
+/*
  * One optimizer step on one batch (1 <= n_rows): forward, loss, backward, clipping, AdamW,
  * then the selection-bias update from the batch's expert load. *loss (may be NULL) gets the
  * batch loss before the step, auxiliary balance loss included. Returns MOE_OK, MOE_EDATA (a

@@ -173,7 +173,7 @@ static int parse_sensor(const moe_json_t *enc, moe__config_t *cfg, char *errstr,
 
 static int parse_text(const moe_json_t *enc, moe__config_t *cfg, char *errstr, size_t errstr_size) {
   static const char *const keys[] = {"kind", "vocab_size", "max_len", "n_layer", "n_head", "d_ff",
-                                     "window", "n_global", "tokenizer", "pool"};
+                                     "window", "n_global", "tokenizer", "pool", "idf"};
   static const char *const pools[] = {"mean", "bag"};
   const char *path = "config.encoder";
   const moe_json_t *arr;
@@ -181,6 +181,11 @@ static int parse_text(const moe_json_t *enc, moe__config_t *cfg, char *errstr, s
   TRY(moe_json_check_members(enc, path, keys, ARRAY_LEN(keys), errstr, errstr_size));
   TRY(get_enum(enc, "pool", path, pools, 2, "mean", &pool, errstr, errstr_size));
   cfg->text_bag = pool == 1;
+  TRY(moe_json_opt_bool(enc, "idf", path, false, &cfg->text_idf, errstr, errstr_size));
+  if (cfg->text_idf && !cfg->text_bag) {
+    if (errstr_size > 0) snprintf(errstr, errstr_size, "config.encoder.idf: true needs pool \"bag\"");
+    return MOE_ECONFIG;
+  }
   TRY(get_int(enc, "vocab_size", path, 1, 1 << 22, &cfg->vocab_size, errstr, errstr_size));
   TRY(get_int(enc, "max_len", path, 1, 65536, &cfg->max_len, errstr, errstr_size));
   TRY(get_int(enc, "n_layer", path, 0, 64, &cfg->n_layer, errstr, errstr_size));

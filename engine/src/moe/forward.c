@@ -244,8 +244,8 @@ int moe__bag_counts(const int32_t *ids, int n, int32_t *uniq, int32_t *count) {
 }
 
 /* Pool "bag" (rows already validated): h_r = sum over the row's distinct pieces t of
- * w_t tok_emb[t], w_t = (1 + ln c_t) / sqrt(sum_u (1 + ln c_u)^2). Like a TF-IDF row with
- * sublinear counts and L2 norm, except that the embeddings learn what IDF would weigh. Order
+ * w_t tok_emb[t], w_t = u_t / sqrt(sum_v u_v^2), u_t = (1 + ln c_t) idf[t] (idf 1 without
+ * enc.idf.weight): a TF-IDF row with sublinear counts and L2 norm, times the embeddings. Order
  * and repetition beyond the count do not matter, and the cost is linear in the tokens. */
 static int encode_bag(moe_session_t *sess, const moe_input_t *rows, int m, float *h) {
   const moe_model_t *model = sess->model;
@@ -260,9 +260,11 @@ static int encode_bag(moe_session_t *sess, const moe_input_t *rows, int m, float
     double ss = 0;
     for (int i = 0; i < k; i++) {
       w[i] = 1.0f + logf((float)count[i]);
+      if (model->idf != NULL) w[i] *= model->idf[uniq[i]];
       ss += (double)w[i] * w[i];
     }
-    const float inv = (float)(1.0 / sqrt(ss));
+    /* Learnt piece weights could all be 0 for a row: then the row is the zero vector. */
+    const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
     memset(hr, 0, (size_t)d * sizeof(float));
     for (int i = 0; i < k; i++) {
       const float *te = model->tok_emb + (size_t)uniq[i] * d, wi = w[i] * inv;

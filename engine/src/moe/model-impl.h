@@ -63,6 +63,7 @@ typedef struct moe__config_s {
   int vocab_size, max_len, n_layer, n_head, text_d_ff, n_global;
   int *windows;                    /* (n_layer) attention span per layer */
   bool text_bag;                   /* pool "bag": sublinear bag of pieces, no positions (MODEL_FORMAT.md) */
+  bool text_idf;                   /* bag: pieces also weighed by enc.idf.weight */
   const moe_json_t *tokenizer;     /* or NULL */
   /* MoE blocks */
   int n_moe;
@@ -119,6 +120,7 @@ struct moe_model_s {
   /* text */
   float *tok_emb;       /* (vocab_size, d_model) */
   float *pos_emb;       /* (max_len, d_model) */
+  float *idf;           /* bag with idf: (vocab_size) weight of each piece, else NULL */
   moe__text_layer_t *layers; /* (n_layer) */
   moe__norm_t enc_norm; /* text: before pooling */
   /* MoE and head */

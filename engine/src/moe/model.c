@@ -333,8 +333,12 @@ static int load_text(loader_t *ld) {
   int64_t tok_shape[2] = {cfg->vocab_size, d}, pos_shape[2] = {cfg->max_len, d};
   if ((rc = load_f32(ld, "enc.tok.weight", 2, tok_shape, "(vocab_size, d_model)", &model->tok_emb)) != MOE_OK)
     return rc;
-  /* A bag of pieces is the token embeddings alone: no positions, no layers, no norm. */
-  if (cfg->text_bag) return MOE_OK;
+  /* A bag of pieces is the token embeddings (and piece weights) alone: no positions, no layers,
+   * no norm. */
+  if (cfg->text_bag) {
+    int64_t n = cfg->vocab_size;
+    return cfg->text_idf ? load_f32(ld, "enc.idf.weight", 1, &n, "(vocab_size)", &model->idf) : MOE_OK;
+  }
   if ((rc = load_f32(ld, "enc.pos.weight", 2, pos_shape, "(max_len, d_model)", &model->pos_emb)) != MOE_OK)
     return rc;
   if (cfg->n_layer > 0) {

@@ -418,8 +418,8 @@ static void attn_bwd(const tr_real *qkv, int n, int d, int n_head, const tr_real
 }
 
 /* Pool "bag" (engine/src/moe/forward.c, encode_bag): x0_r = sum over the row's distinct pieces t
- * of w_t tok[t], w_t = (1 + ln c_t) / sqrt(sum_u (1 + ln c_u)^2); the weights depend on the ids
- * only, so the pooled vector is linear in the embeddings. Rows are validated by the caller. */
+ * of w_t tok[t], w_t = u_t / |u|, u_t = s_t idf[t], s_t = 1 + ln c_t (idf 1 without
+ * enc.idf.weight). Rows are validated by the caller. */
 static int encode_bag(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
   const moe__config_t *cfg = &tr->cfg;
   const int m = c->m, d = tr->d, N = c->ts[m];
@@ -427,17 +427,22 @@ static int encode_bag(moe_trainer_t *tr, const tr_real *W, const moe_train_data_
   c->bs = moe__arena_alloc(&tr->arena, (size_t)(m + 1) * sizeof(int));
   c->bu = ALLOC_I(N);
   c->bw = ALLOC_R(N);
-  if (count == NULL || c->bs == NULL || c->bu == NULL || c->bw == NULL) return MOE_ENOMEM;
+  c->bsub = ALLOC_R(N);
+  c->binv = ALLOC_R(m);
+  if (count == NULL || c->bs == NULL || c->bu == NULL || c->bw == NULL || c->bsub == NULL || c->binv == NULL)
+    return MOE_ENOMEM;
   c->bs[0] = 0;
   for (int r = 0; r < m; r++) {
     const int lo = c->bs[r];
     const int k = moe__bag_counts(batch->tokens + (size_t)r * cfg->max_len, batch->n_tokens[r], c->bu + lo, count);
     double ss = 0;
     for (int i = 0; i < k; i++) {
-      c->bw[lo + i] = (tr_real)(1.0 + log((double)count[i]));
+      c->bsub[lo + i] = (tr_real)(1.0 + log((double)count[i]));
+      c->bw[lo + i] = tr->idf != TR_NONE ? c->bsub[lo + i] * W[tr->idf + c->bu[lo + i]] : c->bsub[lo + i];
       ss += (double)c->bw[lo + i] * c->bw[lo + i];
     }
-    const tr_real inv = (tr_real)(1.0 / sqrt(ss));
+    const tr_real inv = ss > 0 ? (tr_real)(1.0 / sqrt(ss)) : 0;
+    c->binv[r] = inv;
     tr_real *p = c->x0 + (size_t)r * d;
     memset(p, 0, (size_t)d * sizeof(tr_real));
     for (int i = 0; i < k; i++) {
@@ -548,11 +553,30 @@ static int encode_text_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, cons
   const moe__config_t *cfg = &tr->cfg;
   const int m = c->m, d = tr->d, F = cfg->text_d_ff, N = c->ts[m];
   if (cfg->text_bag) {
-    for (int r = 0; r < m; r++)
+    for (int r = 0; r < m; r++) {
+      const tr_real *g = dpool + (size_t)r * d;
+      /* Embeddings: x0 is linear in them with the weights w_t. */
       for (int i = c->bs[r]; i < c->bs[r + 1]; i++) {
         tr_real *gt = G + tr->tok + (size_t)c->bu[i] * d;
-        for (int j = 0; j < d; j++) gt[j] += c->bw[i] * dpool[(size_t)r * d + j];
+        for (int j = 0; j < d; j++) gt[j] += c->bw[i] * g[j];
       }
+      if (tr->idf == TR_NONE) continue;
+      /* Piece weights through the normalisation: with e_t = g . tok[t] and S = sum_v w_v e_v,
+       * dL/du_t = (e_t - w_t S) / |u|, and u_t = s_t idf[t]. */
+      double S = 0;
+      for (int i = c->bs[r]; i < c->bs[r + 1]; i++) {
+        const tr_real *te = W + tr->tok + (size_t)c->bu[i] * d;
+        double e = 0;
+        for (int j = 0; j < d; j++) e += (double)g[j] * te[j];
+        S += c->bw[i] * e;
+      }
+      for (int i = c->bs[r]; i < c->bs[r + 1]; i++) {
+        const tr_real *te = W + tr->tok + (size_t)c->bu[i] * d;
+        double e = 0;
+        for (int j = 0; j < d; j++) e += (double)g[j] * te[j];
+        G[tr->idf + c->bu[i]] += (tr_real)(c->bsub[i] * (e - c->bw[i] * S) * c->binv[r]);
+      }
+    }
     return MOE_OK;
   }
   tr_real *de = ALLOC_R((size_t)N * d), *dh = ALLOC_R((size_t)N * d), *dt = ALLOC_R((size_t)N * d);

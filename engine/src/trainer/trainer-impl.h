@@ -97,10 +97,12 @@ typedef struct tr_cache_s {
   int *ts;            /* (m + 1) */
   struct tr_text_layer_cache_s *tl; /* (n_layer) */
   tr_real *tfin, *te, *temu, *ters; /* (N, d) last layer output, enc.norm output, (N) its stats */
-  /* text pool "bag": row r's distinct pieces at [bs[r], bs[r + 1]) of bu (ids) and bw (weights) */
+  /* text pool "bag": row r's distinct pieces at [bs[r], bs[r + 1]) of bu (ids), bw (their
+   * normalised weights w_t) and bsub (1 + ln count); binv (m) is each row's 1 / |u| */
   int *bs;            /* (m + 1) */
   int32_t *bu;        /* (N) */
-  tr_real *bw;        /* (N) */
+  tr_real *bw, *bsub; /* (N) */
+  tr_real *binv;      /* (m) */
 } tr_cache_t;
 
 /* One text layer's forward, for its backward. */
@@ -127,6 +129,7 @@ struct moe_trainer_s {
   size_t *cat;         /* (n_categorical) offsets of the embeddings */
   tr_lin_t *conv;      /* (n_conv) sensor convolutions: w (out, in, kernel) with n = out, k = in * kernel */
   size_t tok, pos;     /* text embeddings (vocab_size, d), (max_len, d) */
+  size_t idf;          /* bag with idf: piece weights (vocab_size), else TR_NONE */
   struct tr_text_layer_s *layers; /* (n_layer) */
   tr_norm_t enc_norm;  /* text */
   tr_lin_t enc_in;

@@ -150,6 +150,8 @@ static int build_registry(moe_trainer_t *tr) {
     tr->layers = moe__calloc((size_t)cfg->n_layer + 1, sizeof *tr->layers);
     if (tr->layers == NULL) return MOE_ENOMEM;
     TRY(add_tensor(tr, &tr->tok, true, false, 2, cfg->vocab_size, tr->d, 1, "enc.tok.weight"));
+    tr->idf = TR_NONE;
+    if (cfg->text_idf) TRY(add_tensor(tr, &tr->idf, false, false, 1, cfg->vocab_size, 1, 1, "enc.idf.weight"));
     tr->pos = TR_NONE;
     tr->enc_norm.w = tr->enc_norm.b = TR_NONE;
     tr->d_in = tr->d;
@@ -211,14 +213,15 @@ static int build_registry(moe_trainer_t *tr) {
 }
 
 /* Weights N(0, 1/fan_in), categorical embeddings N(0, 1), bag token embeddings N(0, 0.02^2),
- * biases 0, norm weights 1. */
+ * biases 0, norm weights and bag piece weights (enc.idf) 1. */
 static void init_params(moe_trainer_t *tr) {
   for (int i = 0; i < tr->n_tensors; i++) {
     const tr_tensor_t *t = &tr->tensors[i];
     tr_real *p = tr->p + t->off;
     const bool is_norm = strstr(t->name, "norm.") != NULL;
     if (t->ndim == 1) {
-      for (size_t j = 0; j < t->n; j++) p[j] = is_norm && strstr(t->name, ".weight") ? 1 : 0;
+      const bool one = (is_norm && strstr(t->name, ".weight")) || strcmp(t->name, "enc.idf.weight") == 0;
+      for (size_t j = 0; j < t->n; j++) p[j] = one ? 1 : 0;
     } else {
       double sd =
           strncmp(t->name, "enc.cat.", 8) == 0 ? 1.0 : 1.0 / sqrt((double)t->shape[1] * (double)t->shape[2]);
@@ -420,6 +423,49 @@ void moe_trainer_free(moe_trainer_t *tr) {
 }
 
 int64_t moe_trainer_n_params(const moe_trainer_t *tr) { return (int64_t)tr->n_values; }
+
+int moe_trainer_set_idf(moe_trainer_t *tr, const moe_train_data_t *data) {
+  const moe__config_t *cfg = &tr->cfg;
+  tr->err[0] = '\0';
+  if (tr->idf == TR_NONE) {
+    snprintf(tr->err, sizeof tr->err, "the model has no piece weights (config.encoder.idf)");
+    return MOE_EINVAL;
+  }
+  if (data->n_rows < 1 || data->tokens == NULL || data->n_tokens == NULL) {
+    snprintf(tr->err, sizeof tr->err, "the data has no token rows");
+    return MOE_EINVAL;
+  }
+  int32_t *uniq = moe__malloc((size_t)cfg->max_len * sizeof(int32_t));
+  int32_t *count = moe__malloc((size_t)cfg->max_len * sizeof(int32_t));
+  double *df = moe__calloc((size_t)cfg->vocab_size, sizeof(double));
+  int rc = MOE_ENOMEM;
+  if (uniq == NULL || count == NULL || df == NULL) goto out;
+  rc = MOE_EDATA;
+  for (int r = 0; r < data->n_rows; r++) {
+    const int32_t *ids = data->tokens + (size_t)r * cfg->max_len;
+    const int n = data->n_tokens[r];
+    if (n < 1 || n > cfg->max_len) {
+      snprintf(tr->err, sizeof tr->err, "row %d: %d tokens, expected 1 to max_len %d", r, n, cfg->max_len);
+      goto out;
+    }
+    for (int i = 0; i < n; i++)
+      if (ids[i] < 0 || ids[i] >= cfg->vocab_size) {
+        snprintf(tr->err, sizeof tr->err, "row %d: token %d has id %d, outside [0, %d)", r, i, ids[i], cfg->vocab_size);
+        goto out;
+      }
+    const int k = moe__bag_counts(ids, n, uniq, count);
+    for (int i = 0; i < k; i++) df[uniq[i]] += 1;
+  }
+  for (int t = 0; t < cfg->vocab_size; t++)
+    tr->p[tr->idf + t] = (tr_real)(log((1.0 + data->n_rows) / (1.0 + df[t])) + 1.0);
+  if (tr->fq != NULL) moe__tr_fake_quant_all(tr);
+  rc = MOE_OK;
+out:
+  moe__free(uniq);
+  moe__free(count);
+  moe__free(df);
+  return rc;
+}
 int64_t moe_trainer_steps(const moe_trainer_t *tr) { return tr->step; }
 const char *moe_trainer_error(const moe_trainer_t *tr) { return tr->err; }
 

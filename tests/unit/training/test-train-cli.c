@@ -4,8 +4,8 @@
  *     exported in fp32, int8 and int4 on validation; the int4 figure is the file's own
  *     validation figure, the fp32 one is what an fp32 training with the same seed reaches, and
  *     the cost is their difference in the direction the metric gets worse;
- *   - the text options: --pool bag and --balanced reach the model file (encoder.pool,
- *     provenance options), and `sluice eval` (its own tokenizing path) finds the card's test
+ *   - the text options: --pool bag, --idf and --balanced reach the model file (encoder.pool,
+ *     encoder.idf, provenance options), and `sluice eval` (its own tokenizing path) finds the card's test
  *     figures on the written bag model;
  *   - bad combinations are refused with the usage exit code.
  */
@@ -88,7 +88,7 @@ TEST(text_bag_balanced_options) {
   snprintf(model, sizeof(model), "%s/bag.st", tmpdir);
   cli_jv_t tr, card, ev;
   snprintf(args, sizeof(args),
-           "train --task records-abstracts --data %s --out %s --epochs 1 --pool bag --max-len 4096 "
+           "train --task records-abstracts --data %s --out %s --epochs 1 --pool bag --idf --max-len 4096 "
            "--vocab 400 --d-model 8 --experts 2 --top-k 1 --balanced --quant int8 --json",
            data, model);
   run_json(args, &tr);
@@ -98,6 +98,9 @@ TEST(text_bag_balanced_options) {
   const cli_jv_t *enc = cli_jv_get(cli_jv_get(&card, "config"), "encoder");
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(enc, "pool"), ""), "bag");
   ASSERT_EQ((int)cli_jv_num(cli_jv_get(enc, "n_layer"), -1), 0);
+  ASSERT_NOT_NULL(cli_jv_get(enc, "idf"));
+  ASSERT_EQ(cli_jv_get(enc, "idf")->kind, CLI_JV_BOOL);
+  ASSERT_EQ(cli_jv_get(enc, "idf")->b, 1);
   ASSERT_EQ((int)cli_jv_num(cli_jv_get(enc, "max_len"), -1), 4096);
   const cli_jv_t *prov = cli_jv_get(cli_jv_get(&card, "config"), "provenance");
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(cli_jv_get(prov, "options"), "class_weight"), ""), "balanced");
@@ -121,6 +124,8 @@ TEST(bad_option_combinations) {
            data, tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
   snprintf(args, sizeof(args), "train --task records-abstracts --data %s --out %s/x.st --pool sum", data, tmpdir);
+  ASSERT_EQ(run(out, sizeof(out), args), 2);
+  snprintf(args, sizeof(args), "train --task records-abstracts --data %s --out %s/x.st --idf", data, tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
   cli_test_data(data, sizeof(data), "fault/ai4i2020_train.csv");
   snprintf(args, sizeof(args), "train --task fault-ai4i --data %s --out %s/x.st --balanced", data, tmpdir);

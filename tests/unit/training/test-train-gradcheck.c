@@ -247,3 +247,49 @@ TEST(text_bag_multiclass) {
                   MOE_LOSS_CE};
   run_case(&cs);
 }
+
+/* Pool "bag" with learnt piece weights (enc.idf.weight): their gradient goes through the row's
+ * L2 normalisation. */
+TEST(text_bag_idf_binary_layernorm) {
+  gc_case_t cs = {"text bag idf, binary",
+                  CFG_HEAD "\"norm\":\"layernorm\","
+                           "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":16,\"n_layer\":0,\"n_head\":1,"
+                           "\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"idf\":true},"
+                           MOE_TWO "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                  MOE_LOSS_BCE};
+  run_case(&cs);
+}
+
+/* moe_trainer_set_idf: the smoothed IDF of the rows, ln((1 + n) / (1 + df)) + 1, a piece counted
+ * once per row however often it repeats there and only within the row's n_tokens; refused for a
+ * model without piece weights. */
+TEST(text_bag_set_idf) {
+  const char *cfg = CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":4,\"n_layer\":0,\"n_head\":1,"
+                             "\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"idf\":true},\"moe\":[],"
+                             "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}";
+  /* Piece 2 in all three rows, 3 in two (twice in one), 4 in one; the 0s and the 5 are padding
+   * past n_tokens. */
+  const int32_t tok[3 * 4] = {2, 3, 3, 0, 2, 4, 5, 0, 2, 3, 0, 0};
+  const int32_t nt[3] = {3, 2, 2}, lab[3] = {0, 1, 0};
+  const moe_train_data_t d = {.n_rows = 3, .label = lab, .tokens = tok, .n_tokens = nt};
+  const double df[6] = {0, 0, 3, 2, 1, 0};
+  char err[256];
+  moe_trainer_t *tr = NULL;
+  ASSERT_OK(moe_trainer_new(cfg, 1, NULL, &tr, err, sizeof err));
+  ASSERT(tr->idf != TR_NONE);
+  for (int t = 0; t < 6; t++) ASSERT_NEAR(tr->p[tr->idf + t], 1.0, 1e-12); /* before: neutral */
+  ASSERT_OK(moe_trainer_set_idf(tr, &d));
+  for (int t = 0; t < 6; t++) ASSERT_NEAR(tr->p[tr->idf + t], log(4.0 / (1.0 + df[t])) + 1.0, 1e-12);
+  /* A token id outside the vocabulary is named. */
+  const int32_t bad[4] = {2, 9, 0, 0}, nb[1] = {2};
+  const moe_train_data_t db = {.n_rows = 1, .label = lab, .tokens = bad, .n_tokens = nb};
+  ASSERT_EQ(moe_trainer_set_idf(tr, &db), MOE_EDATA);
+  ASSERT_STR_CONTAINS(moe_trainer_error(tr), "row 0: token 1 has id 9");
+  moe_trainer_free(tr);
+  const char *plain = CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":4,\"n_layer\":0,"
+                               "\"n_head\":1,\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\"},\"moe\":[],"
+                               "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}";
+  ASSERT_OK(moe_trainer_new(plain, 1, NULL, &tr, err, sizeof err));
+  ASSERT_EQ(moe_trainer_set_idf(tr, &d), MOE_EINVAL);
+  moe_trainer_free(tr);
+}
