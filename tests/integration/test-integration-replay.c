@@ -324,12 +324,14 @@ TEST(replay_bad_input) {
   ASSERT_STR_CONTAINS(out, "0.csv");
   snprintf(args, sizeof(args), "--task fault-skab --data %s 2>/dev/null", path);
   ASSERT_EQ(run_replay(args, out, sizeof(out)), 2);
-  /* Deliveries that the broker refuses are counted and make the exit status 1. */
+  /* A delivery the broker refuses is counted and makes the exit status 1. The first record
+   * goes alone (the pace starts once it is delivered), so a refused topic stops the replay
+   * after one record instead of pushing the rest at it. */
   snprintf(args, sizeof(args),
            "--task fault-skab --data %s --topic 'bad topic!' --max --limit 5 --json 2>/dev/null",
            path);
   ASSERT_EQ(run_replay(args, out, sizeof(out)), 1);
-  ASSERT_STR_CONTAINS(out, "\"sent\":5,\"delivered\":0,\"failed\":5");
+  ASSERT_STR_CONTAINS(out, "\"sent\":1,\"delivered\":0,\"failed\":1");
 }
 
 __attribute__((constructor)) static void need_broker(void) {
