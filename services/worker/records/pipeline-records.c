@@ -5,6 +5,8 @@
  */
 #include "pipeline-records.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,7 @@ void wk_records_settings_default(wk_records_settings_t *s) {
   s->evidence_min_probability = 0.0;
   s->alert_labels = NULL;
   s->alert_min_probability = 0.0;
+  s->threads = 2;
 }
 
 /* ---- tables and metrics ---------------------------------------------------------------- */
@@ -79,6 +82,7 @@ struct wk_pipeline_s {
   const char *domain, *topic, *alerts_topic;
   size_t max_event_bytes, max_text_bytes;
   wk_records_cfg_t cfg;
+  size_t threads; /* analysis threads per batch */
   char **alert_labels; /* (n_alert_labels) from records.alert_labels */
   size_t n_alert_labels;
   float alert_min_prob;
@@ -89,7 +93,9 @@ struct wk_pipeline_s {
 
 struct wk_pmodel_s {
   moe_model_t *model;
-  wk_records_scorer_t *sc;
+  wk_records_scorer_t *sc;     /* = scs[0] */
+  wk_records_scorer_t **scs;   /* (n_scs) one per analysis thread */
+  size_t n_scs;
   int n_classes;
   bool *alert;            /* (n_classes) label raises an alert */
   svc_series_t **m_notes; /* (n_classes) notes by predicted label */
@@ -134,15 +140,17 @@ static svc_err_t records__create(const wk_pipeline_env_t *env, wk_pipeline_t **o
     wk_records_settings_default(&def);
     st = &def;
   }
-  if (st->max_chunks < 1 || st->max_chunks > 4096 || st->top_evidence < 0 ||
+  if (st->max_chunks < 1 || st->max_chunks > 4096 || st->top_evidence < 0 || st->threads < 1 ||
+      st->threads > 64 ||
       st->top_evidence > 64 || st->evidence < 0 || st->evidence >= WK_RECORDS_EVIDENCE__COUNT ||
       st->evidence_chunks < 0 || st->max_text_bytes < 1 ||
       !(st->evidence_min_probability >= 0.0 && st->evidence_min_probability <= 1.0) ||
       !(st->alert_min_probability >= 0.0 && st->alert_min_probability <= 1.0)) {
     snprintf(errstr, errstr_size, "records settings out of range (max_chunks %lld, top_evidence "
-             "%lld, evidence %d, evidence_chunks %lld, max_text_bytes %lld)",
+             "%lld, evidence %d, evidence_chunks %lld, max_text_bytes %lld, threads %lld)",
              (long long)st->max_chunks, (long long)st->top_evidence, st->evidence,
-             (long long)st->evidence_chunks, (long long)st->max_text_bytes);
+             (long long)st->evidence_chunks, (long long)st->max_text_bytes,
+             (long long)st->threads);
     return SVC_ECONFIG;
   }
   wk_pipeline_t *p = calloc(1, sizeof *p);
@@ -158,6 +166,7 @@ static svc_err_t records__create(const wk_pipeline_env_t *env, wk_pipeline_t **o
                               .evidence_min_prob = (float)st->evidence_min_probability,
                               .evidence_chunks = (size_t)st->evidence_chunks};
   p->alert_min_prob = (float)st->alert_min_probability;
+  p->threads = (size_t)st->threads;
   if (records__split_labels(p, st->alert_labels) != SVC_OK) {
     records__destroy(p);
     return SVC_ENOMEM;
@@ -178,7 +187,8 @@ static svc_err_t records__create(const wk_pipeline_env_t *env, wk_pipeline_t **o
 
 static void records__model_free(wk_pmodel_t *m) {
   if (m == NULL) return;
-  wk_records_scorer_free(m->sc);
+  for (size_t i = 0; m->scs != NULL && i < m->n_scs; i++) wk_records_scorer_free(m->scs[i]);
+  free(m->scs);
   moe_model_free(m->model);
   free(m->alert);
   free(m->m_notes);
@@ -207,11 +217,16 @@ static svc_err_t records__model_open(wk_pipeline_t *p, const char *path, wk_pmod
     err = SVC_ECONFIG;
     goto fail;
   }
-  err = wk_records_scorer_new(m->model, &p->cfg, &m->sc, why, sizeof why);
-  if (err != SVC_OK) {
-    snprintf(errstr, errstr_size, "%s: %s", path, why);
-    goto fail;
+  m->scs = calloc(p->threads, sizeof *m->scs);
+  if (m->scs == NULL) goto fail;
+  for (; m->n_scs < p->threads; m->n_scs++) {
+    err = wk_records_scorer_new(m->model, &p->cfg, &m->scs[m->n_scs], why, sizeof why);
+    if (err != SVC_OK) {
+      snprintf(errstr, errstr_size, "%s: %s", path, why);
+      goto fail;
+    }
   }
+  m->sc = m->scs[0];
   m->n_classes = moe_model_task(m->model) == MOE_TASK_BINARY ? 2 : moe_model_n_labels(m->model);
   m->alert = calloc((size_t)m->n_classes, sizeof *m->alert);
   m->m_notes = calloc((size_t)m->n_classes, sizeof *m->m_notes);
@@ -310,37 +325,99 @@ static svc_err_t records__alert(wk_pipeline_t *p, const wk_pmodel_t *m,
   return SVC_OK;
 }
 
+/* The analyses of one batch, shared by its analysis threads: each takes the next note. */
+typedef struct {
+  const wk_pmodel_t *m;
+  void *const *evs;
+  size_t n;
+  wk_records_analysis_t *an; /* (n) */
+  atomic_size_t next;
+  atomic_int failed;      /* first failure stops the others */
+  size_t bad;             /* the note that failed (set by the thread that failed first) */
+  svc_err_t err;
+  char why[256];
+} records__batch_t;
+
+typedef struct {
+  records__batch_t *b;
+  wk_records_scorer_t *sc;
+} records__worker_t;
+
+static void *records__analyze_some(void *arg) {
+  records__worker_t *w = arg;
+  records__batch_t *b = w->b;
+  for (;;) {
+    size_t i = atomic_fetch_add(&b->next, 1);
+    if (i >= b->n || atomic_load(&b->failed)) break;
+    const Sluice__V1__ClinicalNote *note = ((const Sluice__V1__Envelope *)b->evs[i])->clinical_note;
+    char why[256] = "";
+    svc_err_t err = wk_records_analyze(w->sc, note->text, strlen(note->text), &b->an[i], why,
+                                       sizeof why);
+    if (err != SVC_OK) {
+      int expect = 0;
+      if (atomic_compare_exchange_strong(&b->failed, &expect, 1)) {
+        b->bad = i;
+        b->err = err;
+        snprintf(b->why, sizeof b->why, "%s", why[0] ? why : svc_strerror(err));
+      }
+      break;
+    }
+  }
+  return NULL;
+}
+
+/* Analyses every note of the batch, on up to m->n_scs threads (this one included). */
+static svc_err_t records__analyze_batch(records__batch_t *b) {
+  size_t nt = b->m->n_scs < b->n ? b->m->n_scs : b->n;
+  records__worker_t w[64];
+  pthread_t th[64];
+  size_t started = 0;
+  for (size_t t = 0; t < nt; t++) w[t] = (records__worker_t){b, b->m->scs[t]};
+  for (size_t t = 1; t < nt; t++, started++)
+    if (pthread_create(&th[t], NULL, records__analyze_some, &w[t]) != 0) break;
+  records__analyze_some(&w[0]); /* the notes no thread took, if a thread could not start */
+  for (size_t t = 1; t <= started; t++) pthread_join(th[t], NULL);
+  return atomic_load(&b->failed) ? b->err : SVC_OK;
+}
+
 static svc_err_t records__process(wk_pipeline_t *p, const wk_pmodel_t *m, void *const *evs,
                                   const rd_kafka_message_t *const *msgs, size_t n, wk_stmt_t *stmt,
                                   wk_batch_stats_t *stats, char *errstr, size_t errstr_size) {
+  records__batch_t b = {.m = m, .evs = evs, .n = n};
+  b.an = calloc(n, sizeof *b.an);
+  if (b.an == NULL) return SVC_ENOMEM;
+  atomic_init(&b.next, 0);
+  atomic_init(&b.failed, 0);
+  svc_err_t err = records__analyze_batch(&b);
+  if (err != SVC_OK) {
+    const Sluice__V1__Envelope *env = evs[b.bad];
+    snprintf(errstr, errstr_size, "note %s (%s [%d] offset %lld): %s", env->clinical_note->note_id,
+             p->topic, (int)msgs[b.bad]->partition, (long long)msgs[b.bad]->offset, b.why);
+    goto out;
+  }
   for (size_t i = 0; i < n; i++) {
     const Sluice__V1__Envelope *env = evs[i];
     const Sluice__V1__ClinicalNote *note = env->clinical_note;
-    wk_records_analysis_t an;
-    char why[256] = "";
-    svc_err_t err = wk_records_analyze(m->sc, note->text, strlen(note->text), &an, why, sizeof why);
+    const wk_records_analysis_t *an = &b.an[i];
     char *classes = NULL, *evidence = NULL, *sections = NULL;
-    if (err == SVC_OK) err = wk_records_row_json(m->sc, &an, note->text, &classes, &evidence, &sections);
+    err = wk_records_row_json(m->sc, an, note->text, &classes, &evidence, &sections);
     if (err != SVC_OK) {
-      snprintf(errstr, errstr_size, "note %s (%s [%d] offset %lld): %s", note->note_id,
-               p->topic, (int)msgs[i]->partition, (long long)msgs[i]->offset,
-               why[0] ? why : svc_strerror(err));
-      wk_records_analysis_free(&an);
-      return err;
+      snprintf(errstr, errstr_size, "note %s: %s", note->note_id, svc_strerror(err));
+      goto out;
     }
     wk_stmt_row_begin(stmt, 0);
     wk_stmt_text(stmt, note->note_id);
     wk_stmt_text(stmt, note->patient_id != NULL && note->patient_id[0] ? note->patient_id : NULL);
     wk_stmt_text(stmt, moe_model_version(m->model));
-    wk_stmt_text(stmt, wk_records_label(m->sc, an.predicted));
-    wk_stmt_float4(stmt, an.probs[an.predicted]);
+    wk_stmt_text(stmt, wk_records_label(m->sc, an->predicted));
+    wk_stmt_float4(stmt, an->probs[an->predicted]);
     wk_stmt_text(stmt, classes);
     wk_stmt_text(stmt, evidence);
     wk_stmt_text(stmt, sections);
-    wk_stmt_int4(stmt, (int32_t)an.n_tokens);
-    wk_stmt_int4(stmt, (int32_t)an.n_chunks);
-    wk_stmt_bool(stmt, an.truncated);
-    wk_stmt_int4(stmt, (int32_t)an.n_dropped);
+    wk_stmt_int4(stmt, (int32_t)an->n_tokens);
+    wk_stmt_int4(stmt, (int32_t)an->n_chunks);
+    wk_stmt_bool(stmt, an->truncated);
+    wk_stmt_int4(stmt, (int32_t)an->n_dropped);
     wk_stmt_int8(stmt, env->event_time_ms);
     wk_stmt_text(stmt, p->topic);
     wk_stmt_int4(stmt, msgs[i]->partition);
@@ -349,29 +426,31 @@ static svc_err_t records__process(wk_pipeline_t *p, const wk_pmodel_t *m, void *
     free(classes);
     free(evidence);
     free(sections);
-    if (m->alert[an.predicted] && an.probs[an.predicted] >= p->alert_min_prob) {
-      if ((err = records__alert(p, m, env, &an, stmt)) != SVC_OK) {
+    if (m->alert[an->predicted] && an->probs[an->predicted] >= p->alert_min_prob) {
+      if ((err = records__alert(p, m, env, an, stmt)) != SVC_OK) {
         snprintf(errstr, errstr_size, "note %s: alert: %s", note->note_id, svc_strerror(err));
-        wk_records_analysis_free(&an);
-        return err;
+        goto out;
       }
       stats->n_alerts++;
     }
     stats->n_scored++;
-    stats->n_explained += an.n_evidence_rows > 0;
-    stats->infer_ns += an.score_ns;
-    stats->explain_ns += an.evidence_ns;
-    svc_counter_add(m->m_notes[an.predicted], 1);
-    svc_histogram_observe(p->m_tokens, (double)an.n_tokens);
-    svc_histogram_observe(p->m_chunks, (double)an.n_chunks);
-    if (an.n_evidence_rows > 0) svc_histogram_observe(p->m_evidence, (double)an.evidence_ns * 1e-9);
-    if (an.truncated) {
+    stats->n_explained += an->n_evidence_rows > 0;
+    stats->infer_ns += an->score_ns;
+    stats->explain_ns += an->evidence_ns;
+    svc_counter_add(m->m_notes[an->predicted], 1);
+    svc_histogram_observe(p->m_tokens, (double)an->n_tokens);
+    svc_histogram_observe(p->m_chunks, (double)an->n_chunks);
+    if (an->n_evidence_rows > 0)
+      svc_histogram_observe(p->m_evidence, (double)an->evidence_ns * 1e-9);
+    if (an->truncated) {
       svc_counter_add(p->m_truncated, 1);
-      svc_counter_add(p->m_dropped, an.n_dropped);
+      svc_counter_add(p->m_dropped, an->n_dropped);
     }
-    wk_records_analysis_free(&an);
   }
-  return SVC_OK;
+out:
+  for (size_t i = 0; i < n; i++) wk_records_analysis_free(&b.an[i]);
+  free(b.an);
+  return err;
 }
 
 /* No per-key state: the core skips restore (pipeline-records.h). */

@@ -14,8 +14,9 @@
  * Models: text classification models only (encoder "text", task binary or multiclass, with a
  * WordPiece tokenizer in the config), e.g. models/records-mtsamples.safetensors and
  * models/records-abstracts.safetensors; anything else is refused at model_open with SVC_ECONFIG
- * naming the file and what does not fit. A loaded model carries its own scorer (one moe
- * session); process is one call at a time, so one scorer per model serves every batch.
+ * naming the file and what does not fit. A loaded model carries records.threads scorers (one
+ * moe session each); process is one call at a time, and analyses the batch's notes on that many
+ * threads (its own and records.threads - 1 it starts and joins), then adds the rows in order.
  *
  * Settings (wk_records_settings_t, WK_RECORDS_CFG_ROWS): see README.md next to this file.
  * Threads: as pipeline.h says; process is the only heavy call and runs on the core's pool.
@@ -46,6 +47,7 @@ typedef struct wk_records_settings_s {
   int64_t max_text_bytes;  /* records.max_text_bytes: longer notes are dead-lettered (oversize) */
   char *alert_labels;      /* records.alert_labels: comma list of labels that raise an alert */
   double alert_min_probability;    /* records.alert_min_probability: and only at or above this */
+  int64_t threads;         /* records.threads: notes of one batch analysed side by side */
 } wk_records_settings_t;
 
 /* records.evidence's words, in wk_records_evidence_t order (records-analysis.h), NULL-terminated
@@ -92,7 +94,11 @@ extern const char *const wk_records_evidence_names[];
   {"records.alert_min_probability", SVC_CFG_DOUBLE, "0", "SLUICE_RECORDS_ALERT_MIN_PROB",       \
    SVC_CFG_IMMUTABLE, offsetof(T, member.alert_min_probability),                                \
    "an alert label raises an alert only when its probability is at least this",                \
-   0, 1, NULL, NULL},
+   0, 1, NULL, NULL},                                                                           \
+  {"records.threads", SVC_CFG_INT, "2", "SLUICE_RECORDS_THREADS", SVC_CFG_IMMUTABLE,            \
+   offsetof(T, member.threads),                                                                 \
+   "threads analysing the notes of one batch side by side (each with its own model session)",   \
+   1, 64, NULL, NULL},
 
 /* The table process writes (index 0): record_analysis, one row per note (wk_records_schema_sql). */
 extern const wk_table_t wk_records_tables[];
