@@ -4,8 +4,8 @@
 # spans) over `sluice replay` of the first notes of MTSamples; then the analyses in PostgreSQL
 # are summarised against the data's labels, which never travel through Kafka.
 #   SLUICE_DEMO_RECORDS_NOTES  how many notes (rows of the file) to replay (default 240)
-#   SLUICE_DEMO_RECORDS_RATE   replay rate (default 8/s: the worker analyses one batch at a
-#                              time on one core, and evidence costs ~10x the scoring)
+#   SLUICE_DEMO_RECORDS_RATE   replay rate (default 8/s: evidence costs ~10x the scoring, and
+#                              one worker analyses ~16 notes/s on this loaded 2-core machine)
 #   SLUICE_DEMO_RECORDS_ALERT  a label whose confident predictions raise an alert
 #                              (default "Hematology - Oncology")
 
