@@ -88,7 +88,7 @@ struct wk_pipeline_s {
   float alert_min_prob;
   svc_metrics_t *metrics;
   int metric_base;
-  svc_series_t *m_truncated, *m_dropped, *m_tokens, *m_chunks, *m_evidence, *m_skipped;
+  svc_series_t *m_truncated, *m_dropped, *m_tokens, *m_chunks, *m_evidence;
 };
 
 struct wk_pmodel_s {
@@ -140,9 +140,10 @@ static svc_err_t records__create(const wk_pipeline_env_t *env, wk_pipeline_t **o
     wk_records_settings_default(&def);
     st = &def;
   }
-  if (st->max_chunks < 1 || st->max_chunks > 4096 || st->top_evidence < 0 || st->threads < 1 ||
-      st->threads > 64 ||
-      st->top_evidence > 64 || st->evidence < 0 || st->evidence >= WK_RECORDS_EVIDENCE__COUNT ||
+  /* The config table's ranges, checked again for callers without it (tools, tests). */
+  if (st->max_chunks < 1 || st->max_chunks > 4096 || st->top_evidence < 0 ||
+      st->top_evidence > 64 || st->threads < 1 || st->threads > 64 || st->evidence < 0 ||
+      st->evidence >= WK_RECORDS_EVIDENCE__COUNT ||
       st->evidence_chunks < 0 || st->max_text_bytes < 1 ||
       !(st->evidence_min_probability >= 0.0 && st->evidence_min_probability <= 1.0) ||
       !(st->alert_min_probability >= 0.0 && st->alert_min_probability <= 1.0)) {
