@@ -11,6 +11,7 @@
 #include <ctype.h>
 
 #include "records-analysis.h"
+#include "svc/config.h"
 
 static wk_records_settings_t settings(void) {
   wk_records_settings_t s;
@@ -274,4 +275,68 @@ TEST(long_notes_are_chunked_and_truncation_is_counted) {
   wk_records_scorer_free(sc);
   moe_model_free(m);
   rf_notes_free(notes, nn);
+}
+
+/* WK_RECORDS_CFG_ROWS as the worker's table holds them: defaults = wk_records_settings_default,
+ * flags land in the struct, out-of-range values are refused by name. */
+typedef struct {
+  wk_records_settings_t records;
+} cfg_target_t;
+
+static const svc_cfg_def_t cfg_defs[] = {WK_RECORDS_CFG_ROWS(cfg_target_t, records){NULL}};
+
+TEST(config_rows_defaults_flags_and_ranges) {
+  cfg_target_t t;
+  memset(&t, 0, sizeof t);
+  svc_cfg_t *cfg = NULL;
+  char err[512];
+  ASSERT_MSG(svc_cfg_new(&cfg, "test", "records settings", cfg_defs, &t, NULL, err, sizeof err) ==
+                 SVC_OK, "%s", err);
+  char *none[] = {"test"};
+  ASSERT_MSG(svc_cfg_load(cfg, 1, none, err, sizeof err) == SVC_OK, "%s", err);
+  wk_records_settings_t d;
+  wk_records_settings_default(&d);
+  ASSERT_EQ(t.records.max_chunks, d.max_chunks);
+  ASSERT_EQ(t.records.top_evidence, d.top_evidence);
+  ASSERT_EQ(t.records.evidence, d.evidence);
+  ASSERT_EQ(t.records.evidence_chunks, d.evidence_chunks);
+  ASSERT_EQ(t.records.max_text_bytes, d.max_text_bytes);
+  ASSERT_EQ(t.records.threads, d.threads);
+  ASSERT_NEAR(t.records.evidence_min_probability, d.evidence_min_probability, 0);
+  ASSERT_NEAR(t.records.alert_min_probability, d.alert_min_probability, 0);
+  ASSERT(t.records.alert_labels == NULL || t.records.alert_labels[0] == '\0');
+  svc_cfg_free(cfg);
+  memset(&t, 0, sizeof t);
+  ASSERT_OK(svc_cfg_new(&cfg, "test", "records settings", cfg_defs, &t, NULL, err, sizeof err));
+  char *flags[] = {"test", "--records-evidence=words", "--records-threads=3",
+                   "--records-alert-labels=Urology, Neurology", "--records-max-text-bytes=10KiB"};
+  ASSERT_MSG(svc_cfg_load(cfg, 5, flags, err, sizeof err) == SVC_OK, "%s", err);
+  ASSERT_EQ(t.records.evidence, WK_RECORDS_EVIDENCE_WORDS);
+  ASSERT_EQ(t.records.threads, 3);
+  ASSERT_EQ(t.records.max_text_bytes, 10240);
+  ASSERT_STR_EQ(t.records.alert_labels, "Urology, Neurology");
+  /* The pipeline takes them: two alert labels of the model, three scorers. */
+  rf_pipeline_t rp;
+  rf_pipeline_init(&rp, &t.records, "t");
+  wk_pmodel_t *m = NULL;
+  ASSERT_MSG(wk_pipeline_records.model_open(rp.p, RF_MODEL, &m, err, sizeof err) == SVC_OK, "%s",
+             err);
+  wk_pipeline_records.model_free(m);
+  rf_pipeline_close(&rp);
+  svc_cfg_free(cfg);
+  memset(&t, 0, sizeof t);
+  ASSERT_OK(svc_cfg_new(&cfg, "test", "records settings", cfg_defs, &t, NULL, err, sizeof err));
+  char *bad[] = {"test", "--records-threads=0"};
+  ASSERT_EQ(svc_cfg_load(cfg, 2, bad, err, sizeof err), SVC_ECONFIG);
+  ASSERT_STR_CONTAINS(err, "records.threads");
+  svc_cfg_free(cfg);
+  /* Out of range without the table: create refuses. */
+  wk_records_settings_t s;
+  wk_records_settings_default(&s);
+  s.threads = 0;
+  wk_pipeline_env_t env = {.domain = "records", .topic = "t", .settings = &s};
+  wk_pipeline_t *p = NULL;
+  ASSERT_EQ(wk_pipeline_records.create(&env, &p, err, sizeof err), SVC_ECONFIG);
+  ASSERT_NULL(p);
+  ASSERT_STR_CONTAINS(err, "threads 0");
 }
