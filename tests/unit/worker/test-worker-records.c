@@ -8,7 +8,8 @@
  */
 #include "records-harness.h"
 
-/* A record that is not an Envelope, one with a Transaction, and notes that fail validation. */
+/* A record that is not an Envelope, one with a Transaction, notes that fail validation, and
+ * one too large. */
 static long produce_poison(const rh_ctx_t *c) {
   rd_kafka_t *rk = rh_producer(c);
   rh_send(rk, c, "junk", "\xff\xfe\x01 not protobuf", 17);
@@ -28,13 +29,24 @@ static long produce_poison(const rh_ctx_t *c) {
   v = rf_envelope("utf8-1", NULL, "bad \xe9t\xe9", 1700000000000, &len);
   rh_send(rk, c, "utf8-1", v, len);
   free(v);
+  /* A note larger than the worker's event.max_bytes (64 KiB by default). */
+  size_t big_n = 70000;
+  char *big = malloc(big_n + 1);
+  ASSERT_NOT_NULL(big);
+  for (size_t i = 0; i < big_n; i++) big[i] = i % 2 ? ' ' : 'a';
+  big[big_n] = '\0';
+  v = rf_envelope("big-1", NULL, big, 1700000000000, &len);
+  rh_send(rk, c, "big-1", v, len);
+  free(v);
+  free(big);
   ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_destroy(rk);
-  return 4;
+  return 5;
 }
 
 /* Reads the DLQ topic: n records, each with reason/origin/detail headers. */
-static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *wrong) {
+static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *wrong,
+                      int *oversize) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
@@ -47,7 +59,7 @@ static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *
   ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(parts);
   int got = 0;
-  *decode = *invalid = *wrong = 0;
+  *decode = *invalid = *wrong = *oversize = 0;
   for (int i = 0; i < 150 && got < n; i++) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
     if (m == NULL) continue;
@@ -64,6 +76,7 @@ static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *
       *decode += strcmp(reason, "decode") == 0;
       *invalid += strcmp(reason, "invalid") == 0;
       *wrong += strcmp(reason, "wrong_payload") == 0;
+      *oversize += strcmp(reason, "oversize") == 0;
       ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-topic", &val, &len),
                 RD_KAFKA_RESP_ERR_NO_ERROR);
       ASSERT_EQ(len, strlen(c->topic));
@@ -173,11 +186,12 @@ TEST(every_note_once_poison_dead_lettered_alerts_published) {
   ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis, "
                            "jsonb_array_elements(evidence) e WHERE (e->>'start')::int >= "
                            "(e->>'end')::int OR (e->>'end')::int > 500", c.schema), 0);
-  int decode, invalid, wrong;
-  check_dlq(&c, (int)dead, &decode, &invalid, &wrong);
+  int decode, invalid, wrong, oversize;
+  check_dlq(&c, (int)dead, &decode, &invalid, &wrong, &oversize);
   ASSERT_EQ(decode, 1);
   ASSERT_EQ(invalid, 2);
   ASSERT_EQ(wrong, 1);
+  ASSERT_EQ(oversize, 1);
   ASSERT_EQ((long)rh_metric(c.port, "sluice_events_dead_lettered_total{reason=\"invalid\"} "), 2);
   check_alerts(conn, &c, want_alerts, label);
   char series[256];
