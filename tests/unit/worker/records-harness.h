@@ -36,6 +36,7 @@ typedef struct rh_ctx_s {
   char **src; /* real notes */
   size_t n_src;
   const char *top_evidence; /* --records-top-evidence ("0" unless set) */
+  const char *model;        /* --model-path (RF_MODEL unless set) */
   const char *extra[12]; /* more worker flags, NULL-terminated */
 } rh_ctx_t;
 
@@ -150,7 +151,7 @@ static inline pid_t rh_start_on(const rh_ctx_t *c, unsigned http_port) {
                       "--pg-schema", (char *)c->schema,
                       "--http-address", "127.0.0.1",
                       "--http-port", port,
-                      "--model-path", RF_MODEL,
+                      "--model-path", (char *)(c->model ? c->model : RF_MODEL),
                       "--batch-max", "16",
                       "--batch-wait", "10ms",
                       "--records-top-evidence", (char *)(c->top_evidence ? c->top_evidence : "0"),

@@ -250,3 +250,74 @@ TEST(two_workers_share_the_stream_through_a_rebalance) {
   rh_drop(conn, &c);
   rh_close(&c);
 }
+
+static void copy_file(const char *from, const char *to) {
+  FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+  ASSERT(in != NULL && out != NULL);
+  char buf[65536];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, in)) > 0) ASSERT_EQ(fwrite(buf, 1, k, out), k);
+  fclose(in);
+  ASSERT_OK(fclose(out));
+}
+
+/* Replaces the served model file atomically (the watcher never sees half a file). */
+static void install_model(const char *path, const char *from) {
+  char tmp[300];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  copy_file(from, tmp);
+  ASSERT_OK(rename(tmp, path));
+}
+
+static long rows_of_version(PGconn *conn, const rh_ctx_t *c, const char *version) {
+  char sql[512];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM \"%%s\".record_analysis WHERE model_version = '%s'",
+           version);
+  return rh_count(conn, sql, c->schema);
+}
+
+TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
+  rh_ctx_t c;
+  rh_init(&c, "swap");
+  char path[256], err[256];
+  snprintf(path, sizeof path, "/tmp/wr-swap-%ld.safetensors", (long)getpid());
+  copy_file(RF_MODEL, path);
+  c.model = path;
+  c.extra[0] = "--model-watch-interval";
+  c.extra[1] = "200ms";
+  moe_model_t *m1 = NULL, *m2 = NULL;
+  ASSERT_EQ(moe_model_load(RF_MODEL, &m1, err, sizeof err), MOE_OK);
+  ASSERT_EQ(moe_model_load("models/records-abstracts.safetensors", &m2, err, sizeof err), MOE_OK);
+  ASSERT(strcmp(moe_model_version(m1), moe_model_version(m2)) != 0);
+  PGconn *conn = rh_db(&c);
+  rh_produce(&c, 0, 20);
+  pid_t pid = rh_start(&c);
+  rh_wait_rows(conn, &c, 20, &pid, 1, 60);
+  ASSERT_EQ(rows_of_version(conn, &c, moe_model_version(m1)), 20);
+  /* A tabular model is refused; the text model goes on serving. */
+  install_model(path, "models/fraud.safetensors");
+  double failed = -1;
+  for (int i = 0; i < 200 && (failed = rh_metric(c.port, "sluice_model_reload_failures_total ")) < 1; i++)
+    usleep(50000);
+  ASSERT_OP(failed, >=, 1);
+  rh_produce(&c, 20, 10);
+  rh_wait_rows(conn, &c, 30, &pid, 1, 60);
+  ASSERT_EQ(rows_of_version(conn, &c, moe_model_version(m1)), 30);
+  /* Another text classifier is taken: the next notes are analysed with its labels. */
+  install_model(path, "models/records-abstracts.safetensors");
+  double reloads = -1;
+  for (int i = 0; i < 200 && (reloads = rh_metric(c.port, "sluice_model_reloads_total ")) < 1; i++)
+    usleep(50000);
+  ASSERT_OP(reloads, >=, 1);
+  rh_produce(&c, 30, 10);
+  rh_wait_rows(conn, &c, 40, &pid, 1, 60);
+  ASSERT_EQ(rows_of_version(conn, &c, moe_model_version(m2)), 10);
+  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(classes) = 5", c.schema), 10);
+  ASSERT_EQ(rh_stop(pid), 0);
+  unlink(path);
+  moe_model_free(m1);
+  moe_model_free(m2);
+  rh_drop(conn, &c);
+  rh_close(&c);
+}
