@@ -5,10 +5,13 @@
  * the batch with the text model (sections, WordPiece, chunked scoring, evidence spans) and adds
  * one record_analysis row per note (ON CONFLICT (note_id) DO NOTHING: a note is analysed once,
  * the first committed analysis stays) plus, for a predicted label listed in
- * records.alert_labels, one outbox alert with the stable id "records:<note_id>:<label>".
+ * records.alert_labels (at probability >= records.alert_min_probability), one outbox alert with
+ * the stable id "records:<note_id>:<label>". Notes longer than the model's max_len are scored
+ * as overlapping chunks, truncated (and counted) only past records.max_chunks chunks
+ * (records-analysis.h).
  *
- * No per-key state: a note's analysis depends on the note alone, so restore_sql is NULL (the
- * core skips restore), discard/revoke do nothing and n_keys is 0. The batch statement with the
+ * No per-key state: a note's analysis depends on the note alone, so restore_sql returns NULL
+ * (the core skips restore), discard/revoke do nothing and n_keys is 0. The batch statement with the
  * offsets is what makes every note land exactly once.
  *
  * Models: text classification models only (encoder "text", task binary or multiclass, with a
