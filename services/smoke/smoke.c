@@ -99,7 +99,7 @@ static void fail(smoke_t *s, svc_err_t rc, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(s->err, s->err_size, fmt, ap);
     va_end(ap);
-    SVC_LOG(SVC_LOG_ERROR, "smoke run failed", "err=\"%s\"", SVC_LOG_Q(s->err));
+    SVC_LOG(SVC_LOG_ERROR, "smoke run failed", "err=\"%s\"", s->err);
   }
   teardown(s);
 }
@@ -133,7 +133,7 @@ static void tables_dropped(db_conn_t *conn, svc_err_t err, const PGresult *res, 
   (void)res;
   (void)arg;
   if (err != SVC_OK)
-    SVC_LOG(SVC_LOG_WARN, "smoke could not drop its tables", "err=\"%s\"", SVC_LOG_Q(msg));
+    SVC_LOG(SVC_LOG_WARN, "smoke could not drop its tables", "err=\"%s\"", msg);
   db_conn_close(conn, db_closed);
 }
 

@@ -309,7 +309,7 @@ static void drop(conn_t *c, const char *why_in) {
   chomp(why);
   bool was_connected = c->status == DB_STATUS_CONNECTED;
   SVC_LOG(SVC_LOG_WARN, was_connected ? "postgres connection lost" : "postgres connect failed",
-          "err=\"%s\" retry_in_ms=%d pending=%zu", SVC_LOG_Q(why), c->backoff_ms, c->n_reqs);
+          "err=\"%s\" retry_in_ms=%d pending=%zu", why, c->backoff_ms, c->n_reqs);
   unwatch(c);
   PQfinish(c->pg);
   c->pg = NULL;
@@ -328,7 +328,7 @@ static void notice_cb(void *arg, const char *message) {
   (void)arg;
   char buf[1024];
   snprintf(buf, sizeof buf, "%s", message);
-  SVC_LOG(SVC_LOG_DEBUG, "postgres notice", "text=\"%s\"", SVC_LOG_Q(chomp(buf)));
+  SVC_LOG(SVC_LOG_DEBUG, "postgres notice", "text=\"%s\"", chomp(buf));
 }
 
 static void dispatch(conn_t *c);

@@ -56,7 +56,7 @@ static void rd_log_cb(const rd_kafka_t *rk, int level, const char *fac, const ch
   svc_log_level_t l = level <= 3 ? SVC_LOG_ERROR : level <= 4 ? SVC_LOG_WARN
                       : level <= 6 ? SVC_LOG_INFO : SVC_LOG_DEBUG;
   SVC_LOG(l, "librdkafka", "client=%s facility=%s text=\"%s\"", rd_kafka_name(rk), fac,
-          SVC_LOG_Q(buf));
+          buf);
 }
 
 static svc_err_t conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errstr,
@@ -255,7 +255,7 @@ static void cons_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opa
   }
   SVC_LOG(fatal ? SVC_LOG_ERROR : SVC_LOG_WARN, "kafka consumer error",
           "client=%s code=%s err=\"%s\" fatal=%s", rd_kafka_name(rk),
-          rd_kafka_err2name((rd_kafka_resp_err_t)err), SVC_LOG_Q(reason), fatal ? "true" : "false");
+          rd_kafka_err2name((rd_kafka_resp_err_t)err), reason, fatal ? "true" : "false");
   if (c->on_error != NULL && c->state == ST_OPEN)
     c->on_error(&c->pub, kq_err_from_rd((rd_kafka_resp_err_t)err), reason, fatal);
 }
@@ -297,7 +297,7 @@ static void cons_drain(cons_t *c) {
       if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         const char *topic = m->rkt != NULL ? rd_kafka_topic_name(m->rkt) : "";
         SVC_LOG(SVC_LOG_WARN, "kafka consume error", "topic=%s partition=%d err=\"%s\"", topic,
-                (int)m->partition, SVC_LOG_Q(rd_kafka_message_errstr(m)));
+                (int)m->partition, rd_kafka_message_errstr(m));
         if (c->on_error != NULL)
           c->on_error(&c->pub, kq_err_from_rd(m->err), rd_kafka_message_errstr(m), false);
       }
@@ -692,7 +692,7 @@ static void prod_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opa
   }
   SVC_LOG(fatal ? SVC_LOG_ERROR : SVC_LOG_WARN, "kafka producer error",
           "client=%s code=%s err=\"%s\" fatal=%s", rd_kafka_name(rk),
-          rd_kafka_err2name((rd_kafka_resp_err_t)err), SVC_LOG_Q(reason), fatal ? "true" : "false");
+          rd_kafka_err2name((rd_kafka_resp_err_t)err), reason, fatal ? "true" : "false");
   if (p->on_error != NULL) p->on_error(&p->pub, kq_err_from_rd((rd_kafka_resp_err_t)err), reason, fatal);
 }
 

@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,18 +287,120 @@ size_t svc_log_format_line(char *buf, size_t size, svc_log_format_t format, long
   return b.len;
 }
 
-const char *svc_log_esc(char *buf, size_t size, const char *s) {
-  size_t o = 0;
-  if (size == 0) return buf;
-  for (; s != NULL && *s != '\0' && o + 1 < size; s++) {
-    if (*s == '"' || *s == '\\') {
-      if (o + 2 >= size) break;
-      buf[o++] = '\\';
-    }
-    buf[o++] = *s;
+/*
+ * printf for the fields format, with every string argument made safe for logfmt: a %s inside a
+ * quoted value ("err=\"%s\"") has its quotes and backslashes escaped, and a bare one
+ * ("topic=%s") is quoted and escaped when it is not a plain token (empty, spaces, quotes, '=',
+ * control characters), so a value never ends its field early or starts a bogus one, whatever
+ * text it carries (a server's multi-line error, a topic name with a space). Other conversions
+ * go to snprintf one at a time, with their argument fetched by type.
+ */
+static void lb_arg_str(lbuf_t *b, const char *s, int prec, bool in_quotes) {
+  if (s == NULL) s = "(null)";
+  size_t n = strlen(s);
+  if (prec >= 0 && (size_t)prec < n) n = (size_t)prec;
+  if (!in_quotes && plain_token(s, n)) {
+    lb_puts(b, s, n);
+    return;
   }
-  buf[o] = '\0';
-  return buf;
+  if (!in_quotes) lb_putc(b, '"');
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '"' || s[i] == '\\') lb_putc(b, '\\');
+    lb_putc(b, s[i]);
+  }
+  if (!in_quotes) lb_putc(b, '"');
+}
+
+static void format_fields(lbuf_t *b, const char *fmt, va_list ap) {
+  bool in_quotes = false;
+  for (const char *p = fmt; *p != '\0'; p++) {
+    if (*p != '%') {
+      if (*p == '"') in_quotes = !in_quotes;
+      lb_putc(b, *p);
+      continue;
+    }
+    if (p[1] == '%') {
+      lb_putc(b, '%');
+      p++;
+      continue;
+    }
+    /* One conversion: %[flags][width][.precision][length]conv, '*' taken from the args. */
+    char spec[32];
+    size_t sl = 0;
+    int width = -1, prec = -1;
+    bool star_w = false, star_p = false;
+    spec[sl++] = *p++;
+    while (*p != '\0' && strchr("-+ #0", *p) != NULL && sl < 8) spec[sl++] = *p++;
+    if (*p == '*') {
+      star_w = true;
+      width = va_arg(ap, int);
+      spec[sl++] = *p++;
+    } else {
+      while (*p >= '0' && *p <= '9' && sl < 16) spec[sl++] = *p++;
+    }
+    if (*p == '.') {
+      spec[sl++] = *p++;
+      if (*p == '*') {
+        star_p = true;
+        prec = va_arg(ap, int);
+        spec[sl++] = *p++;
+      } else {
+        prec = 0;
+        while (*p >= '0' && *p <= '9' && sl < 24) {
+          prec = prec * 10 + (*p - '0');
+          spec[sl++] = *p++;
+        }
+      }
+    }
+    char len[3] = {0};
+    size_t ll = 0;
+    while (*p != '\0' && strchr("hlLqjzt", *p) != NULL && ll < 2) len[ll++] = spec[sl++] = *p++;
+    if (*p == '\0') break;
+    char conv = *p;
+    spec[sl++] = conv;
+    spec[sl] = '\0';
+    char tmp[128];
+    int n = 0;
+#define LOG__FMT(type)                                                                   \
+  do {                                                                                   \
+    type v__ = va_arg(ap, type);                                                         \
+    if (star_w && star_p) n = snprintf(tmp, sizeof tmp, spec, width, prec, v__);         \
+    else if (star_w) n = snprintf(tmp, sizeof tmp, spec, width, v__);                    \
+    else if (star_p) n = snprintf(tmp, sizeof tmp, spec, prec, v__);                     \
+    else n = snprintf(tmp, sizeof tmp, spec, v__);                                       \
+  } while (0)
+    switch (conv) {
+      case 's':
+        lb_arg_str(b, va_arg(ap, const char *), prec, in_quotes);
+        continue;
+      case 'd': case 'i': case 'c':
+        if (strcmp(len, "ll") == 0 || strcmp(len, "q") == 0) LOG__FMT(long long);
+        else if (strcmp(len, "l") == 0) LOG__FMT(long);
+        else if (strcmp(len, "z") == 0 || strcmp(len, "t") == 0) LOG__FMT(ptrdiff_t);
+        else if (strcmp(len, "j") == 0) LOG__FMT(intmax_t);
+        else LOG__FMT(int);
+        break;
+      case 'u': case 'x': case 'X': case 'o':
+        if (strcmp(len, "ll") == 0 || strcmp(len, "q") == 0) LOG__FMT(unsigned long long);
+        else if (strcmp(len, "l") == 0) LOG__FMT(unsigned long);
+        else if (strcmp(len, "z") == 0 || strcmp(len, "t") == 0) LOG__FMT(size_t);
+        else if (strcmp(len, "j") == 0) LOG__FMT(uintmax_t);
+        else LOG__FMT(unsigned);
+        break;
+      case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': case 'a': case 'A':
+        if (strcmp(len, "L") == 0) LOG__FMT(long double);
+        else LOG__FMT(double);
+        break;
+      case 'p':
+        LOG__FMT(void *);
+        break;
+      default: /* not a conversion the format attribute accepts: print it as written */
+        lb_puts(b, spec, sl);
+        continue;
+    }
+#undef LOG__FMT
+    if (n > 0) lb_puts(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+  }
 }
 
 /* ---- emitting ------------------------------------------------------------ */
@@ -318,10 +422,12 @@ static void default_sink(void *ud, svc_log_level_t level, const char *line, size
 
 void svc__log(svc_log_level_t level, const char *msg, const char *fields_fmt, ...) {
   char fields[SVC_LOG_LINE_MAX];
+  lbuf_t fb = {fields, sizeof fields, 0, false};
   va_list ap;
   va_start(ap, fields_fmt);
-  vsnprintf(fields, sizeof fields, fields_fmt, ap);
+  format_fields(&fb, fields_fmt, ap);
   va_end(ap);
+  fields[fb.len] = '\0';
 
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);

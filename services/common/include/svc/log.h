@@ -6,13 +6,14 @@
  * SVC_LOG(level, msg[, fields_fmt, ...]) checks the level before anything is formatted, so a
  * disabled debug line costs one relaxed atomic load. `msg` is a fixed sentence (a string
  * literal is best: it is what people grep for); `fields_fmt` is a printf format that produces
- * logfmt fields, `key=value` separated by spaces, e.g. "topic=%s partition=%d". A value that
- * may contain spaces must be quoted in the format: `err="%s"`. In the JSON format the fields
+ * logfmt fields, `key=value` separated by spaces, e.g. "topic=%s partition=%d". Every string
+ * argument is made safe: a %s inside a quoted value (`err="%s"`) has its quotes and
+ * backslashes escaped, and a bare one (`topic=%s`) is quoted as well when it is not a plain
+ * token (empty, spaces, quotes, '=', control characters), so text from anywhere (a server's
+ * multi-line error, a name with a space) stays inside its field. In the JSON format the fields
  * are re-parsed into members (numbers stay numbers, true/false stay booleans, the rest are
  * strings). Newlines and control characters in values are escaped, so that one event is
- * always one line. A quoted value ends at a quote followed by a space or the end, so text
- * from elsewhere (a library's error message may contain `"x" y`) should go through
- * SVC_LOG_Q: `SVC_LOG(SVC_LOG_WARN, "query failed", "err=\"%s\"", SVC_LOG_Q(msg))`.
+ * always one line.
  *
  * Thread-safety: every function may be called from any thread. A line is formatted into a
  * buffer on the calling thread and handed to the sink in one call under a mutex, so that lines
@@ -64,15 +65,6 @@ extern _Atomic int svc__log_threshold;
   do {                                                                        \
     if (SVC_LOG_ENABLED(level)) svc__log((level), (msg), " " __VA_ARGS__);    \
   } while (0)
-
-/*
- * Escapes `"` and `\` in `s` for use inside a quoted field value; the result lives in a
- * compound literal of the enclosing block (the SVC_LOG statement), truncated to 1023 bytes.
- */
-#define SVC_LOG_Q(s) svc_log_esc((char[1024]){0}, 1024, (s))
-
-/* Writes `s` with `"` and `\` backslash-escaped into buf (NUL-terminated); returns buf. */
-const char *svc_log_esc(char *buf, size_t size, const char *s);
 
 /* Internal: formats and emits one line; use SVC_LOG. */
 void svc__log(svc_log_level_t level, const char *msg, const char *fields_fmt, ...)
