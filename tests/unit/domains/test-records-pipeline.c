@@ -340,3 +340,36 @@ TEST(config_rows_defaults_flags_and_ranges) {
   ASSERT_NULL(p);
   ASSERT_STR_CONTAINS(err, "threads 0");
 }
+
+/* records.evidence = words: each span is one word whose weight is its occlusion effect (the
+ * tokens way is checked on a closed-form model in test-records-analysis). */
+TEST(words_evidence_spans_are_words_with_their_effect) {
+  size_t nn = 0;
+  char **notes = rf_notes(16, &nn);
+  moe_model_t *m = NULL;
+  char err[256];
+  ASSERT_EQ(moe_model_load(RF_MODEL, &m, err, sizeof err), MOE_OK);
+  wk_records_cfg_t wcfg = {.max_chunks = 16, .top_evidence = 3,
+                           .evidence = WK_RECORDS_EVIDENCE_WORDS, .evidence_chunks = 1};
+  wk_records_scorer_t *sc = NULL;
+  ASSERT_OK(wk_records_scorer_new(m, &wcfg, &sc, err, sizeof err));
+  size_t checked = 0;
+  for (size_t i = 0; i < nn && checked < 3; i++) {
+    wk_records_analysis_t an;
+    ASSERT_OK(wk_records_analyze(sc, notes[i], strlen(notes[i]), &an, err, sizeof err));
+    if (an.n_chunks == 1 && an.n_evidence > 0) {
+      checked++;
+      for (size_t e = 0; e < an.n_evidence; e++) {
+        const wk_records_span_t *sp = &an.evidence[e];
+        for (uint32_t b = sp->start; b < sp->end; b++)
+          ASSERT_MSG(notes[i][b] != ' ', "span [%u, %u) is more than a word", sp->start, sp->end);
+        ASSERT_NEAR(sp->weight, rf_occlusion(m, notes[i], an.predicted, sp->start, sp->end), 1e-5);
+      }
+    }
+    wk_records_analysis_free(&an);
+  }
+  ASSERT_EQ(checked, 3);
+  wk_records_scorer_free(sc);
+  rf_notes_free(notes, nn);
+  moe_model_free(m);
+}
