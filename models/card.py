@@ -87,11 +87,16 @@ LIMITS = {
         "one of the 17 labels.",
         "Labels mix specialties and document types (Surgery, Consult - History and Phy., ...); "
         "label quality is poor in the source.",
-        "Reads only the first max_len WordPiece pieces of a note.",
+        "Reads at most max_len WordPiece pieces of a note (4096: more than the longest note of "
+        "the data, 3,164 pieces, so none is cut here); a longer note is scored by the worker "
+        "in chunks.",
+        "A bag of pieces: word order and negation (\"no fever\") are not modelled.",
     ],
     "records-abstracts": [
         "Research abstracts, not clinical notes.",
-        "Reads only the first max_len WordPiece pieces of an abstract.",
+        "Reads at most max_len WordPiece pieces of an abstract (1024: more than the longest "
+        "abstract of the data, 625 pieces).",
+        "A bag of pieces: word order is not modelled.",
     ],
 }
 
@@ -166,6 +171,15 @@ def main():
                  (enc["window"], len(enc["channels"]),
                   ", ".join("`%s`" % c["name"] for c in enc["channels"]),
                   " -> ".join("%d ch k%d" % (c["out"], c["kernel"]) for c in enc["conv"])))
+    elif enc.get("pool") == "bag":
+        L.append("Inputs: the note's text, `[CLS]` + WordPiece pieces of the model's own "
+                 "vocabulary (%d pieces, learnt on the train part), at most %d pieces, pooled "
+                 "as a bag (engine/MODEL_FORMAT.md, pool \"bag\"): each distinct piece weighs "
+                 "(1 + ln count)%s, L2-normalised over the note, times its embedding; no "
+                 "positions, no attention." %
+                 (enc["vocab_size"], enc["max_len"],
+                  " x a learnt piece weight started at its IDF over the train part"
+                  if enc.get("idf") else ""))
     else:
         L.append("Inputs: the note's text, `[CLS]` + WordPiece pieces of the model's own "
                  "vocabulary (%d pieces, learnt on the train part), cut to %d; %d attention "
