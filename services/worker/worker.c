@@ -185,6 +185,7 @@ struct wk_worker_s {
   uv_timer_t lag_timer;
   uv_timer_t relay_timer;
   int relay_busy, relay_lock;
+  int db_close_deferred; /* the producer is closed; PostgreSQL closes once the relay is idle */
   int handles_open;
   int stopping, closing, fatal;
   char fatal_msg[512];
@@ -1337,7 +1338,17 @@ static void relay_free(wk_relay_t *r) {
   free(r);
 }
 
-static void relay_idle(wk_worker_t *w) { w->relay_busy = 0; }
+static void on_db_closed(db_conn_t *db);
+
+/* The relay's pass is over. When stopping, the database was only waiting for this: marking the
+ * alerts the producer's final flush delivered, so that a clean stop publishes nothing twice. */
+static void relay_idle(wk_worker_t *w) {
+  w->relay_busy = 0;
+  if (w->db_close_deferred && w->db != NULL) {
+    w->db_close_deferred = 0;
+    db_conn_close(w->db, on_db_closed);
+  }
+}
 
 static void on_relay_marked(db_conn_t *db, svc_err_t err, const PGresult *res,
                             const char *errmsg, void *arg) {
@@ -1570,7 +1581,8 @@ static void on_producer_closed(kq_producer_t *prod, size_t n_undelivered) {
     svc_counter_add(w->m_dlq_failed, n_undelivered);
     SVC_LOG(SVC_LOG_ERROR, "dead-letter records lost at shutdown", "count=%zu", n_undelivered);
   }
-  if (w->db) db_conn_close(w->db, on_db_closed);
+  if (w->db && w->relay_busy) w->db_close_deferred = 1; /* relay_idle closes it */
+  else if (w->db) db_conn_close(w->db, on_db_closed);
   else close_handles(w);
 }
 
