@@ -34,7 +34,7 @@
      SVC_BUCKETS_NONE, "Events consumed from Kafka.")                                        \
   XX(WK_M_SCORED, "sluice_events_scored_total", SVC_COUNTER, "events", "", 0,                \
      SVC_BUCKETS_NONE, "Events scored and committed to PostgreSQL.")                         \
-  XX(WK_M_DEAD, "sluice_events_dead_lettered_total", SVC_COUNTER, "events", "reason", 8,     \
+  XX(WK_M_DEAD, "sluice_events_dead_lettered_total", SVC_COUNTER, "events", "reason", 16,    \
      SVC_BUCKETS_NONE, "Events sent to the dead-letter topic, by reason.")                   \
   XX(WK_M_DLQ_FAILED, "sluice_dlq_send_failures_total", SVC_COUNTER, "events", "", 0,        \
      SVC_BUCKETS_NONE, "Dead-letter records that could not be queued or delivered.")         \
