@@ -4,7 +4,8 @@
  * and poison records dead-lettered with their reasons; kill -9 in the middle of a stream and a
  * restart lose and repeat nothing; two workers sharing the stream through a rebalance lose and
  * repeat nothing. Notes are short (one model row) and evidence is off unless a test needs it,
- * so that each case takes seconds.
+ * so that each case takes seconds; the kill -9 case turns per-token evidence on so that its
+ * stream lasts long enough to be killed in, however fast the shipped model is.
  */
 #include "records-harness.h"
 
@@ -202,6 +203,10 @@ TEST(every_note_once_poison_dead_lettered_alerts_published) {
   rh_close(&c);
 }
 
+/* Kills the worker as soon as it has committed a first batch, whatever the model's speed: the
+ * table is polled every 2 ms from the start, and the notes carry per-token evidence
+ * (records.evidence=tokens: one model row per token of a note) so that a stream of them takes
+ * long enough for the kill to land inside it. A kill that could not land mid-stream fails. */
 TEST(kill9_mid_stream_and_restart_lose_and_repeat_nothing) {
   rh_ctx_t c;
   rh_init(&c, "kill");
@@ -209,18 +214,32 @@ TEST(kill9_mid_stream_and_restart_lose_and_repeat_nothing) {
    * waiting for its session to time out. */
   c.extra[0] = "--kafka-instance-id";
   c.extra[1] = "records-kill";
+  c.extra[2] = "--records-evidence";
+  c.extra[3] = "tokens";
+  c.top_evidence = "1";
   const int n = 150;
   rh_produce(&c, 0, n);
   PGconn *conn = rh_db(&c);
   pid_t pid = rh_start(&c);
-  rh_wait_rows(conn, &c, 20, &pid, 1, 60);
+  long first = -1;
+  for (int i = 0; i < 30000 && (first = rh_rows(conn, &c)) <= 0; i++) {
+    int status;
+    ASSERT_MSG(waitpid(pid, &status, WNOHANG) == 0, "worker exited (status %d)", status);
+    usleep(2000);
+  }
   rh_kill9(pid);
   long at_kill = rh_rows(conn, &c);
-  ASSERT_OP(at_kill, <, n); /* killed mid-stream */
+  fprintf(stderr, "first rows seen: %ld; killed at %ld of %d rows\n", first, at_kill, n);
+  ASSERT_MSG(at_kill > 0 && at_kill < n, "the kill did not land mid-stream: %ld of %d rows", at_kill,
+             n);
   pid = rh_start(&c);
-  rh_wait_rows(conn, &c, n, &pid, 1, 60);
-  fprintf(stderr, "killed at %ld of %d rows\n", at_kill, n);
+  rh_wait_rows(conn, &c, n, &pid, 1, 120);
   rh_check(conn, &c, 0, n, 0);
+  /* Both workers explained the notes they analysed (one span at most each). */
+  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) > 1", c.schema), 0);
+  ASSERT_OP(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) = 1", c.schema), >, n / 2);
   ASSERT_EQ(rh_stop(pid), 0);
   rh_drop(conn, &c);
   rh_close(&c);
