@@ -2,7 +2,8 @@
  * Shared by the records pipeline tests: real MTSamples notes from ../shared/data, ClinicalNote
  * envelopes, the records pipeline created the way the worker creates it (own metrics registry),
  * and an independent scoring of a note (the model's own tokenizer, chunks cut here by the
- * documented rule, one moe_session_run per chunk, mean of the probabilities).
+ * documented rule, at most max_chunks of them, one moe_session_run per chunk, mean of the
+ * probabilities) and of the effect of occluding part of it (evidence weights).
  */
 #ifndef RECORDS_FIXTURE_H
 #define RECORDS_FIXTURE_H
@@ -118,97 +119,155 @@ static inline void rf_pipeline_close(rf_pipeline_t *rp) {
   svc_metrics_free(rp->metrics);
 }
 
-/* Independent scoring: class probabilities (n_classes) of `text` as the mean over chunks. */
-static inline void rf_score(const moe_model_t *m, const char *text, float *probs, size_t *n_tokens,
-                     size_t *n_chunks) {
+/* The model's tokens of `text` (caller frees with moe_text_free); *n gets their count. */
+static inline moe_token_t *rf_tokens(const moe_model_t *m, const char *text, size_t *n) {
   const char *tj = moe_model_tokenizer_json(m);
   ASSERT_NOT_NULL(tj);
   moe_wordpiece_t *wp = NULL;
   char why[256];
-  ASSERT_EQ(moe_wordpiece_from_json(tj, strlen(tj), &wp, why, sizeof why), MOE_OK);
+  ASSERT_MSG(moe_wordpiece_from_json(tj, strlen(tj), &wp, why, sizeof why) == MOE_OK, "%s", why);
   moe_token_t *toks = NULL;
-  size_t n = 0;
-  ASSERT_EQ(moe_wordpiece_encode(wp, text, strlen(text), &toks, &n), MOE_OK);
-  int max_len = moe_model_text_max_len(m), n_out = moe_model_n_outputs(m);
-  bool binary = moe_model_task(m) == MOE_TASK_BINARY;
-  int n_classes = binary ? 2 : n_out;
-  size_t body = (size_t)max_len - 1, half = body / 2;
-  /* Chunk starts: 0, half, 2*half, ... while the chunk does not reach the end; the last one
-   * ends at the last token. */
-  size_t starts[4096], nc = 0;
+  ASSERT_EQ(moe_wordpiece_encode(wp, text, strlen(text), &toks, n), MOE_OK);
+  moe_wordpiece_free(wp);
+  return toks;
+}
+
+/* The documented chunking of n tokens at body = max_len - 1 tokens a row: starts 0, body / 2,
+ * 2 * (body / 2), ... while a chunk does not reach the end, then one flush with the end; past
+ * max_chunks only the first max_chunks are kept and *dropped gets the tokens none of them
+ * sees. Returns the number of chunks (starts must hold max_chunks). */
+static inline size_t rf_chunks(size_t n, size_t body, size_t max_chunks, size_t *starts,
+                               size_t *dropped) {
+  size_t half = body / 2 ? body / 2 : 1, nc = 0;
+  *dropped = 0;
   if (n <= body) {
     starts[nc++] = 0;
-  } else {
-    for (size_t s = 0; s + body < n; s += half) starts[nc++] = s;
-    starts[nc++] = n - body;
+    return nc;
   }
+  size_t s = 0;
+  for (; s + body < n; s += half) {
+    if (nc == max_chunks) {
+      *dropped = n - (starts[nc - 1] + body);
+      return nc;
+    }
+    starts[nc++] = s;
+  }
+  if (nc == max_chunks) {
+    *dropped = n - (starts[nc - 1] + body);
+    return nc;
+  }
+  starts[nc++] = n - body;
+  return nc;
+}
+
+/* The scores (n_chunks, n_outputs) of the note's chunks, each chunk's tokens inside the bytes
+ * [occ_start, occ_end) replaced by id 0 (occ_end 0: none). */
+static inline float *rf_chunk_scores(const moe_model_t *m, const moe_token_t *toks, size_t n,
+                                     const size_t *starts, size_t nc, uint32_t occ_start,
+                                     uint32_t occ_end) {
+  int max_len = moe_model_text_max_len(m), n_out = moe_model_n_outputs(m);
+  size_t body = (size_t)max_len - 1;
   moe_session_t *sess = NULL;
   ASSERT_EQ(moe_session_new(m, 1, &sess), MOE_OK);
   int32_t *ids = malloc((size_t)max_len * sizeof *ids);
-  float *sc = malloc((size_t)n_out * sizeof *sc);
+  float *sc = malloc(nc * (size_t)n_out * sizeof *sc);
   ASSERT(ids != NULL && sc != NULL);
-  for (int k = 0; k < n_classes; k++) probs[k] = 0;
   for (size_t c = 0; c < nc; c++) {
     size_t len = n - starts[c] < body ? n - starts[c] : body;
     ids[0] = MOE_TOKEN_CLS;
-    for (size_t j = 0; j < len; j++) ids[1 + j] = toks[starts[c] + j].id;
+    for (size_t j = 0; j < len; j++) {
+      const moe_token_t *t = &toks[starts[c] + j];
+      ids[1 + j] = t->start >= occ_start && t->end <= occ_end ? 0 : t->id;
+    }
     moe_input_t row = {.tokens = ids, .n_tokens = (int32_t)(len + 1)};
-    moe_output_t out = {.scores = sc};
+    moe_output_t out = {.scores = sc + c * (size_t)n_out};
     ASSERT_EQ(moe_session_run(sess, &row, 1, &out), MOE_OK);
+  }
+  free(ids);
+  moe_session_free(sess);
+  return sc;
+}
+
+/* Independent scoring: class probabilities (n_classes) of `text` as the mean over its chunks,
+ * at most max_chunks of them (*n_dropped: tokens past them). */
+static inline void rf_score_at(const moe_model_t *m, const char *text, size_t max_chunks,
+                               float *probs, size_t *n_tokens, size_t *n_chunks,
+                               size_t *n_dropped) {
+  size_t n = 0;
+  moe_token_t *toks = rf_tokens(m, text, &n);
+  int n_out = moe_model_n_outputs(m);
+  bool binary = moe_model_task(m) == MOE_TASK_BINARY;
+  int n_classes = binary ? 2 : n_out;
+  size_t *starts = malloc(max_chunks * sizeof *starts);
+  ASSERT_NOT_NULL(starts);
+  size_t nc = rf_chunks(n, (size_t)moe_model_text_max_len(m) - 1, max_chunks, starts, n_dropped);
+  float *sc = rf_chunk_scores(m, toks, n, starts, nc, 0, 0);
+  for (int k = 0; k < n_classes; k++) probs[k] = 0;
+  for (size_t c = 0; c < nc; c++) {
+    const float *sr = sc + c * (size_t)n_out;
     if (binary) {
-      probs[1] += sc[0] / (float)nc;
+      probs[1] += sr[0] / (float)nc;
     } else {
-      for (int k = 0; k < n_classes; k++) probs[k] += sc[k] / (float)nc;
+      for (int k = 0; k < n_classes; k++) probs[k] += sr[k] / (float)nc;
     }
   }
   if (binary) probs[0] = 1.0f - probs[1];
   *n_tokens = n;
   *n_chunks = nc;
-  free(ids);
   free(sc);
-  moe_session_free(sess);
+  free(starts);
   moe_text_free(toks);
-  moe_wordpiece_free(wp);
+}
+
+/* rf_score_at without a chunk limit (the notes the tests use are far below 4096 chunks). */
+static inline void rf_score(const moe_model_t *m, const char *text, float *probs, size_t *n_tokens,
+                            size_t *n_chunks) {
+  size_t dropped;
+  rf_score_at(m, text, 4096, probs, n_tokens, n_chunks, &dropped);
+  ASSERT_EQ(dropped, 0);
+}
+
+/* The effect on a multi-class model's mean probability of `output` of replacing the tokens
+ * inside the bytes [start, end) by id 0: the change of each chunk's probability divided by the
+ * number of chunks, summed over every chunk (all_chunks) or taken on the one chunk whose own
+ * probability of `output` is highest (the first of equals): what a segment's evidence weight is
+ * with evidence_chunks 0 or 1. */
+static inline float rf_occlusion_at(const moe_model_t *m, const char *text, int output,
+                                    uint32_t start, uint32_t end, size_t max_chunks,
+                                    bool all_chunks) {
+  size_t n = 0, dropped;
+  moe_token_t *toks = rf_tokens(m, text, &n);
+  size_t hidden = 0;
+  for (size_t j = 0; j < n; j++) hidden += toks[j].start >= start && toks[j].end <= end;
+  ASSERT_OP(hidden, >, 0);
+  size_t *starts = malloc(max_chunks * sizeof *starts);
+  ASSERT_NOT_NULL(starts);
+  size_t nc = rf_chunks(n, (size_t)moe_model_text_max_len(m) - 1, max_chunks, starts, &dropped);
+  float *base = rf_chunk_scores(m, toks, n, starts, nc, 0, 0);
+  float *occ = rf_chunk_scores(m, toks, n, starts, nc, start, end);
+  size_t no = (size_t)moe_model_n_outputs(m), best = 0;
+  for (size_t c = 1; c < nc; c++)
+    if (base[c * no + (size_t)output] > base[best * no + (size_t)output]) best = c;
+  float effect = 0;
+  for (size_t c = 0; c < nc; c++)
+    if (all_chunks || c == best)
+      effect += (base[c * no + (size_t)output] - occ[c * no + (size_t)output]) / (float)nc;
+  free(base);
+  free(occ);
+  free(starts);
+  moe_text_free(toks);
+  return effect;
 }
 
 /* The effect on the one-chunk note's predicted probability of replacing every token inside
  * [start, end) by id 0 (what a segment's evidence weight is for a note of one chunk). */
 static inline float rf_occlusion(const moe_model_t *m, const char *text, int output, uint32_t start,
-                          uint32_t end) {
-  const char *tj = moe_model_tokenizer_json(m);
-  moe_wordpiece_t *wp = NULL;
-  char why[256];
-  ASSERT_EQ(moe_wordpiece_from_json(tj, strlen(tj), &wp, why, sizeof why), MOE_OK);
-  moe_token_t *toks = NULL;
+                                 uint32_t end) {
   size_t n = 0;
-  ASSERT_EQ(moe_wordpiece_encode(wp, text, strlen(text), &toks, &n), MOE_OK);
-  ASSERT_OP(n + 1, <=, (size_t)moe_model_text_max_len(m));
-  int32_t *ids = malloc((n + 1) * 2 * sizeof *ids);
-  float *sc = malloc(2 * (size_t)moe_model_n_outputs(m) * sizeof *sc);
-  ASSERT(ids != NULL && sc != NULL);
-  ids[0] = ids[n + 1] = MOE_TOKEN_CLS;
-  size_t hidden = 0;
-  for (size_t j = 0; j < n; j++) {
-    ids[1 + j] = toks[j].id;
-    bool in = toks[j].start >= start && toks[j].end <= end;
-    ids[n + 2 + j] = in ? 0 : toks[j].id;
-    hidden += in;
-  }
-  ASSERT_OP(hidden, >, 0);
-  moe_session_t *sess = NULL;
-  ASSERT_EQ(moe_session_new(m, 2, &sess), MOE_OK);
-  moe_input_t rows[2] = {{.tokens = ids, .n_tokens = (int32_t)(n + 1)},
-                         {.tokens = ids + n + 1, .n_tokens = (int32_t)(n + 1)}};
-  moe_output_t out = {.scores = sc};
-  ASSERT_EQ(moe_session_run(sess, rows, 2, &out), MOE_OK);
-  int no = moe_model_n_outputs(m);
-  float effect = sc[output] - sc[no + output];
-  free(ids);
-  free(sc);
-  moe_session_free(sess);
+  moe_token_t *toks = rf_tokens(m, text, &n);
   moe_text_free(toks);
-  moe_wordpiece_free(wp);
-  return effect;
+  ASSERT_OP(n + 1, <=, (size_t)moe_model_text_max_len(m));
+  return rf_occlusion_at(m, text, output, start, end, 1, true);
 }
 
 #endif /* RECORDS_FIXTURE_H */
