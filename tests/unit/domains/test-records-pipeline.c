@@ -12,7 +12,6 @@
 #include "records-fixture.h"
 
 #include <ctype.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,8 +61,8 @@ static const char *small_model(void) {
   char bin[512];
   snprintf(bin, sizeof bin, "%s/bin/sluice", bdir);
   ASSERT_MSG(access(bin, X_OK) == 0, "%s is missing: build the sluice target first", bin);
-  snprintf(small_dir, sizeof small_dir, "/tmp/sluice-trp-%ld", (long)getpid());
-  ASSERT_MSG(mkdir(small_dir, 0700) == 0, "mkdir %s", small_dir);
+  snprintf(small_dir, sizeof small_dir, "/tmp/sluice-trp-XXXXXX");
+  ASSERT_MSG(mkdtemp(small_dir) != NULL, "cannot make a directory like %s", small_dir);
   char csv[400];
   snprintf(csv, sizeof csv, "%s/notes.csv", small_dir);
   snprintf(small_path, sizeof small_path, "%s/small.safetensors", small_dir);
