@@ -159,8 +159,9 @@ typedef struct fraud_event_s {
   int32_t partition;
   int64_t offset;
   int has_state;
+  uint16_t state_len;
   wk_decision_t decision;             /* set by process, read by committed */
-  uint8_t state[WK_VEL_ENCODED_SIZE]; /* the card's state after this event */
+  uint8_t state[WK_VEL_ENCODED_MAX];  /* (state_len) the card's state after this event */
   float feats[WK_FRAUD_N_FEATURES];
 } fraud_event_t;
 
@@ -318,7 +319,7 @@ static void *fraud_accept(wk_pipeline_t *p, const wk_pmodel_t *serving,
       wk_velocity_features(&card->vel, ev->env->event_time_ms, tx->amount, vel);
     }
     card->partition = msg->partition;
-    wk_velocity_encode(&card->vel, ev->state, sizeof ev->state);
+    ev->state_len = (uint16_t)wk_velocity_encode(&card->vel, ev->state, sizeof ev->state);
     ev->has_state = 1;
     velp = vel;
     if (created) svc_gauge_set(p->m_cards, (double)p->cards.n);
@@ -424,7 +425,7 @@ static svc_err_t fraud_process(wk_pipeline_t *p, const wk_pmodel_t *m, void *con
     if (ev->has_state) {
       wk_state_row_t st = {.card_id = tx->card_id, .topic = p->topic,
                            .partition = ev->partition, .last_offset = ev->offset,
-                           .state = ev->state, .state_len = sizeof ev->state};
+                           .state = ev->state, .state_len = ev->state_len};
       wk_fraud_add_state(stmt, &st);
     }
     if (ev->decision == WK_DECISION_BLOCK) {
@@ -464,18 +465,18 @@ static int fraud_restore(wk_pipeline_t *p, const PGresult *res) {
     int64_t last = strtoll(PQgetvalue(res, i, 2), NULL, 10);
     const char *hex = PQgetvalue(res, i, 3);
     size_t hl = strlen(hex);
-    uint8_t buf[WK_VEL_ENCODED_SIZE];
+    uint8_t buf[WK_VEL_ENCODED_MAX];
     wk_card_t *card = wk_card_store_get(&p->cards, id, part, NULL);
     char derr[256] = "hex length";
     svc_err_t de = SVC_EDECODE;
-    if (hl == 2 * sizeof buf) {
-      size_t j = 0;
-      for (; j < sizeof buf; j++) {
+    if (hl % 2 == 0 && hl <= 2 * sizeof buf) {
+      size_t j = 0, n_bytes = hl / 2;
+      for (; j < n_bytes; j++) {
         int hi = fraud__hexval(hex[2 * j]), lo = fraud__hexval(hex[2 * j + 1]);
         if (hi < 0 || lo < 0) break;
         buf[j] = (uint8_t)(hi << 4 | lo);
       }
-      if (j == sizeof buf) de = wk_velocity_decode(&card->vel, buf, sizeof buf, derr, sizeof derr);
+      if (j == n_bytes) de = wk_velocity_decode(&card->vel, buf, n_bytes, derr, sizeof derr);
     }
     if (de != SVC_OK) {
       /* A state this worker cannot read starts afresh rather than stopping the partition. */

@@ -21,8 +21,16 @@ static const vel__window_t vel__windows[WK_VEL_N_WINDOWS] = {
 };
 
 _Static_assert(12 + 12 + 24 == WK_VEL_N_BUCKETS, "bucket layout");
-_Static_assert(4 + WK_VEL_N_WINDOWS * 14 + WK_VEL_N_BUCKETS * 12 + 32 == WK_VEL_ENCODED_SIZE,
-               "encoded size");
+/* Header (magic, version, windows) + per window (width, buckets, head) ... + tail (last time,
+ * n, mean, m2). Version 1 stores every bucket; version 2 a bitmap and the buckets in use. */
+#define VEL__HEAD_SIZE (4 + WK_VEL_N_WINDOWS * 14)
+#define VEL__TAIL_SIZE 32
+#define VEL__BITMAP_SIZE ((WK_VEL_N_BUCKETS + 7) / 8)
+_Static_assert(VEL__HEAD_SIZE + WK_VEL_N_BUCKETS * 12 + VEL__TAIL_SIZE == WK_VEL_ENCODED_V1_SIZE,
+               "version 1 size");
+_Static_assert(VEL__HEAD_SIZE + VEL__BITMAP_SIZE + WK_VEL_N_BUCKETS * 12 + VEL__TAIL_SIZE ==
+                   WK_VEL_ENCODED_MAX,
+               "version 2 largest size");
 
 const char *const wk_velocity_feature_names[WK_VEL_N_FEATURES] = {
 #define WK__VEL_NAME(id, name) name,
@@ -32,7 +40,7 @@ const char *const wk_velocity_feature_names[WK_VEL_N_FEATURES] = {
 
 #define VEL__MAGIC0 'W'
 #define VEL__MAGIC1 'V'
-#define VEL__VERSION 1
+#define VEL__VERSION 2 /* written; 1 is still read */
 
 /* Floor division, so that bucket numbers stay monotonic across zero. */
 static int64_t vel__floor_div(int64_t a, int64_t b) {
@@ -160,8 +168,18 @@ static double get_f64(const uint8_t **pp) {
   return d;
 }
 
+/* A bucket is stored when anything in it differs from an empty one (bitwise, so -0.0 too). */
+static int vel__bucket_used(const wk_velocity_t *v, int b) {
+  uint64_t bits;
+  memcpy(&bits, &v->sum[b], sizeof bits);
+  return v->count[b] != 0 || bits != 0;
+}
+
 size_t wk_velocity_encode(const wk_velocity_t *v, uint8_t *buf, size_t size) {
-  if (size < WK_VEL_ENCODED_SIZE) return WK_VEL_ENCODED_SIZE;
+  size_t used = 0;
+  for (int b = 0; b < WK_VEL_N_BUCKETS; b++) used += (size_t)vel__bucket_used(v, b);
+  size_t need = VEL__HEAD_SIZE + VEL__BITMAP_SIZE + used * 12 + VEL__TAIL_SIZE;
+  if (size < need) return need;
   uint8_t *p = buf;
   *p++ = VEL__MAGIC0;
   *p++ = VEL__MAGIC1;
@@ -174,7 +192,12 @@ size_t wk_velocity_encode(const wk_velocity_t *v, uint8_t *buf, size_t size) {
     *p++ = (uint8_t)(vel__windows[i].n >> 8);
     p = put_u64(p, (uint64_t)v->head[i]);
   }
+  uint8_t *bitmap = p;
+  memset(bitmap, 0, VEL__BITMAP_SIZE);
+  p += VEL__BITMAP_SIZE;
   for (int b = 0; b < WK_VEL_N_BUCKETS; b++) {
+    if (!vel__bucket_used(v, b)) continue;
+    bitmap[b / 8] |= (uint8_t)(1u << (b % 8));
     for (int k = 0; k < 4; k++) *p++ = (uint8_t)(v->count[b] >> (8 * k));
     p = put_f64(p, v->sum[b]);
   }
@@ -188,8 +211,8 @@ size_t wk_velocity_encode(const wk_velocity_t *v, uint8_t *buf, size_t size) {
 svc_err_t wk_velocity_decode(wk_velocity_t *v, const uint8_t *buf, size_t len, char *errstr,
                              size_t errstr_size) {
   wk_velocity_init(v);
-  if (len != WK_VEL_ENCODED_SIZE) {
-    snprintf(errstr, errstr_size, "card state: %zu bytes, expected %d", len, WK_VEL_ENCODED_SIZE);
+  if (len < VEL__HEAD_SIZE + VEL__TAIL_SIZE) {
+    snprintf(errstr, errstr_size, "card state: %zu bytes, too short for any version", len);
     return SVC_EDECODE;
   }
   const uint8_t *p = buf;
@@ -197,9 +220,15 @@ svc_err_t wk_velocity_decode(wk_velocity_t *v, const uint8_t *buf, size_t len, c
     snprintf(errstr, errstr_size, "card state: bad magic 0x%02x%02x", p[0], p[1]);
     return SVC_EDECODE;
   }
-  if (p[2] != VEL__VERSION) {
-    snprintf(errstr, errstr_size, "card state: format version %u, this worker reads %d", p[2],
-             VEL__VERSION);
+  int version = p[2];
+  if (version != 1 && version != VEL__VERSION) {
+    snprintf(errstr, errstr_size, "card state: format version %u, this worker reads 1 and %d",
+             p[2], VEL__VERSION);
+    return SVC_EDECODE;
+  }
+  if (version == 1 && len != WK_VEL_ENCODED_V1_SIZE) {
+    snprintf(errstr, errstr_size, "card state: %zu bytes, version 1 has %d", len,
+             WK_VEL_ENCODED_V1_SIZE);
     return SVC_EDECODE;
   }
   if (p[3] != WK_VEL_N_WINDOWS) {
@@ -221,7 +250,31 @@ svc_err_t wk_velocity_decode(wk_velocity_t *v, const uint8_t *buf, size_t len, c
     }
     tmp.head[i] = (int64_t)get_u64(&p, 8);
   }
+  uint8_t present[VEL__BITMAP_SIZE];
+  if (version == 1) {
+    memset(present, 0xff, sizeof present);
+  } else {
+    if (len < VEL__HEAD_SIZE + VEL__BITMAP_SIZE + VEL__TAIL_SIZE) {
+      snprintf(errstr, errstr_size, "card state: %zu bytes, too short for its bucket map", len);
+      return SVC_EDECODE;
+    }
+    memcpy(present, p, sizeof present);
+    p += sizeof present;
+    size_t used = 0;
+    for (int b = 0; b < WK_VEL_N_BUCKETS; b++) used += (present[b / 8] >> (b % 8)) & 1u;
+    if ((present[VEL__BITMAP_SIZE - 1] >> (WK_VEL_N_BUCKETS % 8 ? WK_VEL_N_BUCKETS % 8 : 8)) != 0) {
+      snprintf(errstr, errstr_size, "card state: bucket map marks buckets past %d",
+               WK_VEL_N_BUCKETS);
+      return SVC_EDECODE;
+    }
+    size_t want = VEL__HEAD_SIZE + VEL__BITMAP_SIZE + used * 12 + VEL__TAIL_SIZE;
+    if (len != want) {
+      snprintf(errstr, errstr_size, "card state: %zu bytes, its bucket map needs %zu", len, want);
+      return SVC_EDECODE;
+    }
+  }
   for (int b = 0; b < WK_VEL_N_BUCKETS; b++) {
+    if (!((present[b / 8] >> (b % 8)) & 1u)) continue;
     tmp.count[b] = (uint32_t)get_u64(&p, 4);
     tmp.sum[b] = get_f64(&p);
     if (!isfinite(tmp.sum[b])) {

@@ -44,8 +44,10 @@ extern "C" {
 #define WK_VEL_SINCE_LAST_CAP_S 604800.0
 /* The z-score of an amount is clipped to +/- this. */
 #define WK_VEL_Z_CLIP 100.0
-/* Encoded size of one state, in bytes (see wk_velocity_encode). */
-#define WK_VEL_ENCODED_SIZE 654
+/* Largest encoded state, in bytes (see wk_velocity_encode): a buffer of this size always fits. */
+#define WK_VEL_ENCODED_MAX 660
+/* Size of the fixed version-1 encoding, still read (card_state rows written before version 2). */
+#define WK_VEL_ENCODED_V1_SIZE 654
 
 /* The velocity features, in model order; names in wk_velocity_feature_names. */
 #define WK_VEL_FEATURES(XX)                                                         \
@@ -93,15 +95,18 @@ void wk_velocity_observe(wk_velocity_t *v, int64_t t_ms, double amount, float *o
 
 /*
  * Serialises the state for PostgreSQL (card_state.state): a versioned little-endian format
- * that records the window layout, exactly WK_VEL_ENCODED_SIZE bytes. Returns the size; writes
- * nothing when `size` is smaller.
+ * that records the window layout. Version 2 stores only the buckets in use (a bitmap, then
+ * count and sum of each), so a card with a few recent transactions takes about 120 bytes
+ * instead of version 1's fixed 654: card_state is written once per event, and its row size is
+ * PostgreSQL's heap and WAL work per event. At most WK_VEL_ENCODED_MAX bytes. Returns the
+ * size; writes nothing when `size` is smaller than what the state needs.
  */
 size_t wk_velocity_encode(const wk_velocity_t *v, uint8_t *buf, size_t size);
 
 /*
- * Restores a state from wk_velocity_encode's bytes. Returns SVC_OK, or SVC_EDECODE with the
- * reason in errstr (wrong length, magic or version, a different window layout, non-finite or
- * negative values); *v is then left initialised empty.
+ * Restores a state from wk_velocity_encode's bytes (version 2, or version 1 as written before).
+ * Returns SVC_OK, or SVC_EDECODE with the reason in errstr (wrong length, magic or version, a
+ * different window layout, non-finite or negative values); *v is then left initialised empty.
  */
 svc_err_t wk_velocity_decode(wk_velocity_t *v, const uint8_t *buf, size_t len, char *errstr,
                              size_t errstr_size);

@@ -188,11 +188,12 @@ TEST(encode_round_trip) {
     t += (int64_t)(rnd() % 60000);
     wk_velocity_update(&a, t, (double)(rnd() % 1000));
   }
-  uint8_t buf[WK_VEL_ENCODED_SIZE + 8];
-  ASSERT_EQ(wk_velocity_encode(&a, buf, 10), WK_VEL_ENCODED_SIZE); /* too small: size only */
-  ASSERT_EQ(wk_velocity_encode(&a, buf, sizeof buf), WK_VEL_ENCODED_SIZE);
+  uint8_t buf[WK_VEL_ENCODED_MAX + 8];
+  size_t need = wk_velocity_encode(&a, buf, 10); /* too small: size only */
+  ASSERT_OP(need, <=, WK_VEL_ENCODED_MAX);
+  ASSERT_EQ(wk_velocity_encode(&a, buf, sizeof buf), need);
   char err[256];
-  ASSERT_OK(wk_velocity_decode(&b, buf, WK_VEL_ENCODED_SIZE, err, sizeof err));
+  ASSERT_OK(wk_velocity_decode(&b, buf, need, err, sizeof err));
   ASSERT_EQ(memcmp(&a, &b, sizeof a), 0);
   /* The restored state gives the same features as the original from here on. */
   float fa[WK_VEL_N_FEATURES], fb[WK_VEL_N_FEATURES];
@@ -203,44 +204,112 @@ TEST(encode_round_trip) {
     wk_velocity_observe(&b, t, amt, fb);
     ASSERT_EQ(memcmp(fa, fb, sizeof fa), 0);
   }
-  /* An empty state round-trips too. */
+  /* An empty state round-trips too, in the header, the bucket map and the tail alone. */
   wk_velocity_init(&a);
-  wk_velocity_encode(&a, buf, sizeof buf);
-  ASSERT_OK(wk_velocity_decode(&b, buf, WK_VEL_ENCODED_SIZE, err, sizeof err));
+  size_t n_empty = wk_velocity_encode(&a, buf, sizeof buf);
+  ASSERT_EQ(n_empty, 4 + 3 * 14 + 6 + 32);
+  ASSERT_OK(wk_velocity_decode(&b, buf, n_empty, err, sizeof err));
   ASSERT_EQ(b.last_ms, INT64_MIN);
+  /* One transaction fills one bucket per window: 3 x 12 bytes more, not all 48 buckets. */
+  wk_velocity_update(&a, 1700000000000, 12.5);
+  ASSERT_EQ(wk_velocity_encode(&a, buf, sizeof buf), n_empty + 3 * 12);
+  /* Every bucket in use: the largest encoding. */
+  wk_velocity_init(&a);
+  for (int64_t k = 0; k < 24 * 3600; k += 5) wk_velocity_update(&a, 1700000000000 + k * 1000, 1.0);
+  ASSERT_EQ(wk_velocity_encode(&a, buf, sizeof buf), WK_VEL_ENCODED_MAX);
+  ASSERT_OK(wk_velocity_decode(&b, buf, WK_VEL_ENCODED_MAX, err, sizeof err));
+  ASSERT_EQ(memcmp(&a, &b, sizeof a), 0);
+}
+
+/* Little-endian writers for the hand-built version-1 layout below. */
+static uint8_t *le(uint8_t *p, uint64_t x, int n) {
+  for (int i = 0; i < n; i++) *p++ = (uint8_t)(x >> (8 * i));
+  return p;
+}
+static uint8_t *le_f64(uint8_t *p, double d) {
+  uint64_t x;
+  memcpy(&x, &d, sizeof x);
+  return le(p, x, 8);
+}
+
+/* card_state rows written before version 2 (every bucket, 654 bytes) still restore exactly:
+ * the layout is written here by hand from the documented format, not by the encoder. */
+TEST(version_1_rows_still_decode) {
+  wk_velocity_t a, b;
+  wk_velocity_init(&a);
+  int64_t t = 1700000000000;
+  for (int i = 0; i < 80; i++) {
+    t += (int64_t)(rnd() % 90000);
+    wk_velocity_update(&a, t, (double)(rnd() % 500) + 0.25);
+  }
+  static const struct { uint32_t width; uint16_t n; } win[3] = {{5000, 12}, {300000, 12},
+                                                               {3600000, 24}};
+  uint8_t v1[WK_VEL_ENCODED_V1_SIZE], *p = v1;
+  *p++ = 'W';
+  *p++ = 'V';
+  *p++ = 1;
+  *p++ = 3;
+  for (int i = 0; i < 3; i++) {
+    p = le(p, win[i].width, 4);
+    p = le(p, win[i].n, 2);
+    p = le(p, (uint64_t)a.head[i], 8);
+  }
+  for (int k = 0; k < WK_VEL_N_BUCKETS; k++) {
+    p = le(p, a.count[k], 4);
+    p = le_f64(p, a.sum[k]);
+  }
+  p = le(p, (uint64_t)a.last_ms, 8);
+  p = le(p, a.n, 8);
+  p = le_f64(p, a.mean);
+  p = le_f64(p, a.m2);
+  ASSERT_EQ((size_t)(p - v1), sizeof v1);
+  char err[256];
+  ASSERT_OK(wk_velocity_decode(&b, v1, sizeof v1, err, sizeof err));
+  ASSERT_EQ(memcmp(&a, &b, sizeof a), 0);
+  ASSERT_EQ(wk_velocity_decode(&b, v1, sizeof v1 - 1, err, sizeof err), SVC_EDECODE);
+  ASSERT_STR_CONTAINS(err, "653 bytes, version 1 has 654");
 }
 
 TEST(decode_errors) {
   wk_velocity_t a, b;
   wk_velocity_init(&a);
   wk_velocity_update(&a, 1700000000000, 12.5);
-  uint8_t buf[WK_VEL_ENCODED_SIZE], bad[WK_VEL_ENCODED_SIZE];
-  wk_velocity_encode(&a, buf, sizeof buf);
+  uint8_t buf[WK_VEL_ENCODED_MAX], bad[WK_VEL_ENCODED_MAX];
+  size_t n = wk_velocity_encode(&a, buf, sizeof buf);
   char err[256];
 
-  ASSERT_EQ(wk_velocity_decode(&b, buf, WK_VEL_ENCODED_SIZE - 1, err, sizeof err), SVC_EDECODE);
-  ASSERT_STR_CONTAINS(err, "653 bytes, expected 654");
+  ASSERT_EQ(wk_velocity_decode(&b, buf, n - 1, err, sizeof err), SVC_EDECODE);
+  ASSERT_STR_CONTAINS(err, "its bucket map needs");
+  ASSERT_EQ(wk_velocity_decode(&b, buf, 20, err, sizeof err), SVC_EDECODE);
+  ASSERT_STR_CONTAINS(err, "20 bytes, too short");
 
-  memcpy(bad, buf, sizeof bad);
+  memcpy(bad, buf, n);
   bad[0] = 'X';
-  ASSERT_EQ(wk_velocity_decode(&b, bad, sizeof bad, err, sizeof err), SVC_EDECODE);
+  ASSERT_EQ(wk_velocity_decode(&b, bad, n, err, sizeof err), SVC_EDECODE);
   ASSERT_STR_CONTAINS(err, "bad magic");
 
-  memcpy(bad, buf, sizeof bad);
+  memcpy(bad, buf, n);
   bad[2] = 9;
-  ASSERT_EQ(wk_velocity_decode(&b, bad, sizeof bad, err, sizeof err), SVC_EDECODE);
+  ASSERT_EQ(wk_velocity_decode(&b, bad, n, err, sizeof err), SVC_EDECODE);
   ASSERT_STR_CONTAINS(err, "format version 9");
 
-  memcpy(bad, buf, sizeof bad);
+  memcpy(bad, buf, n);
   bad[4] = 0x10; /* first window's bucket width changes */
-  ASSERT_EQ(wk_velocity_decode(&b, bad, sizeof bad, err, sizeof err), SVC_EDECODE);
+  ASSERT_EQ(wk_velocity_decode(&b, bad, n, err, sizeof err), SVC_EDECODE);
   ASSERT_STR_CONTAINS(err, "window 0 has 12 buckets of");
 
-  memcpy(bad, buf, sizeof bad);
-  /* The first bucket's sum: after the 4-byte header, 3 x 14 window bytes and a 4-byte count. */
+  /* The bucket map claims one more bucket than the bytes hold. */
+  memcpy(bad, buf, n);
+  bad[4 + 42] ^= 0x02;
+  ASSERT_EQ(wk_velocity_decode(&b, bad, n, err, sizeof err), SVC_EDECODE);
+  ASSERT_STR_CONTAINS(err, "bucket map needs");
+
+  memcpy(bad, buf, n);
+  /* The first stored bucket's sum: after the header, 3 x 14 window bytes, the 6-byte map and
+   * a 4-byte count. */
   double nan = NAN;
-  memcpy(bad + 4 + 42 + 4, &nan, 8);
-  ASSERT_EQ(wk_velocity_decode(&b, bad, sizeof bad, err, sizeof err), SVC_EDECODE);
-  ASSERT_STR_CONTAINS(err, "bucket 0 sum is not finite");
+  memcpy(bad + 4 + 42 + 6 + 4, &nan, 8);
+  ASSERT_EQ(wk_velocity_decode(&b, bad, n, err, sizeof err), SVC_EDECODE);
+  ASSERT_STR_CONTAINS(err, "sum is not finite");
   ASSERT_EQ(b.n, 0); /* left empty on failure */
 }

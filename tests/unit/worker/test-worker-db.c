@@ -217,14 +217,15 @@ static void add_batch(wk_stmt_t *tx, const wk_velocity_t *v_old, const wk_veloci
   wk_fraud_add_result(tx, &r);
   wk_fraud_add_result(tx, &r); /* a duplicate inside the batch */
 
-  uint8_t buf_old[WK_VEL_ENCODED_SIZE], buf_new[WK_VEL_ENCODED_SIZE];
-  wk_velocity_encode(v_old, buf_old, sizeof buf_old);
-  wk_velocity_encode(v_new, buf_new, sizeof buf_new);
+  uint8_t buf_old[WK_VEL_ENCODED_MAX], buf_new[WK_VEL_ENCODED_MAX];
+  size_t len_old = wk_velocity_encode(v_old, buf_old, sizeof buf_old);
+  size_t len_new = wk_velocity_encode(v_new, buf_new, sizeof buf_new);
   wk_state_row_t s = {.card_id = "card-1", .topic = "sluice.fraud.events", .partition = 0,
-                      .last_offset = 9, .state = buf_old, .state_len = sizeof buf_old};
+                      .last_offset = 9, .state = buf_old, .state_len = len_old};
   wk_fraud_add_state(tx, &s);
   s.last_offset = 10;
   s.state = buf_new;
+  s.state_len = len_new;
   wk_fraud_add_state(tx, &s); /* same card, newer: replaces */
   s.card_id = "card-2";
   s.partition = 1;
@@ -333,10 +334,10 @@ TEST(batch_statement_exactly_once_binary) {
 
   /* A stale batch (older state and offsets, e.g. from a zombie worker) changes nothing. */
   wk_stmt_reset(tx);
-  uint8_t buf_old[WK_VEL_ENCODED_SIZE];
-  wk_velocity_encode(&v_old, buf_old, sizeof buf_old);
+  uint8_t buf_old[WK_VEL_ENCODED_MAX];
+  size_t len_old = wk_velocity_encode(&v_old, buf_old, sizeof buf_old);
   wk_state_row_t s = {.card_id = "card-1", .topic = "sluice.fraud.events", .partition = 0,
-                      .last_offset = 9, .state = buf_old, .state_len = sizeof buf_old};
+                      .last_offset = 9, .state = buf_old, .state_len = len_old};
   wk_fraud_add_state(tx, &s);
   wk_stmt_add_offset(tx, "sluice.fraud.events", 0, 10);
   c = run_batch(conn, tx);
