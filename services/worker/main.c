@@ -140,7 +140,10 @@ static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "event.max_bytes", .type = SVC_CFG_SIZE, .def = "64KiB",
      .env = "SLUICE_EVENT_MAX_BYTES", .offset = offsetof(wk_cfg_t, max_event_bytes), .min = 64,
      .max = 16777216, .help = "larger records are dead-lettered as oversize"},
-    {.name = "backpressure.max_events", .type = SVC_CFG_INT, .def = "20000",
+    /* 60000: a resumed fetch takes a few hundred milliseconds to deliver again, and the half
+     * left at resume must keep PostgreSQL busy meanwhile (at 20000, ten 1024-event statements,
+     * a drain ran at half speed: bench/pipeline/README.md). About 1.4 KB per held event. */
+    {.name = "backpressure.max_events", .type = SVC_CFG_INT, .def = "60000",
      .env = "SLUICE_BACKPRESSURE_MAX_EVENTS", .offset = offsetof(wk_cfg_t, max_queued_events),
      .min = 1, .max = 10000000,
      .help = "fetching pauses while this many consumed events wait for scoring or PostgreSQL "
