@@ -1062,20 +1062,30 @@ static void assign_restored(wk_assign_t *a, const PGresult *res) {
   worker_pump(w); /* batches held while the keys were restored */
 }
 
+/*
+ * The end of a restore query that nothing waits for any more, or that failed: true when the
+ * assignment was dropped (stopping: the consumer is leaving its group) or queued for a retry
+ * (the database refused), so the caller stops there.
+ */
+static bool assign_query_over(wk_assign_t *a, svc_err_t err, const char *errmsg,
+                              const char *what) {
+  wk_worker_t *w = a->w;
+  if (w->closing || w->cons == NULL || w->fatal) {
+    if (a->recover) w->restoring = 0;
+    assign_free(a);
+    return true;
+  }
+  if (err != SVC_OK) {
+    assign_retry(a, what, errmsg ? errmsg : svc_strerror(err));
+    return true;
+  }
+  return false;
+}
+
 static void on_states(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
                       void *arg) {
   wk_assign_t *a = arg;
-  wk_worker_t *w = a->w;
-  if (w->closing || w->cons == NULL || w->fatal) {
-    /* Stopping: the consumer is leaving its group; nothing to assign any more. */
-    if (a->recover) w->restoring = 0;
-    assign_free(a);
-    return;
-  }
-  if (err != SVC_OK) {
-    assign_retry(a, "restoring key state", errmsg ? errmsg : svc_strerror(err));
-    return;
-  }
+  if (assign_query_over(a, err, errmsg, "restoring key state")) return;
   assign_restored(a, res);
 }
 
@@ -1085,15 +1095,7 @@ static void on_offsets(db_conn_t *db, svc_err_t err, const PGresult *res, const 
                        void *arg) {
   wk_assign_t *a = arg;
   wk_worker_t *w = a->w;
-  if (w->closing || w->cons == NULL || w->fatal) {
-    if (a->recover) w->restoring = 0;
-    assign_free(a);
-    return;
-  }
-  if (err != SVC_OK) {
-    assign_retry(a, "reading stored offsets", errmsg ? errmsg : svc_strerror(err));
-    return;
-  }
+  if (assign_query_over(a, err, errmsg, "reading stored offsets")) return;
   /* PostgreSQL is the truth: a partition without a stored offset starts at the beginning. */
   for (int i = 0; i < a->parts->cnt; i++) a->parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
   for (int i = 0; i < PQntuples(res); i++) {

@@ -105,6 +105,42 @@ static void close_pipe(int fds[2]) {
   fds[0] = fds[1] = -1;
 }
 
+/*
+ * Wires a librdkafka queue into the loop, for the consumer and the producer alike: librdkafka
+ * writes `wake` into a non-blocking pipe when the queue goes from empty to non-empty, uv_poll
+ * watches the pipe's read end, and an idle timer polls every KQ_IDLE_POLL_MS anyway (so that
+ * a quiet topic still keeps max.poll.interval.ms satisfied). Each handle initialised counts in
+ * *handles_open, so that the caller's close path closes exactly those. `who` names the client
+ * in errors ("kafka consumer").
+ */
+static svc_err_t wire_queue(uv_loop_t *loop, rd_kafka_queue_t *q, int fds[2], char wake,
+                            uv_poll_t *poll, uv_poll_cb poll_cb, uv_timer_t *timer,
+                            uv_timer_cb timer_cb, void *data, int *handles_open, const char *who,
+                            char *errstr, size_t errstr_size) {
+  if (make_pipe(fds) != 0) {
+    set_err(errstr, errstr_size, "%s: pipe: %s", who, strerror(errno));
+    return SVC_EIO;
+  }
+  rd_kafka_queue_io_event_enable(q, fds[1], &wake, 1); /* the payload is copied */
+  int uerr = uv_poll_init(loop, poll, fds[0]);
+  if (uerr == 0) {
+    (*handles_open)++;
+    poll->data = data;
+    uerr = uv_timer_init(loop, timer);
+  }
+  if (uerr == 0) {
+    (*handles_open)++;
+    timer->data = data;
+    uerr = uv_poll_start(poll, UV_READABLE, poll_cb);
+  }
+  if (uerr == 0) uerr = uv_timer_start(timer, timer_cb, KQ_IDLE_POLL_MS, KQ_IDLE_POLL_MS);
+  if (uerr != 0) {
+    set_err(errstr, errstr_size, "%s: libuv: %s", who, uv_strerror(uerr));
+    return svc_err_from_uv(uerr);
+  }
+  return SVC_OK;
+}
+
 /* ---- consumer --------------------------------------------------------------- */
 
 typedef struct {
@@ -469,31 +505,9 @@ svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *o, kq_consu
   /* Errors, stats and rebalances from the main queue arrive through the consumer queue. */
   rd_kafka_poll_set_consumer(c->rk);
   c->q = rd_kafka_queue_get_consumer(c->rk);
-  if (make_pipe(c->fds) != 0) {
-    set_err(errstr, errstr_size, "kafka consumer: pipe: %s", strerror(errno));
-    rc = SVC_EIO;
-    goto fail;
-  }
-  static const char wake = 'k';
-  rd_kafka_queue_io_event_enable(c->q, c->fds[1], &wake, 1);
-
-  int uerr = uv_poll_init(loop, &c->poll, c->fds[0]);
-  if (uerr == 0) {
-    c->handles_open++;
-    c->poll.data = c;
-    uerr = uv_timer_init(loop, &c->timer);
-  }
-  if (uerr == 0) {
-    c->handles_open++;
-    c->timer.data = c;
-    uerr = uv_poll_start(&c->poll, UV_READABLE, cons_poll_cb);
-  }
-  if (uerr == 0) uerr = uv_timer_start(&c->timer, cons_timer_cb, KQ_IDLE_POLL_MS, KQ_IDLE_POLL_MS);
-  if (uerr != 0) {
-    set_err(errstr, errstr_size, "kafka consumer: libuv: %s", uv_strerror(uerr));
-    rc = svc_err_from_uv(uerr);
-    goto fail;
-  }
+  rc = wire_queue(loop, c->q, c->fds, 'k', &c->poll, cons_poll_cb, &c->timer, cons_timer_cb, c,
+                  &c->handles_open, "kafka consumer", errstr, errstr_size);
+  if (rc != SVC_OK) goto fail;
 
   size_t n_topics = 0;
   while (o->topics[n_topics] != NULL) n_topics++;
@@ -805,30 +819,9 @@ svc_err_t kq_producer_new(uv_loop_t *loop, const kq_producer_opts_t *o, kq_produ
   }
   conf = NULL;
   p->mainq = rd_kafka_queue_get_main(p->rk);
-  if (make_pipe(p->fds) != 0) {
-    set_err(errstr, errstr_size, "kafka producer: pipe: %s", strerror(errno));
-    rc = SVC_EIO;
-    goto fail;
-  }
-  static const char wake = 'p';
-  rd_kafka_queue_io_event_enable(p->mainq, p->fds[1], &wake, 1);
-  int uerr = uv_poll_init(loop, &p->poll, p->fds[0]);
-  if (uerr == 0) {
-    p->handles_open++;
-    p->poll.data = p;
-    uerr = uv_timer_init(loop, &p->timer);
-  }
-  if (uerr == 0) {
-    p->handles_open++;
-    p->timer.data = p;
-    uerr = uv_poll_start(&p->poll, UV_READABLE, prod_poll_cb);
-  }
-  if (uerr == 0) uerr = uv_timer_start(&p->timer, prod_timer_cb, KQ_IDLE_POLL_MS, KQ_IDLE_POLL_MS);
-  if (uerr != 0) {
-    set_err(errstr, errstr_size, "kafka producer: libuv: %s", uv_strerror(uerr));
-    rc = svc_err_from_uv(uerr);
-    goto fail;
-  }
+  rc = wire_queue(loop, p->mainq, p->fds, 'p', &p->poll, prod_poll_cb, &p->timer, prod_timer_cb,
+                  p, &p->handles_open, "kafka producer", errstr, errstr_size);
+  if (rc != SVC_OK) goto fail;
   *out = &p->pub;
   return SVC_OK;
 
