@@ -148,9 +148,15 @@ static int parse_binary(const cli_csv_t *csv, size_t col, const char *colname, d
                    csv->record_line, col + 1, colname, s);
 }
 
-/* Finds every name of `want` in the header; the error names the first one missing. */
-static int map_header(const cli_csv_t *csv, const char *const *want, size_t n, int *col,
+/* Reads the header record and finds every name of `want` in it; the error names an empty
+ * file or the first column missing. */
+static int map_header(cli_csv_t *csv, const char *const *want, size_t n, int *col,
                       char *errstr, size_t errstr_size) {
+  int eof, err = cli_csv_next(csv, &eof, errstr, errstr_size);
+  if (err) return err;
+  if (eof)
+    return cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s: empty file, expected a header",
+                     csv->path);
   for (size_t i = 0; i < n; i++) {
     col[i] = cli_csv_find(csv, want[i]);
     if (col[i] < 0)
@@ -187,12 +193,6 @@ static int load_fraud_file(builder_t *b, uint32_t fi, char *errstr, size_t errst
   }
   want[29] = "Amount";
   want[30] = "Class";
-  if ((err = cli_csv_next(&csv, &eof, errstr, errstr_size))) goto fail;
-  if (eof) {
-    err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s: empty file, expected a header",
-                    csv.path);
-    goto fail;
-  }
   if ((err = map_header(&csv, want, 31, col, errstr, errstr_size))) goto fail;
   size_t width = csv.n_field;
   for (int64_t r = 0;; r++) {
@@ -236,12 +236,6 @@ static int load_ai4i_file(builder_t *b, uint32_t fi, char *errstr, size_t errstr
   const char *want[8] = {"UDI", "Type", ai4i_num[0], ai4i_num[1], ai4i_num[2], ai4i_num[3],
                          ai4i_num[4], "Machine failure"};
   int col[8] = {0};
-  if ((err = cli_csv_next(&csv, &eof, errstr, errstr_size))) goto fail;
-  if (eof) {
-    err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s: empty file, expected a header",
-                    csv.path);
-    goto fail;
-  }
   if ((err = map_header(&csv, want, 8, col, errstr, errstr_size))) goto fail;
   size_t width = csv.n_field;
   for (int64_t r = 0;; r++) {
@@ -514,12 +508,6 @@ static int load_text_file(cli_table_t *t, uint32_t fi, raw_text_t *raw, const ch
   if (err) return err;
   const char *want[2] = {text_col, label_col};
   int col[2] = {0, 0};
-  if ((err = cli_csv_next(&csv, &eof, errstr, errstr_size))) goto fail;
-  if (eof) {
-    err = cli__fail(CLI_EFORMAT, errstr, errstr_size, "%s: empty file, expected a header",
-                    csv.path);
-    goto fail;
-  }
   if ((err = map_header(&csv, want, 2, col, errstr, errstr_size))) goto fail;
   size_t width = csv.n_field;
   for (int64_t r = 0;; r++) {
