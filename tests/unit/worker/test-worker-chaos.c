@@ -19,7 +19,7 @@ TEST(kill9_mid_stream_then_restart) {
   fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-k9-1", 0.5, "binary");
   hx_model_t m;
   hx_model_open(&m, c.model);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   hx_produce(&c, 0, 3000);
   pid_t pid = hx_start(&c);
   hx_wait_results(conn, &c, 400, pid, 60);
@@ -36,10 +36,10 @@ TEST(kill9_mid_stream_then_restart) {
   hx_wait_results(conn, &c, 3500, pid, 60);
   long per_version[1];
   hx_check_results(conn, &c, 0, 3500, &m, 1, per_version);
-  ASSERT_EQ(hx_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 3500);
-  ASSERT_EQ(hx_stop(pid), 0);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 3500);
+  ASSERT_EQ(wp_stop(pid), 0);
   hx_model_close(&m);
-  hx_drop(conn, &c);
+  wp_drop(conn, &c);
   unlink(c.model);
 }
 
@@ -135,22 +135,22 @@ TEST(poison_messages_go_to_the_dlq) {
   fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-poison-1", 0.5, "binary");
   hx_model_t m;
   hx_model_open(&m, c.model);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   pid_t pid = hx_start(&c);
 
   static const char *const reasons[] = {"decode", "wrong_payload", "invalid", "oversize"};
   int want[4] = {0};
-  rd_kafka_t *rk = hx_producer(&c);
+  rd_kafka_t *rk = wp_producer(&c);
   for (int i = 0; i < 2000; i++) {
     uint8_t buf[512];
     char card[32];
     size_t len = hx_event(i, buf, card, sizeof card);
-    hx_send(rk, &c, card, buf, len);
+    wp_send(rk, c.topic, card, buf, len);
     if (i % 100 != 50) continue;
     int kind = (i / 100) % 5;
     if (kind == 0) { /* undecodable bytes */
       static const char junk[] = "\xff\xff\xff\xff\x0f not protobuf";
-      hx_send(rk, &c, card, junk, sizeof junk - 1);
+      wp_send(rk, c.topic, card, junk, sizeof junk - 1);
       want[0]++;
     } else if (kind == 1) { /* a valid envelope with a sensor reading, not a transaction */
       Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
@@ -164,7 +164,7 @@ TEST(poison_messages_go_to_the_dlq) {
       env.sensor_reading = &sr;
       sr.device_id = (char *)"dev-1";
       uint8_t b[256];
-      hx_send(rk, &c, card, b, sluice__v1__envelope__pack(&env, b));
+      wp_send(rk, c.topic, card, b, sluice__v1__envelope__pack(&env, b));
       want[1]++;
     } else if (kind == 2 || kind == 3) { /* negative amount; a currency that is not ISO 4217 */
       Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
@@ -178,7 +178,7 @@ TEST(poison_messages_go_to_the_dlq) {
       env->transaction->currency = (char *)"euros";
       if (kind == 2) env->transaction->currency = old_cur;
       uint8_t b[512];
-      hx_send(rk, &c, card, b, sluice__v1__envelope__pack(env, b));
+      wp_send(rk, c.topic, card, b, sluice__v1__envelope__pack(env, b));
       env->event_id = old_id;
       env->transaction->currency = old_cur;
       sluice__v1__envelope__free_unpacked(env, NULL);
@@ -186,11 +186,11 @@ TEST(poison_messages_go_to_the_dlq) {
     } else { /* larger than event.max_bytes */
       static uint8_t big[3000];
       memcpy(big, buf, len);
-      hx_send(rk, &c, card, big, sizeof big);
+      wp_send(rk, c.topic, card, big, sizeof big);
       want[3]++;
     }
   }
-  hx_flush(rk);
+  wp_flush(rk);
   rd_kafka_destroy(rk);
 
   hx_wait_results(conn, &c, 2000, pid, 60);
@@ -198,11 +198,11 @@ TEST(poison_messages_go_to_the_dlq) {
   hx_check_results(conn, &c, 0, 2000, &m, 1, per_version);
   int total = want[0] + want[1] + want[2] + want[3];
   /* Every record, poison included, is behind the stored offsets. */
-  for (int i = 0; i < 200 && hx_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM "
+  for (int i = 0; i < 200 && wp_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM "
                                             "\"%s\".kafka_offsets", c.schema) != 2000 + total;
        i++)
     usleep(50000);
-  ASSERT_EQ(hx_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema),
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema),
             2000 + total);
   int got[4] = {0};
   check_dlq(&c, total, got, reasons, 4);
@@ -212,11 +212,11 @@ TEST(poison_messages_go_to_the_dlq) {
     char series[96];
     snprintf(series, sizeof series, "sluice_events_dead_lettered_total{reason=\"%s\"} ",
              reasons[r]);
-    ASSERT_EQ((int)hx_metric(c.port, series), want[r]);
+    ASSERT_EQ((int)wp_metric(c.port, series), want[r]);
   }
-  ASSERT_EQ(hx_stop(pid), 0);
+  ASSERT_EQ(wp_stop(pid), 0);
   hx_model_close(&m);
-  hx_drop(conn, &c);
+  wp_drop(conn, &c);
   unlink(c.model);
 }
 
@@ -241,16 +241,16 @@ TEST(model_swap_under_load) {
   hx_model_t m[2];
   hx_model_open(&m[0], path_a);
   hx_model_open(&m[1], path_b);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   pid_t pid = hx_start(&c);
 
   hx_produce(&c, 0, 1000);
   hx_wait_results(conn, &c, 200, pid, 60);
   hx_install_model(&c, path_b); /* while the first thousand flow */
   hx_produce(&c, 1000, 1000);
-  hx_wait_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} ", 1, 30);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 1);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-swap-a\"} "), -1);
+  wp_wait_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} ", 1, 30);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_reloads_total "), 1);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_info{version=\"fraud-swap-a\"} "), -1);
 
   /* A truncated model file: refused, counted, the second model keeps serving. */
   FILE *f = fopen(corrupt, "wb");
@@ -262,31 +262,31 @@ TEST(model_swap_under_load) {
   ASSERT_EQ(fwrite(head, 1, sizeof head, f), sizeof head);
   fclose(f);
   hx_install_model(&c, corrupt);
-  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 1, 30);
+  wp_wait_metric(c.port, "sluice_model_reload_failures_total ", 1, 30);
   ASSERT_OK(kill(pid, SIGHUP)); /* the same file again, on request */
-  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 2, 30);
+  wp_wait_metric(c.port, "sluice_model_reload_failures_total ", 2, 30);
   /* Valid files that do not fit: a regression task, an input the builder does not produce. */
   char wrong[300];
   snprintf(wrong, sizeof wrong, "%s.wrong", c.model);
   fm_write(wrong, hx_inputs, HX_N_INPUTS, "fraud-swap-regression", -1, "regression");
   hx_install_model(&c, wrong);
-  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 3, 30);
+  wp_wait_metric(c.port, "sluice_model_reload_failures_total ", 3, 30);
   static const char *const unknown[] = {"amount", "V14", "shoe_size"};
   fm_write(wrong, unknown, 3, "fraud-swap-unknown", 0.5, "binary");
   hx_install_model(&c, wrong);
-  hx_wait_metric(c.port, "sluice_model_reload_failures_total ", 4, 30);
+  wp_wait_metric(c.port, "sluice_model_reload_failures_total ", 4, 30);
   unlink(wrong);
   static char body[65536];
   int status;
-  hx_http(c.port, "/readyz", &status, body, sizeof body);
+  wp_http(c.port, "/readyz", &status, body, sizeof body);
   ASSERT_EQ(status, 200); /* refused files do not touch readiness */
-  hx_http(c.port, "/info", &status, body, sizeof body);
+  wp_http(c.port, "/info", &status, body, sizeof body);
   ASSERT_STR_CONTAINS(body, "model_version:fraud-swap-b\n");
   ASSERT_STR_CONTAINS(body, "block_threshold:0.4\n"); /* the second model card's */
   hx_produce(&c, 2000, 1000);
   hx_wait_results(conn, &c, 3000, pid, 60);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} "), 1);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 1);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_info{version=\"fraud-swap-b\"} "), 1);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_reloads_total "), 1);
 
   long per_version[2];
   hx_check_results(conn, &c, 0, 3000, m, 2, per_version);
@@ -294,17 +294,17 @@ TEST(model_swap_under_load) {
   ASSERT_OP(per_version[0], >=, 200);
   ASSERT_OP(per_version[1], >=, 1000);
   /* Produced after the corrupt file was refused: all scored by the second model. */
-  ASSERT_EQ(hx_count(conn, "SELECT count(*) FROM \"%s\".results WHERE event_id >= 'ev-002000' "
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".results WHERE event_id >= 'ev-002000' "
                            "AND model_version <> 'fraud-swap-b'", c.schema), 0);
   /* Per partition, the versions switch once, in offset order: a batch never mixes back. */
-  ASSERT_EQ(hx_count(conn, "SELECT count(*) FROM (SELECT model_version, lag(model_version) OVER "
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM (SELECT model_version, lag(model_version) OVER "
                            "(PARTITION BY partition ORDER BY \"offset\") AS prev FROM "
                            "\"%s\".results) t WHERE prev = 'fraud-swap-b' AND model_version = "
                            "'fraud-swap-a'", c.schema), 0);
-  ASSERT_EQ(hx_stop(pid), 0);
+  ASSERT_EQ(wp_stop(pid), 0);
   hx_model_close(&m[0]);
   hx_model_close(&m[1]);
-  hx_drop(conn, &c);
+  wp_drop(conn, &c);
   unlink(c.model);
   unlink(path_a);
   unlink(path_b);
@@ -320,16 +320,16 @@ TEST(unreachable_kafka_reports_not_ready) {
   c.extra[0] = "--kafka-error-grace";
   c.extra[1] = "500ms";
   fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-nokafka-1", 0.5, "binary");
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   pid_t pid = hx_start(&c);
-  hx_wait_metric(c.port, "sluice_kafka_unavailable ", 1, 30);
+  wp_wait_metric(c.port, "sluice_kafka_unavailable ", 1, 30);
   int status;
   static char body[4096];
-  hx_http(c.port, "/readyz", &status, body, sizeof body);
+  wp_http(c.port, "/readyz", &status, body, sizeof body);
   ASSERT_EQ(status, 503);
   ASSERT_STR_CONTAINS(body, "kafka");
-  ASSERT_EQ(hx_stop(pid), 0);
-  hx_drop(conn, &c);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c);
   unlink(c.model);
 }
 
@@ -353,30 +353,30 @@ TEST(model_watch_interval_reloads_on_sighup) {
   fm_write(path_b, hx_inputs, HX_N_INPUTS, "fraud-watch-b", 0.5, "binary");
   fm_write(path_c, hx_inputs, HX_N_INPUTS, "fraud-watch-c", 0.5, "binary");
   hx_install_model(&c, path_a);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   pid_t pid = hx_start(&c);
   hx_produce(&c, 0, 200);
   hx_wait_results(conn, &c, 200, pid, 60);
   hx_install_model(&c, path_b);
   usleep(1500000); /* no watcher: nothing may happen */
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 0);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_info{version=\"fraud-watch-a\"} "), 1);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_reloads_total "), 0);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_info{version=\"fraud-watch-a\"} "), 1);
 
   f = fopen(conf, "w");
   ASSERT_NOT_NULL(f);
   fprintf(f, "model.watch_interval = 100ms\n");
   fclose(f);
   ASSERT_OK(kill(pid, SIGHUP)); /* settings, then the file: b */
-  hx_wait_metric(c.port, "sluice_model_info{version=\"fraud-watch-b\"} ", 1, 30);
+  wp_wait_metric(c.port, "sluice_model_info{version=\"fraud-watch-b\"} ", 1, 30);
   hx_install_model(&c, path_c); /* now the watcher sees it */
-  hx_wait_metric(c.port, "sluice_model_info{version=\"fraud-watch-c\"} ", 1, 30);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_model_reloads_total "), 2);
+  wp_wait_metric(c.port, "sluice_model_info{version=\"fraud-watch-c\"} ", 1, 30);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_model_reloads_total "), 2);
   hx_produce(&c, 200, 100);
   hx_wait_results(conn, &c, 300, pid, 60);
-  ASSERT_EQ(hx_count(conn, "SELECT count(*) FROM \"%s\".results WHERE event_id >= 'ev-000200' "
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".results WHERE event_id >= 'ev-000200' "
                            "AND model_version <> 'fraud-watch-c'", c.schema), 0);
-  ASSERT_EQ(hx_stop(pid), 0);
-  hx_drop(conn, &c);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c);
   unlink(c.model);
   unlink(conf);
   unlink(path_a);
@@ -393,7 +393,7 @@ TEST(repeatedly_rejected_commit_exits_then_restart_completes) {
   fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-rej-1", 0.5, "binary");
   hx_model_t m;
   hx_model_open(&m, c.model);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   hx_produce(&c, 0, 300);
   pid_t pid = hx_start(&c);
   hx_wait_results(conn, &c, 300, pid, 60);
@@ -421,9 +421,9 @@ TEST(repeatedly_rejected_commit_exits_then_restart_completes) {
   hx_wait_results(conn, &c, 600, pid, 60);
   long per_version[1];
   hx_check_results(conn, &c, 0, 600, &m, 1, per_version);
-  ASSERT_EQ(hx_stop(pid), 0);
+  ASSERT_EQ(wp_stop(pid), 0);
   hx_model_close(&m);
-  hx_drop(conn, &c);
+  wp_drop(conn, &c);
   unlink(c.model);
 }
 
@@ -447,7 +447,7 @@ TEST(csv_named_model_is_served) {
   fm_write(c.model, inputs, n_inputs, "fraud-csv-1", 0.5, "binary");
   hx_model_t m;
   hx_model_open(&m, c.model);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   const int n = 200;
   hx_produce(&c, 0, n);
   pid_t pid = hx_start(&c);
@@ -466,7 +466,7 @@ TEST(csv_named_model_is_served) {
     ASSERT_STR_EQ(PQgetvalue(res, i, 0), id);
     ASSERT_STR_EQ(PQgetvalue(res, i, 2), "fraud-csv-1");
     float x[WK_FRAUD_N_PRECOMPUTED + 1];
-    ASSERT_EQ(hx_parse_array(PQgetvalue(res, i, 3), x, n_inputs), n_inputs);
+    ASSERT_EQ(wp_parse_reals(PQgetvalue(res, i, 3), x, n_inputs), n_inputs);
     /* What hx_event(i) put into the transaction. */
     ASSERT_EQ(x[WK_FRAUD_N_PRECOMPUTED], (float)(5.0 + (i * 37) % 400));
     for (int k = 0; k < WK_FRAUD_N_PRECOMPUTED; k++)
@@ -477,8 +477,8 @@ TEST(csv_named_model_is_served) {
     ASSERT_NEAR(atof(PQgetvalue(res, i, 1)), (double)s.score, 1e-5);
   }
   PQclear(res);
-  ASSERT_EQ(hx_stop(pid), 0);
+  ASSERT_EQ(wp_stop(pid), 0);
   hx_model_close(&m);
-  hx_drop(conn, &c);
+  wp_drop(conn, &c);
   unlink(c.model);
 }

@@ -22,7 +22,7 @@ static void *watch_ready(void *arg) {
   static char body[4096];
   while (!atomic_load(&wt->stop)) {
     int status;
-    hx_http(wt->port, "/readyz", &status, body, sizeof body);
+    wp_http(wt->port, "/readyz", &status, body, sizeof body);
     if (status == 503 && !atomic_load(&wt->saw_not_ready)) {
       snprintf(wt->reason, sizeof wt->reason, "%s", body);
       atomic_store(&wt->saw_not_ready, 1);
@@ -42,13 +42,13 @@ TEST(postgres_restart_recovers_in_process) {
   fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-pgr-1", 0.5, "binary");
   hx_model_t m;
   hx_model_open(&m, c.model);
-  PGconn *conn = hx_db(&c);
+  PGconn *conn = wp_db(&c);
   hx_produce(&c, 0, 1500);
   pid_t pid = hx_start(&c);
   hx_wait_results(conn, &c, 300, pid, 60);
   int status;
   static char body[4096];
-  hx_http(c.port, "/readyz", &status, body, sizeof body);
+  wp_http(c.port, "/readyz", &status, body, sizeof body);
   ASSERT_EQ(status, 200);
 
   watch_t wt = {.port = c.port};
@@ -61,7 +61,7 @@ TEST(postgres_restart_recovers_in_process) {
   ASSERT_EQ(system(cmd), 0);
   PQfinish(conn);
   hx_produce(&c, 1500, 1500); /* the stream goes on while the worker reconnects */
-  conn = hx_db(&c);
+  conn = wp_db(&c);
   hx_wait_results(conn, &c, 3000, pid, 60);
   for (int i = 0; i < 500 && !atomic_load(&wt.saw_ready_after); i++) usleep(10000);
   atomic_store(&wt.stop, 1);
@@ -71,14 +71,14 @@ TEST(postgres_restart_recovers_in_process) {
   ASSERT_MSG(atomic_load(&wt.saw_ready_after), "/readyz did not become ready again");
   ASSERT(strstr(wt.reason, "database") != NULL || strstr(wt.reason, "state") != NULL);
   ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0); /* recovered in process: never exited */
-  ASSERT_OP(hx_metric(c.port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
-  ASSERT_EQ((int)hx_metric(c.port, "sluice_recovering "), 0);
+  ASSERT_OP(wp_metric(c.port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
+  ASSERT_EQ((int)wp_metric(c.port, "sluice_recovering "), 0);
 
   long per_version[1];
   hx_check_results(conn, &c, 0, 3000, &m, 1, per_version);
-  ASSERT_EQ(hx_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 3000);
-  ASSERT_EQ(hx_stop(pid), 0);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c.schema), 3000);
+  ASSERT_EQ(wp_stop(pid), 0);
   hx_model_close(&m);
-  hx_drop(conn, &c);
+  wp_drop(conn, &c);
   unlink(c.model);
 }

@@ -5,28 +5,20 @@
  * outcome from PostgreSQL: every produced event has exactly one result row, its score is what
  * the model of the row's version gives for the stored input (the test loads the model files
  * itself), its decision agrees with the thresholds, and each card's velocity history has no
- * gap and no repeat (v_n_seen counts 0, 1, 2, ... in offset order).
+ * gap and no repeat (v_n_seen counts 0, 1, 2, ... in offset order). Starting and stopping
+ * the worker, HTTP, counts and Kafka producing are worker-proc.h's (wp_*).
  */
 #ifndef TEST_WORKER_HARNESS_H
 #define TEST_WORKER_HARNESS_H
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <librdkafka/rdkafka.h>
-#include <libpq-fe.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 
 #include "fraud-input.h"
 #include "fraud-model.h"
 #include "scorer.h"
 #include "sluice/v1/results.pb-c.h"
-#include "svc/kafka.h"
+#include "worker-proc.h"
 
 #define HX_CARDS 10
 #define HX_PARTS 3
@@ -36,67 +28,16 @@ static const char *const hx_inputs[] = {"amount", "log_amount", "V14", "has_card
 #define HX_N_INPUTS 7
 #define HX_N_SEEN_INPUT 6 /* v_n_seen's index in hx_inputs */
 
-typedef struct hx_ctx_s {
-  const char *brokers, *dsn;
-  char topic[128], dlq[128], group[128], schema[96], model[256];
-  unsigned port;
-  const char *extra[8]; /* more flags for the worker, NULL-terminated */
-} hx_ctx_t;
+/* The fraud worker needs nothing beyond the common context (its model file is c->model, a
+ * temporary file the test writes). */
+typedef wp_ctx_t hx_ctx_t;
 
-static inline unsigned hx_free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_OK(bind(fd, (struct sockaddr *)&sa, sizeof sa));
-  socklen_t len = sizeof sa;
-  ASSERT_OK(getsockname(fd, (struct sockaddr *)&sa, &len));
-  close(fd);
-  return ntohs(sa.sin_port);
-}
+#define HX_RESULTS_SQL "SELECT count(*) FROM \"%s\".results"
 
 /* Fresh topics, group, schema and port for one test; `tag` names them. */
 static inline void hx_init(hx_ctx_t *c, const char *tag) {
-  memset(c, 0, sizeof *c);
-  c->brokers = test_require_env("SLUICE_KAFKA_BROKERS");
-  c->dsn = test_require_env("SLUICE_PG_DSN");
-  char p[64];
-  snprintf(p, sizeof p, "wk-%s-events", tag);
-  test_unique_name(c->topic, sizeof c->topic, p);
-  snprintf(p, sizeof p, "wk-%s-dlq", tag);
-  test_unique_name(c->dlq, sizeof c->dlq, p);
-  snprintf(p, sizeof p, "wk-%s-group", tag);
-  test_unique_name(c->group, sizeof c->group, p);
-  snprintf(c->schema, sizeof c->schema, "wk_%s_%ld_%ld", tag, (long)getpid(), (long)time(NULL));
+  wp_init(c, "wk", tag, HX_PARTS, false);
   snprintf(c->model, sizeof c->model, "/tmp/wk-%s-%ld.safetensors", tag, (long)getpid());
-  c->port = hx_free_port();
-  char err[512];
-  ASSERT_MSG(kq_topic_create(c->brokers, c->topic, HX_PARTS, 1, 20000, err, sizeof err) ==
-                 SVC_OK, "%s", err);
-  ASSERT_MSG(kq_topic_create(c->brokers, c->dlq, 1, 1, 20000, err, sizeof err) == SVC_OK, "%s",
-             err);
-}
-
-static inline rd_kafka_t *hx_producer(const hx_ctx_t *c) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  ASSERT_EQ(rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err),
-            RD_KAFKA_CONF_OK);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  ASSERT_MSG(rk != NULL, "%s", err);
-  return rk;
-}
-
-static inline void hx_send(rd_kafka_t *rk, const hx_ctx_t *c, const char *key, const void *val,
-                    size_t len) {
-  ASSERT_EQ(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(c->topic),
-                              RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-                              RD_KAFKA_V_VALUE((void *)val, len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-}
-
-static inline void hx_flush(rd_kafka_t *rk) {
-  ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
 /* Event i as a packed Envelope into buf (card i % HX_CARDS, key = card). Returns its size. */
@@ -124,155 +65,33 @@ static inline size_t hx_event(int i, uint8_t *buf, char *card, size_t card_size)
 
 /* Produces good events first .. first+n-1. */
 static inline void hx_produce(const hx_ctx_t *c, int first, int n) {
-  rd_kafka_t *rk = hx_producer(c);
+  rd_kafka_t *rk = wp_producer(c);
   for (int i = first; i < first + n; i++) {
     uint8_t buf[512];
     char card[32];
     size_t len = hx_event(i, buf, card, sizeof card);
-    hx_send(rk, c, card, buf, len);
+    wp_send(rk, c->topic, card, buf, len);
   }
-  hx_flush(rk);
+  wp_flush(rk);
   rd_kafka_destroy(rk);
 }
 
+/* Starts the fraud worker (the fraud-only topic flags, batches of 64). */
 static inline pid_t hx_start(const hx_ctx_t *c) {
-  char bin[512], port[16];
-  const char *bdir = getenv("SLUICE_BINARY_DIR");
-  ASSERT_NOT_NULL(bdir);
-  snprintf(bin, sizeof bin, "%s/bin/sluice-worker", bdir);
-  snprintf(port, sizeof port, "%u", c->port);
-  pid_t pid = fork();
-  ASSERT(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test aborts: the worker must not outlive it */
-    setenv("SLUICE_KAFKA_BROKERS", c->brokers, 1);
-    setenv("SLUICE_PG_DSN", c->dsn, 1);
-    char *argv[48] = {bin,
-                      "--kafka-group", (char *)c->group,
-                      "--fraud-topic", (char *)c->topic,
-                      "--fraud-dlq-topic", (char *)c->dlq,
-                      "--pg-schema", (char *)c->schema,
-                      "--http-address", "127.0.0.1",
-                      "--http-port", port,
-                      "--model-path", (char *)c->model,
-                      "--batch-max", "64",
-                      "--batch-wait", "10ms",
-                      "--log-level", "warn"};
-    int n = 21;
-    for (int i = 0; c->extra[i] && i < 8; i++) argv[n++] = (char *)c->extra[i];
-    argv[n] = NULL;
-    execv(bin, argv);
-    perror("execv sluice-worker");
-    _exit(127);
-  }
-  return pid;
-}
-
-static inline int hx_stop(pid_t pid) {
-  ASSERT_OK(kill(pid, SIGTERM));
-  int status = 0;
-  for (int i = 0; i < 600; i++) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      ASSERT_MSG(WIFEXITED(status), "worker died by signal %d", WTERMSIG(status));
-      return WEXITSTATUS(status);
-    }
-    usleep(50000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  ASSERT_MSG(0, "worker did not stop within 30 s of SIGTERM");
-  return -1;
-}
-
-static inline PGconn *hx_db(const hx_ctx_t *c) {
-  PGconn *conn = PQconnectdb(c->dsn);
-  ASSERT_MSG(PQstatus(conn) == CONNECTION_OK, "%s", PQerrorMessage(conn));
-  return conn;
-}
-
-/* A count query with the schema as the one %s; -1 when it fails (e.g. PostgreSQL down). */
-static inline long hx_count(PGconn *conn, const char *fmt, const char *schema) {
-  char sql[512];
-  snprintf(sql, sizeof sql, fmt, schema);
-  PGresult *res = PQexec(conn, sql);
-  long v = -1;
-  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) v = atol(PQgetvalue(res, 0, 0));
-  PQclear(res);
-  return v;
+  const char *const flags[] = {"--fraud-topic", c->topic, "--fraud-dlq-topic", c->dlq,
+                               "--batch-max", "64", NULL};
+  return wp_start(c, c->port, flags);
 }
 
 static inline long hx_results(PGconn *conn, const hx_ctx_t *c) {
-  return hx_count(conn, "SELECT count(*) FROM \"%s\".results", c->schema);
+  return wp_count(conn, HX_RESULTS_SQL, c->schema);
 }
 
 /* Waits until the results table holds at least `want` rows; fails after `secs` or if the
  * worker exits. */
-static inline void hx_wait_results(PGconn *conn, const hx_ctx_t *c, long want, pid_t pid, int secs) {
-  long have = -1;
-  for (int i = 0; i < secs * 50; i++) {
-    have = hx_results(conn, c);
-    if (have >= want) return;
-    int status;
-    ASSERT_MSG(waitpid(pid, &status, WNOHANG) == 0, "worker exited early (status %d)", status);
-    usleep(20000);
-  }
-  ASSERT_MSG(0, "results: %ld rows after %d s, expected %ld", have, secs, want);
-}
-
-/* GET path; *status 0 when nothing listens (yet). */
-static inline void hx_http(unsigned port, const char *path, int *status, char *body, size_t size) {
-  *status = 0;
-  body[0] = '\0';
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    return;
-  }
-  char req[256];
-  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
-  if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-    close(fd);
-    return;
-  }
-  char *buf = malloc(262144);
-  ASSERT_NOT_NULL(buf);
-  size_t len = 0;
-  ssize_t k;
-  while (len < 262143 && (k = read(fd, buf + len, 262143 - len)) > 0) len += (size_t)k;
-  buf[len] = '\0';
-  close(fd);
-  if (sscanf(buf, "HTTP/1.%*d %d", status) != 1) *status = 0;
-  const char *b = strstr(buf, "\r\n\r\n");
-  snprintf(body, size, "%s", b ? b + 4 : "");
-  free(buf);
-}
-
-/* The value of a metric line starting with `series` (e.g. "sluice_recovering "), or -1. */
-static inline double hx_metric(unsigned port, const char *series) {
-  static char body[262144];
-  int status;
-  hx_http(port, "/metrics", &status, body, sizeof body);
-  if (status != 200) return -1;
-  const char *p = body;
-  size_t n = strlen(series);
-  while ((p = strstr(p, series)) != NULL) {
-    if (p == body || p[-1] == '\n') return atof(p + n);
-    p += n;
-  }
-  return -1;
-}
-
-/* Waits until a metric reaches at least `want`; fails after `secs`. */
-static inline void hx_wait_metric(unsigned port, const char *series, double want, int secs) {
-  double v = -1;
-  for (int i = 0; i < secs * 20; i++) {
-    v = hx_metric(port, series);
-    if (v >= want) return;
-    usleep(50000);
-  }
-  ASSERT_MSG(0, "%s is %g after %d s, expected at least %g", series, v, secs, want);
+static inline void hx_wait_results(PGconn *conn, const hx_ctx_t *c, long want, pid_t pid,
+                                   int secs) {
+  wp_wait_count(conn, c, HX_RESULTS_SQL, want, &pid, 1, secs);
 }
 
 static inline void hx_copy_file(const char *from, const char *to) {
@@ -287,7 +106,7 @@ static inline void hx_copy_file(const char *from, const char *to) {
 
 /* Replaces the worker's model file atomically (a watcher never sees half a file). */
 static inline void hx_install_model(const hx_ctx_t *c, const char *from) {
-  char tmp[300];
+  char tmp[sizeof c->model + 8];
   snprintf(tmp, sizeof tmp, "%s.tmp", c->model);
   hx_copy_file(from, tmp);
   ASSERT_OK(rename(tmp, c->model));
@@ -310,19 +129,6 @@ static inline void hx_model_open(hx_model_t *m, const char *path) {
 static inline void hx_model_close(hx_model_t *m) {
   m->sc->session_free(m->sess);
   wk_scorer_free(m->sc);
-}
-
-/* Parses a PostgreSQL real[] literal "{1,2.5,...}" into out[n]; returns the count. */
-static inline int hx_parse_array(const char *s, float *out, int n) {
-  int k = 0;
-  if (*s == '{') s++;
-  while (*s && *s != '}' && k < n) {
-    char *end;
-    out[k++] = strtof(s, &end);
-    s = end;
-    if (*s == ',') s++;
-  }
-  return k;
 }
 
 /*
@@ -365,7 +171,7 @@ static inline void hx_check_results(PGconn *conn, const hx_ctx_t *c, int first, 
     ASSERT_MSG(v < n_models, "%s: unknown model version %s", id, version);
     per_version[v]++;
     float x[HX_N_INPUTS];
-    ASSERT_EQ(hx_parse_array(PQgetvalue(res, i, 5), x, HX_N_INPUTS), HX_N_INPUTS);
+    ASSERT_EQ(wp_parse_reals(PQgetvalue(res, i, 5), x, HX_N_INPUTS), HX_N_INPUTS);
     wk_score_t s;
     char err[256];
     ASSERT_OK(models[v].sc->score(models[v].sess, x, 1, &s, NULL, err, sizeof err));
@@ -385,14 +191,6 @@ static inline void hx_check_results(PGconn *conn, const hx_ctx_t *c, int first, 
     seen++;
   }
   PQclear(res);
-}
-
-static inline void hx_drop(PGconn *conn, const hx_ctx_t *c) {
-  char sql[256];
-  snprintf(sql, sizeof sql, "SET client_min_messages TO warning; DROP SCHEMA \"%s\" CASCADE",
-           c->schema);
-  PQclear(PQexec(conn, sql));
-  PQfinish(conn);
 }
 
 #endif /* TEST_WORKER_HARNESS_H */
