@@ -10,27 +10,17 @@
  *   - the outbox holds exactly the alert transitions that the stored scores give, in offset
  *     order, under the test's own reading of the alert rules (fire at or below enter after
  *     min_fire, clear above clear after min_clear), each once, with the right event.
- * Generic helpers (ports, HTTP, metrics) follow worker-harness.h, which is fraud-specific.
+ * Starting and stopping the worker, HTTP, counts and Kafka producing are worker-proc.h's (wp_*).
  */
 #ifndef TEST_FAULT_HARNESS_H
 #define TEST_FAULT_HARNESS_H
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <librdkafka/rdkafka.h>
-#include <libpq-fe.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 
 #include "moe/moe.h"
 #include "sluice/v1/envelope.pb-c.h"
 #include "sluice/v1/results.pb-c.h"
-#include "svc/kafka.h"
+#include "worker-proc.h"
 
 #define FH_PARTS 3
 #define FH_MIN 60000LL
@@ -52,28 +42,14 @@ static const char *const fh_names[24] = {
     "sensor_16", "sensor_17", "sensor_18", "sensor_19", "sensor_20", "sensor_21"};
 
 typedef struct fh_ctx_s {
-  const char *brokers, *dsn;
-  char topic[128], dlq[128], alerts[128], group[128], schema[96], model[512];
-  unsigned port;
-  const char *extra[8]; /* more flags for the worker, NULL-terminated */
-  bool no_alert_flags;  /* run without the FH_* alert flags (a probability model) */
+  wp_ctx_t w;          /* names, port, model (the shipped C-MAPSS model unless set), extra */
+  bool no_alert_flags; /* run without the FH_* alert flags (a probability model) */
   /* the data: units 1..n_units of FD001 */
   int n_units;
   int len[FH_MAX_UNITS];                        /* cycles of unit u+1 in the file */
   double rows[FH_MAX_UNITS][FH_MAX_CYCLES][24]; /* [unit][cycle - 1][channel] */
   int T;                                        /* the model's window */
 } fh_ctx_t;
-
-static inline unsigned fh_free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_OK(bind(fd, (struct sockaddr *)&sa, sizeof sa));
-  socklen_t len = sizeof sa;
-  ASSERT_OK(getsockname(fd, (struct sockaddr *)&sa, &len));
-  close(fd);
-  return ntohs(sa.sin_port);
-}
 
 /* Readings per unit as streamed: the run to failure, then FH_HEALTHY healthy cycles. */
 static inline int fh_stream_len(const fh_ctx_t *c, int u) { return c->len[u] + FH_HEALTHY; }
@@ -108,57 +84,16 @@ static inline void fh_load_data(fh_ctx_t *c, int n_units) {
 /* Fresh topics, group, schema and port; `tag` names them. */
 static inline void fh_init(fh_ctx_t *c, const char *tag, int n_units) {
   memset(c, 0, sizeof *c);
-  c->brokers = test_require_env("SLUICE_KAFKA_BROKERS");
-  c->dsn = test_require_env("SLUICE_PG_DSN");
-  char p[64];
-  snprintf(p, sizeof p, "wf-%s-events", tag);
-  test_unique_name(c->topic, sizeof c->topic, p);
-  snprintf(p, sizeof p, "wf-%s-dlq", tag);
-  test_unique_name(c->dlq, sizeof c->dlq, p);
-  snprintf(p, sizeof p, "wf-%s-alerts", tag);
-  test_unique_name(c->alerts, sizeof c->alerts, p);
-  snprintf(p, sizeof p, "wf-%s-group", tag);
-  test_unique_name(c->group, sizeof c->group, p);
-  snprintf(c->schema, sizeof c->schema, "wf_%s_%ld_%ld", tag, (long)getpid(), (long)time(NULL));
+  wp_init(&c->w, "wf", tag, FH_PARTS, true);
   const char *dir = getenv("SLUICE_SOURCE_DIR");
-  snprintf(c->model, sizeof c->model, "%s/models/fault-cmapss.safetensors", dir ? dir : ".");
-  c->port = fh_free_port();
-  char err[512];
-  ASSERT_MSG(kq_topic_create(c->brokers, c->topic, FH_PARTS, 1, 20000, err, sizeof err) ==
-                 SVC_OK, "%s", err);
-  ASSERT_MSG(kq_topic_create(c->brokers, c->dlq, 1, 1, 20000, err, sizeof err) == SVC_OK, "%s",
-             err);
-  ASSERT_MSG(kq_topic_create(c->brokers, c->alerts, 1, 1, 20000, err, sizeof err) == SVC_OK,
-             "%s", err);
+  snprintf(c->w.model, sizeof c->w.model, "%s/models/fault-cmapss.safetensors", dir ? dir : ".");
   fh_load_data(c, n_units);
+  char err[512];
   moe_model_t *m = NULL;
-  ASSERT_MSG(moe_model_load(c->model, &m, err, sizeof err) == 0, "%s", err);
+  ASSERT_MSG(moe_model_load(c->w.model, &m, err, sizeof err) == 0, "%s", err);
   c->T = moe_model_sensor_window(m);
   for (int k = 0; k < 24; k++) ASSERT_STR_EQ(moe_model_sensor_channel_name(m, k), fh_names[k]);
   moe_model_free(m);
-}
-
-static inline rd_kafka_t *fh_producer(const fh_ctx_t *c) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  ASSERT_EQ(rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err),
-            RD_KAFKA_CONF_OK);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  ASSERT_MSG(rk != NULL, "%s", err);
-  return rk;
-}
-
-static inline void fh_send(rd_kafka_t *rk, const char *topic, const char *key, const void *val,
-                           size_t len) {
-  ASSERT_EQ(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                              RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-                              RD_KAFKA_V_VALUE((void *)val, len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-}
-
-static inline void fh_flush(rd_kafka_t *rk) {
-  ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
 /* A reading as a packed Envelope into buf (at least 4096 bytes); returns its size. n_values
@@ -197,7 +132,7 @@ static inline void fh_device(char *buf, size_t size, int u) { snprintf(buf, size
  * has), interleaved by time (all units at reading k, then k + 1, ...). Returns how many.
  */
 static inline long fh_produce(const fh_ctx_t *c, int k_from, int k_to) {
-  rd_kafka_t *rk = fh_producer(c);
+  rd_kafka_t *rk = wp_producer(&c->w);
   long n = 0;
   for (int k = k_from; k < k_to; k++)
     for (int u = 0; u < c->n_units; u++) {
@@ -208,10 +143,10 @@ static inline long fh_produce(const fh_ctx_t *c, int k_from, int k_to) {
       fh_device(dev, sizeof dev, u);
       size_t len = fh_pack(id, dev, FH_T0 + (int64_t)(k + 1) * FH_MIN, c->rows[u][fh_row(c, u, k)],
                            24, buf, sizeof buf);
-      fh_send(rk, c->topic, dev, buf, len);
+      wp_send(rk, c->w.topic, dev, buf, len);
       n++;
     }
-  fh_flush(rk);
+  wp_flush(rk);
   rd_kafka_destroy(rk);
   return n;
 }
@@ -228,169 +163,36 @@ static inline long fh_expected_results(const fh_ctx_t *c) {
   return n;
 }
 
+/* Starts the fault worker (batches of 64; the FH_* alert settings unless no_alert_flags). */
 static inline pid_t fh_start(const fh_ctx_t *c) {
-  char bin[512], port[16];
-  const char *bdir = getenv("SLUICE_BINARY_DIR");
-  ASSERT_NOT_NULL(bdir);
-  snprintf(bin, sizeof bin, "%s/bin/sluice-worker", bdir);
-  snprintf(port, sizeof port, "%u", c->port);
-  pid_t pid = fork();
-  ASSERT(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test aborts: the worker must not outlive it */
-    setenv("SLUICE_KAFKA_BROKERS", c->brokers, 1);
-    setenv("SLUICE_PG_DSN", c->dsn, 1);
-    char *argv[64] = {bin,
-                      "--pipeline", "fault",
-                      "--kafka-group", (char *)c->group,
-                      "--topic", (char *)c->topic,
-                      "--dlq-topic", (char *)c->dlq,
-                      "--alerts-topic", (char *)c->alerts,
-                      "--pg-schema", (char *)c->schema,
-                      "--http-address", "127.0.0.1",
-                      "--http-port", port,
-                      "--model-path", (char *)c->model,
-                      "--batch-max", "64",
-                      "--batch-wait", "10ms",
-                      "--log-level", getenv("FH_LOG_LEVEL") ? getenv("FH_LOG_LEVEL") : "warn"};
-    int n = 0;
-    while (argv[n] != NULL) n++;
-    if (!c->no_alert_flags) {
-      static char *const alert[] = {"--fault-alert-enter", "40", "--fault-alert-clear", "70",
-                                    "--fault-alert-min-fire", "2m", "--fault-alert-min-clear",
-                                    "1m"};
-      for (size_t i = 0; i < sizeof alert / sizeof alert[0]; i++) argv[n++] = alert[i];
-    }
-    for (int i = 0; i < 8 && c->extra[i]; i++) argv[n++] = (char *)c->extra[i];
-    argv[n] = NULL;
-    execv(bin, argv);
-    perror("execv sluice-worker");
-    _exit(127);
+  const char *flags[32] = {"--pipeline", "fault",
+                           "--topic", c->w.topic,
+                           "--dlq-topic", c->w.dlq,
+                           "--alerts-topic", c->w.alerts,
+                           "--batch-max", "64"};
+  int n = 10;
+  if (!c->no_alert_flags) {
+    static const char *const alert[] = {"--fault-alert-enter", "40", "--fault-alert-clear", "70",
+                                        "--fault-alert-min-fire", "2m", "--fault-alert-min-clear",
+                                        "1m"};
+    for (size_t i = 0; i < sizeof alert / sizeof alert[0]; i++) flags[n++] = alert[i];
   }
-  return pid;
+  flags[n] = NULL;
+  return wp_start(&c->w, c->w.port, flags);
 }
 
-static inline int fh_stop(pid_t pid) {
-  ASSERT_OK(kill(pid, SIGTERM));
-  int status = 0;
-  for (int i = 0; i < 600; i++) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      ASSERT_MSG(WIFEXITED(status), "worker died by signal %d", WTERMSIG(status));
-      return WEXITSTATUS(status);
-    }
-    usleep(50000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  ASSERT_MSG(0, "worker did not stop within 30 s of SIGTERM");
-  return -1;
-}
-
-static inline void fh_kill9(pid_t pid) {
-  ASSERT_OK(kill(pid, SIGKILL));
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-}
-
-static inline PGconn *fh_db(const fh_ctx_t *c) {
-  PGconn *conn = PQconnectdb(c->dsn);
-  ASSERT_MSG(PQstatus(conn) == CONNECTION_OK, "%s", PQerrorMessage(conn));
-  return conn;
-}
-
-/* A count query with the schema as the one %s; -1 when it fails (e.g. PostgreSQL down, or
- * the table not there yet). */
-static inline long fh_count(PGconn *conn, const char *fmt, const char *schema) {
-  char sql[512];
-  int n = snprintf(sql, sizeof sql, fmt, schema);
-  ASSERT(n > 0 && n < (int)sizeof sql);
-  PGresult *res = PQexec(conn, sql);
-  long v = -1;
-  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) v = atol(PQgetvalue(res, 0, 0));
-  PQclear(res);
-  return v;
-}
+#define FH_RESULTS_SQL "SELECT count(*) FROM \"%s\".fault_results"
 
 static inline long fh_results(PGconn *conn, const fh_ctx_t *c) {
   if (PQstatus(conn) != CONNECTION_OK) PQreset(conn);
-  return fh_count(conn, "SELECT count(*) FROM \"%s\".fault_results", c->schema);
+  return wp_count(conn, FH_RESULTS_SQL, c->w.schema);
 }
 
 /* Waits until fault_results holds at least `want` rows; fails after `secs` or if a worker
  * exits (pids[n_pids]). */
 static inline void fh_wait_results(PGconn *conn, const fh_ctx_t *c, long want, const pid_t *pids,
                                    int n_pids, int secs) {
-  long have = -1;
-  for (int i = 0; i < secs * 50; i++) {
-    have = fh_results(conn, c);
-    if (have >= want) return;
-    for (int k = 0; k < n_pids; k++) {
-      int status;
-      ASSERT_MSG(waitpid(pids[k], &status, WNOHANG) == 0, "worker exited early (status %d)",
-                 status);
-    }
-    usleep(20000);
-  }
-  ASSERT_MSG(0, "fault_results: %ld rows after %d s, expected %ld", have, secs, want);
-}
-
-/* GET path; *status 0 when nothing listens (yet). */
-static inline void fh_http(unsigned port, const char *path, int *status, char *body, size_t size) {
-  *status = 0;
-  body[0] = '\0';
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    return;
-  }
-  char req[256];
-  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
-  if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-    close(fd);
-    return;
-  }
-  char *buf = malloc(262144);
-  ASSERT_NOT_NULL(buf);
-  size_t len = 0;
-  ssize_t k;
-  while (len < 262143 && (k = read(fd, buf + len, 262143 - len)) > 0) len += (size_t)k;
-  buf[len] = '\0';
-  close(fd);
-  if (sscanf(buf, "HTTP/1.%*d %d", status) != 1) *status = 0;
-  const char *b = strstr(buf, "\r\n\r\n");
-  snprintf(body, size, "%s", b ? b + 4 : "");
-  free(buf);
-}
-
-/* The value of a metric line starting with `series` (e.g. "sluice_fault_devices "), or -1. */
-static inline double fh_metric(unsigned port, const char *series) {
-  static char body[262144];
-  int status;
-  fh_http(port, "/metrics", &status, body, sizeof body);
-  if (status != 200) return -1;
-  const char *p = body;
-  size_t n = strlen(series);
-  while ((p = strstr(p, series)) != NULL) {
-    if (p == body || p[-1] == '\n') return atof(p + n);
-    p += n;
-  }
-  return -1;
-}
-
-/* Parses a real[] literal "{1,2.5,...}" into out[n]; returns the count. */
-static inline int fh_parse_reals(const char *s, float *out, int n) {
-  int k = 0;
-  if (*s == '{') s++;
-  while (*s && *s != '}' && k < n) {
-    char *end;
-    out[k++] = strtof(s, &end);
-    s = end;
-    if (*s == ',') s++;
-  }
-  return k;
+  wp_wait_count(conn, &c->w, FH_RESULTS_SQL, want, pids, n_pids, secs);
 }
 
 /* The test's own reading of the alert rules for remaining useful life (low is bad). */
@@ -436,12 +238,12 @@ static inline int fh_alert_step(fh_alert_t *a, float s, int64_t t) {
 static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *n_cleared) {
   long want = fh_expected_results(c);
   ASSERT_EQ(fh_results(conn, c), want);
-  ASSERT_EQ(fh_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results",
-                     c->schema),
+  ASSERT_EQ(wp_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results",
+                     c->w.schema),
             want);
   char err[512];
   moe_model_t *mm = NULL;
-  ASSERT_MSG(moe_model_load(c->model, &mm, err, sizeof err) == 0, "%s", err);
+  ASSERT_MSG(moe_model_load(c->w.model, &mm, err, sizeof err) == 0, "%s", err);
   moe_session_t *sess;
   ASSERT_OK(moe_session_new(mm, 1, &sess));
   int T = c->T;
@@ -450,7 +252,7 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
            "SELECT event_id, device_id, score, input::text, kind, "
            "(extract(epoch FROM event_time) * 1000)::bigint FROM \"%s\".fault_results "
            "ORDER BY device_id, partition, kafka_offset",
-           c->schema);
+           c->w.schema);
   PGresult *res = PQexec(conn, sql);
   ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
   static float win[24 * 64];
@@ -477,7 +279,7 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
                prev_k);
     prev_u = u;
     prev_k = k;
-    ASSERT_EQ(fh_parse_reals(PQgetvalue(res, i, 3), win, T * 24), T * 24);
+    ASSERT_EQ(wp_parse_reals(PQgetvalue(res, i, 3), win, T * 24), T * 24);
     for (int t = 0; t < T; t++) {
       const double *row = c->rows[u][fh_row(c, u, k - T + 1 + t)];
       for (int ch = 0; ch < 24; ch++)
@@ -511,7 +313,7 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
   snprintf(sql, sizeof sql,
            "SELECT alert_id, key, topic, payload FROM \"%s\".outbox WHERE domain = 'fault' "
            "ORDER BY key, id",
-           c->schema);
+           c->w.schema);
   res = PQexec(conn, sql);
   ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
   ASSERT_MSG(PQntuples(res) == total, "outbox holds %d fault alerts, the scores give %d",
@@ -527,7 +329,7 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
     snprintf(want_id, sizeof want_id, "fault:%s:rul:%d:%s", PQgetvalue(res, i, 1), exp_seq[u][j],
              exp_kind[u][j] == 1 ? "firing" : "cleared");
     ASSERT_STR_EQ(PQgetvalue(res, i, 0), want_id);
-    ASSERT_STR_EQ(PQgetvalue(res, i, 2), c->alerts);
+    ASSERT_STR_EQ(PQgetvalue(res, i, 2), c->w.alerts);
     size_t len;
     unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 3), &len);
     Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, len, b);
@@ -541,14 +343,6 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
     PQfreemem(b);
   }
   PQclear(res);
-}
-
-static inline void fh_drop(PGconn *conn, const fh_ctx_t *c) {
-  char sql[256];
-  snprintf(sql, sizeof sql, "SET client_min_messages TO warning; DROP SCHEMA \"%s\" CASCADE",
-           c->schema);
-  PQclear(PQexec(conn, sql));
-  PQfinish(conn);
 }
 
 #endif /* TEST_FAULT_HARNESS_H */

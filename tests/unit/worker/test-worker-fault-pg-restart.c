@@ -17,7 +17,7 @@ TEST(postgres_restart_recovers_in_process) {
   const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
   fh_ctx_t *c = &ctx;
   fh_init(c, "pgr", 6);
-  PGconn *conn = fh_db(c);
+  PGconn *conn = wp_db(&c->w);
   long total = fh_produce(c, 0, 120);
   pid_t pid = fh_start(c);
   fh_wait_results(conn, c, 6 * (60 - c->T + 1), &pid, 1, 90);
@@ -29,15 +29,15 @@ TEST(postgres_restart_recovers_in_process) {
   ASSERT_EQ(system(cmd), 0);
   PQfinish(conn);
   total += fh_produce(c, 120, FH_MAX_CYCLES + FH_HEALTHY); /* the stream goes on meanwhile */
-  conn = fh_db(c);
+  conn = wp_db(&c->w);
   fh_wait_results(conn, c, fh_expected_results(c), &pid, 1, 90);
   int status;
   ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0); /* recovered in process: never exited */
-  ASSERT_OP(fh_metric(c->port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
+  ASSERT_OP(wp_metric(c->w.port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, 6);
-  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema), total);
-  ASSERT_EQ(fh_stop(pid), 0);
-  fh_drop(conn, c);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema), total);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c->w);
 }

@@ -21,9 +21,9 @@ TEST(kill9_mid_stream_then_restart) {
   fh_init(c, "k9", N_UNITS);
   /* Static membership, as a pod restarted under the same name: the restarted worker takes the
    * partitions back at once instead of after the dead member's session timeout. */
-  c->extra[0] = "--kafka-instance-id";
-  c->extra[1] = c->group;
-  PGconn *conn = fh_db(c);
+  c->w.extra[0] = "--kafka-instance-id";
+  c->w.extra[1] = c->w.group;
+  PGconn *conn = wp_db(&c->w);
   /* A first part, scored while the group settles (a member killed during its first rebalance
    * holds the partitions until its session times out, static membership or not), then the
    * rest, and the kill while that is being scored. */
@@ -34,7 +34,7 @@ TEST(kill9_mid_stream_then_restart) {
   usleep(500000);
   total += fh_produce(c, 150, FH_MAX_CYCLES + FH_HEALTHY);
   fh_wait_results(conn, c, first + 100, &pid, 1, 90);
-  fh_kill9(pid);
+  wp_kill9(pid);
   long at_kill = fh_results(conn, c);
   fprintf(stderr, "results when killed: %ld of %ld\n", at_kill, want);
   ASSERT_OP(at_kill, <, want); /* killed in the middle, not after the end */
@@ -49,11 +49,11 @@ TEST(kill9_mid_stream_then_restart) {
           cleared);
   ASSERT_OP(fired, >=, N_UNITS); /* every engine fails in this data */
   ASSERT_OP(cleared, >=, 1);     /* and the overhauls clear */
-  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema), total);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema), total);
   /* the restarted worker restored its devices instead of starting them afresh */
-  ASSERT_EQ(fh_count(conn, "SELECT count(*) FROM \"%s\".fault_state", c->schema), N_UNITS);
-  ASSERT_EQ(fh_stop(pid), 0);
-  fh_drop(conn, c);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".fault_state", c->w.schema), N_UNITS);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c->w);
 }
 
 /* Reads `want` records of the DLQ and counts them per reason header. */
@@ -61,13 +61,13 @@ static void read_dlq(const fh_ctx_t *c, int want, const char *const *reasons, in
                      int *by_reason) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->w.brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->w.group, err, sizeof err);
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   ASSERT_NOT_NULL(rk);
   rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_topic_partition_list_add(parts, c->w.dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
   ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(parts);
   int got = 0;
@@ -103,13 +103,13 @@ static void read_dlq(const fh_ctx_t *c, int want, const char *const *reasons, in
 TEST(poison_messages_go_to_the_dlq) {
   fh_ctx_t *c = &ctx;
   fh_init(c, "poison", 3);
-  PGconn *conn = fh_db(c);
+  PGconn *conn = wp_db(&c->w);
   pid_t pid = fh_start(c);
   long total = fh_produce(c, 0, 100);
-  rd_kafka_t *rk = fh_producer(c);
+  rd_kafka_t *rk = wp_producer(&c->w);
   uint8_t buf[4096];
   /* decode: not a protobuf Envelope */
-  fh_send(rk, c->topic, "engine-01", "\xff\xff\xff\xff garbage", 12);
+  wp_send(rk, c->w.topic, "engine-01", "\xff\xff\xff\xff garbage", 12);
   /* wrong_payload: an Envelope carrying a Transaction */
   Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
   Sluice__V1__Transaction tx = SLUICE__V1__TRANSACTION__INIT;
@@ -120,18 +120,18 @@ TEST(poison_messages_go_to_the_dlq) {
   env.transaction = &tx;
   tx.has_amount = 1;
   tx.amount = 3;
-  fh_send(rk, c->topic, "engine-01", buf, sluice__v1__envelope__pack(&env, buf));
+  wp_send(rk, c->w.topic, "engine-01", buf, sluice__v1__envelope__pack(&env, buf));
   /* invalid: a reading without four of the model's channels */
   size_t len = fh_pack("p-missing", "engine-01", FH_T0 + 101 * FH_MIN, c->rows[0][50], 20, buf,
                        sizeof buf);
-  fh_send(rk, c->topic, "engine-01", buf, len);
+  wp_send(rk, c->w.topic, "engine-01", buf, len);
   /* late: 90 minutes behind engine-01's newest reading (lateness 5m) */
   len = fh_pack("p-late", "engine-01", FH_T0 + 10 * FH_MIN, c->rows[0][9], 24, buf, sizeof buf);
-  fh_send(rk, c->topic, "engine-01", buf, len);
+  wp_send(rk, c->w.topic, "engine-01", buf, len);
   /* duplicate: the event time of engine-01's newest reading (k = 99) */
   len = fh_pack("p-dup", "engine-01", FH_T0 + 100 * FH_MIN, c->rows[0][5], 24, buf, sizeof buf);
-  fh_send(rk, c->topic, "engine-01", buf, len);
-  fh_flush(rk);
+  wp_send(rk, c->w.topic, "engine-01", buf, len);
+  wp_flush(rk);
   rd_kafka_destroy(rk);
   total += fh_produce(c, 100, FH_MAX_CYCLES + FH_HEALTHY);
 
@@ -146,17 +146,17 @@ TEST(poison_messages_go_to_the_dlq) {
   ASSERT_OP(fired, >=, 3);
   /* every record, poison included, is committed past */
   for (int i = 0; i < 100; i++) {
-    if (fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema) ==
+    if (wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema) ==
         total + 5)
       break;
     usleep(50000);
   }
-  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema),
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
             total + 5);
-  ASSERT_EQ(fh_metric(c->port, "sluice_fault_window_events_total{status=\"late\"} "), 1);
-  ASSERT_EQ(fh_metric(c->port, "sluice_fault_window_events_total{status=\"duplicate\"} "), 1);
-  ASSERT_EQ(fh_stop(pid), 0);
-  fh_drop(conn, c);
+  ASSERT_EQ(wp_metric(c->w.port, "sluice_fault_window_events_total{status=\"late\"} "), 1);
+  ASSERT_EQ(wp_metric(c->w.port, "sluice_fault_window_events_total{status=\"duplicate\"} "), 1);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c->w);
 }
 
 /* Two workers in one group: the second joins mid-stream, the first leaves later; the devices'
@@ -164,7 +164,7 @@ TEST(poison_messages_go_to_the_dlq) {
 TEST(two_workers_and_rebalances) {
   fh_ctx_t *c = &ctx;
   fh_init(c, "rb", N_UNITS);
-  PGconn *conn = fh_db(c);
+  PGconn *conn = wp_db(&c->w);
   pid_t pids[2];
   pids[0] = fh_start(c);
   long total = fh_produce(c, 0, 80);
@@ -173,26 +173,26 @@ TEST(two_workers_and_rebalances) {
   fh_ctx_t *c2 = malloc(sizeof *c2); /* the second worker: same group, own HTTP port */
   ASSERT_NOT_NULL(c2);
   memcpy(c2, c, sizeof *c2);
-  c2->port = fh_free_port();
+  c2->w.port = wp_free_port();
   pids[1] = fh_start(c2);
-  for (int i = 0; i < 200 && fh_metric(c2->port, "sluice_partitions_assigned ") < 1; i++)
+  for (int i = 0; i < 200 && wp_metric(c2->w.port, "sluice_partitions_assigned ") < 1; i++)
     usleep(50000);
   total += fh_produce(c, 80, 160);
   fh_wait_results(conn, c, N_UNITS * (160 - c->T + 1), pids, 2, 90);
-  double w2 = fh_metric(c2->port, "sluice_fault_window_events_total{status=\"ok\"} ");
+  double w2 = wp_metric(c2->w.port, "sluice_fault_window_events_total{status=\"ok\"} ");
   fprintf(stderr, "second worker folded %g readings\n", w2);
   ASSERT_OP(w2, >, 0); /* it took part */
 
-  ASSERT_EQ(fh_stop(pids[0]), 0); /* the first leaves: the second takes every partition */
+  ASSERT_EQ(wp_stop(pids[0]), 0); /* the first leaves: the second takes every partition */
   total += fh_produce(c, 160, FH_MAX_CYCLES + FH_HEALTHY);
   fh_wait_results(conn, c, fh_expected_results(c), pids + 1, 1, 90);
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, N_UNITS);
-  ASSERT_EQ(fh_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->schema), total);
-  ASSERT_EQ(fh_stop(pids[1]), 0);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema), total);
+  ASSERT_EQ(wp_stop(pids[1]), 0);
   free(c2);
-  fh_drop(conn, c);
+  wp_drop(conn, &c->w);
 }
 
 /* The tabular model in the worker: AI4I machines (one reading each, as `sluice replay` sends
@@ -203,7 +203,7 @@ TEST(ai4i_tabular_every_reading_once) {
   fh_ctx_t *c = &ctx;
   fh_init(c, "ai", 1);
   const char *dir = getenv("SLUICE_SOURCE_DIR");
-  snprintf(c->model, sizeof c->model, "%s/models/fault-ai4i.safetensors", dir ? dir : ".");
+  snprintf(c->w.model, sizeof c->w.model, "%s/models/fault-ai4i.safetensors", dir ? dir : ".");
   c->no_alert_flags = true;
   char path[512], line[512], err[512];
   snprintf(path, sizeof path, "%s/../shared/data/fault/ai4i2020_train.csv", dir ? dir : ".");
@@ -212,9 +212,9 @@ TEST(ai4i_tabular_every_reading_once) {
   ASSERT_NOT_NULL(fgets(line, sizeof line, f));
   static const char *const names[5] = {"Air temperature [K]", "Process temperature [K]",
                                        "Rotational speed [rpm]", "Torque [Nm]", "Tool wear [min]"};
-  PGconn *conn = fh_db(c);
+  PGconn *conn = wp_db(&c->w);
   pid_t pid = fh_start(c);
-  rd_kafka_t *rk = fh_producer(c);
+  rd_kafka_t *rk = wp_producer(&c->w);
   int n = 0;
   while (n < 2000 && fgets(line, sizeof line, f) != NULL) {
     int udi;
@@ -247,30 +247,30 @@ TEST(ai4i_tabular_every_reading_once) {
     env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
     env.sensor_reading = &rd;
     uint8_t buf[1024];
-    fh_send(rk, c->topic, pid_s, buf, sluice__v1__envelope__pack(&env, buf));
+    wp_send(rk, c->w.topic, pid_s, buf, sluice__v1__envelope__pack(&env, buf));
     n++;
   }
   fclose(f);
-  fh_flush(rk);
+  wp_flush(rk);
   rd_kafka_destroy(rk);
   fh_wait_results(conn, c, n, &pid, 1, 90);
 
   moe_model_t *mm = NULL;
-  ASSERT_MSG(moe_model_load(c->model, &mm, err, sizeof err) == 0, "%s", err);
+  ASSERT_MSG(moe_model_load(c->w.model, &mm, err, sizeof err) == 0, "%s", err);
   moe_session_t *sess;
   ASSERT_OK(moe_session_new(mm, 1, &sess));
   float thr = moe_model_threshold(mm);
-  ASSERT_EQ(fh_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results", c->schema), n);
+  ASSERT_EQ(wp_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results", c->w.schema), n);
   char sql[512];
   int sql_len = snprintf(sql, sizeof sql, "SELECT event_id, score, input::text, alert_phase, "
-                         "kind FROM \"%s\".fault_results", c->schema);
+                         "kind FROM \"%s\".fault_results", c->w.schema);
   ASSERT(sql_len > 0 && sql_len < (int)sizeof sql);
   PGresult *res = PQexec(conn, sql);
   ASSERT_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
   int firing = 0;
   for (int i = 0; i < PQntuples(res); i++) {
     float in[8];
-    ASSERT_EQ(fh_parse_reals(PQgetvalue(res, i, 2), in, 8), 6); /* 5 numeric + Type's id */
+    ASSERT_EQ(wp_parse_reals(PQgetvalue(res, i, 2), in, 8), 6); /* 5 numeric + Type's id */
     int32_t cat = (int32_t)in[5];
     ASSERT(cat >= 1 && cat < moe_model_categorical_vocab_size(mm, 0)); /* L, M or H: known */
     moe_input_t row = {.numeric = in, .categorical = &cat};
@@ -290,10 +290,10 @@ TEST(ai4i_tabular_every_reading_once) {
   moe_model_free(mm);
   fprintf(stderr, "%d readings, %d at or above the threshold %.4f\n", n, firing, (double)thr);
   ASSERT_OP(firing, >, 0);
-  ASSERT_EQ(fh_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE alert_id LIKE "
-                           "'fault:%%:failure:1:firing'", c->schema),
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE alert_id LIKE "
+                           "'fault:%%:failure:1:firing'", c->w.schema),
             firing);
-  ASSERT_EQ(fh_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->schema), firing);
-  ASSERT_EQ(fh_stop(pid), 0);
-  fh_drop(conn, c);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->w.schema), firing);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c->w);
 }
