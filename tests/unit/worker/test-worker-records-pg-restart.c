@@ -12,7 +12,7 @@ TEST(postgres_restart_mid_stream_loses_and_repeats_nothing) {
   rh_ctx_t c;
   rh_init(&c, "pgr");
   rh_produce(&c, 0, 150);
-  PGconn *conn = rh_db(&c);
+  PGconn *conn = wp_db(&c.w);
   pid_t pid = rh_start(&c);
   rh_wait_rows(conn, &c, 20, &pid, 1, 60);
   char cmd[1024];
@@ -22,13 +22,13 @@ TEST(postgres_restart_mid_stream_loses_and_repeats_nothing) {
   ASSERT_EQ(system(cmd), 0);
   PQfinish(conn);
   rh_produce(&c, 150, 150); /* the stream goes on while the worker reconnects */
-  conn = rh_db(&c);
+  conn = wp_db(&c.w);
   rh_wait_rows(conn, &c, 300, &pid, 1, 90);
   int status;
   ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0); /* recovered in process: never exited */
-  ASSERT_OP(rh_metric(c.port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
+  ASSERT_OP(wp_metric(c.w.port, "sluice_recoveries_total{cause=\"connection_lost\"} "), >=, 1);
   rh_check(conn, &c, 0, 300, 0);
-  ASSERT_EQ(rh_stop(pid), 0);
-  rh_drop(conn, &c);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c.w);
   rh_close(&c);
 }

@@ -12,8 +12,8 @@
 /* A record that is not an Envelope, one with a Transaction, notes that fail validation, and
  * one too large. */
 static long produce_poison(const rh_ctx_t *c) {
-  rd_kafka_t *rk = rh_producer(c);
-  rh_send(rk, c, "junk", "\xff\xfe\x01 not protobuf", 17);
+  rd_kafka_t *rk = wp_producer(&c->w);
+  wp_send(rk, c->w.topic, "junk", "\xff\xfe\x01 not protobuf", 17);
   Sluice__V1__Transaction tx = SLUICE__V1__TRANSACTION__INIT;
   Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
   env.event_id = "tx-1";
@@ -23,12 +23,12 @@ static long produce_poison(const rh_ctx_t *c) {
   env.transaction = &tx;
   uint8_t buf[256];
   size_t len = sluice__v1__envelope__pack(&env, buf);
-  rh_send(rk, c, "tx-1", buf, len);
+  wp_send(rk, c->w.topic, "tx-1", buf, len);
   uint8_t *v = rf_envelope("empty-1", NULL, "", 1700000000000, &len);
-  rh_send(rk, c, "empty-1", v, len);
+  wp_send(rk, c->w.topic, "empty-1", v, len);
   free(v);
   v = rf_envelope("utf8-1", NULL, "bad \xe9t\xe9", 1700000000000, &len);
-  rh_send(rk, c, "utf8-1", v, len);
+  wp_send(rk, c->w.topic, "utf8-1", v, len);
   free(v);
   /* A note larger than the worker's event.max_bytes (64 KiB by default). */
   size_t big_n = 70000;
@@ -37,7 +37,7 @@ static long produce_poison(const rh_ctx_t *c) {
   for (size_t i = 0; i < big_n; i++) big[i] = i % 2 ? ' ' : 'a';
   big[big_n] = '\0';
   v = rf_envelope("big-1", NULL, big, 1700000000000, &len);
-  rh_send(rk, c, "big-1", v, len);
+  wp_send(rk, c->w.topic, "big-1", v, len);
   free(v);
   free(big);
   ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -50,13 +50,13 @@ static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *
                       int *oversize) {
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->w.brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->w.group, err, sizeof err);
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   ASSERT_NOT_NULL(rk);
   rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_topic_partition_list_add(parts, c->w.dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
   ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(parts);
   int got = 0;
@@ -80,8 +80,8 @@ static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *
       *oversize += strcmp(reason, "oversize") == 0;
       ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-topic", &val, &len),
                 RD_KAFKA_RESP_ERR_NO_ERROR);
-      ASSERT_EQ(len, strlen(c->topic));
-      ASSERT_EQ(memcmp(val, c->topic, len), 0);
+      ASSERT_EQ(len, strlen(c->w.topic));
+      ASSERT_EQ(memcmp(val, c->w.topic, len), 0);
       ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
                 RD_KAFKA_RESP_ERR_NO_ERROR);
       char detail[300];
@@ -99,21 +99,21 @@ static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *
 /* Waits until the outbox is published, then reads the alerts topic: `want` distinct alert ids
  * "records:<note>:<label>", each an Alert for that note and label. */
 static void check_alerts(PGconn *conn, const rh_ctx_t *c, long want, const char *label) {
-  for (int i = 0; i < 600 && rh_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE "
-                                            "published_at IS NULL", c->schema) != 0; i++)
+  for (int i = 0; i < 600 && wp_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE "
+                                            "published_at IS NULL", c->w.schema) != 0; i++)
     usleep(50000);
-  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE published_at IS NULL",
-                     c->schema), 0);
-  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->schema), want);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE published_at IS NULL",
+                     c->w.schema), 0);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->w.schema), want);
   char err[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->w.brokers, err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", c->w.group, err, sizeof err);
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   ASSERT_NOT_NULL(rk);
   rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->alerts, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_topic_partition_list_add(parts, c->w.alerts, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
   ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(parts);
   static char seen[RH_MAX_NOTES];
@@ -168,38 +168,38 @@ TEST(every_note_once_poison_dead_lettered_alerts_published) {
   for (int i = 0; i < n; i++) want_alerts += labels[i] == labels[0];
   moe_model_free(m);
   c.top_evidence = "2";
-  c.extra[0] = "--records-alert-labels";
-  c.extra[1] = label;
+  c.w.extra[0] = "--records-alert-labels";
+  c.w.extra[1] = label;
 
   rh_produce(&c, 0, n / 2);
   long dead = produce_poison(&c);
   rh_produce(&c, n / 2, n / 2);
-  PGconn *conn = rh_db(&c);
+  PGconn *conn = wp_db(&c.w);
   pid_t pid = rh_start(&c);
   rh_wait_rows(conn, &c, n, &pid, 1, 60);
-  for (int i = 0; i < 200 && rh_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM "
-                                            "\"%s\".kafka_offsets", c.schema) < n + dead; i++)
+  for (int i = 0; i < 200 && wp_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM "
+                                            "\"%s\".kafka_offsets", c.w.schema) < n + dead; i++)
     usleep(50000);
   rh_check(conn, &c, 0, n, dead);
   /* Evidence: 1..2 spans a note, each inside the note. */
-  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
-                           "jsonb_array_length(evidence) NOT BETWEEN 1 AND 2", c.schema), 0);
-  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis, "
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) NOT BETWEEN 1 AND 2", c.w.schema), 0);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis, "
                            "jsonb_array_elements(evidence) e WHERE (e->>'start')::int >= "
-                           "(e->>'end')::int OR (e->>'end')::int > 500", c.schema), 0);
+                           "(e->>'end')::int OR (e->>'end')::int > 500", c.w.schema), 0);
   int decode, invalid, wrong, oversize;
   check_dlq(&c, (int)dead, &decode, &invalid, &wrong, &oversize);
   ASSERT_EQ(decode, 1);
   ASSERT_EQ(invalid, 2);
   ASSERT_EQ(wrong, 1);
   ASSERT_EQ(oversize, 1);
-  ASSERT_EQ((long)rh_metric(c.port, "sluice_events_dead_lettered_total{reason=\"invalid\"} "), 2);
+  ASSERT_EQ((long)wp_metric(c.w.port, "sluice_events_dead_lettered_total{reason=\"invalid\"} "), 2);
   check_alerts(conn, &c, want_alerts, label);
   char series[256];
   snprintf(series, sizeof series, "sluice_records_notes_total{label=\"%s\"} ", label);
-  ASSERT_EQ((long)rh_metric(c.port, series), want_alerts);
-  ASSERT_EQ(rh_stop(pid), 0);
-  rh_drop(conn, &c);
+  ASSERT_EQ((long)wp_metric(c.w.port, series), want_alerts);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c.w);
   rh_close(&c);
 }
 
@@ -212,14 +212,14 @@ TEST(kill9_mid_stream_and_restart_lose_and_repeat_nothing) {
   rh_init(&c, "kill");
   /* Static membership: the restarted worker takes the killed one's place at once instead of
    * waiting for its session to time out. */
-  c.extra[0] = "--kafka-instance-id";
-  c.extra[1] = "records-kill";
-  c.extra[2] = "--records-evidence";
-  c.extra[3] = "tokens";
+  c.w.extra[0] = "--kafka-instance-id";
+  c.w.extra[1] = "records-kill";
+  c.w.extra[2] = "--records-evidence";
+  c.w.extra[3] = "tokens";
   c.top_evidence = "1";
   const int n = 150;
   rh_produce(&c, 0, n);
-  PGconn *conn = rh_db(&c);
+  PGconn *conn = wp_db(&c.w);
   pid_t pid = rh_start(&c);
   long first = -1;
   for (int i = 0; i < 30000 && (first = rh_rows(conn, &c)) <= 0; i++) {
@@ -227,7 +227,7 @@ TEST(kill9_mid_stream_and_restart_lose_and_repeat_nothing) {
     ASSERT_MSG(waitpid(pid, &status, WNOHANG) == 0, "worker exited (status %d)", status);
     usleep(2000);
   }
-  rh_kill9(pid);
+  wp_kill9(pid);
   long at_kill = rh_rows(conn, &c);
   fprintf(stderr, "first rows seen: %ld; killed at %ld of %d rows\n", first, at_kill, n);
   ASSERT_MSG(at_kill > 0 && at_kill < n, "the kill did not land mid-stream: %ld of %d rows", at_kill,
@@ -236,12 +236,12 @@ TEST(kill9_mid_stream_and_restart_lose_and_repeat_nothing) {
   rh_wait_rows(conn, &c, n, &pid, 1, 120);
   rh_check(conn, &c, 0, n, 0);
   /* Both workers explained the notes they analysed (one span at most each). */
-  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
-                           "jsonb_array_length(evidence) > 1", c.schema), 0);
-  ASSERT_OP(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
-                           "jsonb_array_length(evidence) = 1", c.schema), >, n / 2);
-  ASSERT_EQ(rh_stop(pid), 0);
-  rh_drop(conn, &c);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) > 1", c.w.schema), 0);
+  ASSERT_OP(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) = 1", c.w.schema), >, n / 2);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c.w);
   rh_close(&c);
 }
 
@@ -249,24 +249,24 @@ TEST(two_workers_share_the_stream_through_a_rebalance) {
   rh_ctx_t c;
   rh_init(&c, "reb");
   rh_produce(&c, 0, 100);
-  PGconn *conn = rh_db(&c);
+  PGconn *conn = wp_db(&c.w);
   pid_t pids[2];
   pids[0] = rh_start(&c);
   rh_wait_rows(conn, &c, 10, pids, 1, 60);
-  unsigned port_b = rh_free_port();
+  unsigned port_b = wp_free_port();
   pids[1] = rh_start_on(&c, port_b);
-  rh_wait_ready(port_b, 60); /* partitions assigned to both */
+  wp_wait_ready(port_b, 60); /* partitions assigned to both */
   rh_produce(&c, 100, 150);
   rh_wait_rows(conn, &c, 250, pids, 2, 90);
-  double a = rh_metric(c.port, "sluice_events_scored_total "),
-         b = rh_metric(port_b, "sluice_events_scored_total ");
+  double a = wp_metric(c.w.port, "sluice_events_scored_total "),
+         b = wp_metric(port_b, "sluice_events_scored_total ");
   fprintf(stderr, "worker a scored %.0f, worker b %.0f\n", a, b);
   ASSERT_OP(b, >, 0);
   ASSERT_OP(a, >, 0);
   rh_check(conn, &c, 0, 250, 0);
-  ASSERT_EQ(rh_stop(pids[1]), 0);
-  ASSERT_EQ(rh_stop(pids[0]), 0);
-  rh_drop(conn, &c);
+  ASSERT_EQ(wp_stop(pids[1]), 0);
+  ASSERT_EQ(wp_stop(pids[0]), 0);
+  wp_drop(conn, &c.w);
   rh_close(&c);
 }
 
@@ -292,7 +292,7 @@ static long rows_of_version(PGconn *conn, const rh_ctx_t *c, const char *version
   char sql[512];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM \"%%s\".record_analysis WHERE model_version = '%s'",
            version);
-  return rh_count(conn, sql, c->schema);
+  return wp_count(conn, sql, c->w.schema);
 }
 
 TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
@@ -301,14 +301,14 @@ TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
   char path[256], err[256];
   snprintf(path, sizeof path, "/tmp/wr-swap-%ld.safetensors", (long)getpid());
   copy_file(RF_MODEL, path);
-  c.model = path;
-  c.extra[0] = "--model-watch-interval";
-  c.extra[1] = "200ms";
+  snprintf(c.w.model, sizeof c.w.model, "%s", path);
+  c.w.extra[0] = "--model-watch-interval";
+  c.w.extra[1] = "200ms";
   moe_model_t *m1 = NULL, *m2 = NULL;
   ASSERT_EQ(moe_model_load(RF_MODEL, &m1, err, sizeof err), MOE_OK);
   ASSERT_EQ(moe_model_load("models/records-abstracts.safetensors", &m2, err, sizeof err), MOE_OK);
   ASSERT(strcmp(moe_model_version(m1), moe_model_version(m2)) != 0);
-  PGconn *conn = rh_db(&c);
+  PGconn *conn = wp_db(&c.w);
   rh_produce(&c, 0, 20);
   pid_t pid = rh_start(&c);
   rh_wait_rows(conn, &c, 20, &pid, 1, 60);
@@ -316,7 +316,7 @@ TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
   /* A tabular model is refused; the text model goes on serving. */
   install_model(path, "models/fraud.safetensors");
   double failed = -1;
-  for (int i = 0; i < 200 && (failed = rh_metric(c.port, "sluice_model_reload_failures_total ")) < 1; i++)
+  for (int i = 0; i < 200 && (failed = wp_metric(c.w.port, "sluice_model_reload_failures_total ")) < 1; i++)
     usleep(50000);
   ASSERT_OP(failed, >=, 1);
   rh_produce(&c, 20, 10);
@@ -325,18 +325,18 @@ TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
   /* Another text classifier is taken: the next notes are analysed with its labels. */
   install_model(path, "models/records-abstracts.safetensors");
   double reloads = -1;
-  for (int i = 0; i < 200 && (reloads = rh_metric(c.port, "sluice_model_reloads_total ")) < 1; i++)
+  for (int i = 0; i < 200 && (reloads = wp_metric(c.w.port, "sluice_model_reloads_total ")) < 1; i++)
     usleep(50000);
   ASSERT_OP(reloads, >=, 1);
   rh_produce(&c, 30, 10);
   rh_wait_rows(conn, &c, 40, &pid, 1, 60);
   ASSERT_EQ(rows_of_version(conn, &c, moe_model_version(m2)), 10);
-  ASSERT_EQ(rh_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
-                           "jsonb_array_length(classes) = 5", c.schema), 10);
-  ASSERT_EQ(rh_stop(pid), 0);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(classes) = 5", c.w.schema), 10);
+  ASSERT_EQ(wp_stop(pid), 0);
   unlink(path);
   moe_model_free(m1);
   moe_model_free(m2);
-  rh_drop(conn, &c);
+  wp_drop(conn, &c.w);
   rh_close(&c);
 }
