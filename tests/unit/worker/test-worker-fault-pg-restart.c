@@ -37,7 +37,8 @@ TEST(postgres_restart_recovers_in_process) {
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, 6);
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema), total);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
+            total);
   ASSERT_EQ(wp_stop(pid), 0);
   wp_drop(conn, &c->w);
 }

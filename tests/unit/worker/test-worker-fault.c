@@ -49,7 +49,8 @@ TEST(kill9_mid_stream_then_restart) {
           cleared);
   ASSERT_OP(fired, >=, N_UNITS); /* every engine fails in this data */
   ASSERT_OP(cleared, >=, 1);     /* and the overhauls clear */
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema), total);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
+            total);
   /* the restarted worker restored its devices instead of starting them afresh */
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".fault_state", c->w.schema), N_UNITS);
   ASSERT_EQ(wp_stop(pid), 0);
@@ -189,7 +190,8 @@ TEST(two_workers_and_rebalances) {
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, N_UNITS);
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema), total);
+  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
+            total);
   ASSERT_EQ(wp_stop(pids[1]), 0);
   free(c2);
   wp_drop(conn, &c->w);
@@ -260,7 +262,9 @@ TEST(ai4i_tabular_every_reading_once) {
   moe_session_t *sess;
   ASSERT_OK(moe_session_new(mm, 1, &sess));
   float thr = moe_model_threshold(mm);
-  ASSERT_EQ(wp_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results", c->w.schema), n);
+  ASSERT_EQ(wp_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results",
+                     c->w.schema),
+            n);
   char sql[512];
   int sql_len = snprintf(sql, sizeof sql, "SELECT event_id, score, input::text, alert_phase, "
                          "kind FROM \"%s\".fault_results", c->w.schema);

@@ -316,7 +316,8 @@ TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
   /* A tabular model is refused; the text model goes on serving. */
   install_model(path, "models/fraud.safetensors");
   double failed = -1;
-  for (int i = 0; i < 200 && (failed = wp_metric(c.w.port, "sluice_model_reload_failures_total ")) < 1; i++)
+  for (int i = 0;
+       i < 200 && (failed = wp_metric(c.w.port, "sluice_model_reload_failures_total ")) < 1; i++)
     usleep(50000);
   ASSERT_OP(failed, >=, 1);
   rh_produce(&c, 20, 10);

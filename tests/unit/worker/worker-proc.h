@@ -267,7 +267,8 @@ static inline long wp_count(PGconn *conn, const char *fmt, const char *schema) {
   ASSERT(n > 0 && n < (int)sizeof sql);
   PGresult *res = PQexec(conn, sql);
   long v = -1;
-  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) v = atol(PQgetvalue(res, 0, 0));
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+    v = atol(PQgetvalue(res, 0, 0));
   PQclear(res);
   return v;
 }
