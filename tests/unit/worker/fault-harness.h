@@ -86,7 +86,9 @@ static inline void fh_init(fh_ctx_t *c, const char *tag, int n_units) {
   memset(c, 0, sizeof *c);
   wp_init(&c->w, "wf", tag, FH_PARTS, true);
   const char *dir = getenv("SLUICE_SOURCE_DIR");
-  snprintf(c->w.model, sizeof c->w.model, "%s/models/fault-cmapss.safetensors", dir ? dir : ".");
+  int n = snprintf(c->w.model, sizeof c->w.model, "%s/models/fault-cmapss.safetensors",
+                   dir ? dir : ".");
+  ASSERT_MSG(n > 0 && n < (int)sizeof c->w.model, "model path too long: %s", c->w.model);
   fh_load_data(c, n_units);
   char err[512];
   moe_model_t *m = NULL;
