@@ -23,10 +23,7 @@ TEST(kill9_mid_stream_then_restart) {
   hx_produce(&c, 0, 3000);
   pid_t pid = hx_start(&c);
   hx_wait_results(conn, &c, 400, pid, 60);
-  ASSERT_OK(kill(pid, SIGKILL));
-  int st;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  wp_kill9(pid);
   long at_kill = hx_results(conn, &c);
   fprintf(stderr, "results when killed: %ld of 3000\n", at_kill);
   ASSERT_OP(at_kill, <, 3000); /* killed in the middle, not after the end */
@@ -43,86 +40,68 @@ TEST(kill9_mid_stream_then_restart) {
   unlink(c.model);
 }
 
+/* What check_dlq's reader needs for each dead-lettered record. */
+typedef struct dlq_check_s {
+  const hx_ctx_t *c;
+  int *by_reason;
+  const char *const *reasons;
+  int n_reasons;
+} dlq_check_t;
+
+/* One DLQ record: a known reason, origin headers, a detail, and the original value. */
+static bool dlq_record(const rd_kafka_message_t *msg, void *arg) {
+  const dlq_check_t *d = arg;
+  const hx_ctx_t *c = d->c;
+  char val[512];
+  size_t len = wp_header(msg, "sluice-dlq-reason", val, sizeof val);
+  int r = 0;
+  while (r < d->n_reasons && !(strlen(d->reasons[r]) == len && strcmp(val, d->reasons[r]) == 0))
+    r++;
+  ASSERT_MSG(r < d->n_reasons, "unexpected reason %s", val);
+  d->by_reason[r]++;
+  ASSERT_EQ(wp_header(msg, "sluice-origin-topic", val, sizeof val), strlen(c->topic));
+  ASSERT_STR_EQ(val, c->topic);
+  wp_header(msg, "sluice-origin-partition", val, sizeof val);
+  int part = atoi(val);
+  ASSERT(part >= 0 && part < HX_PARTS);
+  wp_header(msg, "sluice-origin-offset", val, sizeof val);
+  long long off = atoll(val);
+  ASSERT_OP(off, >=, 0);
+  ASSERT_OP(wp_header(msg, "sluice-dlq-detail", val, sizeof val), >, 0);
+  /* The origin record at that offset holds exactly the dead-lettered value. */
+  char err[512];
+  rd_kafka_conf_t *oc = rd_kafka_conf_new();
+  rd_kafka_conf_set(oc, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(oc, "group.id", c->group, err, sizeof err);
+  rd_kafka_t *orig = rd_kafka_new(RD_KAFKA_CONSUMER, oc, err, sizeof err);
+  ASSERT_NOT_NULL(orig);
+  rd_kafka_topic_partition_list_t *op = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(op, c->topic, part)->offset = off;
+  ASSERT_EQ(rd_kafka_assign(orig, op), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(op);
+  rd_kafka_message_t *om = NULL;
+  for (int k = 0; k < 100 && om == NULL; k++) {
+    om = rd_kafka_consumer_poll(orig, 100);
+    if (om && om->err) {
+      rd_kafka_message_destroy(om);
+      om = NULL;
+    }
+  }
+  ASSERT_NOT_NULL(om);
+  ASSERT_EQ(om->offset, off);
+  ASSERT_EQ(om->len, msg->len);
+  ASSERT(msg->len == 0 || memcmp(om->payload, msg->payload, msg->len) == 0);
+  rd_kafka_message_destroy(om);
+  rd_kafka_consumer_close(orig);
+  rd_kafka_destroy(orig);
+  return true;
+}
+
 /* Reads the DLQ: counts records per reason and checks origin headers and the original value. */
 static void check_dlq(const hx_ctx_t *c, int want, int *by_reason, const char *const *reasons,
                       int n_reasons) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->group, err, sizeof err);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  ASSERT_NOT_NULL(rk);
-  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(parts);
-  int got = 0;
-  for (int i = 0; i < 300 && got < want; i++) {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
-    if (msg == NULL) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      got++;
-      rd_kafka_headers_t *hdrs = NULL;
-      ASSERT_EQ(rd_kafka_message_headers(msg, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
-      const void *val;
-      size_t len;
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-reason", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      int r = 0;
-      while (r < n_reasons && !(strlen(reasons[r]) == len && memcmp(val, reasons[r], len) == 0))
-        r++;
-      ASSERT_MSG(r < n_reasons, "unexpected reason %.*s", (int)len, (const char *)val);
-      by_reason[r]++;
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-topic", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      ASSERT_EQ(len, strlen(c->topic));
-      ASSERT_EQ(memcmp(val, c->topic, len), 0);
-      char num[32];
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-partition", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      snprintf(num, sizeof num, "%.*s", (int)len, (const char *)val);
-      int part = atoi(num);
-      ASSERT(part >= 0 && part < HX_PARTS);
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-offset", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      snprintf(num, sizeof num, "%.*s", (int)len, (const char *)val);
-      long long off = atoll(num);
-      ASSERT_OP(off, >=, 0);
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      ASSERT_OP(len, >, 0);
-      /* The origin record at that offset holds exactly the dead-lettered value. */
-      rd_kafka_conf_t *oc = rd_kafka_conf_new();
-      rd_kafka_conf_set(oc, "bootstrap.servers", c->brokers, err, sizeof err);
-      rd_kafka_conf_set(oc, "group.id", c->group, err, sizeof err);
-      rd_kafka_t *orig = rd_kafka_new(RD_KAFKA_CONSUMER, oc, err, sizeof err);
-      ASSERT_NOT_NULL(orig);
-      rd_kafka_topic_partition_list_t *op = rd_kafka_topic_partition_list_new(1);
-      rd_kafka_topic_partition_list_add(op, c->topic, part)->offset = off;
-      ASSERT_EQ(rd_kafka_assign(orig, op), RD_KAFKA_RESP_ERR_NO_ERROR);
-      rd_kafka_topic_partition_list_destroy(op);
-      rd_kafka_message_t *om = NULL;
-      for (int k = 0; k < 100 && om == NULL; k++) {
-        om = rd_kafka_consumer_poll(orig, 100);
-        if (om && om->err) {
-          rd_kafka_message_destroy(om);
-          om = NULL;
-        }
-      }
-      ASSERT_NOT_NULL(om);
-      ASSERT_EQ(om->offset, off);
-      ASSERT_EQ(om->len, msg->len);
-      ASSERT(msg->len == 0 || memcmp(om->payload, msg->payload, msg->len) == 0);
-      rd_kafka_message_destroy(om);
-      rd_kafka_consumer_close(orig);
-      rd_kafka_destroy(orig);
-    }
-    rd_kafka_message_destroy(msg);
-  }
-  ASSERT_EQ(got, want);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  dlq_check_t d = {c, by_reason, reasons, n_reasons};
+  ASSERT_EQ(wp_consume_all(c, c->dlq, want, 30, dlq_record, &d), want);
 }
 
 /* Poison records of every kind between good ones: each is dead-lettered with its reason and

@@ -13,8 +13,6 @@
 static fh_ctx_t ctx;
 
 TEST(postgres_restart_recovers_in_process) {
-  const char *run_dir = test_require_env("SLUICE_RUN_DIR");
-  const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
   fh_ctx_t *c = &ctx;
   fh_init(c, "pgr", 6);
   PGconn *conn = wp_db(&c->w);
@@ -22,11 +20,7 @@ TEST(postgres_restart_recovers_in_process) {
   pid_t pid = fh_start(c);
   fh_wait_results(conn, c, 6 * (60 - c->T + 1), &pid, 1, 90);
 
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "runuser -u postgres -- %s -D %s/pg/data -m fast -w restart >/dev/null 2>&1", pg_ctl,
-           run_dir);
-  ASSERT_EQ(system(cmd), 0);
+  wp_pg_restart();
   PQfinish(conn);
   total += fh_produce(c, 120, FH_MAX_CYCLES + FH_HEALTHY); /* the stream goes on meanwhile */
   conn = wp_db(&c->w);

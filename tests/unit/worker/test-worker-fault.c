@@ -57,46 +57,32 @@ TEST(kill9_mid_stream_then_restart) {
   wp_drop(conn, &c->w);
 }
 
+/* What read_dlq's reader counts: DLQ records per reason header. */
+typedef struct dlq_count_s {
+  const char *const *reasons;
+  int n_reasons;
+  int *by_reason;
+} dlq_count_t;
+
+/* One DLQ record: a known reason and a detail. */
+static bool dlq_record(const rd_kafka_message_t *msg, void *arg) {
+  const dlq_count_t *d = arg;
+  char val[512];
+  size_t len = wp_header(msg, "sluice-dlq-reason", val, sizeof val);
+  int r = 0;
+  while (r < d->n_reasons && !(strlen(d->reasons[r]) == len && strcmp(val, d->reasons[r]) == 0))
+    r++;
+  ASSERT_MSG(r < d->n_reasons, "unexpected DLQ reason %s", val);
+  d->by_reason[r]++;
+  ASSERT_OP(wp_header(msg, "sluice-dlq-detail", val, sizeof val), >, 0u);
+  return true;
+}
+
 /* Reads `want` records of the DLQ and counts them per reason header. */
 static void read_dlq(const fh_ctx_t *c, int want, const char *const *reasons, int n_reasons,
                      int *by_reason) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->w.brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->w.group, err, sizeof err);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  ASSERT_NOT_NULL(rk);
-  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->w.dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(parts);
-  int got = 0;
-  for (int i = 0; i < 300 && got < want; i++) {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
-    if (msg == NULL) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      got++;
-      rd_kafka_headers_t *hdrs = NULL;
-      ASSERT_EQ(rd_kafka_message_headers(msg, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
-      const void *val;
-      size_t len;
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-reason", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      int r = 0;
-      while (r < n_reasons && !(strlen(reasons[r]) == len && memcmp(val, reasons[r], len) == 0))
-        r++;
-      ASSERT_MSG(r < n_reasons, "unexpected DLQ reason %.*s", (int)len, (const char *)val);
-      by_reason[r]++;
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      ASSERT_OP(len, >, 0u);
-    }
-    rd_kafka_message_destroy(msg);
-  }
-  ASSERT_EQ(got, want);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  dlq_count_t d = {reasons, n_reasons, by_reason};
+  ASSERT_EQ(wp_consume_all(&c->w, c->w.dlq, want, 30, dlq_record, &d), want);
 }
 
 /* Poison of every kind among good readings: each goes to the DLQ with its reason, the good

@@ -35,8 +35,6 @@ static void *watch_ready(void *arg) {
 }
 
 TEST(postgres_restart_recovers_in_process) {
-  const char *run_dir = test_require_env("SLUICE_RUN_DIR");
-  const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
   hx_ctx_t c;
   hx_init(&c, "pgr");
   fm_write(c.model, hx_inputs, HX_N_INPUTS, "fraud-pgr-1", 0.5, "binary");
@@ -54,11 +52,7 @@ TEST(postgres_restart_recovers_in_process) {
   watch_t wt = {.port = c.port};
   pthread_t th;
   ASSERT_OK(pthread_create(&th, NULL, watch_ready, &wt));
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "runuser -u postgres -- %s -D %s/pg/data -m fast -w restart >/dev/null 2>&1", pg_ctl,
-           run_dir);
-  ASSERT_EQ(system(cmd), 0);
+  wp_pg_restart();
   PQfinish(conn);
   hx_produce(&c, 1500, 1500); /* the stream goes on while the worker reconnects */
   conn = wp_db(&c);

@@ -7,19 +7,13 @@
 #include "records-harness.h"
 
 TEST(postgres_restart_mid_stream_loses_and_repeats_nothing) {
-  const char *run_dir = test_require_env("SLUICE_RUN_DIR");
-  const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
   rh_ctx_t c;
   rh_init(&c, "pgr");
   rh_produce(&c, 0, 150);
   PGconn *conn = wp_db(&c.w);
   pid_t pid = rh_start(&c);
   rh_wait_rows(conn, &c, 20, &pid, 1, 60);
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "runuser -u postgres -- %s -D %s/pg/data -m fast -w restart >/dev/null 2>&1", pg_ctl,
-           run_dir);
-  ASSERT_EQ(system(cmd), 0);
+  wp_pg_restart();
   PQfinish(conn);
   rh_produce(&c, 150, 150); /* the stream goes on while the worker reconnects */
   conn = wp_db(&c.w);

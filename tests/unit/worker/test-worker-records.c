@@ -40,60 +40,66 @@ static long produce_poison(const rh_ctx_t *c) {
   wp_send(rk, c->w.topic, "big-1", v, len);
   free(v);
   free(big);
-  ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  wp_flush(rk);
   rd_kafka_destroy(rk);
   return 5;
+}
+
+/* DLQ records per reason, as check_dlq's reader counts them. */
+typedef struct dlq_count_s {
+  const rh_ctx_t *c;
+  int *decode, *invalid, *wrong, *oversize;
+} dlq_count_t;
+
+/* One DLQ record: its reason counted, origin topic and detail headers there (an invalid
+ * note's detail names the field). */
+static bool dlq_record(const rd_kafka_message_t *m, void *arg) {
+  const dlq_count_t *d = arg;
+  char reason[32], val[300];
+  wp_header(m, "sluice-dlq-reason", reason, sizeof reason);
+  *d->decode += strcmp(reason, "decode") == 0;
+  *d->invalid += strcmp(reason, "invalid") == 0;
+  *d->wrong += strcmp(reason, "wrong_payload") == 0;
+  *d->oversize += strcmp(reason, "oversize") == 0;
+  ASSERT_EQ(wp_header(m, "sluice-origin-topic", val, sizeof val), strlen(d->c->w.topic));
+  ASSERT_STR_EQ(val, d->c->w.topic);
+  wp_header(m, "sluice-dlq-detail", val, sizeof val);
+  if (strcmp(reason, "invalid") == 0)
+    ASSERT_MSG(strstr(val, "clinical_note.text") != NULL, "detail: %s", val);
+  return true;
 }
 
 /* Reads the DLQ topic: n records, each with reason/origin/detail headers. */
 static void check_dlq(const rh_ctx_t *c, int n, int *decode, int *invalid, int *wrong,
                       int *oversize) {
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->w.brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->w.group, err, sizeof err);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  ASSERT_NOT_NULL(rk);
-  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->w.dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(parts);
-  int got = 0;
   *decode = *invalid = *wrong = *oversize = 0;
-  for (int i = 0; i < 150 && got < n; i++) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-    if (m == NULL) continue;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      got++;
-      rd_kafka_headers_t *hdrs = NULL;
-      ASSERT_EQ(rd_kafka_message_headers(m, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
-      const void *val;
-      size_t len;
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-reason", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      char reason[32];
-      snprintf(reason, sizeof reason, "%.*s", (int)len, (const char *)val);
-      *decode += strcmp(reason, "decode") == 0;
-      *invalid += strcmp(reason, "invalid") == 0;
-      *wrong += strcmp(reason, "wrong_payload") == 0;
-      *oversize += strcmp(reason, "oversize") == 0;
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-origin-topic", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      ASSERT_EQ(len, strlen(c->w.topic));
-      ASSERT_EQ(memcmp(val, c->w.topic, len), 0);
-      ASSERT_EQ(rd_kafka_header_get_last(hdrs, "sluice-dlq-detail", &val, &len),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-      char detail[300];
-      snprintf(detail, sizeof detail, "%.*s", (int)len, (const char *)val);
-      if (strcmp(reason, "invalid") == 0)
-        ASSERT_MSG(strstr(detail, "clinical_note.text") != NULL, "detail: %s", detail);
-    }
-    rd_kafka_message_destroy(m);
-  }
-  ASSERT_EQ(got, n);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  dlq_count_t d = {c, decode, invalid, wrong, oversize};
+  ASSERT_EQ(wp_consume_all(&c->w, c->w.dlq, n, 30, dlq_record, &d), n);
+}
+
+/* Distinct notes among the alerts read so far, as check_alerts's reader counts them. */
+typedef struct alert_seen_s {
+  const char *label;
+  char seen[RH_MAX_NOTES];
+} alert_seen_t;
+
+/* One alert: "records:<note>:<label>" for a known note; counts when the note is new. */
+static bool alert_record(const rd_kafka_message_t *m, void *arg) {
+  alert_seen_t *s = arg;
+  Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, m->len, m->payload);
+  ASSERT_NOT_NULL(a);
+  int note = -1;
+  ASSERT_EQ(sscanf(a->key, "note-%d", &note), 1);
+  ASSERT(note >= 0 && note < RH_MAX_NOTES);
+  char want_id[160];
+  snprintf(want_id, sizeof want_id, "records:%s:%s", a->key, s->label);
+  ASSERT_STR_EQ(a->alert_id, want_id);
+  ASSERT_STR_EQ(a->kind, s->label);
+  ASSERT_STR_EQ(a->domain, "records");
+  bool fresh = !s->seen[note];
+  s->seen[note] = 1;
+  sluice__v1__alert__free_unpacked(a, NULL);
+  return fresh;
 }
 
 /* Waits until the outbox is published, then reads the alerts topic: `want` distinct alert ids
@@ -105,43 +111,10 @@ static void check_alerts(PGconn *conn, const rh_ctx_t *c, long want, const char 
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".outbox WHERE published_at IS NULL",
                      c->w.schema), 0);
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".outbox", c->w.schema), want);
-  char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", c->w.brokers, err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", c->w.group, err, sizeof err);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  ASSERT_NOT_NULL(rk);
-  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(parts, c->w.alerts, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(parts);
-  static char seen[RH_MAX_NOTES];
-  memset(seen, 0, sizeof seen);
-  long distinct = 0;
-  for (int i = 0; i < 200 && distinct < want; i++) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-    if (m == NULL) continue;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, m->len, m->payload);
-      ASSERT_NOT_NULL(a);
-      int note = -1;
-      ASSERT_EQ(sscanf(a->key, "note-%d", &note), 1);
-      ASSERT(note >= 0 && note < RH_MAX_NOTES);
-      char want_id[160];
-      snprintf(want_id, sizeof want_id, "records:%s:%s", a->key, label);
-      ASSERT_STR_EQ(a->alert_id, want_id);
-      ASSERT_STR_EQ(a->kind, label);
-      ASSERT_STR_EQ(a->domain, "records");
-      if (!seen[note]) distinct++;
-      seen[note] = 1;
-      sluice__v1__alert__free_unpacked(a, NULL);
-    }
-    rd_kafka_message_destroy(m);
-  }
-  ASSERT_EQ(distinct, want);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  static alert_seen_t s;
+  memset(&s, 0, sizeof s);
+  s.label = label;
+  ASSERT_EQ(wp_consume_all(&c->w, c->w.alerts, (int)want, 20, alert_record, &s), want);
 }
 
 TEST(every_note_once_poison_dead_lettered_alerts_published) {

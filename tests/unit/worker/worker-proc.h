@@ -311,6 +311,22 @@ static inline int wp_parse_reals(const char *s, float *out, int n) {
   return k;
 }
 
+/*
+ * Restarts the test's PostgreSQL for real (pg_ctl restart -m fast, as the postgres user, waiting
+ * until it accepts connections again): every session, the worker's and the test's, is cut.
+ * Needs SLUICE_RUN_DIR and SLUICE_PG_CTL (test_require_env: skips outside CI without them).
+ */
+static inline void wp_pg_restart(void) {
+  const char *run_dir = test_require_env("SLUICE_RUN_DIR");
+  const char *pg_ctl = test_require_env("SLUICE_PG_CTL");
+  char cmd[1024];
+  int n = snprintf(cmd, sizeof cmd,
+                   "runuser -u postgres -- %s -D %s/pg/data -m fast -w restart >/dev/null 2>&1",
+                   pg_ctl, run_dir);
+  ASSERT(n > 0 && n < (int)sizeof cmd);
+  ASSERT_EQ(system(cmd), 0);
+}
+
 /* Drops the test's schema (if the worker made it) and closes the connection. */
 static inline void wp_drop(PGconn *conn, const wp_ctx_t *w) {
   char sql[256];
@@ -346,6 +362,55 @@ static inline void wp_send(rd_kafka_t *rk, const char *topic, const char *key, c
 /* Waits (up to 30 s) until every queued record is in the broker. */
 static inline void wp_flush(rd_kafka_t *rk) {
   ASSERT_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/*
+ * Reads partition 0 of `topic` (the dead-letter and alerts topics have one) from the beginning
+ * and hands every record to each(m, arg), which checks it (headers: wp_header) and returns
+ * whether it counts. Stops once `want` records counted or after `secs` s; returns how many
+ * counted (the caller asserts it is `want`). The consumer commits nothing (group w->group).
+ */
+static inline int wp_consume_all(const wp_ctx_t *w, const char *topic, int want, int secs,
+                                 bool (*each)(const rd_kafka_message_t *m, void *arg),
+                                 void *arg) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  ASSERT_EQ(rd_kafka_conf_set(conf, "bootstrap.servers", w->brokers, err, sizeof err),
+            RD_KAFKA_CONF_OK);
+  ASSERT_EQ(rd_kafka_conf_set(conf, "group.id", w->group, err, sizeof err), RD_KAFKA_CONF_OK);
+  ASSERT_EQ(rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err),
+            RD_KAFKA_CONF_OK);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_MSG(rk != NULL, "%s", err);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  ASSERT_EQ(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(parts);
+  int got = 0;
+  double deadline = test_now_s() + secs;
+  while (got < want && test_now_s() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (m == NULL) continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && each(m, arg)) got++;
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return got;
+}
+
+/* Header `name` of m, which must be there, as a string into out (cut to `size`); returns its
+ * length (before any cut). */
+static inline size_t wp_header(const rd_kafka_message_t *m, const char *name, char *out,
+                               size_t size) {
+  rd_kafka_headers_t *hdrs = NULL;
+  ASSERT_EQ(rd_kafka_message_headers(m, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const void *val;
+  size_t len;
+  ASSERT_MSG(rd_kafka_header_get_last(hdrs, name, &val, &len) == RD_KAFKA_RESP_ERR_NO_ERROR,
+             "record at offset %lld has no header %s", (long long)m->offset, name);
+  snprintf(out, size, "%.*s", (int)len, val != NULL ? (const char *)val : "");
+  return len;
 }
 
 #endif /* TEST_WORKER_PROC_H */
