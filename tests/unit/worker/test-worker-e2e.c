@@ -19,35 +19,38 @@ static void e2e_init(hx_ctx_t *c, const char *tag, bool alerts) {
 }
 
 /*
- * Produces good events first .. first+n-1 (hx_event); with `with_bad`, after event first+n/2
+ * Produces good events first .. first+n-1 (hx_produce); with `with_bad`, after event first+n/2
  * two bad records: undecodable bytes (key "bad") and that event's transaction without an
- * amount (event id "ev-noamount", same card).
+ * amount (event id "ev-noamount", same card). Each part is flushed before the next, so the
+ * order in every partition is the order given here.
  */
 static void produce(const hx_ctx_t *c, int first, int n, bool with_bad) {
-  rd_kafka_t *rk = wp_producer(c);
-  for (int i = first; i < first + n; i++) {
-    uint8_t buf[512];
-    char card[32];
-    size_t len = hx_event(i, buf, card, sizeof card);
-    wp_send(rk, c->topic, card, buf, len);
-    if (with_bad && i == first + n / 2) {
-      const char junk[] = "\xff\xff\xff\xff\x0f not protobuf";
-      wp_send(rk, c->topic, "bad", junk, sizeof junk - 1);
-      Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
-      ASSERT_NOT_NULL(env);
-      ASSERT_EQ(env->payload_case, SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION);
-      char id[] = "ev-noamount";
-      char *own_id = env->event_id;
-      env->event_id = id;
-      env->transaction->has_amount = 0;
-      len = sluice__v1__envelope__pack(env, buf);
-      env->event_id = own_id; /* freed with the rest */
-      sluice__v1__envelope__free_unpacked(env, NULL);
-      wp_send(rk, c->topic, card, buf, len);
-    }
+  if (!with_bad) {
+    hx_produce(c, first, n);
+    return;
   }
+  int mid = first + n / 2;
+  hx_produce(c, first, mid - first + 1);
+  uint8_t buf[512];
+  char card[32];
+  size_t len = hx_event(mid, buf, card, sizeof card);
+  Sluice__V1__Envelope *env = sluice__v1__envelope__unpack(NULL, len, buf);
+  ASSERT_NOT_NULL(env);
+  ASSERT_EQ(env->payload_case, SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION);
+  char id[] = "ev-noamount";
+  char *own_id = env->event_id;
+  env->event_id = id;
+  env->transaction->has_amount = 0;
+  len = sluice__v1__envelope__pack(env, buf);
+  env->event_id = own_id; /* freed with the rest */
+  sluice__v1__envelope__free_unpacked(env, NULL);
+  rd_kafka_t *rk = wp_producer(c);
+  const char junk[] = "\xff\xff\xff\xff\x0f not protobuf";
+  wp_send(rk, c->topic, "bad", junk, sizeof junk - 1);
+  wp_send(rk, c->topic, card, buf, len);
   wp_flush(rk);
   rd_kafka_destroy(rk);
+  hx_produce(c, mid + 1, first + n - mid - 1);
 }
 
 /* Starts the worker on `port`: fraud topics (alerts to c->alerts, else the default topic),
