@@ -249,14 +249,11 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
   moe_session_t *sess;
   ASSERT_OK(moe_session_new(mm, 1, &sess));
   int T = c->T;
-  char sql[512];
-  snprintf(sql, sizeof sql,
-           "SELECT event_id, device_id, score, input::text, kind, "
-           "(extract(epoch FROM event_time) * 1000)::bigint FROM \"%s\".fault_results "
-           "ORDER BY device_id, partition, kafka_offset",
-           c->w.schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT event_id, device_id, score, input::text, kind, "
+      "(extract(epoch FROM event_time) * 1000)::bigint FROM \"%s\".fault_results "
+      "ORDER BY device_id, partition, kafka_offset",
+      c->w.schema);
   static float win[24 * 64];
   /* expected transitions per unit, in order: (event id, 1 fire / 2 clear, seq) */
   static char exp_ids[FH_MAX_UNITS][16][48];
@@ -312,12 +309,10 @@ static inline void fh_check(PGconn *conn, const fh_ctx_t *c, int *n_fired, int *
   int total = 0;
   *n_fired = *n_cleared = 0;
   for (int u = 0; u < c->n_units; u++) total += n_exp[u];
-  snprintf(sql, sizeof sql,
-           "SELECT alert_id, key, topic, payload FROM \"%s\".outbox WHERE domain = 'fault' "
-           "ORDER BY key, id",
-           c->w.schema);
-  res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT alert_id, key, topic, payload FROM \"%s\".outbox WHERE domain = 'fault' "
+      "ORDER BY key, id",
+      c->w.schema);
   ASSERT_MSG(PQntuples(res) == total, "outbox holds %d fault alerts, the scores give %d",
              PQntuples(res), total);
   int seen[FH_MAX_UNITS] = {0};

@@ -100,14 +100,11 @@ static inline void rh_wait_rows(PGconn *conn, const rh_ctx_t *c, long want, cons
  * kafka_offsets says so).
  */
 static inline void rh_check(PGconn *conn, const rh_ctx_t *c, int first, int n, long n_dead) {
-  char sql[768];
-  snprintf(sql, sizeof sql,
-           "SELECT note_id, predicted_label, score, partition, \"offset\", patient_id, "
-           "(extract(epoch FROM event_time) * 1000)::bigint FROM \"%s\".record_analysis "
-           "ORDER BY note_id",
-           c->w.schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT note_id, predicted_label, score, partition, \"offset\", patient_id, "
+      "(extract(epoch FROM event_time) * 1000)::bigint FROM \"%s\".record_analysis "
+      "ORDER BY note_id",
+      c->w.schema);
   ASSERT_EQ(PQntuples(res), n);
   moe_model_t *m = NULL;
   char err[256];
@@ -134,22 +131,18 @@ static inline void rh_check(PGconn *conn, const rh_ctx_t *c, int first, int n, l
   PQclear(res);
   moe_model_free(m);
   /* Offsets: distinct per partition, and rows + dead letters fill every partition. */
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) = count(DISTINCT (partition, \"offset\")) FROM \"%s\".record_analysis",
-           c->w.schema);
-  res = PQexec(conn, sql);
-  ASSERT_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
+  res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT count(*) = count(DISTINCT (partition, \"offset\")) FROM \"%s\".record_analysis",
+      c->w.schema);
   ASSERT_STR_EQ(PQgetvalue(res, 0, 0), "t");
   PQclear(res);
   long next = wp_count(conn, "SELECT coalesce(sum(next_offset), 0) FROM \"%s\".kafka_offsets",
                        c->w.schema);
   ASSERT_EQ(next, (long)n + n_dead);
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM \"%s\".record_analysis r JOIN \"%s\".kafka_offsets o "
-           "ON o.partition = r.partition AND o.topic = r.topic WHERE r.\"offset\" >= o.next_offset",
-           c->w.schema, c->w.schema);
-  res = PQexec(conn, sql);
-  ASSERT_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
+  res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT count(*) FROM \"%s\".record_analysis r JOIN \"%s\".kafka_offsets o "
+      "ON o.partition = r.partition AND o.topic = r.topic WHERE r.\"offset\" >= o.next_offset",
+      c->w.schema, c->w.schema);
   ASSERT_STR_EQ(PQgetvalue(res, 0, 0), "0");
   PQclear(res);
 }

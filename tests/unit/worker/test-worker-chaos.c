@@ -376,11 +376,9 @@ TEST(repeatedly_rejected_commit_exits_then_restart_completes) {
   hx_produce(&c, 0, 300);
   pid_t pid = hx_start(&c);
   hx_wait_results(conn, &c, 300, pid, 60);
-  char sql[256];
-  snprintf(sql, sizeof sql, "ALTER TABLE \"%s\".results ADD CONSTRAINT no_scores CHECK (score < 0) NOT VALID",
-           c.schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_COMMAND_OK,
+      "ALTER TABLE \"%s\".results ADD CONSTRAINT no_scores CHECK (score < 0) NOT VALID",
+      c.schema);
   PQclear(res);
   hx_produce(&c, 300, 300);
   int st = 0;
@@ -392,9 +390,8 @@ TEST(repeatedly_rejected_commit_exits_then_restart_completes) {
   ASSERT_MSG(exited, "the worker kept running with every commit rejected");
   ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 1);
   ASSERT_EQ(hx_results(conn, &c), 300);
-  snprintf(sql, sizeof sql, "ALTER TABLE \"%s\".results DROP CONSTRAINT no_scores", c.schema);
-  res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+  res = wp_query(conn, PGRES_COMMAND_OK,
+      "ALTER TABLE \"%s\".results DROP CONSTRAINT no_scores", c.schema);
   PQclear(res);
   pid = hx_start(&c);
   hx_wait_results(conn, &c, 600, pid, 60);
@@ -432,12 +429,9 @@ TEST(csv_named_model_is_served) {
   pid_t pid = hx_start(&c);
   hx_wait_results(conn, &c, n, pid, 60);
   ASSERT_EQ(hx_results(conn, &c), n);
-  char sql[256];
-  snprintf(sql, sizeof sql,
-           "SELECT event_id, score, model_version, input FROM \"%s\".results ORDER BY event_id",
-           c.schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT event_id, score, model_version, input FROM \"%s\".results ORDER BY event_id",
+      c.schema);
   ASSERT_EQ(PQntuples(res), n);
   for (int i = 0; i < n; i++) {
     char id[32];

@@ -79,12 +79,9 @@ static void wait_results(PGconn *conn, const hx_ctx_t *c, long want, pid_t pid) 
 
 /* The v_n_seen input of each card's results, in offset order, must count 0, 1, 2, ... */
 static void check_velocity_chain(PGconn *conn, const hx_ctx_t *c, long per_card) {
-  char sql[512];
-  snprintf(sql, sizeof sql,
-           "SELECT key, input[%d] FROM \"%s\".results ORDER BY key, partition, \"offset\"",
-           HX_N_SEEN_INPUT + 1, c->schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT key, input[%d] FROM \"%s\".results ORDER BY key, partition, \"offset\"",
+      HX_N_SEEN_INPUT + 1, c->schema);
   ASSERT_EQ(PQntuples(res), HX_CARDS * per_card);
   for (int i = 0; i < PQntuples(res); i++) {
     long want = i % per_card;
@@ -248,14 +245,9 @@ TEST(worker_end_to_end) {
   /* Restart: more events for the same cards; the worker resumes from PostgreSQL. The results
    * table is locked meanwhile, so the first batch waits in PostgreSQL, the next one queues
    * behind it and back-pressure must pause fetching until the lock goes. */
-  PGconn *locker = PQconnectdb(c.dsn);
-  ASSERT_MSG(PQstatus(locker) == CONNECTION_OK, "%s", PQerrorMessage(locker));
-  char lock_sql[256];
-  snprintf(lock_sql, sizeof lock_sql, "BEGIN; LOCK TABLE \"%s\".results IN EXCLUSIVE MODE",
-           c.schema);
-  PGresult *lr = PQexec(locker, lock_sql);
-  ASSERT_MSG(PQresultStatus(lr) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(lr));
-  PQclear(lr);
+  PGconn *locker = wp_db(&c);
+  PQclear(wp_query(locker, PGRES_COMMAND_OK,
+                   "BEGIN; LOCK TABLE \"%s\".results IN EXCLUSIVE MODE", c.schema));
   produce(&c, 120, 60, false);
   pid = start_worker(&c);
   bool paused = false;
@@ -268,8 +260,7 @@ TEST(worker_end_to_end) {
   }
   ASSERT_MSG(paused, "fetching never paused while PostgreSQL was blocked");
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".results", c.schema), 120);
-  lr = PQexec(locker, "COMMIT");
-  PQclear(lr);
+  PQclear(PQexec(locker, "COMMIT"));
   PQfinish(locker);
   wait_results(conn, &c, 180, pid);
   for (int i = 0; i < 100; i++) {
@@ -348,13 +339,10 @@ TEST(database_loss_recovers) {
   for (int i = 0; i < 600 && wp_count(conn, "SELECT count(*) FROM \"%s\".results", c.schema) < 30;
        i++)
     usleep(20000);
-  char sql[512];
-  snprintf(sql, sizeof sql,
-           "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> "
-           "pg_backend_pid() AND query LIKE '%%%s%%'",
-           c.schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> "
+      "pg_backend_pid() AND query LIKE '%%%s%%'",
+      c.schema);
   fprintf(stderr, "terminated %s worker session(s)\n", PQgetvalue(res, 0, 0));
   PQclear(res);
 

@@ -251,12 +251,9 @@ TEST(ai4i_tabular_every_reading_once) {
   ASSERT_EQ(wp_count(conn, "SELECT count(DISTINCT event_id) FROM \"%s\".fault_results",
                      c->w.schema),
             n);
-  char sql[512];
-  int sql_len = snprintf(sql, sizeof sql, "SELECT event_id, score, input::text, alert_phase, "
-                         "kind FROM \"%s\".fault_results", c->w.schema);
-  ASSERT(sql_len > 0 && sql_len < (int)sizeof sql);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT event_id, score, input::text, alert_phase, "
+      "kind FROM \"%s\".fault_results", c->w.schema);
   int firing = 0;
   for (int i = 0; i < PQntuples(res); i++) {
     float in[8];

@@ -141,12 +141,9 @@ static inline void hx_model_close(hx_model_t *m) {
 static inline void hx_check_results(PGconn *conn, const hx_ctx_t *c, int first, int n,
                              hx_model_t *models, int n_models, long *per_version) {
   ASSERT_EQ(hx_results(conn, c), n);
-  char sql[512];
-  snprintf(sql, sizeof sql,
-           "SELECT count(DISTINCT event_id), min(event_id), max(event_id) FROM \"%s\".results",
-           c->schema);
-  PGresult *res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT count(DISTINCT event_id), min(event_id), max(event_id) FROM \"%s\".results",
+      c->schema);
   char lo[32], hi[32];
   snprintf(lo, sizeof lo, "ev-%06d", first);
   snprintf(hi, sizeof hi, "ev-%06d", first + n - 1);
@@ -154,12 +151,10 @@ static inline void hx_check_results(PGconn *conn, const hx_ctx_t *c, int first, 
   ASSERT_STR_EQ(PQgetvalue(res, 0, 1), lo);
   ASSERT_STR_EQ(PQgetvalue(res, 0, 2), hi);
   PQclear(res);
-  snprintf(sql, sizeof sql,
-           "SELECT key, event_id, score, decision, model_version, input FROM \"%s\".results "
-           "ORDER BY key, partition, \"offset\"",
-           c->schema);
-  res = PQexec(conn, sql);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+  res = wp_query(conn, PGRES_TUPLES_OK,
+      "SELECT key, event_id, score, decision, model_version, input FROM \"%s\".results "
+      "ORDER BY key, partition, \"offset\"",
+      c->schema);
   for (int v = 0; v < n_models; v++) per_version[v] = 0;
   char prev_key[64] = "";
   long seen = 0;

@@ -20,6 +20,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -296,6 +297,24 @@ static inline void wp_wait_count(PGconn *conn, const wp_ctx_t *w, const char *fm
   char what[512];
   snprintf(what, sizeof what, fmt, w->schema);
   ASSERT_MSG(0, "%s: %ld after %d s, expected at least %ld", what, have, secs, want);
+}
+
+/*
+ * Runs the SQL that printf(fmt, ...) makes and fails the test, with PostgreSQL's error, unless
+ * the answer is `want` (PGRES_TUPLES_OK for a query, PGRES_COMMAND_OK for a command). Returns
+ * the result; the caller PQclears it.
+ */
+__attribute__((format(printf, 3, 4))) static inline PGresult *
+wp_query(PGconn *conn, ExecStatusType want, const char *fmt, ...) {
+  char sql[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(sql, sizeof sql, fmt, ap);
+  va_end(ap);
+  ASSERT_MSG(n > 0 && n < (int)sizeof sql, "SQL longer than %zu bytes: %s", sizeof sql, fmt);
+  PGresult *res = PQexec(conn, sql);
+  ASSERT_MSG(PQresultStatus(res) == want, "%s: %s", sql, PQresultErrorMessage(res));
+  return res;
 }
 
 /* Parses a PostgreSQL real[] literal "{1,2.5,...}" into out[n]; returns how many it read. */
