@@ -53,12 +53,7 @@ static bool dlq_record(const rd_kafka_message_t *msg, void *arg) {
   const dlq_check_t *d = arg;
   const hx_ctx_t *c = d->c;
   char val[512];
-  size_t len = wp_header(msg, "sluice-dlq-reason", val, sizeof val);
-  int r = 0;
-  while (r < d->n_reasons && !(strlen(d->reasons[r]) == len && strcmp(val, d->reasons[r]) == 0))
-    r++;
-  ASSERT_MSG(r < d->n_reasons, "unexpected reason %s", val);
-  d->by_reason[r]++;
+  d->by_reason[wp_header_index(msg, "sluice-dlq-reason", d->reasons, d->n_reasons)]++;
   ASSERT_EQ(wp_header(msg, "sluice-origin-topic", val, sizeof val), strlen(c->topic));
   ASSERT_STR_EQ(val, c->topic);
   wp_header(msg, "sluice-origin-partition", val, sizeof val);

@@ -68,12 +68,7 @@ typedef struct dlq_count_s {
 static bool dlq_record(const rd_kafka_message_t *msg, void *arg) {
   const dlq_count_t *d = arg;
   char val[512];
-  size_t len = wp_header(msg, "sluice-dlq-reason", val, sizeof val);
-  int r = 0;
-  while (r < d->n_reasons && !(strlen(d->reasons[r]) == len && strcmp(val, d->reasons[r]) == 0))
-    r++;
-  ASSERT_MSG(r < d->n_reasons, "unexpected DLQ reason %s", val);
-  d->by_reason[r]++;
+  d->by_reason[wp_header_index(msg, "sluice-dlq-reason", d->reasons, d->n_reasons)]++;
   ASSERT_OP(wp_header(msg, "sluice-dlq-detail", val, sizeof val), >, 0u);
   return true;
 }

@@ -432,4 +432,16 @@ static inline size_t wp_header(const rd_kafka_message_t *m, const char *name, ch
   return len;
 }
 
+/* Which of names[0 .. n-1] header `name` of m is (a DLQ reason, say); fails the test when it
+ * is missing or none of them. */
+static inline int wp_header_index(const rd_kafka_message_t *m, const char *name,
+                                  const char *const *names, int n) {
+  char val[512];
+  size_t len = wp_header(m, name, val, sizeof val);
+  for (int i = 0; i < n; i++)
+    if (strlen(names[i]) == len && strcmp(val, names[i]) == 0) return i;
+  ASSERT_MSG(0, "unexpected %s %s", name, val);
+  return -1;
+}
+
 #endif /* TEST_WORKER_PROC_H */
