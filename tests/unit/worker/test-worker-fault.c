@@ -206,31 +206,12 @@ TEST(ai4i_tabular_every_reading_once) {
     ASSERT_EQ(sscanf(line, "%d,%31[^,],%7[^,],%lf,%lf,%lf,%lf,%lf", &udi, pid_s, type, &v[0],
                      &v[1], &v[2], &v[3], &v[4]),
               8);
-    Sluice__V1__ChannelValue cv[5], *cvp[5];
-    for (int i = 0; i < 5; i++) {
-      Sluice__V1__ChannelValue init = SLUICE__V1__CHANNEL_VALUE__INIT;
-      cv[i] = init;
-      cv[i].name = (char *)names[i];
-      cv[i].has_value = 1;
-      cv[i].value = v[i];
-      cvp[i] = &cv[i];
-    }
-    Sluice__V1__SensorReading rd = SLUICE__V1__SENSOR_READING__INIT;
-    rd.device_id = pid_s;
-    rd.device_type = type;
-    rd.n_values = 5;
-    rd.values = cvp;
-    Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
     char id[48];
     snprintf(id, sizeof id, "ai4i:%d", n);
-    env.event_id = id;
-    env.key = pid_s;
-    env.has_event_time_ms = 1;
-    env.event_time_ms = FH_T0 + (int64_t)udi * FH_MIN;
-    env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
-    env.sensor_reading = &rd;
     uint8_t buf[1024];
-    wp_send(rk, c->w.topic, pid_s, buf, sluice__v1__envelope__pack(&env, buf));
+    size_t len = fh_pack_reading(id, pid_s, type, FH_T0 + (int64_t)udi * FH_MIN, names, v, 5, buf,
+                                 sizeof buf);
+    wp_send(rk, c->w.topic, pid_s, buf, len);
     n++;
   }
   fclose(f);
