@@ -3,9 +3,10 @@
  * real Kafka broker and PostgreSQL (worker-harness.h for fraud, fault-harness.h, and
  * records-harness.h build on it): one test's fresh names (topics, group, schema, HTTP port),
  * starting the worker as a child process and stopping it (SIGTERM with a timeout, or kill -9),
- * its HTTP endpoints (/readyz, /metrics), counting rows in the test's schema and waiting for a
- * count, producing to Kafka, and dropping the schema at the end. What a pipeline's events look
- * like and how its results are checked stays in that pipeline's harness.
+ * its HTTP endpoints (/readyz, /metrics), queries and counts in the test's schema and waiting
+ * for a count, restarting PostgreSQL for real, producing to Kafka, reading a dead-letter or
+ * alerts topic back with its headers, and dropping the schema at the end. What a pipeline's
+ * events look like and how its results are checked stays in that pipeline's harness.
  *
  * Every helper fails the test (ASSERT_*) on anything unexpected, except where its comment says
  * it reports a failure instead (a count that cannot run while PostgreSQL restarts, an HTTP port
