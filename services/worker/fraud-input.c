@@ -30,23 +30,9 @@ const char *wk_fraud_feature_name(size_t i) {
 /* ---- validation ----------------------------------------------------------------------- */
 
 bool wk_fraud_validate(const Sluice__V1__Envelope *env, wk_reject_t *rej) {
-  rej->reason = WK_REJECT_NONE;
-  rej->detail[0] = '\0';
-  if (!wk_reject_check_id("event_id", env->event_id, true, WK_FRAUD_MAX_ID_LEN, rej)) return false;
-  if (!wk_reject_check_id("key", env->key, false, WK_FRAUD_MAX_ID_LEN, rej)) return false;
-  if (env->has_schema_version && env->schema_version != 1)
-    return wk_reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
-                     env->schema_version);
-  if (!env->has_event_time_ms)
-    return wk_reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
-  if (env->event_time_ms < WK_FRAUD_MIN_TIME_MS || env->event_time_ms >= WK_FRAUD_MAX_TIME_MS)
-    return wk_reject(rej, WK_REJECT_INVALID,
-                     "event_time_ms %lld is outside 2000-01-01..2100-01-01",
-                     (long long)env->event_time_ms);
-  if (env->payload_case != SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION ||
-      env->transaction == NULL)
-    return wk_reject(rej, WK_REJECT_WRONG_PAYLOAD,
-                     "payload is %d, not a transaction (10)", (int)env->payload_case);
+  if (!wk_reject_check_envelope(env, SLUICE__V1__ENVELOPE__PAYLOAD_TRANSACTION,
+                                "transaction (10)", WK_FRAUD_MAX_ID_LEN, rej))
+    return false;
 
   const Sluice__V1__Transaction *tx = env->transaction;
   if (!tx->has_amount) return wk_reject(rej, WK_REJECT_INVALID, "transaction.amount is missing");

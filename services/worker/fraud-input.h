@@ -32,9 +32,7 @@ extern "C" {
 #define WK_FRAUD_N_PRECOMPUTED 28
 /* Limits of validation. */
 #define WK_FRAUD_MAX_ID_LEN 128          /* event id, key, card id */
-#define WK_FRAUD_MAX_AMOUNT 1e9
-#define WK_FRAUD_MIN_TIME_MS 946684800000LL  /* 2000-01-01 */
-#define WK_FRAUD_MAX_TIME_MS 4102444800000LL /* 2100-01-01 */
+#define WK_FRAUD_MAX_AMOUNT 1e9          /* event times: WK_MIN/MAX_EVENT_TIME_MS in reject.h */
 
 
 /*

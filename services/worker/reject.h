@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "sluice/v1/envelope.pb-c.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,11 +47,31 @@ bool wk_reject(wk_reject_t *rej, wk_reject_reason_t reason, const char *fmt, ...
 
 /*
  * An identifier field (`field` names it in the detail): absent or empty is fine unless
- * `required`; otherwise at most max_len bytes and no control characters. Returns true when
- * valid, else false with *rej filled (WK_REJECT_INVALID).
+ * `required`; otherwise at most max_len bytes, valid UTF-8 and no control characters (ids
+ * become PostgreSQL text, which refuses malformed UTF-8: one such id would fail its whole
+ * batch, again and again, instead of going to the DLQ). Returns true when valid, else false
+ * with *rej filled (WK_REJECT_INVALID).
  */
 bool wk_reject_check_id(const char *field, const char *s, bool required, size_t max_len,
                         wk_reject_t *rej);
+
+/* Event times accepted by every pipeline: 2000-01-01 <= event_time_ms < 2100-01-01. */
+#define WK_MIN_EVENT_TIME_MS 946684800000LL
+#define WK_MAX_EVENT_TIME_MS 4102444800000LL
+
+/*
+ * What every pipeline checks of the envelope itself: event_id (required) and key as
+ * identifiers of at most max_id_len bytes, schema_version 1 when given, event_time_ms present
+ * and within the range above, and the payload being `want` (WRONG_PAYLOAD otherwise;
+ * `want_name` names it in the detail, e.g. "transaction (10)"). Clears *rej first. Returns
+ * true when valid, else false with *rej filled.
+ */
+bool wk_reject_check_envelope(const Sluice__V1__Envelope *env, Sluice__V1__Envelope__PayloadCase want,
+                              const char *want_name, size_t max_id_len, wk_reject_t *rej);
+
+/* The offset of the first byte that is not part of well-formed UTF-8 (overlong forms,
+ * surrogates and code points above U+10FFFF are not), or len when all of it is. */
+size_t wk_utf8_invalid_at(const char *s, size_t len);
 
 #ifdef __cplusplus
 }

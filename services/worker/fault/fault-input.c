@@ -10,23 +10,9 @@
 #include <string.h>
 
 bool wk_fault_validate(const Sluice__V1__Envelope *env, wk_reject_t *rej) {
-  rej->reason = WK_REJECT_NONE;
-  rej->detail[0] = '\0';
-  if (!wk_reject_check_id("event_id", env->event_id, true, WK_FAULT_MAX_ID_LEN, rej)) return false;
-  if (!wk_reject_check_id("key", env->key, false, WK_FAULT_MAX_ID_LEN, rej)) return false;
-  if (env->has_schema_version && env->schema_version != 1)
-    return wk_reject(rej, WK_REJECT_INVALID, "schema_version %u is not supported (1 is)",
-                     env->schema_version);
-  if (!env->has_event_time_ms)
-    return wk_reject(rej, WK_REJECT_INVALID, "event_time_ms is missing");
-  if (env->event_time_ms < WK_FRAUD_MIN_TIME_MS || env->event_time_ms >= WK_FRAUD_MAX_TIME_MS)
-    return wk_reject(rej, WK_REJECT_INVALID,
-                     "event_time_ms %lld is outside 2000-01-01..2100-01-01",
-                     (long long)env->event_time_ms);
-  if (env->payload_case != SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING ||
-      env->sensor_reading == NULL)
-    return wk_reject(rej, WK_REJECT_WRONG_PAYLOAD,
-                     "payload is %d, not a sensor_reading (11)", (int)env->payload_case);
+  if (!wk_reject_check_envelope(env, SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING,
+                                "sensor_reading (11)", WK_FAULT_MAX_ID_LEN, rej))
+    return false;
   const Sluice__V1__SensorReading *rd = env->sensor_reading;
   if (!wk_reject_check_id("sensor_reading.device_id", rd->device_id, true, WK_FAULT_MAX_ID_LEN,
                           rej))

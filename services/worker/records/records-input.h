@@ -36,9 +36,7 @@ Sluice__V1__Envelope *wk_records_decode(const uint8_t *buf, size_t len, size_t m
 /* Validation alone; true when valid, else *rej is filled. */
 bool wk_records_validate(const Sluice__V1__Envelope *env, size_t max_text_bytes, wk_reject_t *rej);
 
-/* The offset of the first byte that is not part of well-formed UTF-8 (overlong forms,
- * surrogates and code points above U+10FFFF are not), or len when all of it is. */
-size_t wk_utf8_invalid_at(const char *s, size_t len);
+/* wk_utf8_invalid_at (reject.h) checks the text. */
 
 #ifdef __cplusplus
 }

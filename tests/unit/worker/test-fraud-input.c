@@ -76,6 +76,16 @@ TEST(validation_rules) {
   env.event_id = "ev\n1";
   expect_reject(&env, WK_REJECT_INVALID, "event_id has control character 0x0a at byte 2");
 
+  /* protobuf-c does not check that strings are UTF-8, and PostgreSQL text refuses malformed
+   * UTF-8: such an id must be dead-lettered here, not fail its whole batch in the database. */
+  make(&env, &tx);
+  env.event_id = "ev-\xff";
+  expect_reject(&env, WK_REJECT_INVALID, "event_id is not valid UTF-8 at byte 3");
+
+  make(&env, &tx);
+  tx.card_id = "card-\xc3";
+  expect_reject(&env, WK_REJECT_INVALID, "transaction.card_id is not valid UTF-8 at byte 5");
+
   make(&env, &tx);
   char long_id[WK_FRAUD_MAX_ID_LEN + 2];
   memset(long_id, 'x', sizeof long_id - 1);
