@@ -41,6 +41,9 @@ int cli_main(int argc, char **argv);
 
 /* The usage text of the command named `name` ("" when there is none). */
 const char *cli_cmd_usage(const char *name);
+/* A usage error of command `cmd` ("eval"): "sluice eval: <message>", a blank line and the
+ * command's usage text on stderr. Returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints a command's usage text to `out`. */
 void cli_cmd_help(const cli_cmd_t *cmd, FILE *out);
 /* Non-zero when argv[1..argc) contains -h or --help before any "--". */

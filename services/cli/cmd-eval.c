@@ -564,12 +564,8 @@ static void eval_close(eval_t *ev) {
   moe_model_free(ev->model);
 }
 
-static int usage_error(const char *msg, const char *arg) {
-  fprintf(stderr, "sluice eval: ");
-  fprintf(stderr, msg, arg);
-  fprintf(stderr, "\n\n%s", cli_cmd_usage("eval"));
-  return CLI_EXIT_USAGE;
-}
+/* "sluice eval: <message>" and the usage text: cli_usage_error (cli.h). */
+#define usage_error(...) cli_usage_error("eval", __VA_ARGS__)
 
 int cli_cmd_eval(int argc, char **argv) {
   static const struct option opts[] = {{"task", required_argument, NULL, 't'},
@@ -608,7 +604,7 @@ int cli_cmd_eval(int argc, char **argv) {
   }
   for (int i = optind; i < argc; i++) files[n_file++] = argv[i];
   if (task_name == NULL || ev.model_path == NULL || n_file == 0) {
-    status = usage_error("--task, --model and --data are required%s", "");
+    status = usage_error("--task, --model and --data are required");
     goto done;
   }
   if (cli_task_parse(task_name, &task) != CLI_OK) {

@@ -208,12 +208,8 @@ static const char *default_topic(int task) {
   return "sluice.records.events";
 }
 
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "sluice replay: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n\n%s", cli_cmd_usage("replay"));
-  return CLI_EXIT_USAGE;
-}
+/* "sluice replay: <message>" and the usage text: cli_usage_error (cli.h). */
+#define usage_error(...) cli_usage_error("replay", __VA_ARGS__)
 
 int cli_cmd_replay(int argc, char **argv) {
   static const struct option opts[] = {{"task", required_argument, NULL, 't'},
@@ -277,7 +273,7 @@ int cli_cmd_replay(int argc, char **argv) {
   }
   for (int i = optind; i < argc; i++) files[n_file++] = argv[i];
   if (task_name == NULL || n_file == 0 || brokers == NULL) {
-    status = usage_error("--task, --data and --brokers are required%s", "");
+    status = usage_error("--task, --data and --brokers are required");
     goto done;
   }
   if (cli_replay_task_parse(task_name, &task) != CLI_OK) {
@@ -287,7 +283,7 @@ int cli_cmd_replay(int argc, char **argv) {
     goto done;
   }
   if ((rate > 0) == (max != 0)) {
-    status = usage_error("give exactly one of --rate N/s and --max%s", "");
+    status = usage_error("give exactly one of --rate N/s and --max");
     goto done;
   }
   if (cli_replay_open(&rp, task, files, n_file, err, sizeof(err)) != CLI_OK) {

@@ -13,12 +13,8 @@
 #include "cli.h"
 #include "svc/kafka.h"
 
-static int topic_usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "sluice topic create: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n\n%s", cli_cmd_usage("topic create"));
-  return CLI_EXIT_USAGE;
-}
+/* "sluice topic create: <message>" and the usage text: cli_usage_error (cli.h). */
+#define topic_usage_error(...) cli_usage_error("topic create", __VA_ARGS__)
 
 static int parse_count(const char *s, int max, int *out) {
   char *end;
@@ -84,7 +80,7 @@ int cli_cmd_topic_create(int argc, char **argv) {
     }
   }
   if (optind < argc) return topic_usage_error("unexpected argument '%s'", argv[optind]);
-  if (brokers == NULL || topic == NULL) return topic_usage_error("--brokers and --topic are required%s", "");
+  if (brokers == NULL || topic == NULL) return topic_usage_error("--brokers and --topic are required");
 
   if (if_missing) {
     int found = topic_exists(brokers, topic, err, sizeof err);

@@ -725,12 +725,8 @@ static int on_epoch(void *data, int epoch, double loss, double val) {
   return 0;
 }
 
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "sluice train: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n\n%s", cli_cmd_usage("train"));
-  return CLI_EXIT_USAGE;
-}
+/* "sluice train: <message>" and the usage text: cli_usage_error (cli.h). */
+#define usage_error(...) cli_usage_error("train", __VA_ARGS__)
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
   char *end;
@@ -888,7 +884,7 @@ int cli_cmd_train(int argc, char **argv) {
   for (int i = optind; i < argc; i++) files[n_file++] = argv[i];
   cli_task_t task;
   if (task_name == NULL || n_file == 0 || o->out == NULL) {
-    status = usage_error("--task, --data and --out are required%s", "");
+    status = usage_error("--task, --data and --out are required");
     goto done;
   }
   if (cli_task_parse(task_name, &task) != CLI_OK) {
@@ -916,16 +912,16 @@ int cli_cmd_train(int argc, char **argv) {
     goto done;
   }
   if (o->idf && !o->bag) {
-    status = usage_error("--idf weighs the pieces of --pool bag only%s", "");
+    status = usage_error("--idf weighs the pieces of --pool bag only");
     goto done;
   }
   if (o->bag && o->layers > 0) {
-    status = usage_error("--pool bag has no attention layers: drop --layers%s", "");
+    status = usage_error("--pool bag has no attention layers: drop --layers");
     goto done;
   }
   if (o->layers < 0) o->layers = o->bag ? 0 : 2;
   if (o->top_k > o->experts) {
-    status = usage_error("--top-k must not exceed --experts%s", "");
+    status = usage_error("--top-k must not exceed --experts");
     goto done;
   }
   if (o->version == NULL) {

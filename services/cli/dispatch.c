@@ -7,12 +7,24 @@
 
 #include "cli.h"
 
+#include <stdarg.h>
+
 void cli_cmd_help(const cli_cmd_t *cmd, FILE *out) { fputs(cmd->usage, out); }
 
 const char *cli_cmd_usage(const char *name) {
   for (const cli_cmd_t *c = cli_commands; c->name; c++)
     if (strcmp(c->name, name) == 0) return c->usage;
   return "";
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+  fprintf(stderr, "sluice %s: ", cmd);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n\n%s", cli_cmd_usage(cmd));
+  return CLI_EXIT_USAGE;
 }
 
 int cli_wants_help(int argc, char **argv) {
