@@ -296,6 +296,22 @@ static void emit_metrics(cli_json_t *js, const cli_metric_t *mt, int n) {
 }
 
 /* The model config as JSON (malloc'd). */
+/* The numeric columns with the train part's mean and std the model standardises them with:
+ * [{"name": ..., "mean": ..., "std": ...}, ...] (the sensor channels or the tabular inputs). */
+static void emit_num_stats(cli_json_t *js, const train_t *tn) {
+  const cli_table_t *t = &tn->t;
+  for (size_t j = 0; j < t->n_num; j++) {
+    cli_json_obj_begin(js);
+    cli_json_key(js, "name");
+    cli_json_str(js, t->num_name[j]);
+    cli_json_key(js, "mean");
+    cli_json_num(js, tn->mean[j]);
+    cli_json_key(js, "std");
+    cli_json_num(js, tn->std[j]);
+    cli_json_obj_end(js);
+  }
+}
+
 static char *build_config(const train_t *tn, const card_t *card) {
   const cli_table_t *t = &tn->t;
   const train_opts_t *o = &tn->o;
@@ -386,9 +402,8 @@ static char *build_config(const train_t *tn, const card_t *card) {
     }
     cli_json_obj_end(&js);
   }
-  static const char *qn[] = {"f32", "q8_0", "q4_0"};
   cli_json_key(&js, "quant");
-  cli_json_str(&js, qn[o->quant]);
+  cli_json_str(&js, quant_names[o->quant]);
   cli_json_key(&js, "d_model");
   cli_json_int(&js, o->d_model);
   cli_json_key(&js, "encoder");
@@ -400,16 +415,7 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_int(&js, o->window);
     cli_json_key(&js, "channels");
     cli_json_arr_begin(&js);
-    for (size_t j = 0; j < t->n_num; j++) {
-      cli_json_obj_begin(&js);
-      cli_json_key(&js, "name");
-      cli_json_str(&js, t->num_name[j]);
-      cli_json_key(&js, "mean");
-      cli_json_num(&js, tn->mean[j]);
-      cli_json_key(&js, "std");
-      cli_json_num(&js, tn->std[j]);
-      cli_json_obj_end(&js);
-    }
+    emit_num_stats(&js, tn);
     cli_json_arr_end(&js);
     cli_json_key(&js, "conv");
     cli_json_arr_begin(&js);
@@ -469,16 +475,7 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_str(&js, "tabular");
     cli_json_key(&js, "numeric");
     cli_json_arr_begin(&js);
-    for (size_t j = 0; j < t->n_num; j++) {
-      cli_json_obj_begin(&js);
-      cli_json_key(&js, "name");
-      cli_json_str(&js, t->num_name[j]);
-      cli_json_key(&js, "mean");
-      cli_json_num(&js, tn->mean[j]);
-      cli_json_key(&js, "std");
-      cli_json_num(&js, tn->std[j]);
-      cli_json_obj_end(&js);
-    }
+    emit_num_stats(&js, tn);
     cli_json_arr_end(&js);
     cli_json_key(&js, "categorical");
     cli_json_arr_begin(&js);
