@@ -8,21 +8,12 @@
 #include <sys/wait.h>
 
 #include "cli-test-data.h"
+#include "cli-test-run.h"
 #include "cli.h"
 
-/* Runs `sluice ARGS` (stderr to /dev/null); returns the exit status, stdout in buf. */
+/* `sluice ARGS`: the exit status, stdout in buf (stderr dropped). */
 static int run(char *buf, size_t size, const char *args) {
-  const char *bin = getenv("SLUICE_BINARY_DIR");
-  char cmd[8192];
-  snprintf(cmd, sizeof(cmd), "SLUICE_NO_PROGRESS=1 '%s/bin/sluice' %s 2>/dev/null",
-           bin ? bin : "build", args);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(buf, 1, size - 1, p);
-  buf[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  return WEXITSTATUS(st);
+  return cli_test_sluice(buf, size, NULL, 0, args);
 }
 
 TEST(help_everywhere) {

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "cli.h"
+#include "cli-test-run.h"
 #include "json-value.h"
 
 #define EPS 1e-5 /* the config's norm_eps default */
@@ -25,23 +26,7 @@ static void path_in_tmp(char *buf, size_t size, const char *name) {
 }
 
 static int run(char *out, size_t size, char *err, size_t err_size, const char *args) {
-  const char *bin = getenv("SLUICE_BINARY_DIR");
-  char cmd[4096], errpath[256];
-  path_in_tmp(errpath, sizeof(errpath), "stderr");
-  snprintf(cmd, sizeof(cmd), "SLUICE_NO_PROGRESS=1 '%s/bin/sluice' %s 2>%s", bin ? bin : "build",
-           args, errpath);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  FILE *f = fopen(errpath, "r");
-  ASSERT_NOT_NULL(f);
-  n = fread(err, 1, err_size - 1, f);
-  err[n] = '\0';
-  fclose(f);
-  return WEXITSTATUS(st);
+  return cli_test_sluice(out, size, err, err_size, args);
 }
 
 /* ---- a safetensors writer ---------------------------------------------------------------- */

@@ -11,30 +11,12 @@
 #include <sys/wait.h>
 
 #include "cli.h"
+#include "cli-test-run.h"
 #include "json-value.h"
 
-/* Runs `sluice ARGS`; returns the exit status, stdout in out and stderr in err (may be NULL). */
+/* `sluice ARGS`: the exit status, stdout in out and stderr in err (may be NULL). */
 static int run(char *out, size_t size, char *err, size_t err_size, const char *args) {
-  const char *bin = getenv("SLUICE_BINARY_DIR");
-  char cmd[4096], errpath[64];
-  snprintf(errpath, sizeof(errpath), "/tmp/test-cli-inspect-%ld.err", (long)getpid());
-  snprintf(cmd, sizeof(cmd), "SLUICE_NO_PROGRESS=1 '%s/bin/sluice' %s 2>%s",
-           bin ? bin : "build", args, errpath);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  if (err != NULL) {
-    FILE *f = fopen(errpath, "r");
-    ASSERT_NOT_NULL(f);
-    n = fread(err, 1, err_size - 1, f);
-    err[n] = '\0';
-    fclose(f);
-  }
-  remove(errpath);
-  return WEXITSTATUS(st);
+  return cli_test_sluice(out, size, err, err_size, args);
 }
 
 static long long file_size(const char *path) {

@@ -15,23 +15,14 @@
 #include <sys/wait.h>
 
 #include "../cli/cli-test-data.h"
+#include "../cli/cli-test-run.h"
 #include "json-value.h"
 
 static char tmpdir[128];
 
-/* Runs build/bin/sluice with args; stdout into out; returns the exit status. */
+/* `sluice ARGS`: the exit status, stdout in out (stderr dropped). */
 static int run(char *out, size_t size, const char *args) {
-  const char *bin = getenv("SLUICE_BINARY_DIR");
-  char cmd[4096];
-  snprintf(cmd, sizeof(cmd), "SLUICE_NO_PROGRESS=1 OPENBLAS_NUM_THREADS=1 '%s/bin/sluice' %s 2>/dev/null",
-           bin ? bin : "build", args);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  return WEXITSTATUS(st);
+  return cli_test_sluice(out, size, NULL, 0, args);
 }
 
 static void run_json(const char *args, cli_jv_t *v) {
