@@ -3,6 +3,21 @@
 # worker's /metrics, and the one summary table printed at the end (one row per domain).
 
 DEMO_WORKER_PIDS=()
+# The binaries the demo runs (scripts/demo builds them there).
+DEMO_BIN=${SLUICE_DEMO_BIN:-./build/bin}
+
+# demo_topic TOPIC PARTITIONS: creates the topic unless it exists. It exists before its worker
+# subscribes, so that the worker's first fetch finds it.
+demo_topic() {
+  "$DEMO_BIN/sluice" topic create --brokers "$SLUICE_KAFKA_BROKERS" --topic "$1" \
+    --partitions "$2" --if-missing > /dev/null || die "cannot create the topic $1"
+}
+
+# demo_replay ARGS...: `sluice replay ARGS` into the demo's broker, its summary indented.
+demo_replay() {
+  SLUICE_NO_PROGRESS=1 "$DEMO_BIN/sluice" replay --brokers "$SLUICE_KAFKA_BROKERS" "$@" \
+    | sed 's/^/  replay: /'
+}
 
 # demo_worker_start NAME ARGS...: starts `sluice-worker ARGS...` (log $SLUICE_RUN_DIR/worker-NAME.log)
 # on an ephemeral HTTP port and waits until /readyz says ready (model loaded, partitions
@@ -10,7 +25,7 @@ DEMO_WORKER_PIDS=()
 demo_worker_start() {
   local name=$1 log=$SLUICE_RUN_DIR/worker-$1.log i
   shift
-  ./build/bin/sluice-worker --kafka-brokers="$SLUICE_KAFKA_BROKERS" --pg-dsn="$SLUICE_PG_DSN" \
+  "$DEMO_BIN/sluice-worker" --kafka-brokers="$SLUICE_KAFKA_BROKERS" --pg-dsn="$SLUICE_PG_DSN" \
     --http-address=127.0.0.1 --http-port=0 --log-level=info "$@" > "$log" 2>&1 &
   DEMO_PID=$!
   DEMO_WORKER_PIDS+=("$DEMO_PID")

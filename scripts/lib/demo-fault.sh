@@ -14,7 +14,6 @@ DEMO_FAULT_PIDS=()
 DEMO_FAULT_HORIZON=50 # cycles: an alert is "right" when the engine failed within this many
 
 demo_fault() {
-  local bin=${SLUICE_DEMO_BIN:-./build/bin}
   local data=$SLUICE_ROOT/../shared/data/fault/cmapss/train_FD001.txt
   local model=$SLUICE_ROOT/models/fault-cmapss.safetensors
   local rate=${SLUICE_DEMO_FAULT_RATE:-3000}
@@ -33,8 +32,7 @@ print(sum(units.values()), sum(max(0, n - 19) for n in units.values()), len(unit
 PY
 )
   local topic=${SLUICE_DEMO_FAULT_TOPIC:-sluice.fault.events}
-  "$bin/sluice" topic create --brokers "$SLUICE_KAFKA_BROKERS" --topic "$topic" \
-    --partitions 4 --if-missing > /dev/null || die "cannot create the topic $topic"
+  demo_topic "$topic" 4
   say "fault: sluice-worker --pipeline=fault with models/fault-cmapss.safetensors, $n_rows readings of $n_units turbofan engines (C-MAPSS FD001, run to failure) replayed at $rate/s"
   # An engine alerts once its predicted remaining life stays at or below 30 cycles for 3
   # cycles (2 minutes of replay time), and clears above 45.
@@ -45,8 +43,7 @@ PY
 
   local t0 t1
   t0=$(date +%s.%N)
-  SLUICE_NO_PROGRESS=1 "$bin/sluice" replay --task fault-cmapss --data "$data" --topic "$topic" \
-    --brokers "$SLUICE_KAFKA_BROKERS" --rate "$rate/s" | sed 's/^/  replay: /'
+  demo_replay --task fault-cmapss --data "$data" --topic "$topic" --rate "$rate/s"
   demo_wait_count fault "$n_windows" "$log" \
     "SELECT count(*) FROM sluice.fault_results WHERE kind = 'rul'"
   t1=$(date +%s.%N)
@@ -131,7 +128,6 @@ PY
 # The second fault worker: AI4I machines, one reading each, scored alone by the tabular model
 # (failure probability); an alert fires at the model card's threshold.
 demo_fault_ai4i() {
-  local bin=${SLUICE_DEMO_BIN:-./build/bin}
   local data=$SLUICE_ROOT/../shared/data/fault/ai4i2020_train.csv
   local model=$SLUICE_ROOT/models/fault-ai4i.safetensors
   local rate=${SLUICE_DEMO_FAULT_RATE:-3000}
@@ -143,8 +139,7 @@ demo_fault_ai4i() {
   n_rows=$(( $(wc -l < "$data") - 1 ))
   local topic=${SLUICE_DEMO_FAULT_TOPIC:-sluice.fault.events}
   topic=${topic%.events}.ai4i.events
-  "$bin/sluice" topic create --brokers "$SLUICE_KAFKA_BROKERS" --topic "$topic" \
-    --partitions 4 --if-missing > /dev/null || die "cannot create the topic $topic"
+  demo_topic "$topic" 4
   say "fault (2nd worker): --pipeline=fault with models/fault-ai4i.safetensors, $n_rows AI4I machine readings replayed at $rate/s"
   demo_worker_start fault-ai4i --pipeline=fault --model-path="$model" --topic="$topic" \
     --kafka-group=sluice-fault-ai4i
@@ -152,8 +147,7 @@ demo_fault_ai4i() {
   DEMO_FAULT_PIDS+=("$DEMO_PID")
   local t0 t1
   t0=$(date +%s.%N)
-  SLUICE_NO_PROGRESS=1 "$bin/sluice" replay --task fault-ai4i --data "$data" --topic "$topic" \
-    --brokers "$SLUICE_KAFKA_BROKERS" --rate "$rate/s" | sed 's/^/  replay: /'
+  demo_replay --task fault-ai4i --data "$data" --topic "$topic" --rate "$rate/s"
   demo_wait_count fault-ai4i "$n_rows" "$log" \
     "SELECT count(*) FROM sluice.fault_results WHERE kind = 'failure'"
   t1=$(date +%s.%N)

@@ -13,9 +13,7 @@ demo_fraud() {
   local n_rows
   n_rows=$(( $(wc -l < "$data") - 1 ))
 
-  # The topic exists before the worker subscribes, so that its first fetch finds it.
-  ./build/bin/sluice topic create --brokers "$SLUICE_KAFKA_BROKERS" --topic sluice.fraud.events \
-    --partitions 4 --if-missing > /dev/null || die "cannot create the topic sluice.fraud.events"
+  demo_topic sluice.fraud.events 4
   say "fraud desk: sluice-worker with models/fraud.safetensors, $n_rows card transactions replayed at $rate/s"
   demo_worker_start fraud --pipeline=fraud --model-path="$model"
   local port=$DEMO_PORT
@@ -23,8 +21,7 @@ demo_fraud() {
 
   local t0 t1
   t0=$(date +%s.%N)
-  SLUICE_NO_PROGRESS=1 ./build/bin/sluice replay --task fraud --data "$data" \
-    --brokers "$SLUICE_KAFKA_BROKERS" --rate "$rate/s" | sed 's/^/  replay: /'
+  demo_replay --task fraud --data "$data" --rate "$rate/s"
 
   demo_wait_count fraud "$n_rows" "$log" "SELECT count(*) FROM sluice.results WHERE domain = 'fraud'"
   t1=$(date +%s.%N)

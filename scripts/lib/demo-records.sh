@@ -13,7 +13,6 @@
 DEMO_RECORDS_PIDS=()
 
 demo_records() {
-  local bin=${SLUICE_DEMO_BIN:-./build/bin}
   local data=$SLUICE_ROOT/../shared/data/clinical/mtsamples_train.csv
   local model=$SLUICE_ROOT/models/records-mtsamples.safetensors
   local n=${SLUICE_DEMO_RECORDS_NOTES:-240}
@@ -66,8 +65,7 @@ PY
                    TRUNCATE public.demo_records_labels;" \
     -c "\\copy public.demo_records_labels FROM '$SLUICE_RUN_DIR/records-labels.csv' WITH (FORMAT csv)"
 
-  "$bin/sluice" topic create --brokers "$SLUICE_KAFKA_BROKERS" --topic sluice.records.events \
-    --partitions 2 --if-missing > /dev/null || die "cannot create the topic sluice.records.events"
+  demo_topic sluice.records.events 2
   say "records: sluice-worker --pipeline=records with models/records-mtsamples.safetensors, the first $n rows of MTSamples ($n_notes notes with text) replayed at $rate/s"
   demo_worker_start records --pipeline=records --model-path="$model" \
     --records-alert-labels="$alert" --records-alert-min-probability=0.5
@@ -76,8 +74,7 @@ PY
 
   local t0 t1
   t0=$(date +%s.%N)
-  SLUICE_NO_PROGRESS=1 "$bin/sluice" replay --task records-mtsamples --data "$data" \
-    --brokers "$SLUICE_KAFKA_BROKERS" --rate "$rate/s" --limit "$n" | sed 's/^/  replay: /'
+  demo_replay --task records-mtsamples --data "$data" --rate "$rate/s" --limit "$n"
   demo_wait_count records "$n_notes" "$log" "SELECT count(*) FROM sluice.record_analysis"
   t1=$(date +%s.%N)
 
