@@ -57,6 +57,13 @@
      "From the Kafka record's timestamp to the commit of its result.")                       \
   XX(WK_M_COMMIT, "sluice_pg_commit_seconds", SVC_HISTOGRAM, "seconds", "", 0,               \
      SVC_BUCKETS_EXP(1e-4, 2, 20), "Time of one batch statement in PostgreSQL.")             \
+  XX(WK_M_CONSUME_DELAY, "sluice_consume_delay_seconds", SVC_HISTOGRAM, "seconds", "", 0,     \
+     SVC_BUCKETS_EXP(1e-4, 2, 24),                                                           \
+     "From the Kafka record's timestamp to its arrival in the worker.")                      \
+  XX(WK_M_QUEUE, "sluice_batch_queue_seconds", SVC_HISTOGRAM, "seconds", "", 0,             \
+     SVC_BUCKETS_EXP(1e-4, 2, 20),                                                           \
+     "From a batch's sealing to its statement being sent (scoring and waiting for the "      \
+     "commit before it).")                                                                   \
   XX(WK_M_LAG, "sluice_consumer_lag", SVC_GAUGE, "messages", "topic,partition", 1024,        \
      SVC_BUCKETS_NONE, "Messages behind the partition's high watermark.")                   \
   XX(WK_M_PAUSED, "sluice_consumer_paused", SVC_GAUGE, "", "", 0, SVC_BUCKETS_NONE,          \
@@ -138,6 +145,7 @@ typedef struct wk_batch_s {
   wk_batch_stats_t stats;
   svc_err_t score_err;
   char score_errstr[256];
+  uint64_t sealed_ns; /* when on_batch sealed it (of the oldest part, for a merged batch) */
   uint64_t commit_start_ns;
   const char *sql;            /* the built statement, borrowed from w->stmt */
   const char *const *params;  /* its parameters in binary (wk_stmt_render) */
@@ -165,7 +173,8 @@ struct wk_worker_s {
   size_t n_infos;
   kq_consumer_t *cons;
   kq_producer_t *prod;
-  db_conn_t *db;
+  db_conn_t *db;       /* batches, restores: one statement at a time, in order */
+  db_conn_t *relay_db; /* the alert relay's session (its advisory lock) */
   wk_batcher_t batcher;
   int batcher_open;
   wk_stmt_t *stmt;
@@ -185,7 +194,7 @@ struct wk_worker_s {
   uv_timer_t lag_timer;
   uv_timer_t relay_timer;
   int relay_busy, relay_lock;
-  int db_close_deferred; /* the producer is closed; PostgreSQL closes once the relay is idle */
+  int db_close_deferred; /* the producer is closed; relay_db closes once the relay is idle */
   int handles_open;
   int stopping, closing, fatal;
   char fatal_msg[512];
@@ -206,6 +215,7 @@ struct wk_worker_s {
   size_t n_load_series;
   svc_series_t *m_events_in, *m_scored, *m_alerts, *m_dupes, *m_batches, *m_dlq_failed;
   svc_series_t *m_batch_size, *m_infer, *m_e2e, *m_commit, *m_parts, *m_keys;
+  svc_series_t *m_consume_delay, *m_queue;
   svc_series_t *m_published, *m_publish_failed, *m_explain, *m_explained, *m_paused, *m_pauses;
   svc_series_t **m_load; /* (load_size) */
   /* The /info header, built once setup is done and read by the HTTP thread. */
@@ -586,6 +596,14 @@ static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
     return;
   }
   ev->msg = msg;
+  rd_kafka_timestamp_type_t tstype;
+  int64_t ts_ms = rd_kafka_message_timestamp(msg, &tstype);
+  if (ts_ms > 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    svc_histogram_observe(w->m_consume_delay, (now_ms - (double)ts_ms) * 1e-3);
+  }
   if (w->kafka_err_since || w->kafka_down) kafka_ok(w);
   /* While recovering, the consumer is paused and will be sought back to PostgreSQL's offsets:
    * what was already fetched comes again then. */
@@ -629,6 +647,7 @@ static void on_batch(wk_batcher_t *bt, void **items, size_t n) {
   }
   b->w = w;
   b->gen = w->gen;
+  b->sealed_ns = uv_hrtime();
   b->ev = (wk_event_t **)items;
   b->n = n;
   if (w->queue_tail) w->queue_tail->next = b;
@@ -688,6 +707,7 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
  */
 static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   b->commit_start_ns = uv_hrtime();
+  svc_histogram_observe(w->m_queue, (double)(b->commit_start_ns - b->sealed_ns) * 1e-9);
   w->committing = b;
   svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_batch", b->sql, b->n_params,
                                          b->params, b->lengths, b->formats, on_committed, b);
@@ -1340,15 +1360,15 @@ static void relay_free(wk_relay_t *r) {
   free(r);
 }
 
-static void on_db_closed(db_conn_t *db);
+static void on_relay_db_closed(db_conn_t *db);
 
 /* The relay's pass is over. When stopping, the database was only waiting for this: marking the
  * alerts the producer's final flush delivered, so that a clean stop publishes nothing twice. */
 static void relay_idle(wk_worker_t *w) {
   w->relay_busy = 0;
-  if (w->db_close_deferred && w->db != NULL) {
+  if (w->db_close_deferred && w->relay_db != NULL) {
     w->db_close_deferred = 0;
-    db_conn_close(w->db, on_db_closed);
+    db_conn_close(w->relay_db, on_relay_db_closed);
   }
 }
 
@@ -1367,7 +1387,7 @@ static void on_relay_marked(db_conn_t *db, svc_err_t err, const PGresult *res,
 /* Every send of the pass has its report: mark the acknowledged rows. */
 static void relay_finish(wk_relay_t *r) {
   wk_worker_t *w = r->w;
-  if (r->n_done == 0 || w->db == NULL) {
+  if (r->n_done == 0 || w->relay_db == NULL) {
     relay_free(r);
     relay_idle(w);
     return;
@@ -1379,7 +1399,7 @@ static void relay_finish(wk_relay_t *r) {
            "UPDATE \"%s\".outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
            w->o.pg_schema);
   const char *params[] = {r->done_ids};
-  if (db_conn_query(w->db, sql, 1, params, on_relay_marked, r) != SVC_OK) {
+  if (db_conn_query(w->relay_db, sql, 1, params, on_relay_marked, r) != SVC_OK) {
     relay_free(r);
     relay_idle(w);
   }
@@ -1480,7 +1500,7 @@ static void relay_fetch(wk_worker_t *w) {
            "SELECT id, alert_id, key, topic, encode(payload, 'hex') FROM \"%s\".outbox "
            "WHERE published_at IS NULL ORDER BY id LIMIT %d",
            w->o.pg_schema, WK_RELAY_BATCH);
-  if (db_conn_query(w->db, sql, 0, NULL, on_relay_rows, w) != SVC_OK) relay_idle(w);
+  if (db_conn_query(w->relay_db, sql, 0, NULL, on_relay_rows, w) != SVC_OK) relay_idle(w);
 }
 
 static void on_relay_lock(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
@@ -1489,7 +1509,7 @@ static void on_relay_lock(db_conn_t *db, svc_err_t err, const PGresult *res, con
   if (err == SVC_OK && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
     w->relay_lock = 1;
     SVC_LOG(SVC_LOG_INFO, "this worker relays the alert outbox", "schema=%s", w->o.pg_schema);
-    if (!w->closing && w->db) {
+    if (!w->closing && w->relay_db) {
       relay_fetch(w);
       return;
     }
@@ -1499,8 +1519,8 @@ static void on_relay_lock(db_conn_t *db, svc_err_t err, const PGresult *res, con
 
 static void on_relay_timer(uv_timer_t *t) {
   wk_worker_t *w = t->data;
-  if (w->relay_busy || w->closing || w->db == NULL || w->prod == NULL ||
-      db_conn_status(w->db) != DB_STATUS_CONNECTED)
+  if (w->relay_busy || w->closing || w->relay_db == NULL || w->prod == NULL ||
+      db_conn_status(w->relay_db) != DB_STATUS_CONNECTED)
     return;
   w->relay_busy = 1;
   if (w->relay_lock) {
@@ -1510,7 +1530,7 @@ static void on_relay_timer(uv_timer_t *t) {
   char key[160];
   snprintf(key, sizeof key, "sluice-relay:%s", w->o.pg_schema);
   const char *params[] = {key};
-  if (db_conn_query(w->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, params, on_relay_lock,
+  if (db_conn_query(w->relay_db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, params, on_relay_lock,
                     w) != SVC_OK)
     relay_idle(w);
 }
@@ -1573,7 +1593,24 @@ static void close_handles(wk_worker_t *w) {
 static void on_db_closed(db_conn_t *db) {
   wk_worker_t *w = db->data;
   w->db = NULL;
-  close_handles(w);
+  if (w->relay_db == NULL) close_handles(w);
+}
+
+static void on_relay_db_closed(db_conn_t *db) {
+  wk_worker_t *w = db->data;
+  w->relay_db = NULL;
+  if (w->db == NULL) close_handles(w);
+}
+
+/* Closes both sessions: the relay's once its pass is over (relay_idle closes it then). */
+static void close_databases(wk_worker_t *w) {
+  if (w->db == NULL && w->relay_db == NULL) {
+    close_handles(w);
+    return;
+  }
+  if (w->relay_db && w->relay_busy) w->db_close_deferred = 1;
+  else if (w->relay_db) db_conn_close(w->relay_db, on_relay_db_closed);
+  if (w->db) db_conn_close(w->db, on_db_closed);
 }
 
 static void on_producer_closed(kq_producer_t *prod, size_t n_undelivered) {
@@ -1583,17 +1620,14 @@ static void on_producer_closed(kq_producer_t *prod, size_t n_undelivered) {
     svc_counter_add(w->m_dlq_failed, n_undelivered);
     SVC_LOG(SVC_LOG_ERROR, "dead-letter records lost at shutdown", "count=%zu", n_undelivered);
   }
-  if (w->db && w->relay_busy) w->db_close_deferred = 1; /* relay_idle closes it */
-  else if (w->db) db_conn_close(w->db, on_db_closed);
-  else close_handles(w);
+  close_databases(w);
 }
 
 static void on_consumer_closed(kq_consumer_t *cons) {
   wk_worker_t *w = cons->data;
   w->cons = NULL;
   if (w->prod) kq_producer_close(w->prod, 10000, on_producer_closed);
-  else if (w->db) db_conn_close(w->db, on_db_closed);
-  else close_handles(w);
+  else close_databases(w);
 }
 
 /* Starts closing Kafka, then PostgreSQL, then the loop's handles; once. */
@@ -1645,11 +1679,19 @@ static void on_signal(uv_signal_t *s, int signum) {
   stop_maybe_close(w);
 }
 
+/* The relay's own session: a new one does not hold the relay's advisory lock. Its outages
+ * only delay alerts (they stay in the outbox), so readiness does not depend on it. */
+static void on_relay_db_status(db_conn_t *db, db_status_t status, const char *detail) {
+  wk_worker_t *w = db->data;
+  if (status != DB_STATUS_CONNECTED) w->relay_lock = 0;
+  if (status == DB_STATUS_DISCONNECTED)
+    SVC_LOG(SVC_LOG_WARN, "PostgreSQL disconnected (alert relay)", "detail=\"%s\"",
+            detail ? detail : "");
+}
+
 static void on_db_status(db_conn_t *db, db_status_t status, const char *detail) {
   wk_worker_t *w = db->data;
   if (w->http) svc_http_set_ready(w->http, WK_READY_DATABASE, status == DB_STATUS_CONNECTED);
-  /* A new session does not hold the relay's advisory lock. */
-  if (status != DB_STATUS_CONNECTED) w->relay_lock = 0;
   if (status == DB_STATUS_DISCONNECTED) {
     SVC_LOG(SVC_LOG_WARN, "PostgreSQL disconnected", "detail=\"%s\"", detail ? detail : "");
     /* Whatever was in flight has an unknown outcome and queued batches cannot be sent: start
@@ -1704,6 +1746,8 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   w->m_infer = svc_metrics_series(w->metrics, WK_M_INFER, NULL);
   w->m_e2e = svc_metrics_series(w->metrics, WK_M_E2E, NULL);
   w->m_commit = svc_metrics_series(w->metrics, WK_M_COMMIT, NULL);
+  w->m_consume_delay = svc_metrics_series(w->metrics, WK_M_CONSUME_DELAY, NULL);
+  w->m_queue = svc_metrics_series(w->metrics, WK_M_QUEUE, NULL);
   w->m_parts = svc_metrics_series(w->metrics, WK_M_PARTITIONS, NULL);
   w->m_keys = svc_metrics_series(w->metrics, WK_M_KEYS, NULL);
   w->m_published = svc_metrics_series(w->metrics, WK_M_PUBLISHED, NULL);
@@ -1788,8 +1832,20 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   uv_timer_start(&w->lag_timer, on_lag_timer, 2000, 2000);
   uv_timer_start(&w->relay_timer, on_relay_timer, 200, 200);
 
-  db_conn_opts_t dbo = {.dsn = w->o.pg_dsn, .on_status = on_db_status, .data = w};
+  /* pg_stat_activity and the server log then say which worker a session is. */
+  char app_name[64];
+  snprintf(app_name, sizeof app_name, "sluice-worker %s", w->ops->domain);
+  db_conn_opts_t dbo = {.dsn = w->o.pg_dsn, .application_name = app_name,
+                        .on_status = on_db_status, .data = w};
   err = db_conn_new(&w->loop, &dbo, &w->db, errstr, errstr_size);
+  if (err) return err;
+  /* The relay has its own session: its queries and their commits (each one a WAL flush) no
+   * longer queue between two batch statements, and its advisory lock lives there. */
+  char relay_app_name[64];
+  snprintf(relay_app_name, sizeof relay_app_name, "sluice-worker %s relay", w->ops->domain);
+  db_conn_opts_t rdbo = {.dsn = w->o.pg_dsn, .application_name = relay_app_name,
+                         .on_status = on_relay_db_status, .data = w};
+  err = db_conn_new(&w->loop, &rdbo, &w->relay_db, errstr, errstr_size);
   if (err) return err;
 
   kq_producer_opts_t po = {.brokers = w->o.brokers, .on_delivery = on_delivery, .data = w};

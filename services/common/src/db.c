@@ -54,6 +54,7 @@ typedef struct {
   db_conn_t pub; /* first: the public pointer is the private one */
   uv_loop_t *loop;
   char *dsn;
+  char *app_name; /* NULL: none */
   PGconn *pg;
   uv_poll_t *poll; /* heap: replaced whenever the socket changes */
   int poll_fd;
@@ -217,6 +218,7 @@ static void poll_freed(uv_handle_t *h) {
     c->status = DB_STATUS_CLOSED;
     if (c->close_cb != NULL) c->close_cb(&c->pub);
     free(c->dsn);
+    free(c->app_name);
     free(c);
   }
 }
@@ -370,7 +372,10 @@ static void connect_step(conn_t *c) {
 static void start_connect(conn_t *c) {
   set_status(c, DB_STATUS_CONNECTING, "");
   if (c->closing) return;
-  c->pg = PQconnectStart(c->dsn);
+  /* expand_dbname: "dbname" is the whole dsn, whose own settings override the fallback. */
+  const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *const vals[] = {c->dsn, c->app_name, NULL};
+  c->pg = PQconnectStartParams(keys, vals, 1);
   if (c->pg == NULL) {
     drop(c, "out of memory starting a connection");
     return;
@@ -621,6 +626,7 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
   c->pub.data = o->data;
   c->loop = loop;
   c->dsn = xstrdup(o->dsn);
+  c->app_name = o->application_name ? xstrdup(o->application_name) : NULL;
   c->poll_fd = -1;
   c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
   c->reconnect_min_ms = o->reconnect_min_ms > 0 ? o->reconnect_min_ms : 100;
@@ -633,6 +639,7 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
   if (rc != 0) {
     set_err(errstr, errstr_size, "postgres: libuv timer: %s", uv_strerror(rc));
     free(c->dsn);
+    free(c->app_name);
     free(c);
     return svc_err_from_uv(rc);
   }
@@ -736,6 +743,7 @@ static void timer_closed(uv_handle_t *h) {
     c->status = DB_STATUS_CLOSED;
     if (c->close_cb != NULL) c->close_cb(&c->pub);
     free(c->dsn);
+    free(c->app_name);
     free(c);
   }
 }

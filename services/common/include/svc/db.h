@@ -71,6 +71,9 @@ typedef struct db_conn_opts_s {
   int connect_timeout_ms;   /* per attempt; 0: 10000 */
   int reconnect_min_ms;     /* first backoff; 0: 100 */
   int reconnect_max_ms;     /* backoff ceiling; 0: 10000 */
+  /* Optional: the session's application_name unless the dsn sets one (libpq's
+   * fallback_application_name), so that pg_stat_activity and the server log say who it is. */
+  const char *application_name;
   db_status_cb on_status;   /* optional */
   void *data;
 } db_conn_opts_t;
