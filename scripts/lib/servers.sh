@@ -62,8 +62,9 @@ pg_start() {
   # creates every WAL segment new, and zero-filling each 16 MB segment was a fifth of the
   # server's CPU in bench/pipeline; a long-running server recycles its segments instead, so
   # this is its steady state, not a shortcut (ext4 allocates on write either way).
+  # SLUICE_PG_OPTS adds server options (e.g. "-c shared_buffers=1GB") for experiments.
   pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 start \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200 -c wal_init_zero=off" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200 -c wal_init_zero=off ${SLUICE_PG_OPTS:-}" \
     > "$dir/pg_ctl.out" 2>&1 || { cat "$dir/pg_ctl.out" "$dir/postgres.log" >&2; die "postgres did not start"; }
   export SLUICE_PG_PORT=$port
   export SLUICE_PG_DSN="host=127.0.0.1 port=$port user=sluice dbname=postgres connect_timeout=5"
