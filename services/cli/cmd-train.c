@@ -17,8 +17,9 @@
  *                       "[CLS]" + pieces cut to --max-len, then --layers windowed-attention
  *                       layers (2) and the mean, or with --pool bag the bag of pieces
  *                       (MODEL_FORMAT.md), with --idf its pieces weighed by learnt weights
- *                       that start at the train part's IDF; --balanced weighs the classes as
- *                       the baseline does.
+ *                       that start at the train part's IDF, with --no-head-norm read by the
+ *                       head as it is (no head.norm); --balanced weighs the classes as the
+ *                       baseline does.
  * Then --moe-blocks MoE blocks of --experts experts (top --top-k, one shared) and the head.
  *
  * After training the model is exported in the chosen weight format, loaded back, and its
@@ -61,6 +62,7 @@ typedef struct train_opts_s {
   int bag;        /* text: pool "bag" (no positions, no attention; MODEL_FORMAT.md) */
   int balanced;   /* multiclass: class weights n / (n_classes * count) over the train part */
   int idf;        /* text bag: learnt piece weights, started at the train part's IDF */
+  int no_head_norm; /* text bag: the head reads the pooled vector without head.norm */
   double weight_decay;    /* < 0: the trainer's default */
   double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
   int json;
@@ -461,6 +463,10 @@ static char *build_config(const train_t *tn, const card_t *card) {
       cli_json_key(&js, "idf");
       cli_json_bool(&js, 1);
     }
+    if (o->no_head_norm) {
+      cli_json_key(&js, "head_norm");
+      cli_json_bool(&js, 0);
+    }
     cli_json_key(&js, "tokenizer");
     /* The tokenizer's own JSON, parsed and re-emitted in place. */
     cli_jv_t tj;
@@ -790,6 +796,7 @@ int cli_cmd_train(int argc, char **argv) {
       {"pool", required_argument, NULL, 'P'},
       {"balanced", no_argument, NULL, 'C'},
       {"idf", no_argument, NULL, 'I'},
+      {"no-head-norm", no_argument, NULL, 'H'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -862,6 +869,7 @@ int cli_cmd_train(int argc, char **argv) {
     case 'L': bad = parse_int(optarg, 0, 16, &o->layers); break;
     case 'C': o->balanced = 1; break;
     case 'I': o->idf = 1; break;
+    case 'H': o->no_head_norm = 1; break;
     case 'P':
       if (!strcmp(optarg, "bag")) o->bag = 1;
       else if (!strcmp(optarg, "mean")) o->bag = 0;
@@ -910,6 +918,10 @@ int cli_cmd_train(int argc, char **argv) {
   }
   if (o->idf && !o->bag) {
     status = usage_error("--idf weighs the pieces of --pool bag only");
+    goto done;
+  }
+  if (o->no_head_norm && !o->bag) {
+    status = usage_error("--no-head-norm applies to --pool bag only");
     goto done;
   }
   if (o->bag && o->layers > 0) {

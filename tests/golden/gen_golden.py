@@ -350,7 +350,11 @@ class Model:
     def build_head(self):
         task = self.cfg["task"]
         n_out = 1 if task["kind"] == "binary" else len(task["labels"])
-        self.head_norm = self.norm("head.norm", self.d)
+        if self.cfg["encoder"].get("head_norm", True):
+            self.head_norm = self.norm("head.norm", self.d)
+        else:
+            # A bag with "head_norm": false: the head reads h itself (no head.norm tensor).
+            self.head_norm = lambda h: h
         self.head = self.linear("head", n_out, self.d, quantizable=False)
 
     def forward(self, inputs, exact=False, use_bias=True):
@@ -421,6 +425,12 @@ def config_for(kind, quant):
             "window": [], "n_global": 0, "pool": "bag", "idf": True,
             "tokenizer": wordpiece_tokenizer()},
             task={"kind": "binary", "labels": ["routine", "urgent"], "threshold": 0.4})
+    elif kind == "textnohn":
+        base.update(norm="rmsnorm", moe=moe[:1], encoder={
+            "kind": "text", "vocab_size": TEXT_VOCAB_SIZE, "max_len": 80, "n_layer": 0, "n_head": 1, "d_ff": 32,
+            "window": [], "n_global": 0, "pool": "bag", "idf": True, "head_norm": False,
+            "tokenizer": wordpiece_tokenizer()},
+            task={"kind": "multiclass", "labels": ["cardiology", "neurology", "oncology", "orthopedic"]})
     else:
         base.update(norm="rmsnorm", moe=moe[1:], encoder={
             "kind": "text", "vocab_size": TEXT_VOCAB_SIZE, "max_len": 16, "n_layer": 2, "n_head": 2, "d_ff": 32,
@@ -457,7 +467,7 @@ def make_inputs(cfg, rng, n):
 def main():
     os.makedirs(OUT, exist_ok=True)
     n_rows = 16
-    for ki, kind in enumerate(["tabular", "sensor", "text", "textbag", "textidf"]):
+    for ki, kind in enumerate(["tabular", "sensor", "text", "textbag", "textidf", "textnohn"]):
         for qi, quant in enumerate(["f32", "q8_0", "q4_0"]):
             cfg = config_for(kind, quant)
             # Same seed per kind: the three quant variants share their fp32 weights.

@@ -173,7 +173,7 @@ static int parse_sensor(const moe_json_t *enc, moe__config_t *cfg, char *errstr,
 
 static int parse_text(const moe_json_t *enc, moe__config_t *cfg, char *errstr, size_t errstr_size) {
   static const char *const keys[] = {"kind", "vocab_size", "max_len", "n_layer", "n_head", "d_ff",
-                                     "window", "n_global", "tokenizer", "pool", "idf"};
+                                     "window", "n_global", "tokenizer", "pool", "idf", "head_norm"};
   static const char *const pools[] = {"mean", "bag"};
   const char *path = "config.encoder";
   const moe_json_t *arr;
@@ -184,6 +184,16 @@ static int parse_text(const moe_json_t *enc, moe__config_t *cfg, char *errstr, s
   TRY(moe_json_opt_bool(enc, "idf", path, false, &cfg->text_idf, errstr, errstr_size));
   if (cfg->text_idf && !cfg->text_bag) {
     if (errstr_size > 0) snprintf(errstr, errstr_size, "config.encoder.idf: true needs pool \"bag\"");
+    return MOE_ECONFIG;
+  }
+  bool head_norm;
+  TRY(moe_json_opt_bool(enc, "head_norm", path, true, &head_norm, errstr, errstr_size));
+  cfg->no_head_norm = !head_norm;
+  /* Only the bag may drop the head norm: its pooled vector is already a weighted L2-normalised
+   * sum, so the head can read it as a linear model would (MODEL_FORMAT.md); the mean pool's
+   * output stays normalised as it always was. */
+  if (cfg->no_head_norm && !cfg->text_bag) {
+    if (errstr_size > 0) snprintf(errstr, errstr_size, "config.encoder.head_norm: false needs pool \"bag\"");
     return MOE_ECONFIG;
   }
   TRY(get_int(enc, "vocab_size", path, 1, 1 << 22, &cfg->vocab_size, errstr, errstr_size));

@@ -395,12 +395,14 @@ int moe_session_run(moe_session_t *sess, const moe_input_t *rows, int n_rows, mo
     if (rc != MOE_OK) goto fail;
   }
 
-  float *a = MOE__ARENA_FLOATS(&sess->arena, (size_t)m * d);
-  if (a == NULL) {
-    rc = MOE_ENOMEM;
-    goto fail;
+  float *a = h; /* "head_norm": false: the head reads h itself */
+  if (!cfg->no_head_norm) {
+    if ((a = MOE__ARENA_FLOATS(&sess->arena, (size_t)m * d)) == NULL) {
+      rc = MOE_ENOMEM;
+      goto fail;
+    }
+    moe__norm_forward(&model->head_norm, h, m, a);
   }
-  moe__norm_forward(&model->head_norm, h, m, a);
   if ((rc = moe__linear_forward(&model->head, &sess->arena, a, m, out->scores)) != MOE_OK) goto fail;
   const int n_out = model->n_outputs;
   for (int r = 0; r < m; r++) {

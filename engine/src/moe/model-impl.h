@@ -64,6 +64,7 @@ typedef struct moe__config_s {
   int *windows;                    /* (n_layer) attention span per layer */
   bool text_bag;                   /* pool "bag": sublinear bag of pieces, no positions (MODEL_FORMAT.md) */
   bool text_idf;                   /* bag: pieces also weighed by enc.idf.weight */
+  bool no_head_norm;               /* bag with "head_norm": false: no head.norm, the head reads h */
   const moe_json_t *tokenizer;     /* or NULL */
   /* MoE blocks */
   int n_moe;

@@ -465,7 +465,8 @@ static int load_from_file(loader_t *ld) {
   else rc = load_text(ld);
   if (rc != MOE_OK) return rc;
   if ((rc = load_moe_blocks(ld)) != MOE_OK) return rc;
-  if ((rc = load_norm(ld, "head.norm", cfg->d_model, &model->head_norm)) != MOE_OK) return rc;
+  if (!cfg->no_head_norm && (rc = load_norm(ld, "head.norm", cfg->d_model, &model->head_norm)) != MOE_OK)
+    return rc;
   if ((rc = load_linear(ld, "head", model->n_outputs, cfg->d_model, false, true,
                         "(n_outputs, d_model): 1 for binary, else the number of labels", &model->head)) != MOE_OK)
     return rc;

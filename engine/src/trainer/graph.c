@@ -677,7 +677,8 @@ int moe__tr_forward(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t 
   c->zrs = ALLOC_R(m);
   c->logits = ALLOC_R((size_t)m * tr->n_out);
   if (!c->z || !c->zmu || !c->zrs || !c->logits) return MOE_ENOMEM;
-  norm_fwd(tr, &tr->head_norm, W, h, m, c->z, c->zmu, c->zrs);
+  if (tr->cfg.no_head_norm) memcpy(c->z, h, (size_t)m * d * sizeof(tr_real));
+  else norm_fwd(tr, &tr->head_norm, W, h, m, c->z, c->zmu, c->zrs);
   lin_fwd(&tr->head, W, c->z, m, c->logits);
   return MOE_OK;
 }
@@ -839,8 +840,12 @@ int moe__tr_backward(moe_trainer_t *tr, const tr_real *W, const tr_cache_t *c, c
   tr_real *dz = ALLOC_R((size_t)m * d), *dh = ALLOC_R((size_t)m * d), *dx0 = ALLOC_R((size_t)m * tr->d_in);
   if (!dz || !dh || !dx0) return MOE_ENOMEM;
   lin_bwd(&tr->head, W, G, c->z, dlogits, m, dz, false);
-  memset(dh, 0, (size_t)m * d * sizeof(tr_real));
-  norm_bwd(tr, &tr->head_norm, W, G, c->hf, c->zmu, c->zrs, dz, m, dh);
+  if (cfg->no_head_norm) {
+    memcpy(dh, dz, (size_t)m * d * sizeof(tr_real));
+  } else {
+    memset(dh, 0, (size_t)m * d * sizeof(tr_real));
+    norm_bwd(tr, &tr->head_norm, W, G, c->hf, c->zmu, c->zrs, dz, m, dh);
+  }
   for (int b = cfg->n_moe - 1; b >= 0; b--) {
     int rc = block_bwd(tr, &tr->blocks[b], W, G, &c->blk[b], m, dh);
     if (rc != MOE_OK) return rc;

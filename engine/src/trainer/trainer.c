@@ -207,7 +207,8 @@ static int build_registry(moe_trainer_t *tr) {
       TRY(add_ffn(tr, &blk->shared[s], blk->cfg.d_ff, name));
     }
   }
-  TRY(add_norm(tr, &tr->head_norm, "head.norm"));
+  tr->head_norm.w = tr->head_norm.b = TR_NONE;
+  if (!cfg->no_head_norm) TRY(add_norm(tr, &tr->head_norm, "head.norm"));
   TRY(add_linear(tr, &tr->head, tr->n_out, tr->d, true, false, "head"));
   return MOE_OK;
 }

@@ -1,7 +1,8 @@
 /*
  * Gradient checks of the trainer's backward pass against central finite differences, in double
  * (this executable builds the trainer with MOE_TRAIN_F64), for every parameter tensor kind of
- * the tabular, sensor and text models (text: pool "mean" and pool "bag"): token and position embeddings, windowed multi-head
+ * the tabular, sensor and text models (text: pool "mean" and pool "bag", the bag also without
+ * the head norm): token and position embeddings, windowed multi-head
  * attention with a global token (qkv and out projections), the text FFN and norms, 1-D convolutions (strides 1 and 2, GELU and SiLU), categorical
  * embeddings, enc.in weight and bias, RMS and layer norm weights
  * and biases, routers (softmax and sigmoid scores, normalised and scaled gates, top-1 and
@@ -258,6 +259,57 @@ TEST(text_bag_idf_binary_layernorm) {
                            MOE_TWO "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
                   MOE_LOSS_BCE};
   run_case(&cs);
+}
+
+/* Pool "bag" without the head norm ("head_norm": false): the head reads the pooled vector (plus
+ * the MoE block's output) as it is, so its gradient reaches the embeddings unscaled; with piece
+ * weights, and with no MoE block (the head straight on the bag). */
+TEST(text_bag_no_head_norm_multiclass) {
+  gc_case_t cs = {"text bag idf, no head norm, multiclass",
+                  CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":16,\"n_layer\":0,\"n_head\":1,"
+                           "\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"idf\":true,\"head_norm\":false},"
+                           "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"softmax\"}],"
+                           "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
+                  MOE_LOSS_CE};
+  run_case(&cs);
+}
+
+TEST(text_bag_no_head_norm_no_moe_binary) {
+  gc_case_t cs = {"text bag, no head norm, no MoE block, binary",
+                  CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":16,\"n_layer\":0,\"n_head\":1,"
+                           "\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"head_norm\":false},"
+                           "\"moe\":[],\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                  MOE_LOSS_BCE};
+  run_case(&cs);
+}
+
+/* "head_norm": false is a bag option: a mean-pool config naming it is refused with the key's
+ * path, and a bag without it has no head.norm tensor to train or export. */
+TEST(text_head_norm_option) {
+  char err[256];
+  moe_train_opts_t o;
+  moe_train_opts_default(&o);
+  moe_trainer_t *tr = NULL;
+  const char *mean = CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":16,\"n_layer\":0,"
+                              "\"n_head\":1,\"d_ff\":4,\"window\":[],\"n_global\":0,\"head_norm\":false},\"moe\":[],"
+                              "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}";
+  ASSERT_EQ(moe_trainer_new(mean, 7, &o, &tr, err, sizeof err), MOE_ECONFIG);
+  ASSERT_NOT_NULL(strstr(err, "config.encoder.head_norm"));
+#define BAG_CFG(hn)                                                                                          \
+  CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":16,\"n_layer\":0,\"n_head\":1,\"d_ff\":4," \
+           "\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"head_norm\":" hn "},\"moe\":[],"                     \
+           "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}"
+  static const char *const bag[2] = {BAG_CFG("false"), BAG_CFG("true")};
+#undef BAG_CFG
+  for (int with = 0; with < 2; with++) {
+    const char *cfg = bag[with];
+    ASSERT_OK(moe_trainer_new(cfg, 7, &o, &tr, err, sizeof err));
+    int found = 0;
+    for (int i = 0; i < tr->n_tensors; i++) found += strncmp(tr->tensors[i].name, "head.norm.", 10) == 0;
+    ASSERT_EQ(found, with);
+    moe_trainer_free(tr);
+    tr = NULL;
+  }
 }
 
 /* moe_trainer_set_idf: the smoothed IDF of the rows, ln((1 + n) / (1 + df)) + 1, a piece counted
