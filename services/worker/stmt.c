@@ -255,10 +255,19 @@ typedef struct st__offset_s {
   int64_t next_offset;
 } st__offset_t;
 
+/* One statement the builder renders: all of the batch, or one of its two parts. */
+typedef struct st__part_s {
+  char *sql;
+  int n_params;
+  int *global;         /* (n_params) 0-based index of each of its parameters in bufs */
+  const char **values; /* (n_params), filled by render */
+  int *lengths, *formats;
+} st__part_t;
+
 struct wk_stmt_s {
   st__chunk_t *arena;
   char *group;
-  char *sql;
+  st__part_t parts[3]; /* by wk_stmt_part_t */
   st__table_t *tables;
   size_t n_tables;
   st__outbox_t *outbox;
@@ -274,8 +283,6 @@ struct wk_stmt_s {
   size_t cur_col;
   /* Rendering. */
   st__buf_t *bufs;     /* (n_params) */
-  const char **values;
-  int *lengths, *formats;
 };
 
 static const char *const st__type_names[] = {"text", "jsonb", "float4", "int4", "int8",
@@ -373,14 +380,8 @@ static const char *st__array_type(wk_col_type_t t) {
   return "?";
 }
 
-/*
- * Builds the SQL text; it depends on the declaration only. Parameters, in order: each table's
- * columns (a bulky column: its flat value, then the start and length arrays), the outbox's
- * alert_id, domain, key, topic, flat payload, start, length; the consumer group; the offsets'
- * topic, partition, next_offset.
- */
-static void st__build_sql(wk_stmt_t *st, const char *schema) {
-  st__buf_t q = {0};
+/* Assigns every parameter its number (1-based, in the order below), once. */
+static void st__number_params(wk_stmt_t *st) {
   int p = 1;
   for (size_t t = 0; t < st->n_tables; t++) {
     st__table_t *tb = &st->tables[t];
@@ -397,24 +398,78 @@ static void st__build_sql(wk_stmt_t *st, const char *schema) {
   st->offsets_param = p;
   p += 3;
   st->n_params = p - 1;
+}
 
-  /* Every flat value converted once (MATERIALIZED), then sliced per row. */
-  buf_puts(&q, "WITH v AS MATERIALIZED (SELECT ");
+/* Whether a table, the outbox (is_outbox) or the offsets belong to a part. */
+static bool st__in_part(wk_stmt_part_t part, int what) {
+  if (part == WK_STMT_ALL) return true;
+  return part == WK_STMT_RESULTS ? what == WK_TABLE_RESULTS : what == WK_TABLE_STATE;
+}
+#define ST__OUTBOX_ROLE WK_TABLE_RESULTS  /* alerts are idempotent by id, like results */
+#define ST__OFFSETS_ROLE WK_TABLE_STATE   /* offsets move with the state they cover */
+
+/*
+ * Builds the SQL text of one part; it depends on the declaration only. Parameters (global
+ * numbering of st__number_params): each table's columns (a bulky column: its flat value, then
+ * the start and length arrays), the outbox's alert_id, domain, key, topic, flat payload,
+ * start, length; the consumer group; the offsets' topic, partition, next_offset. A part's
+ * statement numbers the parameters it uses $1.. in that same order (map: global -> local).
+ */
+static void st__build_sql(wk_stmt_t *st, const char *schema, wk_stmt_part_t part) {
+  st__part_t *pt = &st->parts[part];
+  int *map = st__xrealloc(NULL, (size_t)(st->n_params + 1) * sizeof *map);
+  memset(map, 0, (size_t)(st->n_params + 1) * sizeof *map);
+  pt->global = st__xrealloc(NULL, (size_t)st->n_params * sizeof *pt->global);
+  pt->n_params = 0;
+#define ST__USE(g)                                                                         \
+  do {                                                                                     \
+    map[(g)] = ++pt->n_params;                                                             \
+    pt->global[pt->n_params - 1] = (g) - 1;                                                \
+  } while (0)
   for (size_t t = 0; t < st->n_tables; t++) {
     const st__table_t *tb = &st->tables[t];
+    if (!st__in_part(part, (int)tb->decl->role)) continue;
+    for (size_t c = 0; c < tb->decl->n_cols; c++)
+      for (int i = 0; i < st__col_params(tb->decl->cols[c].type); i++) ST__USE(tb->col_param[c] + i);
+  }
+  bool outbox = st__in_part(part, ST__OUTBOX_ROLE), offsets = st__in_part(part, ST__OFFSETS_ROLE);
+  if (outbox)
+    for (int i = 0; i < 7; i++) ST__USE(st->outbox_param + i);
+  if (offsets) {
+    ST__USE(st->group_param);
+    for (int i = 0; i < 3; i++) ST__USE(st->offsets_param + i);
+  }
+#undef ST__USE
+
+  st__buf_t q = {0};
+  /* Every flat value converted once (MATERIALIZED), then sliced per row. */
+  buf_puts(&q, "WITH v AS MATERIALIZED (SELECT ");
+  bool any_flat = false;
+  for (size_t t = 0; t < st->n_tables; t++) {
+    const st__table_t *tb = &st->tables[t];
+    if (!st__in_part(part, (int)tb->decl->role)) continue;
     for (size_t c = 0; c < tb->decl->n_cols; c++) {
       wk_col_type_t ty = tb->decl->cols[c].type;
-      if (st__col_params(ty) == 3)
-        buf_printf(&q, "$%d::%s AS f%d, ", tb->col_param[c], st__array_type(ty),
-                   tb->col_param[c]);
+      if (st__col_params(ty) == 3) {
+        buf_printf(&q, "%s$%d::%s AS f%d", any_flat ? ", " : "", map[tb->col_param[c]],
+                   st__array_type(ty), tb->col_param[c]);
+        any_flat = true;
+      }
     }
   }
-  buf_printf(&q, "$%d::bytea AS f%d),\n", st->outbox_param + 4, st->outbox_param + 4);
+  if (outbox) {
+    buf_printf(&q, "%s$%d::bytea AS f%d", any_flat ? ", " : "", map[st->outbox_param + 4],
+               st->outbox_param + 4);
+    any_flat = true;
+  }
+  if (!any_flat) buf_puts(&q, "1 AS f0");
+  buf_puts(&q, ")");
 
   for (size_t t = 0; t < st->n_tables; t++) {
     const st__table_t *tb = &st->tables[t];
     const wk_table_t *d = tb->decl;
-    buf_printf(&q, "t%zu AS (\n  INSERT INTO \"%s\".\"%s\" AS t (", t, schema, d->name);
+    if (!st__in_part(part, (int)d->role)) continue;
+    buf_printf(&q, ",\nt%zu AS (\n  INSERT INTO \"%s\".\"%s\" AS t (", t, schema, d->name);
     for (size_t c = 0; c < d->n_cols; c++)
       buf_printf(&q, "%s\"%s\"", c ? ", " : "", d->cols[c].name);
     buf_puts(&q, ")\n  SELECT ");
@@ -435,9 +490,10 @@ static void st__build_sql(wk_stmt_t *st, const char *schema) {
       int pp = tb->col_param[c];
       wk_col_type_t ty = d->cols[c].type;
       if (st__col_params(ty) == 3)
-        buf_printf(&q, "%s$%d::integer[], $%d::integer[]", first ? "" : ", ", pp + 1, pp + 2);
+        buf_printf(&q, "%s$%d::integer[], $%d::integer[]", first ? "" : ", ", map[pp + 1],
+                   map[pp + 2]);
       else
-        buf_printf(&q, "%s$%d::%s", first ? "" : ", ", pp, st__array_type(ty));
+        buf_printf(&q, "%s$%d::%s", first ? "" : ", ", map[pp], st__array_type(ty));
       first = false;
     }
     buf_puts(&q, ") AS u(");
@@ -456,44 +512,55 @@ static void st__build_sql(wk_stmt_t *st, const char *schema) {
       buf_puts(&q, d->on_conflict);
       buf_puts(&q, "\n");
     }
-    buf_puts(&q, "  RETURNING 1),\n");
+    buf_puts(&q, "  RETURNING 1)");
   }
-  int o = st->outbox_param;
-  buf_printf(&q,
-             "o AS (\n"
-             "  INSERT INTO \"%s\".outbox (alert_id, domain, key, topic, payload)\n"
-             "  SELECT a, d, k, tp, substring(v.f%d FROM s0 FOR sl)\n"
-             "  FROM v, unnest($%d::text[], $%d::text[], $%d::text[], $%d::text[],\n"
-             "                 $%d::integer[], $%d::integer[]) AS u(a, d, k, tp, s0, sl)\n"
-             "  ON CONFLICT (alert_id) DO NOTHING\n"
-             "  RETURNING 1),\n",
-             schema, o + 4, o, o + 1, o + 2, o + 3, o + 5, o + 6);
-  int k = st->offsets_param;
-  buf_printf(&q,
-             "k AS (\n"
-             "  INSERT INTO \"%s\".kafka_offsets AS ko (consumer_group, topic, partition, "
-             "next_offset)\n"
-             "  SELECT $%d::text, tp, pa, n\n"
-             "  FROM unnest($%d::text[], $%d::integer[], $%d::bigint[]) AS u(tp, pa, n)\n"
-             "  ON CONFLICT (consumer_group, topic, partition) DO UPDATE\n"
-             "    SET next_offset = EXCLUDED.next_offset, updated_at = now()\n"
-             "  WHERE ko.next_offset < EXCLUDED.next_offset\n"
-             "  RETURNING 1)\n",
-             schema, st->group_param, k, k + 1, k + 2);
-  /* What each part changed, summed by role. */
-  buf_puts(&q, "SELECT ");
+  if (outbox) {
+    int o = st->outbox_param;
+    buf_printf(&q,
+               ",\no AS (\n"
+               "  INSERT INTO \"%s\".outbox (alert_id, domain, key, topic, payload)\n"
+               "  SELECT a, d, k, tp, substring(v.f%d FROM s0 FOR sl)\n"
+               "  FROM v, unnest($%d::text[], $%d::text[], $%d::text[], $%d::text[],\n"
+               "                 $%d::integer[], $%d::integer[]) AS u(a, d, k, tp, s0, sl)\n"
+               "  ON CONFLICT (alert_id) DO NOTHING\n"
+               "  RETURNING 1)",
+               schema, o + 4, map[o], map[o + 1], map[o + 2], map[o + 3], map[o + 5],
+               map[o + 6]);
+  }
+  if (offsets) {
+    int k = st->offsets_param;
+    buf_printf(&q,
+               ",\nk AS (\n"
+               "  INSERT INTO \"%s\".kafka_offsets AS ko (consumer_group, topic, partition, "
+               "next_offset)\n"
+               "  SELECT $%d::text, tp, pa, n\n"
+               "  FROM unnest($%d::text[], $%d::integer[], $%d::bigint[]) AS u(tp, pa, n)\n"
+               "  ON CONFLICT (consumer_group, topic, partition) DO UPDATE\n"
+               "    SET next_offset = EXCLUDED.next_offset, updated_at = now()\n"
+               "  WHERE ko.next_offset < EXCLUDED.next_offset\n"
+               "  RETURNING 1)",
+               schema, map[st->group_param], map[k], map[k + 1], map[k + 2]);
+  }
+  /* What each part changed, summed by role: always four columns (0 for what is not here). */
+  buf_puts(&q, "\nSELECT ");
   for (int role = WK_TABLE_RESULTS; role <= WK_TABLE_STATE; role++) {
     bool any = false;
     for (size_t t = 0; t < st->n_tables; t++) {
-      if ((int)st->tables[t].decl->role != role) continue;
+      if ((int)st->tables[t].decl->role != role || !st__in_part(part, role)) continue;
       buf_printf(&q, "%s(SELECT count(*) FROM t%zu)", any ? " + " : "", t);
       any = true;
     }
     if (!any) buf_puts(&q, "0::bigint");
     buf_puts(&q, ", ");
   }
-  buf_puts(&q, "(SELECT count(*) FROM o), (SELECT count(*) FROM k)");
-  st->sql = q.p;
+  buf_puts(&q, outbox ? "(SELECT count(*) FROM o), " : "0::bigint, ");
+  buf_puts(&q, offsets ? "(SELECT count(*) FROM k)" : "0::bigint");
+  pt->sql = q.p;
+  free(map);
+  size_t np = pt->n_params ? (size_t)pt->n_params : 1;
+  pt->values = st__xrealloc(NULL, np * sizeof *pt->values);
+  pt->lengths = st__xrealloc(NULL, np * sizeof *pt->lengths);
+  pt->formats = st__xrealloc(NULL, np * sizeof *pt->formats);
 }
 
 svc_err_t wk_stmt_new(const char *schema, const char *group, const wk_table_t *tables,
@@ -527,13 +594,12 @@ svc_err_t wk_stmt_new(const char *schema, const char *group, const wk_table_t *t
       if (strcmp(tables[t].cols[c].name, tables[t].merge_by) == 0) tb->merge_col = c;
   }
   st->cur_table = SIZE_MAX;
-  st__build_sql(st, schema);
+  st__number_params(st);
+  for (int part = WK_STMT_ALL; part <= WK_STMT_STATE; part++)
+    st__build_sql(st, schema, (wk_stmt_part_t)part);
   size_t np = (size_t)st->n_params;
   st->bufs = st__xrealloc(NULL, np * sizeof *st->bufs);
   memset(st->bufs, 0, np * sizeof *st->bufs);
-  st->values = st__xrealloc(NULL, np * sizeof *st->values);
-  st->lengths = st__xrealloc(NULL, np * sizeof *st->lengths);
-  st->formats = st__xrealloc(NULL, np * sizeof *st->formats);
   *out = st;
   return SVC_OK;
 }
@@ -562,11 +628,15 @@ void wk_stmt_free(wk_stmt_t *st) {
   free(st->offsets);
   for (int i = 0; i < st->n_params; i++) free(st->bufs[i].p);
   free(st->bufs);
-  free(st->values);
-  free(st->lengths);
-  free(st->formats);
+  for (int part = WK_STMT_ALL; part <= WK_STMT_STATE; part++) {
+    st__part_t *pt = &st->parts[part];
+    free(pt->sql);
+    free(pt->global);
+    free(pt->values);
+    free(pt->lengths);
+    free(pt->formats);
+  }
   free(st->group);
-  free(st->sql);
   free(st);
 }
 
@@ -915,17 +985,29 @@ void wk_stmt_render(wk_stmt_t *st, const char **sql, int *n_params, const char *
     bin_i8(&st->bufs[k + 2], st->offsets[i].next_offset);
   }
 
-  for (int i = 0; i < st->n_params; i++) {
+  for (int i = 0; i < st->n_params; i++)
     if (st->bufs[i].p == NULL) buf_reserve(&st->bufs[i], 0); /* never a NULL value: "" */
-    st->values[i] = st->bufs[i].p;
-    st->lengths[i] = (int)st->bufs[i].len;
-    st->formats[i] = i != st->group_param - 1; /* the group is the one text parameter */
+  for (int part = WK_STMT_ALL; part <= WK_STMT_STATE; part++) {
+    st__part_t *pt = &st->parts[part];
+    for (int i = 0; i < pt->n_params; i++) {
+      int gi = pt->global[i];
+      pt->values[i] = st->bufs[gi].p;
+      pt->lengths[i] = (int)st->bufs[gi].len;
+      pt->formats[i] = gi != st->group_param - 1; /* the group is the one text parameter */
+    }
   }
-  *sql = st->sql;
-  *n_params = st->n_params;
-  *values = st->values;
-  *lengths = st->lengths;
-  *formats = st->formats;
+  wk_stmt_part(st, WK_STMT_ALL, sql, n_params, values, lengths, formats);
+}
+
+void wk_stmt_part(const wk_stmt_t *st, wk_stmt_part_t part, const char **sql, int *n_params,
+                  const char *const **values, const int **lengths, const int **formats) {
+  if (part < WK_STMT_ALL || part > WK_STMT_STATE) st__die("part %d", (int)part);
+  const st__part_t *pt = &st->parts[part];
+  *sql = pt->sql;
+  *n_params = pt->n_params;
+  *values = pt->values;
+  *lengths = pt->lengths;
+  *formats = pt->formats;
 }
 
 svc_err_t wk_stmt_parse_counts(const char *const cols[4], wk_stmt_counts_t *out) {

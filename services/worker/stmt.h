@@ -130,6 +130,20 @@ size_t wk_stmt_n_rows(const wk_stmt_t *st, size_t table);
 void wk_stmt_render(wk_stmt_t *st, const char **sql, int *n_params, const char *const **values,
                     const int **lengths, const int **formats);
 
+/*
+ * The batch in two statements, for a worker with two PostgreSQL sessions (pg.lanes 2):
+ * RESULTS inserts the rows of the results tables and the outbox (both idempotent: ON CONFLICT
+ * DO NOTHING on their ids); STATE writes the state tables and the offsets. Committing RESULTS
+ * first and STATE only after it keeps the invariant a restore relies on (every event below a
+ * stored offset has its results and alerts; the stored state matches the stored offsets),
+ * while the RESULTS of the next batch can run beside the STATE of this one. ALL is the one
+ * statement wk_stmt_render returns. Valid after wk_stmt_render, until the next reset, render
+ * or free; the counts row has the same four columns (0 for what a part does not write).
+ */
+typedef enum { WK_STMT_ALL = 0, WK_STMT_RESULTS = 1, WK_STMT_STATE = 2 } wk_stmt_part_t;
+void wk_stmt_part(const wk_stmt_t *st, wk_stmt_part_t part, const char **sql, int *n_params,
+                  const char *const **values, const int **lengths, const int **formats);
+
 typedef struct wk_stmt_counts_s {
   long results, states, outbox, offsets;
 } wk_stmt_counts_t;

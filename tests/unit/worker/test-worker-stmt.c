@@ -374,3 +374,92 @@ TEST(exactly_once_merging_and_forward_only_state) {
   ASSERT_STATE(&f, "k5", "2/2905/v2805");
   fixture_close(&f);
 }
+
+/* Runs one part of the rendered statement (prepared under its own name); returns the counts. */
+static wk_stmt_counts_t run_part(fixture_t *f, wk_stmt_part_t part) {
+  const char *sql, *const *values;
+  const int *lengths, *formats;
+  int np;
+  wk_stmt_part(f->st, part, &sql, &np, &values, &lengths, &formats);
+  char name[32];
+  snprintf(name, sizeof name, "stmt_part_%d", (int)part);
+  PGresult *res = PQprepare(f->conn, name, sql, np, NULL);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "prepare part %d: %s\n%s", (int)part,
+             PQresultErrorMessage(res), sql);
+  PQclear(res);
+  res = PQexecPrepared(f->conn, name, np, values, lengths, formats, 0);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "part %d: %s", (int)part,
+             PQresultErrorMessage(res));
+  const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                         PQgetvalue(res, 0, 3)};
+  wk_stmt_counts_t c;
+  ASSERT_OK(wk_stmt_parse_counts(cols, &c));
+  PQclear(res);
+  res = PQexec(f->conn, "DEALLOCATE ALL");
+  PQclear(res);
+  return c;
+}
+
+static long count_rows(fixture_t *f, const char *table) {
+  PGresult *res = query(f->conn, "SELECT count(*) FROM \"%s\".%s", f->schema, table);
+  long n = atol(PQgetvalue(res, 0, 0));
+  PQclear(res);
+  return n;
+}
+
+/*
+ * pg.lanes 2: the batch as two statements. RESULTS writes results and alerts only, STATE the
+ * state and offsets only, and together they store what the one statement stores. A crash
+ * between them (RESULTS committed, STATE never) leaves results without the offsets that cover
+ * them: the batch consumed again writes no second result or alert, and then state and offsets.
+ */
+TEST(two_parts_store_what_one_statement_stores) {
+  fixture_t f;
+  fixture_open(&f);
+  const char *sql, *const *values;
+  const int *lengths, *formats;
+  int np;
+  batch_one(&f);
+  wk_stmt_render(f.st, &sql, &np, &values, &lengths, &formats);
+  wk_stmt_counts_t r = run_part(&f, WK_STMT_RESULTS);
+  ASSERT_EQ(r.results, 2);
+  ASSERT_EQ(r.states, 0);
+  ASSERT_EQ(r.outbox, 1);
+  ASSERT_EQ(r.offsets, 0);
+  ASSERT_EQ(count_rows(&f, "thing_state"), 0);
+  ASSERT_EQ(count_rows(&f, "kafka_offsets"), 0);
+  wk_stmt_counts_t s = run_part(&f, WK_STMT_STATE);
+  ASSERT_EQ(s.results, 0);
+  ASSERT_EQ(s.states, 2);
+  ASSERT_EQ(s.outbox, 0);
+  ASSERT_EQ(s.offsets, 2);
+  ASSERT_STATE(&f, "a", "0/12/a@12");
+  ASSERT_STATE(&f, "b", "1/11/b@11");
+  ASSERT_EQ(count_rows(&f, "things"), 2);
+  ASSERT_EQ(count_rows(&f, "outbox"), 1);
+  wk_stmt_reset(f.st);
+
+  /* The crash between the parts: RESULTS of the next batch only, then that batch again, whole. */
+  add_thing(f.st, "e9", "after");
+  add_state(f.st, "a", 0, 30, "a@30");
+  wk_stmt_add_offset(f.st, "topic", 0, 31);
+  wk_stmt_render(f.st, &sql, &np, &values, &lengths, &formats);
+  r = run_part(&f, WK_STMT_RESULTS);
+  ASSERT_EQ(r.results, 1);
+  ASSERT_EQ(next_offset(&f, 0), 13);
+  ASSERT_STATE(&f, "a", "0/12/a@12");
+  wk_stmt_reset(f.st);
+  add_thing(f.st, "e9", "replayed");
+  add_state(f.st, "a", 0, 30, "a@30");
+  wk_stmt_add_offset(f.st, "topic", 0, 31);
+  wk_stmt_counts_t c = run(&f);
+  ASSERT_EQ(c.results, 0);
+  ASSERT_EQ(c.states, 1);
+  ASSERT_EQ(c.offsets, 1);
+  ASSERT_STATE(&f, "a", "0/30/a@30");
+  ASSERT_EQ(next_offset(&f, 0), 31);
+  PGresult *res = query(f.conn, "SELECT note FROM \"%s\".things WHERE id = 'e9'", f.schema);
+  ASSERT_STR_EQ(PQgetvalue(res, 0, 0), "after");
+  PQclear(res);
+  fixture_close(&f);
+}
