@@ -12,7 +12,10 @@
  *                       first cycle repeated in front of short histories), two convolutions;
  *                       trained on every cycle of the training engines with the RUL capped at
  *                       125 (as the baselines do), validated on the held-out engines' cuts
- *                       against the true RUL;
+ *                       against the true RUL; --min-corr R keeps only the channels whose
+ *                       correlation with the capped RUL reaches R (the file lists the ones it
+ *                       reads, by name), --scale minmax maps each channel's train range onto
+ *                       [-1, 1] (stored as mean = centre, std = half range);
  *   records-*           text: a WordPiece vocabulary learnt on the train part's notes,
  *                       "[CLS]" + pieces cut to --max-len, then --layers windowed-attention
  *                       layers (2) and the mean, or with --pool bag the bag of pieces
@@ -21,6 +24,8 @@
  *                       head as it is (no head.norm); --balanced weighs the classes as the
  *                       baseline does.
  * Then --moe-blocks MoE blocks of --experts experts (top --top-k, one shared) and the head.
+ * --ema D keeps a moving average of the weights (moe_train_opts_t.ema_decay): it is what the
+ * validation part judges each epoch and what is exported.
  *
  * After training the model is exported in the chosen weight format, loaded back, and its
  * validation and test scores give the threshold and the metrics; for a quantized file the same
@@ -63,7 +68,10 @@ typedef struct train_opts_s {
   int balanced;   /* multiclass: class weights n / (n_classes * count) over the train part */
   int idf;        /* text bag: learnt piece weights, started at the train part's IDF */
   int no_head_norm; /* text bag: the head reads the pooled vector without head.norm */
+  double min_corr; /* sensor: keep channels with |corr(channel, capped RUL)| >= this (0: all) */
+  int minmax;      /* sensor: scale channels to [-1, 1] by the train part's range, not z-score */
   double weight_decay;    /* < 0: the trainer's default */
+  double ema;             /* > 0: the trainer's ema_decay (validated and shipped: the average) */
   double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
   int json;
 } train_opts_t;
@@ -88,6 +96,8 @@ typedef struct train_s {
   uint8_t *part;
   double *cut;
   double *mean, *std; /* (n_num) over the train part */
+  size_t *ch, n_ch;   /* the numeric columns the model reads, in table order (all but sensor
+                         channels dropped by --min-corr) */
   moe_wordpiece_t *wp;
   char *tok_json;
   part_data_t pd[3];  /* train, validation, test */
@@ -131,7 +141,62 @@ static void norm_stats(train_t *tn) {
     tn->mean[j] = m;
     /* A constant column (C-MAPSS has several) gets std 1: the config requires std > 0. */
     tn->std[j] = var > 1e-12 * (1 + m * m) ? sqrt(var) : 1.0;
+    if (tn->o.minmax && t->task == CLI_TASK_CMAPSS) {
+      /* Min-max scaling written as the config's (x - mean) / std: centre and half range map the
+       * train part's range onto [-1, 1], so the model file and the engine need nothing new. */
+      double lo = INFINITY, hi = -INFINITY;
+      for (size_t i = 0; i < t->n_rows; i++) {
+        if (tn->part[i] != CLI_PART_TRAIN) continue;
+        double v = t->num[i * t->n_num + j];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+      }
+      if (n > 0 && hi - lo > 1e-6 * (1 + fabs(m))) {
+        tn->mean[j] = 0.5 * (lo + hi);
+        tn->std[j] = 0.5 * (hi - lo);
+      }
+    }
   }
+}
+
+/*
+ * The columns the model reads: all of them, except that with --min-corr a C-MAPSS sensor window
+ * keeps only the channels whose Pearson correlation with the training target (RUL capped at
+ * TRAIN_RUL_CAP, train part) is at least min_corr in magnitude. On FD001 that drops the three
+ * operating settings (noise around one condition) and the sensors that are constant or nearly
+ * so (1, 5, 6, 10, 16, 18, 19): they only add noise for the convolutions to fit. The choice is
+ * the model file's channel list, by name; the worker reads the channels a model names.
+ */
+static int select_channels(train_t *tn) {
+  const cli_table_t *t = &tn->t;
+  if ((tn->ch = malloc((t->n_num + 1) * sizeof(size_t))) == NULL) return CLI_ENOMEM;
+  tn->n_ch = 0;
+  for (size_t j = 0; j < t->n_num; j++) {
+    int keep = 1;
+    if (t->task == CLI_TASK_CMAPSS && tn->o.min_corr > 0) {
+      double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
+      size_t n = 0;
+      for (size_t i = 0; i < t->n_rows; i++) {
+        if (tn->part[i] != CLI_PART_TRAIN) continue;
+        double x = t->num[i * t->n_num + j], y = t->label[i];
+        if (y > TRAIN_RUL_CAP) y = TRAIN_RUL_CAP;
+        x = (x - tn->mean[j]) / tn->std[j]; /* centred first: the raw values are large */
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        syy += y * y;
+        sxy += x * y;
+        n++;
+      }
+      double vx = n ? sxx / (double)n - (sx / (double)n) * (sx / (double)n) : 0;
+      double vy = n ? syy / (double)n - (sy / (double)n) * (sy / (double)n) : 0;
+      double cov = n ? sxy / (double)n - (sx / (double)n) * (sy / (double)n) : 0;
+      /* A constant column has no correlation: dropped. */
+      keep = vx > 1e-12 && vy > 0 && fabs(cov / sqrt(vx * vy)) >= tn->o.min_corr;
+    }
+    if (keep) tn->ch[tn->n_ch++] = j;
+  }
+  return CLI_OK;
 }
 
 /* The first row of row i's unit (C-MAPSS rows of a unit are contiguous, in cycle order). */
@@ -146,8 +211,8 @@ static void fill_window(const train_t *tn, float *w, size_t r, size_t first) {
   for (int s = 0; s < T; s++) {
     size_t back = (size_t)(T - 1 - s);
     size_t row = r - first >= back ? r - back : first;
-    for (size_t c = 0; c < t->n_num; c++)
-      w[(size_t)s * t->n_num + c] = (float)t->num[row * t->n_num + c];
+    for (size_t c = 0; c < tn->n_ch; c++)
+      w[(size_t)s * tn->n_ch + c] = (float)t->num[row * t->n_num + tn->ch[c]];
   }
 }
 
@@ -187,7 +252,7 @@ static int build_part(train_t *tn, int p) {
     return CLI_ENOMEM;
   }
   if (t->task == CLI_TASK_CMAPSS) {
-    if ((pd->window = malloc(m * (size_t)tn->o.window * t->n_num * sizeof(float))) == NULL)
+    if ((pd->window = malloc(m * (size_t)tn->o.window * tn->n_ch * sizeof(float))) == NULL)
       return CLI_ENOMEM;
   } else if (t->text != NULL) {
     pd->tokens = malloc(m * (size_t)tn->o.max_len * sizeof(int32_t));
@@ -213,7 +278,7 @@ static int build_part(train_t *tn, int p) {
     else
       pd->label[k] = (int32_t)y;
     if (t->task == CLI_TASK_CMAPSS) {
-      fill_window(tn, pd->window + k * (size_t)tn->o.window * t->n_num, i, first);
+      fill_window(tn, pd->window + k * (size_t)tn->o.window * tn->n_ch, i, first);
     } else if (t->text != NULL) {
       if (fill_tokens(tn, pd->tokens + k * (size_t)tn->o.max_len, &pd->n_tok[k], t->text[i]))
         return CLI_ENOMEM;
@@ -302,7 +367,8 @@ static void emit_metrics(cli_json_t *js, const cli_metric_t *mt, int n) {
  * [{"name": ..., "mean": ..., "std": ...}, ...] (the sensor channels or the tabular inputs). */
 static void emit_num_stats(cli_json_t *js, const train_t *tn) {
   const cli_table_t *t = &tn->t;
-  for (size_t j = 0; j < t->n_num; j++) {
+  for (size_t k = 0; k < tn->n_ch; k++) {
+    size_t j = tn->ch[k];
     cli_json_obj_begin(js);
     cli_json_key(js, "name");
     cli_json_str(js, t->num_name[j]);
@@ -383,6 +449,18 @@ static char *build_config(const train_t *tn, const card_t *card) {
     if (task_kind(t) == MOE_TASK_BINARY) {
       cli_json_key(&js, "pos_weight");
       cli_json_num(&js, card->pos_weight);
+    }
+    if (o->ema > 0) {
+      cli_json_key(&js, "ema");
+      cli_json_num(&js, o->ema);
+    }
+    if (o->min_corr > 0) {
+      cli_json_key(&js, "min_corr");
+      cli_json_num(&js, o->min_corr);
+    }
+    if (o->minmax) {
+      cli_json_key(&js, "scale");
+      cli_json_str(&js, "minmax");
     }
     if (t->task == CLI_TASK_CMAPSS) {
       cli_json_key(&js, "rul_cap");
@@ -650,7 +728,7 @@ static int score_part(const moe_model_t *model, const train_t *tn, int p, float 
   moe_input_t rows[B];
   if (moe_session_new(model, B, &sess) != MOE_OK) return CLI_ENOMEM;
   int n_out = moe_model_n_outputs(model), rc = CLI_OK;
-  size_t nn = tn->t.n_num, nc = tn->t.n_cat, win = (size_t)tn->o.window * nn;
+  size_t nn = tn->t.n_num, nc = tn->t.n_cat, win = (size_t)tn->o.window * tn->n_ch;
   for (int k0 = 0; k0 < pd->n && rc == CLI_OK; k0 += B) {
     int nb = pd->n - k0 < B ? pd->n - k0 : B;
     for (int b = 0; b < nb; b++) {
@@ -797,6 +875,9 @@ int cli_cmd_train(int argc, char **argv) {
       {"balanced", no_argument, NULL, 'C'},
       {"idf", no_argument, NULL, 'I'},
       {"no-head-norm", no_argument, NULL, 'H'},
+      {"min-corr", required_argument, NULL, 'R'},
+      {"scale", required_argument, NULL, 'A'},
+      {"ema", required_argument, NULL, 'G'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -876,6 +957,23 @@ int cli_cmd_train(int argc, char **argv) {
       else bad = 1;
       break;
     case 'V': bad = parse_int(optarg, 200, 1000000, &o->vocab); break;
+    case 'R': {
+      char *end;
+      o->min_corr = strtod(optarg, &end);
+      bad = end == optarg || *end != '\0' || !(o->min_corr >= 0 && o->min_corr < 1);
+      break;
+    }
+    case 'G': {
+      char *end;
+      o->ema = strtod(optarg, &end);
+      bad = end == optarg || *end != '\0' || !(o->ema >= 0 && o->ema < 1);
+      break;
+    }
+    case 'A':
+      if (!strcmp(optarg, "minmax")) o->minmax = 1;
+      else if (!strcmp(optarg, "standard")) o->minmax = 0;
+      else bad = 1;
+      break;
     default:
       status = usage_error(c == ':' ? "missing value for option '%s'" : "unknown option '%s'",
                            argv[optind - 1]);
@@ -916,6 +1014,12 @@ int cli_cmd_train(int argc, char **argv) {
                          task_name);
     goto done;
   }
+  if ((o->min_corr > 0 || o->minmax) && task != CLI_TASK_CMAPSS) {
+    status = usage_error("--min-corr and --scale apply to the sensor task (fault-cmapss), not "
+                         "'%s'",
+                         task_name);
+    goto done;
+  }
   if (o->idf && !o->bag) {
     status = usage_error("--idf weighs the pieces of --pool bag only");
     goto done;
@@ -952,6 +1056,12 @@ int cli_cmd_train(int argc, char **argv) {
       cli_split_assign(t, tn->part, tn->cut) != CLI_OK)
     goto oom;
   norm_stats(tn);
+  if (select_channels(tn) != CLI_OK) goto oom;
+  if (task == CLI_TASK_CMAPSS && tn->n_ch == 0) {
+    fprintf(stderr, "sluice train: --min-corr %g leaves no channel (the largest correlation with "
+            "the capped RUL is below it)\n", o->min_corr);
+    goto done;
+  }
   if (t->text != NULL) {
     /* The vocabulary is learnt from the train part only. */
     size_t nd = 0;
@@ -990,6 +1100,7 @@ int cli_cmd_train(int argc, char **argv) {
   moe_train_opts_default(&to);
   to.lr = (float)o->lr;
   if (o->weight_decay >= 0) to.weight_decay = (float)o->weight_decay;
+  to.ema_decay = (float)o->ema;
   if (o->label_smoothing >= 0) to.label_smoothing = (float)o->label_smoothing;
   float *class_w = NULL;
   if (o->balanced) {
@@ -1123,6 +1234,7 @@ done:
   for (int p = 0; p < 3; p++) part_free(&tn->pd[p]);
   moe_text_free(tn->tok_json);
   moe_wordpiece_free(tn->wp);
+  free(tn->ch);
   free(tn->std);
   free(tn->mean);
   free(tn->cut);

@@ -74,6 +74,12 @@ typedef struct moe_train_opts_s {
   float bias_gamma;      /* selection-bias step per batch; 0: no balancing (1e-3) */
   float balance_alpha;   /* weight of the auxiliary balance loss; 0: none (0) */
   moe_quant_t qat;       /* MOE_QUANT_F32: plain training; Q8_0 / Q4_0: fake-quant forward */
+  float ema_decay;       /* in [0, 1): keep an exponential moving average of the weights,
+                            a = d a + (1 - d) p after every step (a starts at the first step's
+                            p; d is min(ema_decay, (1 + n) / (10 + n)) after n updates, so
+                            that early weights fade fast), and let moe_trainer_fit evaluate,
+                            keep and restore the average instead of the raw weights; the
+                            selection biases are not averaged. 0: none (0) */
 } moe_train_opts_t;
 
 void moe_train_opts_default(moe_train_opts_t *opts);
@@ -184,7 +190,9 @@ typedef struct moe_fit_result_s {
  * Mini-batch training: each epoch visits the training rows in an order shuffled by the
  * trainer's seed, then evaluates the validation split (val may be NULL: then the metric is the
  * epoch's mean training loss). Keeps a copy of the best parameters and restores them at the
- * end. When the options' total_steps is 0 it becomes epochs * batches per epoch. Returns as
+ * end. With opts.ema_decay > 0 the validation metric is that of the averaged weights, and the
+ * best average is what is kept and restored (further steps continue from it). When the
+ * options' total_steps is 0 it becomes epochs * batches per epoch. Returns as
  * moe_trainer_step / moe_trainer_eval.
  */
 int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_train_data_t *val,

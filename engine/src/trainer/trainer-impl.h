@@ -139,6 +139,8 @@ struct moe_trainer_s {
   /* flat buffers of n_values */
   tr_real *p, *g, *adam_m, *adam_v;
   tr_real *fq;         /* QAT: the fake-quantized copy the forward pass reads, else NULL */
+  tr_real *ema;        /* opts.ema_decay > 0: the moving average of p, else NULL */
+  int64_t ema_n;       /* updates folded into ema so far */
   int64_t step;
   moe__arena_t arena;
   char err[256];

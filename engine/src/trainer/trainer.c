@@ -263,11 +263,12 @@ static int check_opts(const moe_trainer_t *tr, moe_train_opts_t *o, char *errstr
   if (!(o->lr > 0) || !(o->min_lr >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) ||
       !(o->adam_eps > 0) || !(o->weight_decay >= 0) || !(o->clip_norm >= 0) || !(o->bias_gamma >= 0) ||
       !(o->balance_alpha >= 0) || !(o->pos_weight > 0) || !(o->focal_gamma >= 0) || !(o->huber_delta > 0) ||
-      !(o->label_smoothing >= 0 && o->label_smoothing < 1) || o->warmup_steps < 0 || o->total_steps < 0)
+      !(o->label_smoothing >= 0 && o->label_smoothing < 1) || o->warmup_steps < 0 || o->total_steps < 0 ||
+      !(o->ema_decay >= 0 && o->ema_decay < 1))
     return fail(errstr, size, MOE_EINVAL,
                 "opts: a value is out of range (lr > 0, min_lr >= 0, betas in [0, 1), adam_eps > 0, "
                 "weight_decay, clip_norm, bias_gamma, balance_alpha, focal_gamma >= 0, pos_weight, huber_delta > 0, "
-                "label_smoothing in [0, 1), steps >= 0)");
+                "label_smoothing and ema_decay in [0, 1), steps >= 0)");
   if (o->qat != MOE_QUANT_F32 && o->qat != MOE_QUANT_Q8_0 && o->qat != MOE_QUANT_Q4_0)
     return fail(errstr, size, MOE_EINVAL, "opts.qat %d is not a moe_quant_t", (int)o->qat);
   return MOE_OK;
@@ -317,6 +318,7 @@ static int trainer_build(const char *json, size_t len, uint64_t seed, const moe_
   tr->adam_m = moe__calloc(tr->n_values, sizeof(tr_real));
   tr->adam_v = moe__calloc(tr->n_values, sizeof(tr_real));
   if (!tr->p || !tr->g || !tr->adam_m || !tr->adam_v) goto fail;
+  if (tr->opts.ema_decay > 0 && (tr->ema = moe__calloc(tr->n_values, sizeof(tr_real))) == NULL) goto fail;
   if (tr->opts.qat != MOE_QUANT_F32 && (tr->fq = moe__calloc(tr->n_values, sizeof(tr_real))) == NULL) goto fail;
   if (moe__arena_init(&tr->arena, (size_t)1 << 20) != MOE_OK) goto fail;
   init_params(tr);
@@ -417,6 +419,7 @@ void moe_trainer_free(moe_trainer_t *tr) {
   moe__free(tr->adam_m);
   moe__free(tr->adam_v);
   moe__free(tr->fq);
+  moe__free(tr->ema);
   moe__arena_close(&tr->arena);
   moe__config_close(&tr->cfg);
   moe_json_free(tr->doc);
@@ -554,9 +557,25 @@ int moe_trainer_step(moe_trainer_t *tr, const moe_train_data_t *batch, double *l
         blk->sel_bias[e] += (tr_real)(o->bias_gamma * (load < mean ? 1 : load > mean ? -1 : 0));
       }
     }
+  if (tr->ema != NULL) {
+    /* The average of the raw (master) weights; with QAT it is fake-quantized when swapped in. */
+    const double n = (double)tr->ema_n, d = fmin((double)o->ema_decay, (1 + n) / (10 + n));
+    if (tr->ema_n == 0) memcpy(tr->ema, tr->p, tr->n_values * sizeof(tr_real));
+    else
+      for (size_t i = 0; i < tr->n_values; i++) tr->ema[i] = (tr_real)(d * tr->ema[i] + (1 - d) * tr->p[i]);
+    tr->ema_n++;
+  }
   if (tr->fq != NULL) moe__tr_fake_quant_all(tr);
   if (loss_out != NULL) *loss_out = loss;
   return MOE_OK;
+}
+
+/* Exchanges the raw weights and their moving average (fit evaluates the average in place). */
+static void swap_ema(moe_trainer_t *tr) {
+  tr_real *t = tr->p;
+  tr->p = tr->ema;
+  tr->ema = t;
+  if (tr->fq != NULL) moe__tr_fake_quant_all(tr);
 }
 
 /* ---- prediction and evaluation --------------------------------------------------------- */
@@ -762,7 +781,13 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
     }
     res->last_train_loss = sum / n;
     double metric = res->last_train_loss;
-    if (val != NULL && (rc = moe_trainer_eval(tr, val, fo->metric, &metric)) != MOE_OK) goto out;
+    /* With an average, it is what is judged and kept: swapped in for this, then out again. */
+    const bool avg = tr->ema != NULL && tr->ema_n > 0;
+    if (avg) swap_ema(tr);
+    if (val != NULL && (rc = moe_trainer_eval(tr, val, fo->metric, &metric)) != MOE_OK) {
+      if (avg) swap_ema(tr);
+      goto out;
+    }
     res->epochs_run = ep;
     if (hib ? metric > res->best_metric : metric < res->best_metric) {
       res->best_metric = metric;
@@ -773,6 +798,7 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
     } else {
       since++;
     }
+    if (avg) swap_ema(tr);
     if (fo->progress != NULL && fo->progress(fo->data, ep, res->last_train_loss, metric) != 0) break;
     if (fo->patience > 0 && since >= fo->patience) break;
   }
