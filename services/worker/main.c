@@ -42,6 +42,7 @@ typedef struct wk_cfg_s {
   int64_t http_port;
   char *model_path;
   int64_t batch_max;
+  int64_t pg_lanes;
   int64_t batch_wait_ms;
   int64_t max_event_bytes;
   int64_t max_queued_events;
@@ -109,6 +110,11 @@ static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "pg.schema", .type = SVC_CFG_STRING, .def = "sluice", .env = "SLUICE_PG_SCHEMA",
      .offset = offsetof(wk_cfg_t, pg_schema), .check = schema_ok,
      .help = "PostgreSQL schema holding the worker's tables (created and migrated at start)"},
+    {.name = "pg.lanes", .type = SVC_CFG_INT, .def = "1", .env = "SLUICE_PG_LANES",
+     .offset = offsetof(wk_cfg_t, pg_lanes), .min = 1, .max = 2,
+     .help = "PostgreSQL sessions writing batches: 1, one transaction per batch; 2, each batch's "
+             "results and alerts commit on a second session beside the previous batch's state "
+             "and offsets, which commit after them (more throughput; see the README)"},
     {.name = "http.address", .type = SVC_CFG_STRING, .def = "0.0.0.0",
      .env = "SLUICE_HTTP_ADDRESS", .flags = SVC_CFG_NONEMPTY,
      .offset = offsetof(wk_cfg_t, http_address),
@@ -237,7 +243,7 @@ int main(int argc, char **argv) {
                         .alerts_topic = alerts_topic, .pg_dsn = c.pg_dsn,
                         .pg_schema = c.pg_schema, .http_address = c.http_address,
                         .http_port = (unsigned)c.http_port, .model_path = c.model_path,
-                        .batch_max = (size_t)c.batch_max, .batch_wait_ms = (uint64_t)c.batch_wait_ms,
+                        .batch_max = (size_t)c.batch_max, .pg_lanes = (int)c.pg_lanes, .batch_wait_ms = (uint64_t)c.batch_wait_ms,
                         .max_event_bytes = (size_t)c.max_event_bytes,
                         .max_queued_events = (size_t)c.max_queued_events,
                         .model_watch_ms = (uint64_t)c.model_watch_ms,

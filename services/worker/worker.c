@@ -151,6 +151,14 @@ typedef struct wk_batch_s {
   const char *const *params;  /* its parameters in binary (wk_stmt_render) */
   const int *lengths, *formats;
   int n_params;
+  /* pg.lanes 2: the sql/params above are the RESULTS part (borrowed from w->stmt until sent);
+   * the STATE part is copied here, since it is sent later, after the RESULTS commit. */
+  const char *state_sql;
+  char *state_blob;
+  const char **state_values;
+  int *state_lengths, *state_formats;
+  int state_n_params;
+  long tx1_results, tx1_outbox; /* what the RESULTS part inserted */
   uv_work_t work;
   struct wk_batch_s *next;
 } wk_batch_t;
@@ -175,6 +183,8 @@ struct wk_worker_s {
   kq_producer_t *prod;
   db_conn_t *db;       /* batches, restores: one statement at a time, in order */
   db_conn_t *relay_db; /* the alert relay's session (its advisory lock) */
+  db_conn_t *results_db; /* pg.lanes 2: the RESULTS parts of batches; NULL otherwise */
+  int db_up;             /* bit 0: db connected, bit 1: results_db connected */
   wk_batcher_t batcher;
   int batcher_open;
   wk_stmt_t *stmt;
@@ -185,6 +195,9 @@ struct wk_worker_s {
    * statement builder (stmt) is never needed by two batches at once: a sent statement has
    * been copied by db_conn_query_prepared. */
   wk_batch_t *queue_head, *queue_tail, *scoring, *ready, *committing;
+  /* pg.lanes 2: the batch whose RESULTS part runs on results_db, and one whose RESULTS part
+   * committed and whose STATE part waits for the batch in `committing` to finish. */
+  wk_batch_t *lane_results, *half_done;
   size_t n_queued;  /* batches waiting behind the one in flight */
   size_t n_pending_events; /* events in batches not yet committed (queued to committing) */
   int paused;       /* fetching paused for back-pressure */
@@ -247,7 +260,7 @@ static void worker_pump(wk_worker_t *w);
 /* No batch anywhere between the batcher and PostgreSQL. */
 static bool worker_idle(const wk_worker_t *w) {
   return w->queue_head == NULL && w->scoring == NULL && w->ready == NULL &&
-         w->committing == NULL;
+         w->committing == NULL && w->lane_results == NULL && w->half_done == NULL;
 }
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -282,6 +295,10 @@ static void batch_free(wk_batch_t *b) {
   model_unref(b->model);
   for (size_t i = 0; i < b->n; i++) event_free(b->w, b->ev[i]);
   free(b->ev);
+  free(b->state_blob);
+  free(b->state_values);
+  free(b->state_lengths);
+  free(b->state_formats);
   free(b->pevs);
   free(b->msgs);
   free(b->load);
@@ -319,6 +336,10 @@ static void worker_drop_pending(wk_worker_t *w) {
   if (w->ready) { /* scored but never sent */
     batch_free(w->ready);
     w->ready = NULL;
+  }
+  if (w->half_done) { /* results stored, offsets not: consumed again, its results kept */
+    batch_free(w->half_done);
+    w->half_done = NULL;
   }
   if (w->batcher_open) {
     size_t n;
@@ -364,10 +385,10 @@ static void worker_info_build(wk_worker_t *w) {
   if (asprintf(&info,
                "# worker\nstate:running\npipeline:%s\ntopic:%s\ngroup:%s\ndlq_topic:%s\n"
                "alerts_topic:%s\npg_schema:%s\nmodel_version:%s\n%sbatch_max:%zu\n"
-               "batch_wait_ms:%" PRIu64 "\n",
+               "batch_wait_ms:%" PRIu64 "\npg_lanes:%d\n",
                w->ops->domain, w->o.topic, w->o.group, w->o.dlq_topic, w->o.alerts_topic,
                w->o.pg_schema, m->version, model_lines, w->o.batch_max,
-               w->o.batch_wait_ms) < 0)
+               w->o.batch_wait_ms, w->o.pg_lanes) < 0)
     return;
   w->infos[w->n_infos++] = info;
   atomic_store_explicit(&w->info_text, info, memory_order_release);
@@ -698,6 +719,31 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
     wk_stmt_add_offset(w->stmt, w->o.topic, m->partition, m->offset + 1);
   }
   wk_stmt_render(w->stmt, &b->sql, &b->n_params, &b->params, &b->lengths, &b->formats);
+  if (w->o.pg_lanes < 2) return;
+  wk_stmt_part(w->stmt, WK_STMT_RESULTS, &b->sql, &b->n_params, &b->params, &b->lengths,
+               &b->formats);
+  const char *const *values;
+  const int *lengths, *formats;
+  wk_stmt_part(w->stmt, WK_STMT_STATE, &b->state_sql, &b->state_n_params, &values, &lengths,
+               &formats);
+  /* A copy of the STATE part's parameters: w->stmt belongs to the next batch once the RESULTS
+   * part is sent. Each value keeps a NUL after it (the one text parameter needs it). */
+  size_t n = (size_t)b->state_n_params, total = 0;
+  for (size_t i = 0; i < n; i++) total += (size_t)lengths[i] + 1;
+  b->state_blob = malloc(total ? total : 1);
+  b->state_values = malloc((n ? n : 1) * sizeof *b->state_values);
+  b->state_lengths = malloc((n ? n : 1) * sizeof *b->state_lengths);
+  b->state_formats = malloc((n ? n : 1) * sizeof *b->state_formats);
+  if (!b->state_blob || !b->state_values || !b->state_lengths || !b->state_formats) abort();
+  char *at = b->state_blob;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(at, values[i], (size_t)lengths[i]);
+    at[lengths[i]] = '\0';
+    b->state_values[i] = at;
+    b->state_lengths[i] = lengths[i];
+    b->state_formats[i] = formats[i];
+    at += lengths[i] + 1;
+  }
 }
 
 /*
@@ -719,10 +765,58 @@ static void batch_send(wk_worker_t *w, wk_batch_t *b) {
   }
 }
 
-/* A built batch: sent now if no commit is running, else it waits its turn. */
+static void on_results_committed(db_conn_t *db, svc_err_t err, const PGresult *res,
+                                 const char *errmsg, void *arg);
+
+/* pg.lanes 2: the batch's STATE part, on w->db once the batch before it has committed. */
+static void state_send(wk_worker_t *w, wk_batch_t *b) {
+  b->commit_start_ns = uv_hrtime();
+  w->committing = b;
+  svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_state", b->state_sql,
+                                         b->state_n_params, b->state_values, b->state_lengths,
+                                         b->state_formats, on_committed, b);
+  if (err != SVC_OK) {
+    w->committing = NULL;
+    batch_free(b);
+    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
+    else worker_fatal(w, "sending the batch's state statement", svc_strerror(err));
+  }
+}
+
+/* pg.lanes 2: the batch's RESULTS part, on results_db (parameters borrowed from w->stmt:
+ * db_conn_query_prepared copies them, so the next batch may be built right after). */
+static void results_send(wk_worker_t *w, wk_batch_t *b) {
+  uint64_t now = uv_hrtime();
+  svc_histogram_observe(w->m_queue, (double)(now - b->sealed_ns) * 1e-9);
+  b->commit_start_ns = now;
+  w->lane_results = b;
+  svc_err_t err = db_conn_query_prepared(w->results_db, "sluice_worker_results", b->sql,
+                                         b->n_params, b->params, b->lengths, b->formats,
+                                         on_results_committed, b);
+  if (err != SVC_OK) {
+    w->lane_results = NULL;
+    batch_free(b);
+    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
+    else worker_fatal(w, "sending the batch's results statement", svc_strerror(err));
+  }
+}
+
+/* pg.lanes 2: RESULTS parts run one at a time, and not while a batch waits to send its STATE
+ * part (so RESULTS never runs two batches ahead of the offsets). */
+static bool results_lane_free(const wk_worker_t *w) {
+  return w->lane_results == NULL && w->half_done == NULL && !w->fatal && !w->recovering;
+}
+
+/* A built batch: sent now if its lane is free, else it waits its turn. */
 static void batch_ready(wk_worker_t *w, wk_batch_t *b) {
-  if (w->committing == NULL) batch_send(w, b);
-  else w->ready = b;
+  if (w->o.pg_lanes >= 2) {
+    if (results_lane_free(w)) results_send(w, b);
+    else w->ready = b;
+  } else if (w->committing == NULL) {
+    batch_send(w, b);
+  } else {
+    w->ready = b;
+  }
   worker_pump(w);
 }
 
@@ -813,7 +907,7 @@ static void worker_pump(wk_worker_t *w) {
    * that arrived during the commit. Scoring a 256-row batch takes well under a millisecond,
    * much less than the statement it saves. Full batches are scored at once, so scoring still
    * overlaps the commit when the worker is saturated. */
-  if (w->committing != NULL && w->queue_head->n < w->o.batch_max &&
+  if ((w->committing != NULL || w->lane_results != NULL) && w->queue_head->n < w->o.batch_max &&
       w->queue_head->next == NULL && !w->stopping && w->pending_revoke == NULL)
     return;
   wk_batch_t *b = w->queue_head;
@@ -859,38 +953,97 @@ static void worker_pump(wk_worker_t *w) {
 static void revoke_finish(wk_worker_t *w, bool call_done);
 static void stop_maybe_close(wk_worker_t *w);
 
+static void commit_failed(wk_worker_t *w, wk_batch_t *b, svc_err_t err, const char *errmsg);
+static void batch_done(wk_worker_t *w, wk_batch_t *b, const PGresult *res);
+
+/* pg.lanes 2: the RESULTS part of b committed (or failed). */
+static void on_results_committed(db_conn_t *db, svc_err_t err, const PGresult *res,
+                                 const char *errmsg, void *arg) {
+  wk_batch_t *b = arg;
+  wk_worker_t *w = b->w;
+  w->lane_results = NULL;
+  if (err != SVC_OK) {
+    commit_failed(w, b, err, errmsg);
+    return;
+  }
+  svc_histogram_observe(w->m_commit, (double)(uv_hrtime() - b->commit_start_ns) * 1e-9);
+  wk_stmt_counts_t c = {0};
+  if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4) {
+    const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                           PQgetvalue(res, 0, 3)};
+    wk_stmt_parse_counts(cols, &c);
+  }
+  b->tx1_results = c.results;
+  b->tx1_outbox = c.outbox;
+  if (b->gen != w->gen || w->fatal || w->recovering) {
+    /* A recovery started meanwhile: its offsets are not written; consumed again. */
+    batch_free(b);
+    worker_settle(w);
+    return;
+  }
+  if (w->committing == NULL) state_send(w, b);
+  else w->half_done = b;
+  if (w->ready != NULL && results_lane_free(w)) {
+    wk_batch_t *next = w->ready;
+    w->ready = NULL;
+    results_send(w, next);
+  }
+  worker_pump(w);
+}
+
 static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, const char *errmsg,
                          void *arg) {
   wk_batch_t *b = arg;
   wk_worker_t *w = b->w;
   w->committing = NULL;
   if (err != SVC_OK) {
-    bool stale = b->gen != w->gen;
-    batch_free(b);
-    if (w->fatal) {
-      if (worker_idle(w)) worker_begin_close(w);
-      return;
-    }
-    if (!stale) {
-      /* A statement the server rejects again and again is not a passing outage. */
-      if (err == SVC_EDB && ++w->edb_streak >= WK_MAX_EDB_STREAK) {
-        worker_fatal(w, "committing a batch (rejected repeatedly)",
-                     errmsg ? errmsg : svc_strerror(err));
-        return;
-      }
-      worker_recover(w, err == SVC_EDB ? "commit_rejected" : "commit_failed",
-                     errmsg ? errmsg : svc_strerror(err));
-    }
-    worker_settle(w);
+    commit_failed(w, b, err, errmsg);
     return;
   }
   w->edb_streak = 0;
   /* The next statement goes out first, so that PostgreSQL never waits for our bookkeeping. */
-  if (w->ready != NULL && !w->fatal && !w->recovering) {
+  if (w->o.pg_lanes >= 2) {
+    if (w->half_done != NULL && !w->fatal && !w->recovering) {
+      wk_batch_t *next = w->half_done;
+      w->half_done = NULL;
+      state_send(w, next);
+    }
+    if (w->ready != NULL && results_lane_free(w)) {
+      wk_batch_t *next = w->ready;
+      w->ready = NULL;
+      results_send(w, next);
+    }
+  } else if (w->ready != NULL && !w->fatal && !w->recovering) {
     wk_batch_t *next = w->ready;
     w->ready = NULL;
     batch_send(w, next);
   }
+  batch_done(w, b, res);
+}
+
+/* A statement of batch b failed: recover (or give up when the server keeps refusing it). */
+static void commit_failed(wk_worker_t *w, wk_batch_t *b, svc_err_t err, const char *errmsg) {
+  bool stale = b->gen != w->gen;
+  batch_free(b);
+  if (w->fatal) {
+    if (worker_idle(w)) worker_begin_close(w);
+    return;
+  }
+  if (!stale) {
+    /* A statement the server rejects again and again is not a passing outage. */
+    if (err == SVC_EDB && ++w->edb_streak >= WK_MAX_EDB_STREAK) {
+      worker_fatal(w, "committing a batch (rejected repeatedly)",
+                   errmsg ? errmsg : svc_strerror(err));
+      return;
+    }
+    worker_recover(w, err == SVC_EDB ? "commit_rejected" : "commit_failed",
+                   errmsg ? errmsg : svc_strerror(err));
+  }
+  worker_settle(w);
+}
+
+/* Batch b is committed (all of it): metrics, the pipeline's committed hook, Kafka's offsets. */
+static void batch_done(wk_worker_t *w, wk_batch_t *b, const PGresult *res) {
   uint64_t now_ns = uv_hrtime();
   svc_histogram_observe(w->m_commit, (double)(now_ns - b->commit_start_ns) * 1e-9);
   wk_stmt_counts_t c = {0};
@@ -898,6 +1051,10 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
     const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
                            PQgetvalue(res, 0, 3)};
     wk_stmt_parse_counts(cols, &c);
+  }
+  if (w->o.pg_lanes >= 2) { /* the STATE part's row has zeros there */
+    c.results = b->tx1_results;
+    c.outbox = b->tx1_outbox;
   }
   svc_counter_add(w->m_batches, 1);
   svc_histogram_observe(w->m_batch_size, (double)b->n);
@@ -1590,26 +1747,29 @@ static void close_handles(wk_worker_t *w) {
   }
 }
 
+/* Every session closes through here; the loop's handles once the last one is closed. */
 static void on_db_closed(db_conn_t *db) {
   wk_worker_t *w = db->data;
-  w->db = NULL;
-  if (w->relay_db == NULL) close_handles(w);
+  if (db == w->db) w->db = NULL;
+  else if (db == w->results_db) w->results_db = NULL;
+  if (w->db == NULL && w->results_db == NULL && w->relay_db == NULL) close_handles(w);
 }
 
 static void on_relay_db_closed(db_conn_t *db) {
   wk_worker_t *w = db->data;
   w->relay_db = NULL;
-  if (w->db == NULL) close_handles(w);
+  if (w->db == NULL && w->results_db == NULL) close_handles(w);
 }
 
 /* Closes both sessions: the relay's once its pass is over (relay_idle closes it then). */
 static void close_databases(wk_worker_t *w) {
-  if (w->db == NULL && w->relay_db == NULL) {
+  if (w->db == NULL && w->results_db == NULL && w->relay_db == NULL) {
     close_handles(w);
     return;
   }
   if (w->relay_db && w->relay_busy) w->db_close_deferred = 1;
   else if (w->relay_db) db_conn_close(w->relay_db, on_relay_db_closed);
+  if (w->results_db) db_conn_close(w->results_db, on_db_closed);
   if (w->db) db_conn_close(w->db, on_db_closed);
 }
 
@@ -1689,9 +1849,13 @@ static void on_relay_db_status(db_conn_t *db, db_status_t status, const char *de
             detail ? detail : "");
 }
 
+/* Both batch sessions (db, and results_db with pg.lanes 2): ready when every one is up. */
 static void on_db_status(db_conn_t *db, db_status_t status, const char *detail) {
   wk_worker_t *w = db->data;
-  if (w->http) svc_http_set_ready(w->http, WK_READY_DATABASE, status == DB_STATUS_CONNECTED);
+  int bit = db == w->results_db ? 2 : 1, want = w->o.pg_lanes >= 2 ? 3 : 1;
+  if (status == DB_STATUS_CONNECTED) w->db_up |= bit;
+  else w->db_up &= ~bit;
+  if (w->http) svc_http_set_ready(w->http, WK_READY_DATABASE, w->db_up == want);
   if (status == DB_STATUS_DISCONNECTED) {
     SVC_LOG(SVC_LOG_WARN, "PostgreSQL disconnected", "detail=\"%s\"", detail ? detail : "");
     /* Whatever was in flight has an unknown outcome and queued batches cannot be sent: start
@@ -1839,6 +2003,16 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
                         .on_status = on_db_status, .data = w};
   err = db_conn_new(&w->loop, &dbo, &w->db, errstr, errstr_size);
   if (err) return err;
+  if (w->o.pg_lanes >= 2) {
+    /* The RESULTS parts run here, beside the STATE part of the batch before on w->db. */
+    char results_app_name[64];
+    snprintf(results_app_name, sizeof results_app_name, "sluice-worker %s results",
+             w->ops->domain);
+    db_conn_opts_t xdbo = {.dsn = w->o.pg_dsn, .application_name = results_app_name,
+                           .on_status = on_db_status, .data = w};
+    err = db_conn_new(&w->loop, &xdbo, &w->results_db, errstr, errstr_size);
+    if (err) return err;
+  }
   /* The relay has its own session: its queries and their commits (each one a WAL flush) no
    * longer queue between two batch statements, and its advisory lock lives there. */
   char relay_app_name[64];

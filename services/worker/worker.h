@@ -60,6 +60,9 @@ typedef struct wk_worker_opts_s {
   size_t batch_max;           /* events per batch at most */
   uint64_t batch_wait_ms;     /* longest wait of a partial batch */
   size_t max_event_bytes;     /* larger records are dead-lettered as oversize */
+  int pg_lanes;               /* 1: one statement per batch on one session; 2: the RESULTS part
+                                 of a batch on a second session beside the STATE part of the
+                                 batch before (stmt.h) */
   size_t max_queued_events;   /* fetching pauses while this many events wait for scoring or
                                  PostgreSQL, and resumes at half */
   uint64_t model_watch_ms;    /* stat the model file this often and reload it on a change;

@@ -245,10 +245,21 @@ static inline void wp_wait_ready(unsigned port, int secs) {
   int status = 0;
   for (int i = 0; i < secs * 20; i++) {
     wp_http(port, "/readyz", &status, body, sizeof body);
-    if (status == 200) return;
+    if (status == 200) break;
     usleep(50000);
   }
-  ASSERT_MSG(0, "worker on port %u not ready after %d s: %d %s", port, secs, status, body);
+  ASSERT_MSG(status == 200, "worker on port %u not ready after %d s: %d %s", port, secs,
+             status, body);
+  /* The *-lanes2 runs of these tests (SLUICE_PG_LANES=2, tests/unit/worker/CMakeLists.txt)
+   * must really run the worker that way, not silently fall back to the default. */
+  const char *lanes = getenv("SLUICE_PG_LANES");
+  if (lanes != NULL && lanes[0] != '\0') {
+    char want[32];
+    snprintf(want, sizeof want, "pg_lanes:%s\n", lanes);
+    wp_http(port, "/info", &status, body, sizeof body);
+    ASSERT_MSG(status == 200 && strstr(body, want) != NULL,
+               "worker on port %u: /info does not say %s", port, want);
+  }
 }
 
 /* ---- PostgreSQL ---- */
