@@ -907,7 +907,8 @@ static void worker_pump(wk_worker_t *w) {
    * that arrived during the commit. Scoring a 256-row batch takes well under a millisecond,
    * much less than the statement it saves. Full batches are scored at once, so scoring still
    * overlaps the commit when the worker is saturated. */
-  if ((w->committing != NULL || w->lane_results != NULL) && w->queue_head->n < w->o.batch_max &&
+  bool db_busy = w->o.pg_lanes >= 2 ? !results_lane_free(w) : w->committing != NULL;
+  if (db_busy && w->queue_head->n < w->o.batch_max &&
       w->queue_head->next == NULL && !w->stopping && w->pending_revoke == NULL)
     return;
   wk_batch_t *b = w->queue_head;
