@@ -31,8 +31,7 @@ TEST(postgres_restart_recovers_in_process) {
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, 6);
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
-            total);
+  wp_wait_offsets(conn, c->w.schema, total, 10);
   ASSERT_EQ(wp_stop(pid), 0);
   wp_drop(conn, &c->w);
 }

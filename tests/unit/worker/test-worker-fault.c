@@ -49,8 +49,7 @@ TEST(kill9_mid_stream_then_restart) {
           cleared);
   ASSERT_OP(fired, >=, N_UNITS); /* every engine fails in this data */
   ASSERT_OP(cleared, >=, 1);     /* and the overhauls clear */
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
-            total);
+  wp_wait_offsets(conn, c->w.schema, total, 10);
   /* the restarted worker restored its devices instead of starting them afresh */
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".fault_state", c->w.schema), N_UNITS);
   ASSERT_EQ(wp_stop(pid), 0);
@@ -127,14 +126,7 @@ TEST(poison_messages_go_to_the_dlq) {
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, 3);
   /* every record, poison included, is committed past */
-  for (int i = 0; i < 100; i++) {
-    if (wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema) ==
-        total + 5)
-      break;
-    usleep(50000);
-  }
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
-            total + 5);
+  wp_wait_offsets(conn, c->w.schema, total + 5, 5);
   ASSERT_EQ(wp_metric(c->w.port, "sluice_fault_window_events_total{status=\"late\"} "), 1);
   ASSERT_EQ(wp_metric(c->w.port, "sluice_fault_window_events_total{status=\"duplicate\"} "), 1);
   ASSERT_EQ(wp_stop(pid), 0);
@@ -171,8 +163,7 @@ TEST(two_workers_and_rebalances) {
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, N_UNITS);
-  ASSERT_EQ(wp_count(conn, "SELECT sum(next_offset) FROM \"%s\".kafka_offsets", c->w.schema),
-            total);
+  wp_wait_offsets(conn, c->w.schema, total, 10);
   ASSERT_EQ(wp_stop(pids[1]), 0);
   free(c2);
   wp_drop(conn, &c->w);

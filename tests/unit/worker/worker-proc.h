@@ -287,6 +287,18 @@ static inline long wp_count(PGconn *conn, const char *fmt, const char *schema) {
 }
 
 /*
+ * Waits (up to `secs`) until the stored next offsets of `schema` add up to at least `want`,
+ * then asserts they add up to exactly `want`. With pg.lanes 2 a batch's results commit before
+ * its state and offsets, so a test that waited for results waits for the offsets here before
+ * it checks state or offsets; with one lane this returns at once.
+ */
+static inline void wp_wait_offsets(PGconn *conn, const char *schema, long want, int secs) {
+  const char *sql = "SELECT coalesce(sum(next_offset), 0) FROM \"%s\".kafka_offsets";
+  for (int i = 0; i < secs * 20 && wp_count(conn, sql, schema) < want; i++) usleep(50000);
+  ASSERT_EQ(wp_count(conn, sql, schema), want);
+}
+
+/*
  * Waits until wp_count(fmt) gives at least `want`. Fails after `secs`, or as soon as one of
  * the workers pids[0 .. n_pids-1] has exited (none may while a test waits for its output).
  * A connection lost on the way (PostgreSQL restarted under test) is opened again.
