@@ -169,10 +169,14 @@ def main():
                  (", ".join("`%s`" % x for x in feats),
                   ("; categorical " + ", ".join("`%s`" % x for x in cats)) if cats else ""))
     elif enc["kind"] == "sensor":
-        L.append("Inputs: a window of the last %d cycles of the %d columns %s (standardised "
-                 "per channel with the train part's statistics), through a Conv1d stack %s." %
+        minmax = prov.get("options", {}).get("scale") == "minmax"
+        L.append("Inputs: a window of the last %d cycles of the %d columns %s (%s), through a "
+                 "Conv1d stack %s." %
                  (enc["window"], len(enc["channels"]),
                   ", ".join("`%s`" % c["name"] for c in enc["channels"]),
+                  "each scaled to [-1, 1] by the train part's range, stored as mean = centre "
+                  "and std = half range" if minmax else
+                  "standardised per channel with the train part's statistics",
                   " -> ".join("%d ch k%d" % (c["out"], c["kernel"]) for c in enc["conv"])))
     elif enc.get("pool") == "bag":
         L.append("Inputs: the note's text, `[CLS]` + WordPiece pieces of the model's own "
