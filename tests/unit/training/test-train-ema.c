@@ -9,6 +9,8 @@
  *   - moe_trainer_fit judges and keeps the average: the restored weights are the average of the
  *     best epoch (their validation metric is fit's best_metric, and they differ from the raw
  *     weights of a trainer without averaging that saw the same steps);
+ *   - with quantization-aware training the restored average is what the fake-quantized forward
+ *     scores;
  *   - an ema_decay outside [0, 1) is refused.
  * The trainer's internals (trainer-impl.h) are read directly: the public API only shows
  * predictions.
@@ -47,17 +49,30 @@ static void make(int n, uint64_t seed, float *win, float *tgt, moe_train_data_t 
   *d = (moe_train_data_t){.n_rows = n, .target = tgt, .window = win};
 }
 
-static moe_trainer_t *trainer(float ema) {
+/* The same model 32 wide: its expert linears (k = 32) are quantized, so QAT has work to do. */
+static const char *CFG32 =
+    "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"e\",\"quant\":\"f32\",\"d_model\":32,"
+    "\"encoder\":{\"kind\":\"sensor\",\"window\":16,"
+    "\"channels\":[{\"name\":\"a\",\"mean\":0,\"std\":1},{\"name\":\"b\",\"mean\":0,\"std\":1},"
+    "{\"name\":\"c\",\"mean\":0,\"std\":1}],"
+    "\"conv\":[{\"out\":8,\"kernel\":3,\"stride\":1}],\"activation\":\"gelu\"},"
+    "\"moe\":[{\"n_expert\":2,\"top_k\":1,\"n_shared\":1,\"d_ff\":32,\"score\":\"softmax\"}],"
+    "\"task\":{\"kind\":\"regression\",\"labels\":[\"rul\"]}}";
+
+static moe_trainer_t *trainer_q(const char *cfg, float ema, moe_quant_t qat) {
   char err[256];
   moe_train_opts_t o;
   moe_train_opts_default(&o);
   o.lr = 1e-2f;
   o.ema_decay = ema;
+  o.qat = qat;
   moe_trainer_t *tr = NULL;
-  int rc = moe_trainer_new(CFG, 7, &o, &tr, err, sizeof err);
+  int rc = moe_trainer_new(cfg, 7, &o, &tr, err, sizeof err);
   ASSERT_MSG(rc == MOE_OK, "%s", err);
   return tr;
 }
+
+static moe_trainer_t *trainer(float ema) { return trainer_q(CFG, ema, MOE_QUANT_F32); }
 
 TEST(average_follows_recurrence_and_leaves_training_alone) {
   enum { N = 64, B = 16, STEPS = 30 };
@@ -125,6 +140,29 @@ TEST(fit_keeps_the_best_average) {
   ASSERT_OP(ra.best_metric, <, 0.2);
   moe_trainer_free(a);
   moe_trainer_free(b);
+}
+
+/* With QAT the forward reads fake-quantized weights: the average swapped in must be
+ * fake-quantized too, and so must the restored best, or eval would score stale weights. */
+TEST(fit_with_qat_scores_the_restored_average) {
+  enum { N = 256, V = 64 };
+  static float win[N * T * C], tgt[N], vwin[V * T * C], vtgt[V];
+  moe_train_data_t tr_d, va_d;
+  make(N, 21, win, tgt, &tr_d);
+  make(V, 22, vwin, vtgt, &va_d);
+  moe_trainer_t *a = trainer_q(CFG32, 0.95f, MOE_QUANT_Q8_0);
+  ASSERT_NOT_NULL(a->fq);
+  moe_fit_opts_t fo = {.epochs = 4, .batch_size = 32, .patience = 0, .metric = MOE_METRIC_RMSE};
+  moe_fit_result_t ra;
+  ASSERT_OK(moe_trainer_fit(a, &tr_d, &va_d, &fo, &ra));
+  double va;
+  ASSERT_OK(moe_trainer_eval(a, &va_d, MOE_METRIC_RMSE, &va));
+  ASSERT_NEAR(va, ra.best_metric, 1e-9);
+  /* Some quantized weight differs from its master copy: the fake-quant copy is live. */
+  size_t differ = 0;
+  for (size_t i = 0; i < a->n_values; i++) differ += a->fq[i] != a->p[i];
+  ASSERT_OP(differ, >, 0u);
+  moe_trainer_free(a);
 }
 
 TEST(bad_decay_refused) {
