@@ -154,9 +154,17 @@ TEST(every_note_once_poison_dead_lettered_alerts_published) {
                                             "\"%s\".kafka_offsets", c.w.schema) < n + dead; i++)
     usleep(50000);
   rh_check(conn, &c, 0, n, dead);
-  /* Evidence: 1..2 spans a note, each inside the note. */
+  /* Evidence: at most 2 spans a note, each inside the note and each one that lowers the
+   * prediction when occluded (positive weight). A note none of whose segments lowers it has
+   * none (the shipped bag model has such a note among these 40, at probability 0.40), but
+   * nearly every note has some. */
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
-                           "jsonb_array_length(evidence) NOT BETWEEN 1 AND 2", c.w.schema), 0);
+                           "jsonb_array_length(evidence) > 2", c.w.schema), 0);
+  ASSERT_OP(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis WHERE "
+                           "jsonb_array_length(evidence) >= 1", c.w.schema), >=, n * 9 / 10);
+  ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis, "
+                           "jsonb_array_elements(evidence) e WHERE (e->>'weight')::real <= 0",
+                     c.w.schema), 0);
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".record_analysis, "
                            "jsonb_array_elements(evidence) e WHERE (e->>'start')::int >= "
                            "(e->>'end')::int OR (e->>'end')::int > 500", c.w.schema), 0);
