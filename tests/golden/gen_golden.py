@@ -264,6 +264,8 @@ class Model:
             out = []
             for r in range(inputs["tokens"].shape[0]):
                 ids, counts = np.unique(inputs["tokens"][r, :int(inputs["n_tokens"][r])], return_counts=True)
+                # [PAD] (id 0) is no piece: left out of the bag.
+                counts, ids = counts[ids != 0], ids[ids != 0]
                 w = 1.0 + np.log(counts.astype(np.float64))
                 if enc.get("idf"):
                     w *= self.idf[ids].astype(np.float64)
@@ -461,6 +463,11 @@ def make_inputs(cfg, rng, n):
     for r in range(n):
         toks[r, 0] = 1
         toks[r, 1:lens[r]] = rng.integers(2, enc["vocab_size"], lens[r] - 1)
+    if enc.get("pool") == "bag" and enc.get("head_norm") is False:
+        # Some pieces replaced by [PAD] (id 0), as occlusion does: they leave the bag. Drawn
+        # after the rest, so the other rows and kinds keep their inputs.
+        for r in range(1, n, 3):
+            toks[r, 1:lens[r]][rng.random(lens[r] - 1) < 0.3] = 0
     return {"tokens": toks, "n_tokens": lens}
 
 

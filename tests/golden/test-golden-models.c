@@ -169,7 +169,8 @@ TEST(textbag_q4_0) { check_model("textbag-q4_0", TOL_QUANT); }
 TEST(textidf_f32) { check_model("textidf-f32", TOL_F32); }
 TEST(textidf_q8_0) { check_model("textidf-q8_0", TOL_QUANT); }
 TEST(textidf_q4_0) { check_model("textidf-q4_0", TOL_QUANT); }
-/* A bag with piece weights and "head_norm": false: the head reads h itself (no head.norm). */
+/* A bag with piece weights and "head_norm": false: the head reads h itself (no head.norm);
+ * every third row has pieces replaced by [PAD] (id 0), which leave the bag. */
 TEST(textnohn_f32) { check_model("textnohn-f32", TOL_F32); }
 TEST(textnohn_q8_0) { check_model("textnohn-q8_0", TOL_QUANT); }
 TEST(textnohn_q4_0) { check_model("textnohn-q4_0", TOL_QUANT); }

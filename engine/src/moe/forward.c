@@ -233,6 +233,7 @@ int moe__bag_counts(const int32_t *ids, int n, int32_t *uniq, int32_t *count) {
   memcpy(uniq, ids, (size_t)n * sizeof(int32_t));
   qsort(uniq, (size_t)n, sizeof(int32_t), cmp_id);
   for (int i = 0; i < n; i++) {
+    if (uniq[i] == MOE__BAG_PAD) continue; /* padding is no piece: not in the bag */
     if (k > 0 && uniq[k - 1] == uniq[i]) {
       count[k - 1]++;
       continue;

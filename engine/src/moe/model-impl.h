@@ -170,7 +170,11 @@ void moe__route_row(const moe__moe_cfg_t *cfg, const float *scores, const float 
  * Pool "bag": the distinct ids of one row's n tokens in ascending order into uniq (n), and how
  * often each occurs into count (n); returns the number of distinct ids. The engine and the
  * trainer both weight piece t by (1 + ln count_t), L2-normalised over the row, in this order.
+ * Id MOE__BAG_PAD (the tokenizer's [PAD], MOE_TOKEN_PAD) is left out: padding is no piece, so
+ * occlusion (pieces replaced by [PAD], moe_session_attribute and the records worker) takes the
+ * pieces out of the bag instead of adding a heavy [PAD] piece that rescales all the others.
  */
+#define MOE__BAG_PAD 0
 int moe__bag_counts(const int32_t *ids, int n, int32_t *uniq, int32_t *count);
 
 #endif /* MOE_MOE_MODEL_IMPL_H */

@@ -312,6 +312,34 @@ TEST(text_head_norm_option) {
   }
 }
 
+/* [PAD] (id 0) is no piece of a bag: a row with [PAD] in place of some pieces scores as the row
+ * without them (not as a row with a heavy extra piece), in the trainer as in the engine. */
+TEST(text_bag_pad_is_no_piece) {
+  char err[256];
+  moe_trainer_t *tr = NULL;
+  ASSERT_OK(moe_trainer_new(CFG_HEAD "\"encoder\":{\"kind\":\"text\",\"vocab_size\":6,\"max_len\":8,\"n_layer\":0,"
+                                     "\"n_head\":1,\"d_ff\":4,\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"idf\":true,"
+                                     "\"head_norm\":false},\"moe\":[],"
+                                     "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
+                            7, NULL, &tr, err, sizeof err));
+  /* Rows: pieces 2 3 3 5; the same with two [PAD] in between; [PAD] added at the end; and
+   * [PAD] alone (the zero vector: the head's bias only). */
+  const int32_t tok[4 * 8] = {2, 3, 3, 5, 0, 0, 0, 0, 2, 0, 3, 3, 0, 5, 0, 0,
+                              2, 3, 3, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const int32_t ntok[4] = {4, 6, 7, 3};
+  moe_train_data_t d = {.n_rows = 4, .tokens = tok, .n_tokens = ntok};
+  float s[4 * 3];
+  ASSERT_OK(moe_trainer_predict(tr, &d, s));
+  for (int k = 0; k < 3; k++) {
+    ASSERT_NEAR(s[3 + k], s[k], 1e-12);
+    ASSERT_NEAR(s[6 + k], s[k], 1e-12);
+  }
+  /* The zero vector: softmax of the head's bias (0 at init), so uniform, unlike row 0. */
+  for (int k = 0; k < 3; k++) ASSERT_NEAR(s[9 + k], 1.0 / 3.0, 1e-7); /* scores are float */
+  ASSERT(fabs(s[0] - 1.0 / 3.0) > 1e-6);
+  moe_trainer_free(tr);
+}
+
 /* moe_trainer_set_idf: the smoothed IDF of the rows, ln((1 + n) / (1 + df)) + 1, a piece counted
  * once per row however often it repeats there and only within the row's n_tokens; refused for a
  * model without piece weights. */
