@@ -272,3 +272,42 @@ TEST(bad_dsn_and_unreachable_server) {
   ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
   ASSERT_OK(uv_loop_close(&loop));
 }
+
+/*
+ * The session's application_name (a fallback: the dsn's own wins) and session options, added
+ * after the dsn's own "options" so that both apply (the worker's results session turns
+ * synchronous_commit off this way while a user's dsn may set other server options).
+ */
+TEST(application_name_and_session_options) {
+  const char *dsn = test_require_env("SLUICE_PG_DSN");
+  char with_opts[1024];
+  snprintf(with_opts, sizeof with_opts, "%s options='-c statement_timeout=12345'", dsn);
+  const char *dsns[2] = {dsn, with_opts};
+  for (int k = 0; k < 2; k++) {
+    memset(&R, 0, sizeof R);
+    uv_loop_t loop;
+    ASSERT_OK(uv_loop_init(&loop));
+    int is_closed = 0;
+    db_conn_t *conn;
+    char err[512];
+    db_conn_opts_t o = {.dsn = dsns[k], .application_name = "sluice-test app",
+                        .session_options = "-c synchronous_commit=off", .data = &is_closed};
+    ASSERT_MSG(db_conn_new(&loop, &o, &conn, err, sizeof err) == SVC_OK, "%s", err);
+    ASSERT_OK(db_conn_query(conn, "SELECT current_setting('application_name')", 0, NULL,
+                            record, (void *)0));
+    ASSERT_OK(db_conn_query(conn, "SHOW synchronous_commit", 0, NULL, record, (void *)1));
+    ASSERT_OK(db_conn_query(conn, "SHOW statement_timeout", 0, NULL, record, (void *)2));
+    while (R.n < 3 && uv_run(&loop, UV_RUN_ONCE)) {
+    }
+    ASSERT_EQ(R.n, 3);
+    for (int i = 0; i < 3; i++) ASSERT_MSG(R.err[i] == SVC_OK, "query %d: %s", i, R.msg[i]);
+    ASSERT_STR_EQ(R.val[0], "sluice-test app");
+    ASSERT_STR_EQ(R.val[1], "off");
+    /* The server's default (0) without the dsn's options; theirs with them. */
+    ASSERT_STR_EQ(R.val[2], k == 0 ? "0" : "12345ms");
+    db_conn_close(conn, closed);
+    while (!is_closed && uv_run(&loop, UV_RUN_ONCE)) {
+    }
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+  }
+}

@@ -55,6 +55,7 @@ typedef struct {
   uv_loop_t *loop;
   char *dsn;
   char *app_name; /* NULL: none */
+  char *session_options; /* NULL: the dsn's own */
   PGconn *pg;
   uv_poll_t *poll; /* heap: replaced whenever the socket changes */
   int poll_fd;
@@ -219,6 +220,7 @@ static void poll_freed(uv_handle_t *h) {
     if (c->close_cb != NULL) c->close_cb(&c->pub);
     free(c->dsn);
     free(c->app_name);
+    free(c->session_options);
     free(c);
   }
 }
@@ -373,8 +375,9 @@ static void start_connect(conn_t *c) {
   set_status(c, DB_STATUS_CONNECTING, "");
   if (c->closing) return;
   /* expand_dbname: "dbname" is the whole dsn, whose own settings override the fallback. */
-  const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *const vals[] = {c->dsn, c->app_name, NULL};
+  const char *const keys[] = {"dbname", "fallback_application_name",
+                              c->session_options ? "options" : NULL, NULL};
+  const char *const vals[] = {c->dsn, c->app_name, c->session_options, NULL};
   c->pg = PQconnectStartParams(keys, vals, 1);
   if (c->pg == NULL) {
     drop(c, "out of memory starting a connection");
@@ -620,6 +623,15 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
     }
     return SVC_ENOMEM;
   }
+  /* Session options: the dsn's own "options" first, then ours (libpq passes them to the
+   * server as one string, and a later -c of the same setting wins). */
+  char *session_options = NULL;
+  if (o->session_options != NULL && o->session_options[0] != '\0') {
+    const char *own = "";
+    for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
+      if (strcmp(opt->keyword, "options") == 0 && opt->val != NULL) own = opt->val;
+    session_options = xprintf("%s%s%s", own, own[0] ? " " : "", o->session_options);
+  }
   PQconninfoFree(opts);
   conn_t *c = xmalloc(sizeof *c);
   memset(c, 0, sizeof *c);
@@ -627,6 +639,7 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
   c->loop = loop;
   c->dsn = xstrdup(o->dsn);
   c->app_name = o->application_name ? xstrdup(o->application_name) : NULL;
+  c->session_options = session_options;
   c->poll_fd = -1;
   c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
   c->reconnect_min_ms = o->reconnect_min_ms > 0 ? o->reconnect_min_ms : 100;
@@ -640,6 +653,7 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
     set_err(errstr, errstr_size, "postgres: libuv timer: %s", uv_strerror(rc));
     free(c->dsn);
     free(c->app_name);
+    free(c->session_options);
     free(c);
     return svc_err_from_uv(rc);
   }
@@ -744,6 +758,7 @@ static void timer_closed(uv_handle_t *h) {
     if (c->close_cb != NULL) c->close_cb(&c->pub);
     free(c->dsn);
     free(c->app_name);
+    free(c->session_options);
     free(c);
   }
 }

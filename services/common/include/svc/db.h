@@ -74,6 +74,9 @@ typedef struct db_conn_opts_s {
   /* Optional: the session's application_name unless the dsn sets one (libpq's
    * fallback_application_name), so that pg_stat_activity and the server log say who it is. */
   const char *application_name;
+  /* Optional: server options for the session, e.g. "-c synchronous_commit=off", after the
+   * dsn's own "options" (so these win for a setting both name). */
+  const char *session_options;
   db_status_cb on_status;   /* optional */
   void *data;
 } db_conn_opts_t;
