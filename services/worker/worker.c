@@ -957,6 +957,17 @@ static void stop_maybe_close(wk_worker_t *w);
 static void commit_failed(wk_worker_t *w, wk_batch_t *b, svc_err_t err, const char *errmsg);
 static void batch_done(wk_worker_t *w, wk_batch_t *b, const PGresult *res);
 
+/* The counts row of a batch statement (zeros if it is not one: only metrics depend on it). */
+static wk_stmt_counts_t stmt_counts(const PGresult *res) {
+  wk_stmt_counts_t c = {0};
+  if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4) {
+    const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                           PQgetvalue(res, 0, 3)};
+    wk_stmt_parse_counts(cols, &c);
+  }
+  return c;
+}
+
 /* pg.lanes 2: the RESULTS part of b committed (or failed). */
 static void on_results_committed(db_conn_t *db, svc_err_t err, const PGresult *res,
                                  const char *errmsg, void *arg) {
@@ -968,12 +979,7 @@ static void on_results_committed(db_conn_t *db, svc_err_t err, const PGresult *r
     return;
   }
   svc_histogram_observe(w->m_commit, (double)(uv_hrtime() - b->commit_start_ns) * 1e-9);
-  wk_stmt_counts_t c = {0};
-  if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4) {
-    const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                           PQgetvalue(res, 0, 3)};
-    wk_stmt_parse_counts(cols, &c);
-  }
+  wk_stmt_counts_t c = stmt_counts(res);
   b->tx1_results = c.results;
   b->tx1_outbox = c.outbox;
   if (b->gen != w->gen || w->fatal || w->recovering) {
@@ -1047,12 +1053,7 @@ static void commit_failed(wk_worker_t *w, wk_batch_t *b, svc_err_t err, const ch
 static void batch_done(wk_worker_t *w, wk_batch_t *b, const PGresult *res) {
   uint64_t now_ns = uv_hrtime();
   svc_histogram_observe(w->m_commit, (double)(now_ns - b->commit_start_ns) * 1e-9);
-  wk_stmt_counts_t c = {0};
-  if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4) {
-    const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                           PQgetvalue(res, 0, 3)};
-    wk_stmt_parse_counts(cols, &c);
-  }
+  wk_stmt_counts_t c = stmt_counts(res);
   if (w->o.pg_lanes >= 2) { /* the STATE part's row has zeros there */
     c.results = b->tx1_results;
     c.outbox = b->tx1_outbox;
