@@ -56,13 +56,15 @@ pg_start() {
   port=${SLUICE_PG_PORT:-$(sluice_free_port)}
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     pg_as "$PG_BIN/initdb" -D "$dir/data" -A trust -U sluice -E UTF8 --locale=C.UTF-8 --no-sync \
+      ${SLUICE_PG_INITDB_OPTS:-} \
       > "$dir/initdb.out" 2>&1 || { cat "$dir/initdb.out" >&2; die "initdb failed"; }
   fi
   # Durable as in production (fsync, synchronous commit). wal_init_zero=off: a fresh cluster
   # creates every WAL segment new, and zero-filling each 16 MB segment was a fifth of the
   # server's CPU in bench/pipeline; a long-running server recycles its segments instead, so
   # this is its steady state, not a shortcut (ext4 allocates on write either way).
-  # SLUICE_PG_OPTS adds server options (e.g. "-c shared_buffers=1GB") for experiments.
+  # SLUICE_PG_OPTS adds server options (e.g. "-c shared_buffers=1GB") for experiments, as
+  # SLUICE_PG_INITDB_OPTS adds initdb options (e.g. "--wal-segsize=64") to a new cluster.
   pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 start \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200 -c wal_init_zero=off ${SLUICE_PG_OPTS:-}" \
     > "$dir/pg_ctl.out" 2>&1 || { cat "$dir/pg_ctl.out" "$dir/postgres.log" >&2; die "postgres did not start"; }
