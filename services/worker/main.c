@@ -30,6 +30,7 @@ typedef struct wk_cfg_s {
   char *brokers;
   char *group;
   char *instance_id;
+  char *consumer_props, *producer_props;
   char *topic;
   char *dlq_topic;
   char *alerts_topic;
@@ -66,6 +67,41 @@ static bool schema_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp,
   return false;
 }
 
+/* librdkafka properties the worker's guarantees rest on: not to be overridden by a setting. */
+static const char *const wk_kafka_fixed_props[] = {
+    "bootstrap.servers", "group.id", "group.instance.id", "enable.auto.commit",
+    "enable.auto.offset.store", "isolation.level", "partition.assignment.strategy",
+    "enable.partition.eof", "enable.idempotence", NULL};
+
+/* "key=value;key=value" (or empty): every item a key and a value, no fixed key. */
+static bool kafka_props_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp, size_t n) {
+  (void)d;
+  const char *p = v->s;
+  while (*p) {
+    const char *end = strchr(p, ';'), *eq = strchr(p, '=');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len == 0) { /* an empty item, e.g. a trailing ';' */
+      p += end ? 1 : 0;
+      if (!end) break;
+      continue;
+    }
+    if (eq == NULL || eq >= p + len || eq == p) {
+      snprintf(exp, n, "key=value items separated by ';' (item \"%.*s\" has no key=value)",
+               (int)(len > 60 ? 60 : len), p);
+      return false;
+    }
+    for (const char *const *k = wk_kafka_fixed_props; *k; k++)
+      if (strlen(*k) == (size_t)(eq - p) && strncmp(p, *k, (size_t)(eq - p)) == 0) {
+        snprintf(exp, n, "librdkafka properties other than %s, which the worker sets itself "
+                 "(use kafka.brokers, kafka.group or kafka.instance_id where one applies)", *k);
+        return false;
+      }
+    if (!end) break;
+    p = end + 1;
+  }
+  return true;
+}
+
 static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "pipeline", .type = SVC_CFG_ENUM, .def = "fraud", .env = "SLUICE_PIPELINE",
      .offset = offsetof(wk_cfg_t, pipeline), .values = wk_pipeline_names,
@@ -81,6 +117,16 @@ static const svc_cfg_def_t wk_cfg_table[] = {
     {.name = "kafka.instance_id", .type = SVC_CFG_STRING, .def = "",
      .env = "SLUICE_KAFKA_INSTANCE_ID", .offset = offsetof(wk_cfg_t, instance_id),
      .help = "static group membership id (e.g. the pod name); empty for dynamic membership"},
+    {.name = "kafka.consumer_properties", .type = SVC_CFG_STRING, .def = "",
+     .env = "SLUICE_KAFKA_CONSUMER_PROPERTIES", .flags = SVC_CFG_SECRET,
+     .offset = offsetof(wk_cfg_t, consumer_props), .check = kafka_props_ok,
+     .help = "extra librdkafka consumer properties, key=value;key=value (security, fetch "
+             "tuning, ...); the ones exactly-once rests on are refused"},
+    {.name = "kafka.producer_properties", .type = SVC_CFG_STRING, .def = "",
+     .env = "SLUICE_KAFKA_PRODUCER_PROPERTIES", .flags = SVC_CFG_SECRET,
+     .offset = offsetof(wk_cfg_t, producer_props), .check = kafka_props_ok,
+     .help = "extra librdkafka properties of the producer (dead letters, alerts), "
+             "key=value;key=value"},
     {.name = "topic", .type = SVC_CFG_STRING, .def = "", .env = "SLUICE_TOPIC",
      .offset = offsetof(wk_cfg_t, topic),
      .help = "input topic of protobuf Envelope events (empty: sluice.<pipeline>.events)"},
@@ -239,6 +285,7 @@ int main(int argc, char **argv) {
   wk_reload_ctx_t rctx = {.cfg = cfg, .c = &c};
   wk_worker_opts_t o = {.pipeline = ops, .settings = settings,
                         .brokers = c.brokers, .group = group, .instance_id = c.instance_id,
+                        .consumer_props = c.consumer_props, .producer_props = c.producer_props,
                         .topic = topic, .dlq_topic = dlq_topic,
                         .alerts_topic = alerts_topic, .pg_dsn = c.pg_dsn,
                         .pg_schema = c.pg_schema, .http_address = c.http_address,

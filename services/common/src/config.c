@@ -240,6 +240,8 @@ static svc_err_t parse_value(const svc_cfg_def_t *d, const char *text, const cha
   char expected[512];
   bool ok = true;
   double num = 0;
+  /* A secret (a dsn with its password, credentials in properties) is never echoed. */
+  const bool secret = (d->flags & SVC_CFG_SECRET) != 0;
   switch (d->type) {
   case SVC_CFG_STRING:
     ok = !((d->flags & SVC_CFG_NONEMPTY) && text[0] == '\0');
@@ -281,16 +283,18 @@ static svc_err_t parse_value(const svc_cfg_def_t *d, const char *text, const cha
     ok = num >= d->min && num <= d->max;
   if (!ok) {
     expected_text(d, expected, sizeof expected);
-    set_err(errstr, errstr_size, "%s: setting '%s': bad value \"%s\": expected %s", where,
-            d->name, text, expected);
+    set_err(errstr, errstr_size, "%s: setting '%s': bad value %s%s%s: expected %s", where,
+            d->name, secret ? "" : "\"", secret ? "(secret, not shown)" : text,
+            secret ? "" : "\"", expected);
     return SVC_ECONFIG;
   }
   if (d->type == SVC_CFG_STRING) v->s = text;
   if (d->check != NULL) {
     expected[0] = '\0';
     if (!d->check(d, v, expected, sizeof expected)) {
-      set_err(errstr, errstr_size, "%s: setting '%s': bad value \"%s\": expected %s", where,
-              d->name, text, expected[0] ? expected : "a valid value");
+      set_err(errstr, errstr_size, "%s: setting '%s': bad value %s%s%s: expected %s", where,
+              d->name, secret ? "" : "\"", secret ? "(secret, not shown)" : text,
+              secret ? "" : "\"", expected[0] ? expected : "a valid value");
       return SVC_ECONFIG;
     }
   }

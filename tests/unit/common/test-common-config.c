@@ -20,6 +20,7 @@ typedef struct {
   int64_t wait_ms;
   int64_t buf_bytes;
   char *name;
+  char *token;
 } opts_t;
 
 static const char *const modes[] = {"fast", "safe", "paranoid", NULL};
@@ -54,6 +55,8 @@ static const svc_cfg_def_t table[] = {
      .help = "buffer size"},
     {.name = "name", .type = SVC_CFG_STRING, .def = "svc", .offset = offsetof(opts_t, name),
      .check = no_spaces, .help = "instance name"},
+    {.name = "token", .type = SVC_CFG_STRING, .def = "", .flags = SVC_CFG_SECRET,
+     .offset = offsetof(opts_t, token), .check = no_spaces, .help = "a credential"},
     {0}};
 
 static char errbuf[1024];
@@ -211,6 +214,13 @@ TEST(help_is_generated_from_the_table) {
 
 TEST(every_error_names_source_setting_value_and_expectation) {
   clear_env();
+  {
+    /* A secret's bad value is never echoed; the setting and what it expects still are. */
+    const char *a[] = {"--pg-dsn=x", "--token=hunter2 and more", NULL};
+    expect_error(a, "flag --token: setting 'token': bad value (secret, not shown): expected a "
+                    "name without spaces");
+    ASSERT_MSG(strstr(errbuf, "hunter2") == NULL, "secret echoed: %s", errbuf);
+  }
   {
     const char *a[] = {"--pg-dsn=x", "--batch-size=12x", NULL};
     expect_error(a, "flag --batch-size: setting 'batch_size': bad value \"12x\": expected an integer between 1 and 10000");
