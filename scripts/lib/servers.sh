@@ -16,7 +16,11 @@ kafka_start() {
   while [ "$cport" = "$port" ]; do cport=$(sluice_free_port); done
   sed -e "s#@PORT@#$port#g" -e "s#@CPORT@#$cport#g" -e "s#@DATA@#$dir/data#g" \
     "$SLUICE_ROOT/scripts/kafka/server.properties.in" > "$dir/server.properties"
-  local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1
+  # C1 only (TieredStopAtLevel=1) starts the broker fastest, which is what the tests need;
+  # SLUICE_KAFKA_JIT=full lets a long benchmark run the broker on fully optimised code.
+  local jit=(-XX:TieredStopAtLevel=1)
+  [ "${SLUICE_KAFKA_JIT:-}" = full ] && jit=()
+  local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${jit[@]}"
                -Djava.awt.headless=true "-Dkafka.logs.dir=$dir/logs"
                "-Dlog4j.configuration=file:$SLUICE_ROOT/scripts/kafka/log4j.properties")
   java "${jopts[@]}" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format \
