@@ -174,7 +174,10 @@ int main(int argc, char **argv) {
                                {"linger.ms", "5"},
                                {"batch.num.messages", "10000"},
                                {"queue.buffering.max.messages", "1000000"},
-                               {"queue.buffering.max.kbytes", "1048576"}};
+                               {"queue.buffering.max.kbytes", "1048576"},
+                               /* Small requests go out at once (TCP_NODELAY), as from a
+                                * latency-minded producer; the worker's clients do the same. */
+                               {"socket.nagle.disable", "true"}};
   for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
     if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof err) !=
         RD_KAFKA_CONF_OK) {

@@ -473,6 +473,8 @@ svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *o, kq_consu
       (rc = conf_set(conf, "heartbeat.interval.ms", "3000", errstr, errstr_size)) ||
       (rc = conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size)) ||
       (rc = conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size)) ||
+      /* Fetch requests are small and latency is the point: no Nagle delay on them. */
+      (rc = conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size)) ||
       (rc = conf_set(conf, "auto.offset.reset", o->auto_offset_reset ? o->auto_offset_reset : "earliest",
                      errstr, errstr_size)))
     goto fail;
@@ -804,6 +806,7 @@ svc_err_t kq_producer_new(uv_loop_t *loop, const kq_producer_opts_t *o, kq_produ
   if ((rc = conf_set(conf, "bootstrap.servers", o->brokers, errstr, errstr_size)) ||
       (rc = conf_set(conf, "enable.idempotence", "true", errstr, errstr_size)) ||
       (rc = conf_set(conf, "linger.ms", "5", errstr, errstr_size)) ||
+      (rc = conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size)) ||
       (rc = conf_set(conf, "message.timeout.ms", "30000", errstr, errstr_size)) ||
       (rc = conf_set_props(conf, o->props, errstr, errstr_size)))
     goto fail;
