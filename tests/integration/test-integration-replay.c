@@ -5,6 +5,7 @@
  * times and decoded payloads, against values this test reads from the data files itself.
  */
 #include "test.h"
+#include "test-run.h"
 
 #include <librdkafka/rdkafka.h>
 #include <math.h>
@@ -28,13 +29,7 @@ static int run_replay(const char *args, char *out, size_t size) {
   char cmd[4096];
   snprintf(cmd, sizeof(cmd), "SLUICE_NO_PROGRESS=1 '%s/bin/sluice' replay --brokers %s %s",
            bin ? bin : "build", brokers, args);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  return WEXITSTATUS(st);
+  return test_run(cmd, out, size);
 }
 
 typedef struct msg_s {

@@ -4,8 +4,8 @@
  * and bad arguments are usage errors (exit 2).
  */
 #include "test.h"
+#include "test-run.h"
 
-#include <sys/wait.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -13,13 +13,7 @@ static int run_sluice(const char *args, char *out, size_t out_size) {
   const char *bin = getenv("SLUICE_BINARY_DIR");
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "'%s/bin/sluice' topic create %s 2>&1", bin ? bin : "build", args);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, out_size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  return WEXITSTATUS(st);
+  return test_run(cmd, out, out_size);
 }
 
 static int partition_count(const char *brokers, const char *topic) {

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test-run.h"
+
 /*
  * Runs `sluice ARGS` (ARGS is shell text: quote paths); stdout into out (NUL-terminated,
  * truncated to size - 1), stderr into err when it is not NULL. Returns the exit status; a
@@ -29,21 +31,16 @@ static inline int cli_test_sluice(char *out, size_t size, char *err, size_t err_
   int n_cmd = snprintf(cmd, sizeof cmd, "SLUICE_NO_PROGRESS=1 '%s/bin/sluice' %s 2>%s",
                        bin ? bin : "build", args, errpath);
   ASSERT(n_cmd > 0 && (size_t)n_cmd < sizeof cmd);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
+  int status = test_run(cmd, out, size);
   if (err != NULL) {
     FILE *f = fopen(errpath, "r");
     ASSERT_NOT_NULL(f);
-    n = fread(err, 1, err_size - 1, f);
+    size_t n = fread(err, 1, err_size - 1, f);
     err[n] = '\0';
     fclose(f);
     remove(errpath);
   }
-  return WEXITSTATUS(st);
+  return status;
 }
 
 #endif /* CLI_TEST_RUN_H */

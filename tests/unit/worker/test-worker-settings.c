@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "test.h"
+#include "test-run.h"
 
 /* Runs sluice-worker with `args` (one shell-quoted string); its stderr into out, its status. */
 static int run_worker(const char *args, char *out, size_t size) {
@@ -22,13 +22,7 @@ static int run_worker(const char *args, char *out, size_t size) {
            "'host=127.0.0.1 port=1 password=hunter2' --model-path models/fraud.safetensors %s "
            "2>&1 >/dev/null",
            bdir, args);
-  FILE *p = popen(cmd, "r");
-  ASSERT_NOT_NULL(p);
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  ASSERT(WIFEXITED(st));
-  return WEXITSTATUS(st);
+  return test_run(cmd, out, size);
 }
 
 TEST(kafka_properties_are_checked_and_never_echoed) {
