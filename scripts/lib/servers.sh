@@ -20,7 +20,13 @@ kafka_start() {
   # SLUICE_KAFKA_JIT=full lets a long benchmark run the broker on fully optimised code.
   local jit=(-XX:TieredStopAtLevel=1)
   [ "${SLUICE_KAFKA_JIT:-}" = full ] && jit=()
-  local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "${jit[@]}"
+  # SLUICE_KAFKA_JVM_OPTS: more JVM options for experiments (e.g. -Xlog:gc:file=gc.log).
+  local extra=()
+  [ -n "${SLUICE_KAFKA_JVM_OPTS:-}" ] && read -r -a extra <<< "$SLUICE_KAFKA_JVM_OPTS"
+  # ZGC: G1's young collections paused the broker for 60-120 ms now and then at 10,000
+  # events/s (its GC log), which was the worst of the pipeline's end-to-end tail; ZGC's pauses
+  # are under a millisecond (bench/pipeline/README.md, fifth round).
+  local jopts=(-Xms768m -Xmx768m -XX:+UseZGC "${jit[@]}" "${extra[@]}"
                -Djava.awt.headless=true "-Dkafka.logs.dir=$dir/logs"
                "-Dlog4j.configuration=file:$SLUICE_ROOT/scripts/kafka/log4j.properties")
   java "${jopts[@]}" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format \
