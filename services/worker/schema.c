@@ -104,6 +104,8 @@ const wk_migration_t wk_migrations[] = {
     {3, "drop results_key_time: no query uses it, and every event paid for it", schema__v3},
     {4, "fault pipeline: fault_results and fault_state", wk_fault_schema_sql},
     {5, "records pipeline: record_analysis", wk_records_schema_sql},
+    {6, "records pipeline: text_hash, so that a corrected note is analysed again",
+     wk_records_schema_v2_sql},
 };
 const size_t wk_n_migrations = sizeof wk_migrations / sizeof wk_migrations[0];
 

@@ -343,9 +343,10 @@ static svc_err_t st__check_decl(const wk_table_t *tables, size_t n_tables, char 
       size_t c = 0;
       while (c < d->n_cols && strcmp(d->cols[c].name, d->merge_by) != 0) c++;
       if (c == d->n_cols || d->key_cols == 0 ||
-          (d->cols[c].type != WK_COL_INT4 && d->cols[c].type != WK_COL_INT8)) {
+          (d->cols[c].type != WK_COL_INT4 && d->cols[c].type != WK_COL_INT8 &&
+           d->cols[c].type != WK_COL_TIME_MS)) {
         snprintf(errstr, errstr_size, "batch statement: table %s merges by \"%s\", which must "
-                 "be one of its int4/int8 columns (and the table needs key columns)", d->name,
+                 "be one of its int4/int8/time_ms columns (and the table needs key columns)", d->name,
                  d->merge_by);
         return SVC_ECONFIG;
       }

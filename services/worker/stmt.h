@@ -78,8 +78,8 @@ typedef struct wk_table_s {
    * "ON CONFLICT (domain, event_id) DO NOTHING" or "ON CONFLICT (device_id) DO UPDATE SET
    * ... WHERE t.last_offset < EXCLUDED.last_offset OR t.partition <> EXCLUDED.partition". */
   const char *on_conflict;
-  /* Optional (NULL: the last added row of a key wins): an INT4/INT8 column whose larger value
-   * wins the merge of a key's rows (ties: the later row). */
+  /* Optional (NULL: the last added row of a key wins): an INT4/INT8/TIME_MS column whose
+   * larger value wins the merge of a key's rows (ties: the later row). */
   const char *merge_by;
 } wk_table_t;
 

@@ -43,6 +43,10 @@ const char wk_records_schema_sql[] =
     "CREATE INDEX record_analysis_patient ON record_analysis (patient_id, event_time);\n"
     "CREATE INDEX record_analysis_label ON record_analysis (predicted_label, event_time);\n";
 
+/* Migration 6: what a row was analysed from, so that a corrected note is analysed again. */
+const char wk_records_schema_v2_sql[] =
+    "ALTER TABLE record_analysis ADD COLUMN text_hash bigint;\n";
+
 void wk_records_settings_default(wk_records_settings_t *s) {
   memset(s, 0, sizeof *s);
   s->max_chunks = WK_RECORDS_DEFAULT_MAX_CHUNKS;
@@ -66,11 +70,38 @@ static const wk_col_t records__cols[] = {
     {"n_tokens", WK_COL_INT4},     {"n_chunks", WK_COL_INT4},
     {"truncated", WK_COL_BOOL},    {"n_dropped", WK_COL_INT4},
     {"event_time", WK_COL_TIME_MS}, {"topic", WK_COL_TEXT},
-    {"partition", WK_COL_INT4},    {"offset", WK_COL_INT8}};
+    {"partition", WK_COL_INT4},    {"offset", WK_COL_INT8},
+    {"text_hash", WK_COL_INT8}};
 
+/*
+ * One row per note id. A note sent again with other text (a correction), or analysed by
+ * another model, replaces its row if it is not older than the stored one; a replay (same
+ * text, same model: after a crash, or a re-sent note) changes nothing, so exactly once still
+ * holds. Within a batch the note's latest version by event time wins (key note_id, merged by
+ * event_time), as it would across batches.
+ */
 const wk_table_t wk_records_tables[] = {
     {"record_analysis", WK_TABLE_RESULTS, records__cols, sizeof records__cols / sizeof records__cols[0],
-     0, "ON CONFLICT (note_id) DO NOTHING"}};
+     1,
+     "ON CONFLICT (note_id) DO UPDATE SET patient_id = EXCLUDED.patient_id,\n"
+     "    model_version = EXCLUDED.model_version, predicted_label = EXCLUDED.predicted_label,\n"
+     "    score = EXCLUDED.score, classes = EXCLUDED.classes, evidence = EXCLUDED.evidence,\n"
+     "    sections = EXCLUDED.sections, n_tokens = EXCLUDED.n_tokens,\n"
+     "    n_chunks = EXCLUDED.n_chunks, truncated = EXCLUDED.truncated,\n"
+     "    n_dropped = EXCLUDED.n_dropped, event_time = EXCLUDED.event_time,\n"
+     "    topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\",\n"
+     "    text_hash = EXCLUDED.text_hash, scored_at = now()\n"
+     "  WHERE (t.text_hash IS DISTINCT FROM EXCLUDED.text_hash\n"
+     "         OR t.model_version <> EXCLUDED.model_version)\n"
+     "    AND t.event_time <= EXCLUDED.event_time",
+     "event_time"}};
+
+/* FNV-1a 64 of a note's text, as the bigint text_hash. */
+static int64_t records__text_hash(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+  return (int64_t)h;
+}
 const size_t wk_records_n_tables = sizeof wk_records_tables / sizeof wk_records_tables[0];
 
 const svc_metric_def_t wk_records_metric_defs[] = {WK_RECORDS_METRICS(SVC_METRIC_DEF)};
@@ -423,6 +454,7 @@ static svc_err_t records__process(wk_pipeline_t *p, const wk_pmodel_t *m, void *
     wk_stmt_text(stmt, p->topic);
     wk_stmt_int4(stmt, msgs[i]->partition);
     wk_stmt_int8(stmt, msgs[i]->offset);
+    wk_stmt_int8(stmt, records__text_hash(note->text));
     wk_stmt_row_end(stmt);
     free(classes);
     free(evidence);

@@ -134,6 +134,8 @@ void wk_records_settings_default(wk_records_settings_t *s);
  * worker's schema): one row per analysed note, keyed by note_id.
  */
 extern const char wk_records_schema_sql[];
+/* Migration 6: record_analysis.text_hash (a corrected note is analysed again). */
+extern const char wk_records_schema_v2_sql[];
 
 #ifdef __cplusplus
 }

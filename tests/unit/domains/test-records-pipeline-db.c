@@ -29,8 +29,9 @@ static PGresult *query(PGconn *conn, const char *sql, int n, const char *const *
 }
 
 /* accept + process + render + execute, like one worker batch. Returns the counts. */
-static wk_stmt_counts_t run_batch(PGconn *conn, wk_pipeline_t *p, wk_pmodel_t *pm, wk_stmt_t *st,
-                                  char **notes, size_t n, int64_t first_offset) {
+static wk_stmt_counts_t run_batch_as(PGconn *conn, wk_pipeline_t *p, wk_pmodel_t *pm,
+                                     wk_stmt_t *st, char **notes, size_t n, int64_t first_offset,
+                                     const char *const *ids, const int64_t *times) {
   void *evs[NOTES] = {0};
   rd_kafka_message_t msgs[NOTES];
   const rd_kafka_message_t *mp[NOTES] = {0};
@@ -38,11 +39,12 @@ static wk_stmt_counts_t run_batch(PGconn *conn, wk_pipeline_t *p, wk_pmodel_t *p
   ASSERT(n >= 1 && n <= NOTES);
   for (size_t i = 0; i < n; i++) {
     char id[32], patient[32];
-    snprintf(id, sizeof id, "note-%zu", i);
+    if (ids != NULL) snprintf(id, sizeof id, "%s", ids[i]);
+    else snprintf(id, sizeof id, "note-%zu", i);
     snprintf(patient, sizeof patient, "patient-%zu", i % 2);
     size_t len;
     uint8_t *v = rf_envelope(id, i == 3 ? NULL : patient, notes[i],
-                             1700000000000 + 1000 * (int64_t)i, &len);
+                             times != NULL ? times[i] : 1700000000000 + 1000 * (int64_t)i, &len);
     wk_reject_t rej;
     evs[i] = wk_pipeline_records.accept(p, pm, NULL, v, len, &rej);
     ASSERT_MSG(evs[i] != NULL, "%s", rej.detail);
@@ -74,6 +76,12 @@ static wk_stmt_counts_t run_batch(PGconn *conn, wk_pipeline_t *p, wk_pmodel_t *p
   PQclear(res);
   wk_stmt_reset(st);
   return c;
+}
+
+/* Notes "note-<i>" at 1700000000000 + 1000 i ms. */
+static wk_stmt_counts_t run_batch(PGconn *conn, wk_pipeline_t *p, wk_pmodel_t *pm, wk_stmt_t *st,
+                                  char **notes, size_t n, int64_t first_offset) {
+  return run_batch_as(conn, p, pm, st, notes, n, first_offset, NULL, NULL);
 }
 
 TEST(rows_read_back_from_postgresql_match_the_notes) {
@@ -228,6 +236,32 @@ TEST(rows_read_back_from_postgresql_match_the_notes) {
   r = query(conn, "SELECT count(*) FROM record_analysis", 0, NULL);
   ASSERT_EQ((size_t)atol(PQgetvalue(r, 0, 0)), nn);
   PQclear(r);
+
+  /* Corrections of note-1 in one batch: the newer by event time wins, though it comes first
+   * (lower offset); then an older one alone changes nothing. */
+  {
+    char *two[2] = {notes[2], notes[4]};
+    const char *ids[2] = {"note-1", "note-1"};
+    const int64_t times[2] = {1700000009000, 1700000008000};
+    c = run_batch_as(conn, rp.p, pm, st, two, 2, 200, ids, times);
+    ASSERT_EQ(c.results, 1);
+    const char *params[1] = {"note-1"};
+    r = query(conn,
+              "SELECT (extract(epoch FROM event_time) * 1000)::bigint, \"offset\", n_tokens "
+              "FROM record_analysis WHERE note_id = $1",
+              1, params);
+    ASSERT_EQ(atoll(PQgetvalue(r, 0, 0)), 1700000009000);
+    ASSERT_EQ(atoll(PQgetvalue(r, 0, 1)), 200);
+    ASSERT_EQ((size_t)atol(PQgetvalue(r, 0, 2)), want_tokens[2]);
+    PQclear(r);
+    char *one[1] = {notes[4]};
+    const int64_t older[1] = {1700000008500};
+    c = run_batch_as(conn, rp.p, pm, st, one, 1, 300, ids, older);
+    ASSERT_EQ(c.results, 0);
+    r = query(conn, "SELECT \"offset\" FROM record_analysis WHERE note_id = $1", 1, params);
+    ASSERT_EQ(atoll(PQgetvalue(r, 0, 0)), 200);
+    PQclear(r);
+  }
 
   snprintf(sql, sizeof sql, "DROP SCHEMA \"%s\" CASCADE", schema);
   exec_ok(conn, "SET search_path TO DEFAULT");

@@ -322,3 +322,79 @@ TEST(model_reload_refuses_a_non_text_model_and_takes_another_classifier) {
   wp_drop(conn, &c.w);
   rh_close(&c);
 }
+
+/* Sends one note with the given text and event time. */
+static void send_note(const rh_ctx_t *c, int i, const char *text, int64_t event_time_ms) {
+  rd_kafka_t *rk = wp_producer(&c->w);
+  char id[32], patient[32];
+  rh_note_id(i, id, sizeof id);
+  snprintf(patient, sizeof patient, "patient-%d", i % 7);
+  size_t len;
+  uint8_t *v = rf_envelope(id, patient, text, event_time_ms, &len);
+  wp_send(rk, c->w.topic, id, v, len);
+  free(v);
+  wp_flush(rk);
+  rd_kafka_destroy(rk);
+}
+
+/*
+ * A corrected note (its id again, with other text, later) is analysed again and replaces its
+ * row; the same note sent again unchanged (a replay, a re-sent note) changes nothing and is
+ * counted as a duplicate; an older version arriving after a newer one does not win.
+ */
+TEST(a_corrected_note_is_analysed_again_a_resent_one_is_not) {
+  rh_ctx_t c;
+  rh_init(&c, "redo");
+  const int n = 10;
+  rh_produce(&c, 0, n);
+  PGconn *conn = wp_db(&c.w);
+  pid_t pid = rh_start(&c);
+  rh_wait_rows(conn, &c, n, &pid, 1, 60);
+  wp_wait_offsets(conn, c.w.schema, n, 10);
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT \"offset\" FROM \"%%s\".record_analysis WHERE note_id = "
+           "'note-00005'");
+  long offset5 = wp_count(conn, sql, c.w.schema);
+
+  /* Note 3 corrected (the text of note 20, a second later); note 5 re-sent as it was; then an
+   * older version of note 3 (the text of note 21, stamped before the correction). */
+  char text[RH_NOTE_BYTES + 1];
+  rh_text(&c, 20, text, sizeof text);
+  send_note(&c, 3, text, 1700000000000LL + 1000LL * 3 + 1000);
+  rh_text(&c, 5, text, sizeof text);
+  send_note(&c, 5, text, 1700000000000LL + 1000LL * 5);
+  rh_text(&c, 21, text, sizeof text);
+  send_note(&c, 3, text, 1700000000000LL + 1000LL * 3 + 500);
+  wp_wait_offsets(conn, c.w.schema, n + 3, 30);
+
+  ASSERT_EQ(rh_rows(conn, &c), n);
+  /* Note 3 carries the analysis of the correction: the independent scoring of that text. */
+  moe_model_t *m = NULL;
+  char err[256];
+  ASSERT_EQ(moe_model_load(RF_MODEL, &m, err, sizeof err), MOE_OK);
+  rh_text(&c, 20, text, sizeof text);
+  float probs[64];
+  size_t nt, nc;
+  rf_score(m, text, probs, &nt, &nc);
+  int best = 0;
+  for (int k = 1; k < moe_model_n_labels(m); k++)
+    if (probs[k] > probs[best]) best = k;
+  PGresult *res = wp_query(conn, PGRES_TUPLES_OK,
+                           "SELECT predicted_label, score, n_tokens, "
+                           "(extract(epoch FROM event_time) * 1000)::bigint FROM "
+                           "\"%s\".record_analysis WHERE note_id = 'note-00003'",
+                           c.w.schema);
+  ASSERT_EQ(PQntuples(res), 1);
+  ASSERT_STR_EQ(PQgetvalue(res, 0, 0), moe_model_label(m, best));
+  ASSERT_NEAR(atof(PQgetvalue(res, 0, 1)), probs[best], 1e-4);
+  ASSERT_EQ(atol(PQgetvalue(res, 0, 2)), (long)nt);
+  ASSERT_EQ(atoll(PQgetvalue(res, 0, 3)), 1700000000000LL + 1000LL * 3 + 1000);
+  PQclear(res);
+  moe_model_free(m);
+  /* Note 5 is the row first stored, and the re-sent copy counted as a duplicate. */
+  ASSERT_EQ(wp_count(conn, sql, c.w.schema), offset5);
+  ASSERT_EQ(wp_metric(c.w.port, "sluice_results_duplicate_total "), 2);
+  ASSERT_EQ(wp_stop(pid), 0);
+  wp_drop(conn, &c.w);
+  rh_close(&c);
+}
