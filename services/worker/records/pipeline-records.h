@@ -3,8 +3,9 @@
  * pure pieces of records-input.h and records-analysis.h. accept decodes and validates one
  * ClinicalNote envelope (DLQ reasons as records-input.h says); process analyses each note of
  * the batch with the text model (sections, WordPiece, chunked scoring, evidence spans) and adds
- * one record_analysis row per note (ON CONFLICT (note_id) DO NOTHING: a note is analysed once,
- * the first committed analysis stays) plus, for a predicted label listed in
+ * one record_analysis row per note id (a re-sent or replayed note changes nothing; a corrected
+ * one, with other text, or one analysed by another model replaces the row unless it is older
+ * by event time: wk_records_tables) plus, for a predicted label listed in
  * records.alert_labels (at probability >= records.alert_min_probability), one outbox alert with
  * the stable id "records:<note_id>:<label>". Notes longer than the model's max_len are scored
  * as overlapping chunks, truncated (and counted) only past records.max_chunks chunks
