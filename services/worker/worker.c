@@ -152,9 +152,9 @@ typedef struct wk_batch_s {
   const int *lengths, *formats;
   int n_params;
   /* pg.lanes 2: the sql/params above are the RESULTS part (borrowed from w->stmt until sent);
-   * the STATE part is copied here, since it is sent later, after the RESULTS commit. */
+   * the STATE part is copied here, since it is sent later, after the RESULTS commit
+   * (state_values is the one allocation the lengths, formats and values live in). */
   const char *state_sql;
-  char *state_blob;
   const char **state_values;
   int *state_lengths, *state_formats;
   int state_n_params;
@@ -298,10 +298,7 @@ static void batch_free(wk_batch_t *b) {
   model_unref(b->model);
   for (size_t i = 0; i < b->n; i++) event_free(b->w, b->ev[i]);
   free(b->ev);
-  free(b->state_blob);
   free(b->state_values);
-  free(b->state_lengths);
-  free(b->state_formats);
   free(b->pevs);
   free(b->msgs);
   free(b->load);
@@ -610,6 +607,13 @@ static void kafka_ok(wk_worker_t *w) {
   }
 }
 
+/* The wall clock in ms, to compare with Kafka timestamps (set by producers at send). */
+static double wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
 static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
   wk_worker_t *w = cons->data;
   svc_counter_add(w->m_events_in, 1);
@@ -622,12 +626,7 @@ static void on_message(kq_consumer_t *cons, rd_kafka_message_t *msg) {
   ev->msg = msg;
   rd_kafka_timestamp_type_t tstype;
   int64_t ts_ms = rd_kafka_message_timestamp(msg, &tstype);
-  if (ts_ms > 0) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double now_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-    svc_histogram_observe(w->m_consume_delay, (now_ms - (double)ts_ms) * 1e-3);
-  }
+  if (ts_ms > 0) svc_histogram_observe(w->m_consume_delay, (wall_ms() - (double)ts_ms) * 1e-3);
   if (w->kafka_err_since || w->kafka_down) kafka_ok(w);
   /* While recovering, the consumer is paused and will be sought back to PostgreSQL's offsets:
    * what was already fetched comes again then. */
@@ -729,16 +728,17 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
   const int *lengths, *formats;
   wk_stmt_part(w->stmt, WK_STMT_STATE, &b->state_sql, &b->state_n_params, &values, &lengths,
                &formats);
-  /* A copy of the STATE part's parameters: w->stmt belongs to the next batch once the RESULTS
-   * part is sent. Each value keeps a NUL after it (the one text parameter needs it). */
+  /* A copy of the STATE part's parameters, in one allocation (the pointers, lengths and
+   * formats, then the values): w->stmt belongs to the next batch once the RESULTS part is
+   * sent. Each value keeps a NUL after it (the one text parameter needs it). */
   size_t n = (size_t)b->state_n_params, total = 0;
   for (size_t i = 0; i < n; i++) total += (size_t)lengths[i] + 1;
-  b->state_blob = malloc(total ? total : 1);
-  b->state_values = malloc((n ? n : 1) * sizeof *b->state_values);
-  b->state_lengths = malloc((n ? n : 1) * sizeof *b->state_lengths);
-  b->state_formats = malloc((n ? n : 1) * sizeof *b->state_formats);
-  if (!b->state_blob || !b->state_values || !b->state_lengths || !b->state_formats) abort();
-  char *at = b->state_blob;
+  size_t head = n * (sizeof *b->state_values + 2 * sizeof(int));
+  b->state_values = malloc(head + total + 1);
+  if (b->state_values == NULL) abort();
+  b->state_lengths = (int *)(b->state_values + n);
+  b->state_formats = b->state_lengths + n;
+  char *at = (char *)(b->state_formats + n);
   for (size_t i = 0; i < n; i++) {
     memcpy(at, values[i], (size_t)lengths[i]);
     at[lengths[i]] = '\0';
@@ -749,77 +749,75 @@ static void batch_build(wk_worker_t *w, wk_batch_t *b) {
   }
 }
 
-/*
- * Sends the statement batch_build made (db_conn_query_prepared copies it); on the loop
- * thread. A prepared statement with binary parameters: PostgreSQL plans it once per session
- * (db prepares it again after a reconnect) and parses no value of the batch.
- */
-static void batch_send(wk_worker_t *w, wk_batch_t *b) {
-  b->commit_start_ns = uv_hrtime();
-  svc_histogram_observe(w->m_queue, (double)(b->commit_start_ns - b->sealed_ns) * 1e-9);
-  w->committing = b;
-  svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_batch", b->sql, b->n_params,
-                                         b->params, b->lengths, b->formats, on_committed, b);
-  if (err != SVC_OK) {
-    w->committing = NULL;
-    batch_free(b);
-    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
-    else worker_fatal(w, "sending the batch transaction", svc_strerror(err));
-  }
-}
-
 static void on_results_committed(db_conn_t *db, svc_err_t err, const PGresult *res,
                                  const char *errmsg, void *arg);
 
+/*
+ * Sends one statement of batch b on `db` and records it in `slot` (w->committing or
+ * w->lane_results) until its callback; db_conn_query_prepared copies the parameters, so what
+ * they point into may be reused right after. A prepared statement with binary parameters:
+ * PostgreSQL plans it once per session (db prepares it again after a reconnect) and parses no
+ * value of the batch. On the loop thread.
+ */
+static void statement_send(wk_worker_t *w, wk_batch_t *b, db_conn_t *db, const char *name,
+                           const char *sql, int n_params, const char *const *values,
+                           const int *lengths, const int *formats, db_result_cb cb,
+                           wk_batch_t **slot, const char *what) {
+  b->commit_start_ns = uv_hrtime();
+  *slot = b;
+  svc_err_t err =
+      db_conn_query_prepared(db, name, sql, n_params, values, lengths, formats, cb, b);
+  if (err != SVC_OK) {
+    *slot = NULL;
+    batch_free(b);
+    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
+    else worker_fatal(w, what, svc_strerror(err));
+  }
+}
+
+/* The batch statement batch_build made (pg.lanes 1), or a batch's RESULTS part (pg.lanes 2,
+ * on results_db): the first statement of a batch, so the end of its wait in line. */
+static void batch_send(wk_worker_t *w, wk_batch_t *b) {
+  svc_histogram_observe(w->m_queue, (double)(uv_hrtime() - b->sealed_ns) * 1e-9);
+  if (w->o.pg_lanes >= 2)
+    statement_send(w, b, w->results_db, "sluice_worker_results", b->sql, b->n_params,
+                   b->params, b->lengths, b->formats, on_results_committed, &w->lane_results,
+                   "sending the batch's results statement");
+  else
+    statement_send(w, b, w->db, "sluice_worker_batch", b->sql, b->n_params, b->params,
+                   b->lengths, b->formats, on_committed, &w->committing,
+                   "sending the batch transaction");
+}
+
 /* pg.lanes 2: the batch's STATE part, on w->db once the batch before it has committed. */
 static void state_send(wk_worker_t *w, wk_batch_t *b) {
-  b->commit_start_ns = uv_hrtime();
-  w->committing = b;
-  svc_err_t err = db_conn_query_prepared(w->db, "sluice_worker_state", b->state_sql,
-                                         b->state_n_params, b->state_values, b->state_lengths,
-                                         b->state_formats, on_committed, b);
-  if (err != SVC_OK) {
-    w->committing = NULL;
-    batch_free(b);
-    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
-    else worker_fatal(w, "sending the batch's state statement", svc_strerror(err));
-  }
+  statement_send(w, b, w->db, "sluice_worker_state", b->state_sql, b->state_n_params,
+                 (const char *const *)b->state_values, b->state_lengths, b->state_formats,
+                 on_committed, &w->committing, "sending the batch's state statement");
 }
 
-/* pg.lanes 2: the batch's RESULTS part, on results_db (parameters borrowed from w->stmt:
- * db_conn_query_prepared copies them, so the next batch may be built right after). */
-static void results_send(wk_worker_t *w, wk_batch_t *b) {
-  uint64_t now = uv_hrtime();
-  svc_histogram_observe(w->m_queue, (double)(now - b->sealed_ns) * 1e-9);
-  b->commit_start_ns = now;
-  w->lane_results = b;
-  svc_err_t err = db_conn_query_prepared(w->results_db, "sluice_worker_results", b->sql,
-                                         b->n_params, b->params, b->lengths, b->formats,
-                                         on_results_committed, b);
-  if (err != SVC_OK) {
-    w->lane_results = NULL;
-    batch_free(b);
-    if (err == SVC_ENOTCONN) worker_recover(w, "connection_lost", "PostgreSQL not connected");
-    else worker_fatal(w, "sending the batch's results statement", svc_strerror(err));
-  }
+/*
+ * Whether a built batch must wait: with one lane while a batch statement is in flight; with
+ * two while a RESULTS part is in flight or a batch waits to send its STATE part (so RESULTS
+ * never runs two batches ahead of the offsets).
+ */
+static bool send_lane_busy(const wk_worker_t *w) {
+  if (w->o.pg_lanes >= 2) return w->lane_results != NULL || w->half_done != NULL;
+  return w->committing != NULL;
 }
 
-/* pg.lanes 2: RESULTS parts run one at a time, and not while a batch waits to send its STATE
- * part (so RESULTS never runs two batches ahead of the offsets). */
-static bool results_lane_free(const wk_worker_t *w) {
-  return w->lane_results == NULL && w->half_done == NULL && !w->fatal && !w->recovering;
+/* The built batch waiting in w->ready goes out if its lane is free. */
+static void send_ready(wk_worker_t *w) {
+  if (w->ready == NULL || send_lane_busy(w) || w->fatal || w->recovering) return;
+  wk_batch_t *b = w->ready;
+  w->ready = NULL;
+  batch_send(w, b);
 }
 
 /* A built batch: sent now if its lane is free, else it waits its turn. */
 static void batch_ready(wk_worker_t *w, wk_batch_t *b) {
-  if (w->o.pg_lanes >= 2) {
-    if (results_lane_free(w)) results_send(w, b);
-    else w->ready = b;
-  } else if (w->committing == NULL) {
-    batch_send(w, b);
-  } else {
-    w->ready = b;
-  }
+  w->ready = b;
+  send_ready(w);
   worker_pump(w);
 }
 
@@ -910,8 +908,7 @@ static void worker_pump(wk_worker_t *w) {
    * that arrived during the commit. Scoring a 256-row batch takes well under a millisecond,
    * much less than the statement it saves. Full batches are scored at once, so scoring still
    * overlaps the commit when the worker is saturated. */
-  bool db_busy = w->o.pg_lanes >= 2 ? !results_lane_free(w) : w->committing != NULL;
-  if (db_busy && w->queue_head->n < w->o.batch_max &&
+  if (send_lane_busy(w) && w->queue_head->n < w->o.batch_max &&
       w->queue_head->next == NULL && !w->stopping && w->pending_revoke == NULL)
     return;
   wk_batch_t *b = w->queue_head;
@@ -1010,11 +1007,7 @@ static void on_results_committed(db_conn_t *db, svc_err_t err, const PGresult *r
   }
   if (w->committing == NULL) state_send(w, b);
   else w->half_done = b;
-  if (w->ready != NULL && results_lane_free(w)) {
-    wk_batch_t *next = w->ready;
-    w->ready = NULL;
-    results_send(w, next);
-  }
+  send_ready(w);
   worker_pump(w);
 }
 
@@ -1028,23 +1021,13 @@ static void on_committed(db_conn_t *db, svc_err_t err, const PGresult *res, cons
     return;
   }
   w->edb_streak = 0;
-  /* The next statement goes out first, so that PostgreSQL never waits for our bookkeeping. */
-  if (w->o.pg_lanes >= 2) {
-    if (w->half_done != NULL && !w->fatal && !w->recovering) {
-      wk_batch_t *next = w->half_done;
-      w->half_done = NULL;
-      state_send(w, next);
-    }
-    if (w->ready != NULL && results_lane_free(w)) {
-      wk_batch_t *next = w->ready;
-      w->ready = NULL;
-      results_send(w, next);
-    }
-  } else if (w->ready != NULL && !w->fatal && !w->recovering) {
-    wk_batch_t *next = w->ready;
-    w->ready = NULL;
-    batch_send(w, next);
+  /* The next statements go out first, so that PostgreSQL never waits for our bookkeeping. */
+  if (w->half_done != NULL && !w->fatal && !w->recovering) {
+    wk_batch_t *next = w->half_done;
+    w->half_done = NULL;
+    state_send(w, next);
   }
+  send_ready(w);
   batch_done(w, b, res);
 }
 
@@ -1091,9 +1074,7 @@ static void batch_done(wk_worker_t *w, wk_batch_t *b, const PGresult *res) {
   /* Kafka's committed offsets follow PostgreSQL's, for lag tools; the truth stays in PG. */
   if (w->kcommit == NULL) w->kcommit = rd_kafka_topic_partition_list_new(4);
   rd_kafka_topic_partition_list_t *offs = w->kcommit;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  double now_ms = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+  double now_ms = wall_ms();
   for (size_t i = 0; i < b->n; i++) {
     const rd_kafka_message_t *m = b->ev[i]->msg;
     rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(offs, w->o.topic, m->partition);
@@ -1720,6 +1701,8 @@ static void on_relay_timer(uv_timer_t *t) {
 static void on_lag_timer(uv_timer_t *t) {
   wk_worker_t *w = t->data;
   if (w->cons == NULL || w->closing) return;
+  /* A stream that went quiet still gets its last offsets committed to Kafka. */
+  kafka_commit(w, false);
   rd_kafka_t *rk = kq_consumer_rk(w->cons);
   rd_kafka_topic_partition_list_t *parts = NULL;
   if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
