@@ -180,6 +180,9 @@ TEST(worker_end_to_end) {
   wait_results(conn, &c, 120, pid);
   /* Every record, bad ones included, is behind the stored offsets. */
   wp_wait_offsets(conn, c.schema, 122, 5);
+  /* Kafka's committed offsets follow PostgreSQL's (at most a second apart, and once more after
+   * the stream goes quiet), for lag tools. */
+  wp_wait_kafka_committed(&c, HX_PARTS, 122, 10);
   check_velocity_chain(conn, &c, 12);
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".card_state", c.schema), HX_CARDS);
   ASSERT_EQ(wp_count(conn, "SELECT count(*) FROM \"%s\".results WHERE decision NOT IN "

@@ -392,6 +392,36 @@ static inline rd_kafka_t *wp_producer(const wp_ctx_t *w) {
   return rk;
 }
 
+/*
+ * Waits (up to `secs`) until the offsets the worker's group committed to Kafka (for lag tools;
+ * PostgreSQL holds the truth) on w->topic's `partitions` partitions add up to `want`, and
+ * asserts that they do. Reads them without joining the group (OffsetFetch only).
+ */
+static inline void wp_wait_kafka_committed(const wp_ctx_t *w, int partitions, long want,
+                                           int secs) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  ASSERT_EQ(rd_kafka_conf_set(conf, "bootstrap.servers", w->brokers, err, sizeof err),
+            RD_KAFKA_CONF_OK);
+  ASSERT_EQ(rd_kafka_conf_set(conf, "group.id", w->group, err, sizeof err), RD_KAFKA_CONF_OK);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  ASSERT_MSG(rk != NULL, "%s", err);
+  long sum = -1;
+  for (int i = 0; i < secs * 4 && sum != want; i++) {
+    if (i) usleep(250000);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++) rd_kafka_topic_partition_list_add(parts, w->topic, p);
+    if (rd_kafka_committed(rk, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      sum = 0;
+      for (int p = 0; p < parts->cnt; p++)
+        if (parts->elems[p].offset > 0) sum += parts->elems[p].offset;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+  }
+  rd_kafka_destroy(rk);
+  ASSERT_EQ(sum, want);
+}
+
 /* Queues one record (copied; key may be NULL); the partition follows the key. */
 static inline void wp_send(rd_kafka_t *rk, const char *topic, const char *key, const void *val,
                            size_t len) {
