@@ -73,33 +73,52 @@ static const char *const wk_kafka_fixed_props[] = {
     "enable.auto.offset.store", "isolation.level", "partition.assignment.strategy",
     "enable.partition.eof", "enable.idempotence", NULL};
 
-/* "key=value;key=value" (or empty): every item a key and a value, no fixed key. */
-static bool kafka_props_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp, size_t n) {
-  (void)d;
-  const char *p = v->s;
-  while (*p) {
-    const char *end = strchr(p, ';'), *eq = strchr(p, '=');
-    size_t len = end ? (size_t)(end - p) : strlen(p);
-    if (len == 0) { /* an empty item, e.g. a trailing ';' */
-      p += end ? 1 : 0;
-      if (!end) break;
-      continue;
-    }
-    if (eq == NULL || eq >= p + len || eq == p) {
-      snprintf(exp, n, "key=value items separated by ';' (item \"%.*s\" has no key=value)",
-               (int)(len > 60 ? 60 : len), p);
+/*
+ * "key=value;key=value" (or empty; empty items are skipped): every item a key and a value,
+ * and no key the worker sets itself. With `out`, the {key, value, ..., NULL} array librdkafka
+ * options take (one allocation: the pointers, then the copied text; NULL when there are no
+ * items). false with `why` when the text is not that. The settings check and the worker use
+ * this one reading.
+ */
+static bool kafka_props_split(const char *s, char ***out, char *why, size_t n) {
+  size_t len = strlen(s), items = 1;
+  for (const char *p = s; *p; p++) items += *p == ';';
+  char **arr = malloc((2 * items + 1) * sizeof *arr + len + 1);
+  if (arr == NULL) abort();
+  char *text = (char *)(arr + 2 * items + 1), *save = NULL;
+  memcpy(text, s, len + 1);
+  size_t k = 0;
+  for (char *item = strtok_r(text, ";", &save); item != NULL; item = strtok_r(NULL, ";", &save)) {
+    char *eq = strchr(item, '=');
+    if (eq == NULL || eq == item) { /* an item without '=' is a key alone: no secret in it */
+      if (eq == NULL)
+        snprintf(why, n, "key=value items separated by ';' (item \"%.60s\" has no key=value)",
+                 item);
+      else
+        snprintf(why, n, "key=value items separated by ';' (an item has an empty key)");
+      free(arr);
       return false;
     }
-    for (const char *const *k = wk_kafka_fixed_props; *k; k++)
-      if (strlen(*k) == (size_t)(eq - p) && strncmp(p, *k, (size_t)(eq - p)) == 0) {
-        snprintf(exp, n, "librdkafka properties other than %s, which the worker sets itself "
-                 "(use kafka.brokers, kafka.group or kafka.instance_id where one applies)", *k);
+    *eq = '\0';
+    for (const char *const *f = wk_kafka_fixed_props; *f; f++)
+      if (strcmp(item, *f) == 0) {
+        snprintf(why, n, "librdkafka properties other than %s, which the worker sets itself "
+                 "(use kafka.brokers, kafka.group or kafka.instance_id where one applies)", *f);
+        free(arr);
         return false;
       }
-    if (!end) break;
-    p = end + 1;
+    arr[k++] = item;
+    arr[k++] = eq + 1;
   }
+  arr[k] = NULL;
+  if (out != NULL && k > 0) *out = arr;
+  else free(arr);
   return true;
+}
+
+static bool kafka_props_ok(const svc_cfg_def_t *d, const svc_cfg_val_t *v, char *exp, size_t n) {
+  (void)d;
+  return kafka_props_split(v->s, NULL, exp, n);
 }
 
 static const svc_cfg_def_t wk_cfg_table[] = {
@@ -282,10 +301,15 @@ int main(int argc, char **argv) {
                          : ops == &wk_pipeline_fault ? (const void *)&c.fault
                                                      : (const void *)&c.records;
 
+  /* Checked by the settings already: this cannot fail. */
+  char **consumer_props = NULL, **producer_props = NULL;
+  kafka_props_split(c.consumer_props, &consumer_props, err, sizeof err);
+  kafka_props_split(c.producer_props, &producer_props, err, sizeof err);
   wk_reload_ctx_t rctx = {.cfg = cfg, .c = &c};
   wk_worker_opts_t o = {.pipeline = ops, .settings = settings,
                         .brokers = c.brokers, .group = group, .instance_id = c.instance_id,
-                        .consumer_props = c.consumer_props, .producer_props = c.producer_props,
+                        .consumer_props = (const char *const *)consumer_props,
+                        .producer_props = (const char *const *)producer_props,
                         .topic = topic, .dlq_topic = dlq_topic,
                         .alerts_topic = alerts_topic, .pg_dsn = c.pg_dsn,
                         .pg_schema = c.pg_schema, .http_address = c.http_address,
@@ -304,6 +328,8 @@ int main(int argc, char **argv) {
   } else {
     SVC_LOG(SVC_LOG_INFO, "worker stopped");
   }
+  free(consumer_props);
+  free(producer_props);
   svc_cfg_free(cfg);
   if (rc == SVC_ECONFIG) return 2;
   return rc == SVC_OK ? 0 : 1;

@@ -184,7 +184,6 @@ struct wk_worker_s {
   db_conn_t *db;       /* batches, restores: one statement at a time, in order */
   db_conn_t *relay_db; /* the alert relay's session (its advisory lock) */
   db_conn_t *results_db; /* pg.lanes 2: the RESULTS parts of batches; NULL otherwise */
-  char **consumer_props, **producer_props; /* props_split of the settings, or NULL */
   rd_kafka_topic_partition_list_t *kcommit; /* offsets for Kafka's next commit, or NULL */
   uint64_t kcommit_last_ms;
   int db_up;             /* bit 0: db connected, bit 1: results_db connected */
@@ -1891,29 +1890,6 @@ static svc_err_t worker_migrate(wk_worker_t *w, char *errstr, size_t errstr_size
   return err;
 }
 
-/* "key=value;key=value" into {key, value, ..., NULL} (one allocation: the pointers, then the
- * copied text); NULL for NULL or an empty string. Aborts on OOM. */
-static char **props_split(const char *s) {
-  if (s == NULL || s[0] == '\0') return NULL;
-  size_t len = strlen(s), items = 1;
-  for (const char *p = s; *p; p++) items += *p == ';';
-  char **out = malloc((2 * items + 1) * sizeof *out + len + 1);
-  if (out == NULL) abort();
-  char *text = (char *)(out + 2 * items + 1);
-  memcpy(text, s, len + 1);
-  size_t n = 0;
-  char *save = NULL;
-  for (char *item = strtok_r(text, ";", &save); item != NULL; item = strtok_r(NULL, ";", &save)) {
-    char *eq = strchr(item, '=');
-    if (eq == NULL) continue; /* the settings refuse such a value before it gets here */
-    *eq = '\0';
-    out[n++] = item;
-    out[n++] = eq + 1;
-  }
-  out[n] = NULL;
-  return out;
-}
-
 static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) {
   svc_err_t err;
   char e[512];
@@ -2058,9 +2034,7 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
   err = db_conn_new(&w->loop, &rdbo, &w->relay_db, errstr, errstr_size);
   if (err) return err;
 
-  w->producer_props = props_split(w->o.producer_props);
-  w->consumer_props = props_split(w->o.consumer_props);
-  kq_producer_opts_t po = {.brokers = w->o.brokers, .props = (const char *const *)w->producer_props,
+  kq_producer_opts_t po = {.brokers = w->o.brokers, .props = w->o.producer_props,
                            .on_delivery = on_delivery, .data = w};
   err = kq_producer_new(&w->loop, &po, &w->prod, errstr, errstr_size);
   if (err) return err;
@@ -2070,7 +2044,7 @@ static svc_err_t worker_setup(wk_worker_t *w, char *errstr, size_t errstr_size) 
                            .group_instance_id = (w->o.instance_id && w->o.instance_id[0])
                                                     ? w->o.instance_id
                                                     : NULL,
-                           .props = (const char *const *)w->consumer_props,
+                           .props = w->o.consumer_props,
                            .on_message = on_message, .on_rebalance = on_rebalance,
                            .on_error = on_consumer_error, .data = w};
   err = kq_consumer_new(&w->loop, &co, &w->cons, errstr, errstr_size);
@@ -2123,8 +2097,6 @@ svc_err_t wk_worker_run(const wk_worker_opts_t *opts, char *errstr, size_t errst
   for (size_t i = 0; i < w->n_infos; i++) free(w->infos[i]);
   free(w->infos);
   free(w->m_load);
-  free(w->consumer_props);
-  free(w->producer_props);
   if (w->kcommit) rd_kafka_topic_partition_list_destroy(w->kcommit);
   free(w);
   return err;

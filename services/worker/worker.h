@@ -60,9 +60,9 @@ typedef struct wk_worker_opts_s {
   size_t batch_max;           /* events per batch at most */
   uint64_t batch_wait_ms;     /* longest wait of a partial batch */
   size_t max_event_bytes;     /* larger records are dead-lettered as oversize */
-  const char *consumer_props; /* "key=value;..." extra librdkafka properties (checked by the
-                                 settings: no key the worker sets itself), or NULL */
-  const char *producer_props;
+  const char *const *consumer_props; /* extra librdkafka properties {key, value, ..., NULL}
+                                        (no key the worker sets itself), or NULL */
+  const char *const *producer_props;
   int pg_lanes;               /* 1: one statement per batch on one session; 2: the RESULTS part
                                  of a batch on a second session beside the STATE part of the
                                  batch before (stmt.h) */

@@ -39,6 +39,10 @@ TEST(kafka_properties_are_checked_and_never_echoed) {
   ASSERT_STR_CONTAINS(out, "item \"linger.ms\" has no key=value");
   ASSERT_MSG(strstr(out, "hunter2") == NULL, "a secret was echoed: %s", out);
 
+  ASSERT_EQ(run_worker("--kafka-producer-properties '=hunter2'", out, sizeof out), 2);
+  ASSERT_STR_CONTAINS(out, "an item has an empty key");
+  ASSERT_MSG(strstr(out, "hunter2") == NULL, "a secret was echoed: %s", out);
+
   ASSERT_EQ(run_worker("--kafka-consumer-properties 'isolation.level=read_uncommitted'", out,
                        sizeof out), 2);
   ASSERT_STR_CONTAINS(out, "other than isolation.level");
