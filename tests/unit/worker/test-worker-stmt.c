@@ -70,7 +70,7 @@ typedef struct fixture_s {
   PGconn *conn;
   char schema[96];
   wk_stmt_t *st;
-  bool prepared;
+  unsigned prepared; /* bit p: part p is prepared in the session */
 } fixture_t;
 
 static void fixture_open(fixture_t *f) {
@@ -99,21 +99,25 @@ static void fixture_close(fixture_t *f) {
   PQfinish(f->conn);
 }
 
-/* Prepares (once) and runs the rendered statement as the worker does; returns the counts. */
-static wk_stmt_counts_t run(fixture_t *f) {
+/* Prepares (once per session) and runs one part of the rendered statement as the worker does
+ * (binary parameters); returns the counts. */
+static wk_stmt_counts_t run_part(fixture_t *f, wk_stmt_part_t part) {
   const char *sql, *const *values;
   const int *lengths, *formats;
   int np;
-  wk_stmt_render(f->st, &sql, &np, &values, &lengths, &formats);
-  if (!f->prepared) {
-    PGresult *res = PQprepare(f->conn, "stmt_test", sql, np, NULL);
-    ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "prepare: %s\n%s",
+  wk_stmt_part(f->st, part, &sql, &np, &values, &lengths, &formats);
+  char name[32];
+  snprintf(name, sizeof name, "stmt_part_%d", (int)part);
+  if (!(f->prepared & (1u << part))) {
+    PGresult *res = PQprepare(f->conn, name, sql, np, NULL);
+    ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "prepare part %d: %s\n%s", (int)part,
                PQresultErrorMessage(res), sql);
     PQclear(res);
-    f->prepared = true;
+    f->prepared |= 1u << part;
   }
-  PGresult *res = PQexecPrepared(f->conn, "stmt_test", np, values, lengths, formats, 0);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "statement: %s", PQresultErrorMessage(res));
+  PGresult *res = PQexecPrepared(f->conn, name, np, values, lengths, formats, 0);
+  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "part %d: %s", (int)part,
+             PQresultErrorMessage(res));
   ASSERT_EQ(PQntuples(res), 1);
   ASSERT_EQ(PQnfields(res), 4);
   const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
@@ -121,6 +125,16 @@ static wk_stmt_counts_t run(fixture_t *f) {
   wk_stmt_counts_t c;
   ASSERT_OK(wk_stmt_parse_counts(cols, &c));
   PQclear(res);
+  return c;
+}
+
+/* Renders the batch and runs it whole, as one statement; returns the counts. */
+static wk_stmt_counts_t run(fixture_t *f) {
+  const char *sql, *const *values;
+  const int *lengths, *formats;
+  int np;
+  wk_stmt_render(f->st, &sql, &np, &values, &lengths, &formats);
+  wk_stmt_counts_t c = run_part(f, WK_STMT_ALL);
   wk_stmt_reset(f->st);
   return c;
 }
@@ -373,31 +387,6 @@ TEST(exactly_once_merging_and_forward_only_state) {
   ASSERT_EQ(c.states, 700);
   ASSERT_STATE(&f, "k5", "2/2905/v2805");
   fixture_close(&f);
-}
-
-/* Runs one part of the rendered statement (prepared under its own name); returns the counts. */
-static wk_stmt_counts_t run_part(fixture_t *f, wk_stmt_part_t part) {
-  const char *sql, *const *values;
-  const int *lengths, *formats;
-  int np;
-  wk_stmt_part(f->st, part, &sql, &np, &values, &lengths, &formats);
-  char name[32];
-  snprintf(name, sizeof name, "stmt_part_%d", (int)part);
-  PGresult *res = PQprepare(f->conn, name, sql, np, NULL);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "prepare part %d: %s\n%s", (int)part,
-             PQresultErrorMessage(res), sql);
-  PQclear(res);
-  res = PQexecPrepared(f->conn, name, np, values, lengths, formats, 0);
-  ASSERT_MSG(PQresultStatus(res) == PGRES_TUPLES_OK, "part %d: %s", (int)part,
-             PQresultErrorMessage(res));
-  const char *cols[4] = {PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                         PQgetvalue(res, 0, 3)};
-  wk_stmt_counts_t c;
-  ASSERT_OK(wk_stmt_parse_counts(cols, &c));
-  PQclear(res);
-  res = PQexec(f->conn, "DEALLOCATE ALL");
-  PQclear(res);
-  return c;
 }
 
 static long count_rows(fixture_t *f, const char *table) {
