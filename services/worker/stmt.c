@@ -401,10 +401,10 @@ static void st__number_params(wk_stmt_t *st) {
   st->n_params = p - 1;
 }
 
-/* Whether a table, the outbox (is_outbox) or the offsets belong to a part. */
-static bool st__in_part(wk_stmt_part_t part, int what) {
+/* Whether what plays `role` (a table's role, ST__OUTBOX_ROLE, ST__OFFSETS_ROLE) is in `part`. */
+static bool st__in_part(wk_stmt_part_t part, int role) {
   if (part == WK_STMT_ALL) return true;
-  return part == WK_STMT_RESULTS ? what == WK_TABLE_RESULTS : what == WK_TABLE_STATE;
+  return part == WK_STMT_RESULTS ? role == WK_TABLE_RESULTS : role == WK_TABLE_STATE;
 }
 #define ST__OUTBOX_ROLE WK_TABLE_RESULTS  /* alerts are idempotent by id, like results */
 #define ST__OFFSETS_ROLE WK_TABLE_STATE   /* offsets move with the state they cover */
