@@ -211,6 +211,14 @@ static void fail_all(conn_t *c, svc_err_t err, svc_err_t started_err, const char
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
+/* The connection's own memory, once its handles are closed. */
+static void conn_free(conn_t *c) {
+  free(c->dsn);
+  free(c->app_name);
+  free(c->session_options);
+  free(c);
+}
+
 static void poll_freed(uv_handle_t *h) {
   conn_t *c = h->data;
   free(h);
@@ -218,10 +226,7 @@ static void poll_freed(uv_handle_t *h) {
   if (c->closing && c->handles_open == 0) {
     c->status = DB_STATUS_CLOSED;
     if (c->close_cb != NULL) c->close_cb(&c->pub);
-    free(c->dsn);
-    free(c->app_name);
-    free(c->session_options);
-    free(c);
+    conn_free(c);
   }
 }
 
@@ -651,10 +656,7 @@ svc_err_t db_conn_new(uv_loop_t *loop, const db_conn_opts_t *o, db_conn_t **out,
   int rc = uv_timer_init(loop, &c->timer);
   if (rc != 0) {
     set_err(errstr, errstr_size, "postgres: libuv timer: %s", uv_strerror(rc));
-    free(c->dsn);
-    free(c->app_name);
-    free(c->session_options);
-    free(c);
+    conn_free(c);
     return svc_err_from_uv(rc);
   }
   c->timer.data = c;
@@ -756,10 +758,7 @@ static void timer_closed(uv_handle_t *h) {
   if (c->handles_open == 0) {
     c->status = DB_STATUS_CLOSED;
     if (c->close_cb != NULL) c->close_cb(&c->pub);
-    free(c->dsn);
-    free(c->app_name);
-    free(c->session_options);
-    free(c);
+    conn_free(c);
   }
 }
 
