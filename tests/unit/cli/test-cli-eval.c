@@ -9,6 +9,7 @@
  * The data files are small files in the exact formats of ../shared/data, written here too.
  */
 #include "test.h"
+#include "test-tmpdir.h"
 
 #include <math.h>
 #include <sys/wait.h>
@@ -19,7 +20,7 @@
 
 #define EPS 1e-5 /* the config's norm_eps default */
 
-static char tmpdir[128];
+TEST_TMPDIR(tmpdir, "test-cli-eval")
 
 static void path_in_tmp(char *buf, size_t size, const char *name) {
   snprintf(buf, size, "%s/%s", tmpdir, name);
@@ -425,13 +426,3 @@ TEST(eval_abstracts_multiclass) {
   free(csv);
 }
 
-__attribute__((constructor)) static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-cli-eval-XXXXXX");
-  if (mkdtemp(tmpdir) == NULL) abort();
-}
-
-__attribute__((destructor)) static void remove_tmpdir(void) {
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}

@@ -5,6 +5,7 @@
  * the SKAB loader's errors.
  */
 #include "test.h"
+#include "test-tmpdir.h"
 
 #include <math.h>
 #include <sys/stat.h>
@@ -12,7 +13,7 @@
 #include "replay.h"
 #include "sluice/v1/envelope.pb-c.h"
 
-static char tmpdir[128];
+TEST_TMPDIR(tmpdir, "test-cli-replay")
 
 static const char *tmp_file(char *buf, size_t size, const char *name, const char *content) {
   snprintf(buf, size, "%s/%s", tmpdir, name);
@@ -266,13 +267,3 @@ TEST(fraud_pseudo_cards) {
   cli_replay_close(&rp);
 }
 
-__attribute__((constructor)) static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-cli-replay-XXXXXX");
-  if (mkdtemp(tmpdir) == NULL) abort();
-}
-
-__attribute__((destructor)) static void remove_tmpdir(void) {
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}

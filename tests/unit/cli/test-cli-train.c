@@ -6,6 +6,7 @@
  * options are refused.
  */
 #include "test.h"
+#include "test-tmpdir.h"
 
 #include <math.h>
 #include <sys/wait.h>
@@ -15,7 +16,7 @@
 #include "cli.h"
 #include "json-value.h"
 
-static char tmpdir[128];
+TEST_TMPDIR(tmpdir, "test-cli-train")
 
 static int run(char *out, size_t size, const char *args) {
   return cli_test_sluice(out, size, NULL, 0, args);
@@ -204,13 +205,3 @@ TEST(train_bad_options) {
   ASSERT_EQ(run(out, sizeof(out), args), 1);
 }
 
-__attribute__((constructor)) static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-cli-train-XXXXXX");
-  if (mkdtemp(tmpdir) == NULL) abort();
-}
-
-__attribute__((destructor)) static void remove_tmpdir(void) {
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}

@@ -13,6 +13,7 @@
  *     threshold that keeps no channel fails with a message that says so.
  */
 #include "test.h"
+#include "test-tmpdir.h"
 
 #include <math.h>
 #include <sys/wait.h>
@@ -23,7 +24,7 @@
 #include "json-value.h"
 #include "split.h"
 
-static char tmpdir[128];
+TEST_TMPDIR(tmpdir, "test-train-cli-sensor")
 
 static int run(char *out, size_t size, const char *args) {
   return cli_test_sluice(out, size, NULL, 0, args);
@@ -158,13 +159,3 @@ TEST(bad_sensor_options) {
   ASSERT_EQ(run(out, sizeof(out), args), 2);
 }
 
-__attribute__((constructor)) static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-train-cli-sensor-XXXXXX");
-  if (mkdtemp(tmpdir) == NULL) abort();
-}
-
-__attribute__((destructor)) static void remove_tmpdir(void) {
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}

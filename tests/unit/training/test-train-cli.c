@@ -10,6 +10,7 @@
  *   - bad combinations are refused with the usage exit code.
  */
 #include "test.h"
+#include "test-tmpdir.h"
 
 #include <math.h>
 #include <sys/wait.h>
@@ -18,7 +19,7 @@
 #include "../cli/cli-test-run.h"
 #include "json-value.h"
 
-static char tmpdir[128];
+TEST_TMPDIR(tmpdir, "test-train-cli")
 
 /* `sluice ARGS`: the exit status, stdout in out (stderr dropped). */
 static int run(char *out, size_t size, const char *args) {
@@ -123,13 +124,3 @@ TEST(bad_option_combinations) {
   ASSERT_EQ(run(out, sizeof(out), args), 2);
 }
 
-__attribute__((constructor)) static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-train-cli-XXXXXX");
-  if (mkdtemp(tmpdir) == NULL) abort();
-}
-
-__attribute__((destructor)) static void remove_tmpdir(void) {
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-}
