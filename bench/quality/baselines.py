@@ -155,8 +155,16 @@ def cmapss_rul_cut(unit, n_cycles):
     return lo + h % (hi - lo + 1)
 
 
-def split(t):
-    """Part per row: 0 train, 1 validation, 2 test, 3 unused (C-MAPSS cycles after a cut)."""
+FOLDS = 6  # services/cli/split.h CLI_SPLIT_FOLDS
+
+
+def split(t, fold=0):
+    """Part per row: 0 train, 1 validation, 2 test, 3 unused (C-MAPSS cycles after a cut).
+
+    fold 1..5 (grouped tasks only) rotates the groups' places by 15 * fold percent before the
+    70 / 15 / 15 cut: the six folds' test parts are disjoint (SPLITS.md, cross-validation)."""
+    if fold and t["task"] in ("fraud", "fault-ai4i"):
+        raise ValueError(f"{t['task']} is split by time: it has fold 0 only")
     n = len(t["y"])
     part = np.zeros(n, dtype=int)
     task = t["task"]
@@ -169,8 +177,9 @@ def split(t):
         units = list(dict.fromkeys(t["unit"].tolist()))
         ranked = sorted(units, key=lambda u: (fnv1a64(str(u).encode()), u))
         nu = len(units)
-        upart = {u: (0 if k < nu * 70 // 100 else 1 if k < nu * 85 // 100 else 2)
-                 for k, u in enumerate(ranked)}
+        shift = nu * 15 * fold // 100
+        upart = {u: (0 if r < nu * 70 // 100 else 1 if r < nu * 85 // 100 else 2)
+                 for u, r in ((u, (k + shift) % nu) for k, u in enumerate(ranked))}
         ncyc = {u: int((t["unit"] == u).sum()) for u in units}
         t["cut"] = np.zeros(n)
         for i in range(n):
@@ -179,17 +188,18 @@ def split(t):
             t["cut"][i] = last
             part[i] = upart[u] if t["cycle"][i] <= last else 3
     else:
-        part = np.array([0 if g % 100 < 70 else 1 if g % 100 < 85 else 2
-                         for g in t["group"].tolist()])
+        part = np.array([0 if b < 70 else 1 if b < 85 else 2
+                         for b in ((g % 100 + 15 * fold) % 100 for g in t["group"].tolist())])
     return part
 
 
-def split_fixture_lines(task, t, part):
+def split_fixture_lines(task, t, part, fold=0):
     out = []
+    key = task if fold == 0 else f"{task}/fold{fold}"
     for p, name in enumerate(PARTS):
         rows = [int(r) for r, q in zip(t["row"], part) if q == p]
         h = fnv1a64("".join(f"{r}," for r in rows).encode())
-        out.append(f"{task} {name} {len(rows)} {h:016x}")
+        out.append(f"{key} {name} {len(rows)} {h:016x}")
     return out
 
 
@@ -343,7 +353,11 @@ def main():
     ap.add_argument("--data", default=os.path.normpath(os.path.join(here, "../../../shared/data")))
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--split-fixture", metavar="OUT", help="write the split fixture and exit")
+    ap.add_argument("--fold", type=int, default=0,
+                    help="cross-validation fold 0..5 of the grouped tasks (0: the standard split)")
     args = ap.parse_args()
+    if not 0 <= args.fold < FOLDS:
+        sys.exit(f"baselines: --fold must be 0..{FOLDS - 1}, not {args.fold}")
     if not os.path.isdir(args.data):
         sys.exit(f"baselines: data directory {args.data} not found (expected ../shared/data)")
     tasks = args.tasks.split(",")
@@ -356,14 +370,21 @@ def main():
         for task in tasks:
             t = load(task, args.data)
             lines += split_fixture_lines(task, t, split(t))
+            if task not in ("fraud", "fault-ai4i"):
+                for fold in range(1, FOLDS):
+                    lines += split_fixture_lines(task, t, split(t, fold), fold)
         with open(args.split_fixture, "w") as f:
             f.write("\n".join(lines) + "\n")
         return
+    if args.fold:
+        timed = [t for t in tasks if t in ("fraud", "fault-ai4i")]
+        if timed:
+            sys.exit(f"baselines: {', '.join(timed)} are split by time and have fold 0 only")
     results = {}
     for task in tasks:
         t0 = time.time()
         t = load(task, args.data)
-        part = split(t)
+        part = split(t, args.fold)
         sizes = {PARTS[p]: int((part == p).sum()) for p in range(3)}
         if task in ("fraud", "fault-ai4i"):
             res = run_tabular(t, part)
@@ -371,7 +392,7 @@ def main():
             res = run_cmapss(t, part)
         else:
             res = run_text(t, part)
-        results[task] = {"rows": sizes, "models": res}
+        results[task] = {"rows": sizes, "models": res, "fold": args.fold}
         if "classes" in t:
             results[task]["classes"] = len(t["classes"])
         print(f"\n{task}  (rows train {sizes['train']}, validation {sizes['validation']}, "

@@ -55,7 +55,8 @@ static int count_groups(const cli_table_t *t, const uint8_t *part, part_stats_t 
   return CLI_OK;
 }
 
-static void print_table(const cli_table_t *t, const part_stats_t *ps, size_t n_groups) {
+static void print_table(const cli_table_t *t, const part_stats_t *ps, size_t n_groups,
+                        int fold) {
   size_t dropped = 0;
   for (size_t k = 0; k < t->n_drop; k++) dropped += t->drop[k].count;
   printf("task       %s\n", cli_task_name(t->task));
@@ -99,6 +100,7 @@ static void print_table(const cli_table_t *t, const part_stats_t *ps, size_t n_g
                             : t->text != NULL             ? "by text hash"
                             : t->task == CLI_TASK_FRAUD   ? "by Time (70/15/15)"
                                                           : "by UDI (70/15/15)");
+  if (fold != 0) printf("fold       %d (groups rotated by %d %%)\n", fold, 15 * fold);
   for (int p = 0; p < 4; p++) {
     if (p == CLI_PART_NONE && ps[p].rows == 0) continue;
     printf("  %-10s %6zu rows, %5zu groups", cli_part_name((cli_part_t)p), ps[p].rows,
@@ -110,7 +112,8 @@ static void print_table(const cli_table_t *t, const part_stats_t *ps, size_t n_g
   }
 }
 
-static void print_json(const cli_table_t *t, const part_stats_t *ps, size_t n_groups) {
+static void print_json(const cli_table_t *t, const part_stats_t *ps, size_t n_groups,
+                       int fold) {
   cli_json_t js;
   cli_json_init(&js, stdout);
   cli_json_obj_begin(&js);
@@ -168,6 +171,8 @@ static void print_json(const cli_table_t *t, const part_stats_t *ps, size_t n_gr
   cli_json_obj_end(&js);
   cli_json_key(&js, "groups");
   cli_json_int(&js, (long long)n_groups);
+  cli_json_key(&js, "fold");
+  cli_json_int(&js, fold);
   cli_json_key(&js, "split");
   cli_json_obj_begin(&js);
   for (int p = 0; p < 4; p++) {
@@ -199,8 +204,10 @@ int cli_cmd_data_describe(int argc, char **argv) {
   static const struct option opts[] = {{"task", required_argument, NULL, 't'},
                                        {"data", required_argument, NULL, 'd'},
                                        {"json", no_argument, NULL, 'j'},
+                                       {"fold", required_argument, NULL, 'f'},
                                        {NULL, 0, NULL, 0}};
-  const char *task_name = NULL;
+  const char *task_name = NULL, *fold_text = "0";
+  int fold = 0;
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
   size_t n_file = 0;
   int json = 0, c, status = CLI_EXIT_FAIL, loaded = 0;
@@ -217,6 +224,7 @@ int cli_cmd_data_describe(int argc, char **argv) {
     case 't': task_name = optarg; break;
     case 'd': files[n_file++] = optarg; break;
     case 'j': json = 1; break;
+    case 'f': fold_text = optarg; break;
     default:
       fprintf(stderr, "sluice data describe: %s option '%s'\n\n",
               c == ':' ? "missing value for" : "unknown", argv[optind - 1]);
@@ -243,13 +251,19 @@ int cli_cmd_data_describe(int argc, char **argv) {
     goto done;
   }
   char err[512];
+  if (cli_split_fold_parse(task, fold_text, &fold, err, sizeof(err)) != CLI_OK) {
+    fprintf(stderr, "sluice data describe: %s\n\n", err);
+    fputs(usage_of("data describe"), stderr);
+    status = CLI_EXIT_USAGE;
+    goto done;
+  }
   if (cli_table_load(&t, task, files, n_file, err, sizeof(err)) != CLI_OK) {
     fprintf(stderr, "sluice data describe: %s\n", err);
     goto done;
   }
   loaded = 1;
   part = malloc(t.n_rows);
-  if (part == NULL || cli_split_assign(&t, part, NULL) != CLI_OK) {
+  if (part == NULL || cli_split_assign(&t, fold, part, NULL) != CLI_OK) {
     fprintf(stderr, "sluice data describe: out of memory\n");
     goto done;
   }
@@ -275,9 +289,9 @@ int cli_cmd_data_describe(int argc, char **argv) {
   size_t n_groups;
   if (count_groups(&t, part, ps, &n_groups) != CLI_OK) goto done;
   if (json)
-    print_json(&t, ps, n_groups);
+    print_json(&t, ps, n_groups, fold);
   else
-    print_table(&t, ps, n_groups);
+    print_table(&t, ps, n_groups, fold);
   status = CLI_EXIT_OK;
 done:
   for (int p = 0; p < 5; p++) free(ps[p].class_count);

@@ -40,6 +40,7 @@ typedef struct eval_s {
   moe_wordpiece_t *wp;
   cli_table_t t;
   int loaded;
+  int fold;       /* the split's cross-validation fold (split.h) */
   uint8_t *part;  /* (t.n_rows) */
   double *cut;    /* (t.n_rows) C-MAPSS: last observed cycle of the row's unit */
   /* The scored items: one per selected row, or one per engine unit for C-MAPSS. */
@@ -507,7 +508,10 @@ static void print_metrics(const eval_t *ev, const char *split, const cli_metric_
     printf("task       %s\n", cli_task_name(t->task));
     printf("model      %s (%s)\n", ev->model_path, moe_model_version(ev->model));
     for (size_t f = 0; f < t->n_file; f++) printf("data       %s\n", t->file[f]);
-    printf("split      %s\n", split);
+    if (ev->fold != 0)
+      printf("split      %s, fold %d\n", split, ev->fold);
+    else
+      printf("split      %s\n", split);
     printf("scored     %zu %s\n", ev->n, t->task == CLI_TASK_CMAPSS ? "engines" : "rows");
     for (int i = 0; i < n_mt; i++) {
       if (isfinite(mt[i].value))
@@ -532,6 +536,8 @@ static void print_metrics(const eval_t *ev, const char *split, const cli_metric_
   cli_json_arr_end(&js);
   cli_json_key(&js, "split");
   cli_json_str(&js, split);
+  cli_json_key(&js, "fold");
+  cli_json_int(&js, ev->fold);
   cli_json_key(&js, "scored");
   cli_json_int(&js, (long long)ev->n);
   cli_json_key(&js, "unseen_categorical");
@@ -575,9 +581,11 @@ int cli_cmd_eval(int argc, char **argv) {
                                        {"rul", required_argument, NULL, 'r'},
                                        {"predictions", required_argument, NULL, 'p'},
                                        {"json", no_argument, NULL, 'j'},
+                                       {"fold", required_argument, NULL, 'f'},
                                        {NULL, 0, NULL, 0}};
-  const char *task_name = NULL, *split = "all", *rul = NULL, *pred_path = NULL;
-  int json = 0, c, status = CLI_EXIT_FAIL, want_part = -1;
+  const char *task_name = NULL, *split = "all", *rul = NULL, *pred_path = NULL,
+             *fold_text = "0";
+  int json = 0, c, status = CLI_EXIT_FAIL, want_part = -1, fold = 0;
   eval_t ev;
   memset(&ev, 0, sizeof(ev));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -596,6 +604,7 @@ int cli_cmd_eval(int argc, char **argv) {
     case 'r': rul = optarg; break;
     case 'p': pred_path = optarg; break;
     case 'j': json = 1; break;
+    case 'f': fold_text = optarg; break;
     default:
       status = usage_error(c == ':' ? "missing value for option '%s'" : "unknown option '%s'",
                            argv[optind - 1]);
@@ -613,14 +622,18 @@ int cli_cmd_eval(int argc, char **argv) {
                          task_name);
     goto done;
   }
+  if (cli_split_fold_parse(task, fold_text, &fold, err, sizeof(err)) != CLI_OK) {
+    status = usage_error("%s", err);
+    goto done;
+  }
+  ev.fold = fold;
   if (parse_part(split, &want_part) != CLI_OK) {
     status = usage_error("--split is all, train, validation or test, not '%s'", split);
     goto done;
   }
-  if (rul != NULL && (task != CLI_TASK_CMAPSS || n_file != 1 || want_part >= 0)) {
+  if (rul != NULL && (task != CLI_TASK_CMAPSS || n_file != 1 || want_part >= 0 || fold != 0)) {
     status = usage_error("--rul goes with --task fault-cmapss, one --data test file and "
-                         "--split all%s",
-                         "");
+                         "--split all (no --fold)");
     goto done;
   }
   if (moe_model_load(ev.model_path, &ev.model, err, sizeof(err)) != MOE_OK) {
@@ -639,7 +652,7 @@ int cli_cmd_eval(int argc, char **argv) {
   }
   ev.part = malloc(ev.t.n_rows ? ev.t.n_rows : 1);
   ev.cut = malloc((ev.t.n_rows ? ev.t.n_rows : 1) * sizeof(double));
-  if (ev.part == NULL || ev.cut == NULL || cli_split_assign(&ev.t, ev.part, ev.cut) != CLI_OK ||
+  if (ev.part == NULL || ev.cut == NULL || cli_split_assign(&ev.t, ev.fold, ev.part, ev.cut) != CLI_OK ||
       select_rows(&ev, want_part, rul != NULL) != CLI_OK) {
     fprintf(stderr, "sluice eval: out of memory\n");
     goto done;

@@ -16,7 +16,7 @@ const cli_cmd_t cli_commands[] = {
      "  -h, --help\n",
      cli_cmd_version},
     {"data describe", "read a task's data files and summarise rows, features, labels and split",
-     "usage: sluice data describe --task TASK --data FILE [FILE...] [--json]\n"
+     "usage: sluice data describe --task TASK --data FILE [FILE...] [--fold F] [--json]\n"
      "\n"
      "Reads the data files of one task exactly as training and evaluation do, and prints the\n"
      "rows used, the rows dropped and why, the features, the label balance, the groups and the\n"
@@ -25,6 +25,8 @@ const cli_cmd_t cli_commands[] = {
      "\n"
      "  --task TASK   fraud | fault-ai4i | fault-cmapss | records-mtsamples | records-abstracts\n"
      "  --data FILE   a data file; repeat it, or list several files after it\n"
+     "  --fold F      cross-validation fold 0..5 of fault-cmapss and the text tasks (0: the\n"
+     "                standard split; F rotates the groups by 15 F percent, SPLITS.md)\n"
      "  --json        one JSON object on stdout instead of the table\n"
      "  -h, --help\n"
      "\n"
@@ -46,7 +48,7 @@ const cli_cmd_t cli_commands[] = {
      cli_cmd_inspect},
     {"eval", "score a task's data files with a model and print the task's metrics",
      "usage: sluice eval --task TASK --model MODEL --data FILE [FILE...] [--split PART]\n"
-     "                   [--rul RUL_FILE] [--json] [--predictions OUT.csv]\n"
+     "                   [--fold F] [--rul RUL_FILE] [--json] [--predictions OUT.csv]\n"
      "\n"
      "Reads the data files exactly as `sluice data describe` does, maps their columns to the\n"
      "model's inputs by name (a feature the data lacks is an error naming it), scores them in\n"
@@ -64,6 +66,7 @@ const cli_cmd_t cli_commands[] = {
      "  --data FILE         a data file; repeat it, or list several files after it\n"
      "  --split PART        all (default) | train | validation | test: the part of the\n"
      "                      split of bench/quality/SPLITS.md to score\n"
+     "  --fold F            the cross-validation fold of that split (0..5; 0 default)\n"
      "  --rul FILE          fault-cmapss: the official RUL file of a test file (RUL_FD001.txt);\n"
      "                      every engine is scored at its last row\n"
      "  --json              one JSON object on stdout instead of the table\n"
@@ -129,7 +132,7 @@ const cli_cmd_t cli_commands[] = {
      "                    [--window N] [--max-len N] [--vocab N] [--version V] [--json]\n"
      "                    [--weight-decay X] [--label-smoothing X] [--pool mean|bag]\n"
      "                    [--layers N] [--idf] [--no-head-norm] [--balanced]\n"
-     "                    [--min-corr R] [--scale standard|minmax] [--ema D]\n"
+     "                    [--min-corr R] [--scale standard|minmax] [--ema D] [--fold F]\n"
      "\n"
      "Splits the data as bench/quality/SPLITS.md says, fits the train part with libmoe's\n"
      "trainer (early stopping on the validation part, best epoch kept), exports MODEL in the\n"
@@ -167,6 +170,9 @@ const cli_cmd_t cli_commands[] = {
      "  --label-smoothing X  multi-class tasks: label smoothing epsilon, in [0, 1) (0)\n"
      "  --ema D         keep a moving average of the weights with decay D in [0, 1): what\n"
      "                  validation judges each epoch and what is exported (0: off)\n"
+     "  --fold F        cross-validation fold 0..5 of fault-cmapss and the text tasks: the\n"
+     "                  split's groups rotated by 15 F percent (0, the default: the standard\n"
+     "                  split; the six folds' test parts are disjoint; SPLITS.md)\n"
      "  --version V     the model version string (TASK-trained)\n"
      "  --json          the summary as one JSON object on stdout\n"
      "  -h, --help\n",

@@ -1,6 +1,7 @@
 /* The split rules of split.h; bench/quality/SPLITS.md is their prose version. */
 #include "split.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,7 @@ static int cmp_unit_hash(const void *a, const void *b) {
  * test. Held-out units are cut at cli_split_cmapss_rul() cycles before their end; the cycles
  * after the cut are unused. With several files, units are keyed by (file, unit).
  */
-static int split_cmapss(const cli_table_t *t, uint8_t *part, double *cut) {
+static int split_cmapss(const cli_table_t *t, int fold, uint8_t *part, double *cut) {
   size_t n = t->n_rows, n_unit = 0;
   unit_t *u = malloc((n ? n : 1) * sizeof(*u));
   size_t *ui = malloc((n ? n : 1) * sizeof(size_t));
@@ -100,8 +101,10 @@ static int split_cmapss(const cli_table_t *t, uint8_t *part, double *cut) {
   memcpy(s, u, n_unit * sizeof(*s));
   qsort(s, n_unit, sizeof(*s), cmp_unit_hash);
   size_t n_train = n_unit * 70 / 100, n_trval = n_unit * 85 / 100;
+  size_t shift = n_unit * 15 * (size_t)fold / 100;
   for (size_t k = 0; k < n_unit; k++) {
-    int p = k < n_train ? CLI_PART_TRAIN : k < n_trval ? CLI_PART_VAL : CLI_PART_TEST;
+    size_t r = (k + shift) % n_unit;
+    int p = r < n_train ? CLI_PART_TRAIN : r < n_trval ? CLI_PART_VAL : CLI_PART_TEST;
     for (size_t j = 0; j < n_unit; j++)
       if (u[j].unit == s[k].unit) u[j].part = p;
   }
@@ -118,15 +121,40 @@ static int split_cmapss(const cli_table_t *t, uint8_t *part, double *cut) {
   return CLI_OK;
 }
 
-int cli_split_assign(const cli_table_t *t, uint8_t *part, double *cut) {
+int cli_split_fold_check(cli_task_t task, int fold) {
+  if (fold == 0) return CLI_OK;
+  if (fold < 0 || fold >= CLI_SPLIT_FOLDS) return CLI_EINVAL;
+  return task == CLI_TASK_FRAUD || task == CLI_TASK_AI4I ? CLI_EINVAL : CLI_OK;
+}
+
+int cli_split_fold_parse(cli_task_t task, const char *text, int *fold, char *err,
+                         size_t err_size) {
+  char *end;
+  long v = strtol(text, &end, 10);
+  if (end == text || *end != '\0' || cli_split_fold_check(task, v >= INT_MIN && v <= INT_MAX
+                                                                      ? (int)v
+                                                                      : -1) != CLI_OK) {
+    if (task == CLI_TASK_FRAUD || task == CLI_TASK_AI4I)
+      return cli__fail(CLI_EINVAL, err, err_size,
+                       "--fold '%s': %s is split by time and has fold 0 only", text,
+                       cli_task_name(task));
+    return cli__fail(CLI_EINVAL, err, err_size, "--fold '%s': %s has folds 0 to %d", text,
+                     cli_task_name(task), CLI_SPLIT_FOLDS - 1);
+  }
+  *fold = (int)v;
+  return CLI_OK;
+}
+
+int cli_split_assign(const cli_table_t *t, int fold, uint8_t *part, double *cut) {
+  if (cli_split_fold_check(t->task, fold) != CLI_OK) return CLI_EINVAL;
   switch (t->task) {
   case CLI_TASK_FRAUD:
   case CLI_TASK_AI4I: return split_by_order(t, part);
-  case CLI_TASK_CMAPSS: return split_cmapss(t, part, cut);
+  case CLI_TASK_CMAPSS: return split_cmapss(t, fold, part, cut);
   default:
     /* Text: the group hash decides, so identical texts always land together. */
     for (size_t i = 0; i < t->n_rows; i++) {
-      uint64_t b = t->group[i] % 100;
+      uint64_t b = (t->group[i] % 100 + 15 * (uint64_t)fold) % 100;
       part[i] = b < 70 ? CLI_PART_TRAIN : b < 85 ? CLI_PART_VAL : CLI_PART_TEST;
     }
     return CLI_OK;

@@ -41,7 +41,7 @@ TEST(fraud) {
   ASSERT(!has_feature(&t, "Time"));
   ASSERT(has_feature(&t, "Amount"));
   uint8_t *part = malloc(t.n_rows);
-  ASSERT_OK(cli_split_assign(&t, part, NULL));
+  ASSERT_OK(cli_split_assign(&t, 0, part, NULL));
   /* Time order: every validation row is no earlier than every training row, and so on. */
   double max_t[3] = {-1, -1, -1}, min_t[3] = {1e300, 1e300, 1e300};
   size_t cnt[4] = {0};
@@ -89,7 +89,7 @@ TEST(cmapss) {
   ASSERT_NEAR(t.num[0 * 24 + 3], 518.67, 1e-9); /* sensor_1 of the first row */
   uint8_t *part = malloc(t.n_rows);
   double *cut = malloc(t.n_rows * sizeof(double));
-  ASSERT_OK(cli_split_assign(&t, part, cut));
+  ASSERT_OK(cli_split_assign(&t, 0, part, cut));
   size_t units[3] = {0};
   for (size_t i = 0; i < t.n_rows; i++) {
     int first = i == 0 || t.group[i] != t.group[i - 1];
@@ -155,7 +155,7 @@ TEST(mtsamples) {
   /* Rows stay in file order. */
   for (size_t i = 1; i < t.n_rows; i++) ASSERT_OP(t.row[i - 1], <, t.row[i]);
   uint8_t *part = malloc(t.n_rows);
-  ASSERT_OK(cli_split_assign(&t, part, NULL));
+  ASSERT_OK(cli_split_assign(&t, 0, part, NULL));
   check_text_groups(&t, part);
   free(part);
   cli_table_close(&t);
@@ -170,7 +170,7 @@ TEST(abstracts) {
   ASSERT_STR_EQ(t.class_name[4], "5");
   ASSERT_STR_CONTAINS(t.text[0], "Intralesional interferon therapy");
   uint8_t *part = malloc(t.n_rows);
-  ASSERT_OK(cli_split_assign(&t, part, NULL));
+  ASSERT_OK(cli_split_assign(&t, 0, part, NULL));
   check_text_groups(&t, part);
   free(part);
   cli_table_close(&t);
@@ -255,46 +255,116 @@ TEST(split_matches_python) {
     cli_table_t t;
     load(&t, tasks[k].task, tasks[k].rel);
     uint8_t *part = malloc(t.n_rows);
-    ASSERT_OK(cli_split_assign(&t, part, NULL));
-    for (int p = 0; p < 3; p++) {
-      /* FNV-1a over "row,row,...," of the part's rows in file order (the fixture's format). */
-      uint64_t h = 0xcbf29ce484222325ULL;
-      size_t n = 0;
-      for (size_t i = 0; i < t.n_rows; i++) {
-        if (part[i] != p) continue;
-        char num[32];
-        int len = snprintf(num, sizeof(num), "%lld,", (long long)t.row[i]);
-        for (int c = 0; c < len; c++) {
-          h ^= (unsigned char)num[c];
-          h *= 0x100000001b3ULL;
+    for (int fold = 0; fold < CLI_SPLIT_FOLDS; fold++) {
+      if (cli_split_fold_check(t.task, fold) != CLI_OK) continue;
+      ASSERT_OK(cli_split_assign(&t, fold, part, NULL));
+      /* The fixture names fold f > 0 "task/foldf". */
+      char key[96];
+      if (fold == 0)
+        snprintf(key, sizeof(key), "%s", cli_task_name(t.task));
+      else
+        snprintf(key, sizeof(key), "%s/fold%d", cli_task_name(t.task), fold);
+      for (int p = 0; p < 3; p++) {
+        /* FNV-1a over "row,row,...," of the part's rows in file order (the fixture's format). */
+        uint64_t h = 0xcbf29ce484222325ULL;
+        size_t n = 0;
+        for (size_t i = 0; i < t.n_rows; i++) {
+          if (part[i] != p) continue;
+          char num[32];
+          int len = snprintf(num, sizeof(num), "%lld,", (long long)t.row[i]);
+          for (int c = 0; c < len; c++) {
+            h ^= (unsigned char)num[c];
+            h *= 0x100000001b3ULL;
+          }
+          n++;
         }
-        n++;
+        char line[256], want_key[96], want_part[32];
+        unsigned long long want_h;
+        size_t want_n;
+        rewind(f);
+        int found = 0;
+        while (fgets(line, sizeof(line), f) != NULL) {
+          if (sscanf(line, "%95s %31s %zu %llx", want_key, want_part, &want_n, &want_h) != 4)
+            continue;
+          if (strcmp(want_key, key) != 0 || strcmp(want_part, cli_part_name((cli_part_t)p)) != 0)
+            continue;
+          found = 1;
+          ASSERT_MSG(want_n == n, "%s %s: python has %zu rows, C %zu", key, want_part, want_n, n);
+          ASSERT_MSG(want_h == h, "%s %s: the row ids differ from python's", key, want_part);
+          checked++;
+        }
+        ASSERT_MSG(found, "%s %s missing from %s", key, cli_part_name((cli_part_t)p), fixture);
       }
-      char line[256], want_task[64], want_part[32];
-      unsigned long long want_h;
-      size_t want_n;
-      rewind(f);
-      int found = 0;
-      while (fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, "%63s %31s %zu %llx", want_task, want_part, &want_n, &want_h) != 4)
-          continue;
-        if (strcmp(want_task, cli_task_name(t.task)) != 0 ||
-            strcmp(want_part, cli_part_name((cli_part_t)p)) != 0)
-          continue;
-        found = 1;
-        ASSERT_MSG(want_n == n, "%s %s: python has %zu rows, C %zu", want_task, want_part, want_n,
-                   n);
-        ASSERT_MSG(want_h == h, "%s %s: the row ids differ from python's", want_task, want_part);
-        checked++;
-      }
-      ASSERT_MSG(found, "%s %s missing from %s", cli_task_name(t.task),
-                 cli_part_name((cli_part_t)p), fixture);
     }
     free(part);
     cli_table_close(&t);
   }
-  ASSERT_EQ(checked, 15);
+  /* 2 time-ordered tasks with fold 0, 3 grouped tasks with 6 folds, 3 parts each. */
+  ASSERT_EQ(checked, 3 * (2 + 3 * CLI_SPLIT_FOLDS));
   fclose(f);
+}
+
+/* The six folds' test parts are disjoint and together hold 90 % of the groups; the time-ordered
+ * tasks refuse any fold but 0. */
+TEST(folds_partition_the_groups) {
+  ASSERT_EQ(cli_split_fold_check(CLI_TASK_FRAUD, 1), CLI_EINVAL);
+  ASSERT_EQ(cli_split_fold_check(CLI_TASK_AI4I, 5), CLI_EINVAL);
+  ASSERT_EQ(cli_split_fold_check(CLI_TASK_ABSTRACTS, CLI_SPLIT_FOLDS), CLI_EINVAL);
+  ASSERT_EQ(cli_split_fold_check(CLI_TASK_CMAPSS, -1), CLI_EINVAL);
+  ASSERT_OK(cli_split_fold_check(CLI_TASK_FRAUD, 0));
+  char err[256];
+  int fold = -1;
+  ASSERT_OK(cli_split_fold_parse(CLI_TASK_MTSAMPLES, "5", &fold, err, sizeof(err)));
+  ASSERT_EQ(fold, 5);
+  ASSERT_EQ(cli_split_fold_parse(CLI_TASK_MTSAMPLES, "2x", &fold, err, sizeof(err)), CLI_EINVAL);
+  ASSERT_STR_CONTAINS(err, "--fold '2x': records-mtsamples has folds 0 to 5");
+  ASSERT_EQ(cli_split_fold_parse(CLI_TASK_AI4I, "1", &fold, err, sizeof(err)), CLI_EINVAL);
+  ASSERT_STR_CONTAINS(err, "fault-ai4i is split by time and has fold 0 only");
+  ASSERT_EQ(cli_split_fold_parse(CLI_TASK_CMAPSS, "99999999999", &fold, err, sizeof(err)),
+            CLI_EINVAL);
+  ASSERT_EQ(fold, 5); /* untouched on error */
+  static const struct {
+    cli_task_t task;
+    const char *rel;
+  } tasks[] = {
+      {CLI_TASK_CMAPSS, "fault/cmapss/train_FD001.txt"},
+      {CLI_TASK_ABSTRACTS, "clinical/medical_abstracts/abstracts_train.csv"},
+  };
+  for (size_t k = 0; k < 2; k++) {
+    cli_table_t t;
+    load(&t, tasks[k].task, tasks[k].rel);
+    uint8_t *part = malloc(t.n_rows), *tested = calloc(t.n_rows, 1);
+    uint8_t *fold0 = malloc(t.n_rows);
+    ASSERT_EQ(cli_split_assign(&t, CLI_SPLIT_FOLDS, part, NULL), CLI_EINVAL);
+    ASSERT_OK(cli_split_assign(&t, 0, fold0, NULL));
+    size_t first_rows = 0, tested_firsts = 0;
+    for (int f = 0; f < CLI_SPLIT_FOLDS; f++) {
+      ASSERT_OK(cli_split_assign(&t, f, part, NULL));
+      size_t differs = 0;
+      for (size_t i = 0; i < t.n_rows; i++) {
+        differs += part[i] != fold0[i];
+        if (part[i] != CLI_PART_TEST) continue;
+        ASSERT_MSG(!tested[i], "%s row %zu is in the test part of two folds",
+                   cli_task_name(t.task), i);
+        tested[i] = 1;
+      }
+      if (f > 0)
+        ASSERT_MSG(differs > 0, "%s fold %d: the split of fold 0", cli_task_name(t.task), f);
+    }
+    /* Count by group: a C-MAPSS unit's first cycle, a text row. */
+    for (size_t i = 0; i < t.n_rows; i++) {
+      if (t.task == CLI_TASK_CMAPSS && i > 0 && t.group[i] == t.group[i - 1]) continue;
+      first_rows++;
+      tested_firsts += tested[i];
+    }
+    double share = (double)tested_firsts / (double)first_rows;
+    ASSERT_MSG(share > 0.85 && share < 0.95, "%s: the folds test %.3f of the groups",
+               cli_task_name(t.task), share);
+    free(fold0);
+    free(tested);
+    free(part);
+    cli_table_close(&t);
+  }
 }
 
 /* ---- C-MAPSS test files with their RUL file ------------------------------------- */

@@ -82,7 +82,7 @@ TEST(channels_scale_and_average) {
   ASSERT_OK(cli_table_load(&t, CLI_TASK_CMAPSS, files, 1, err, sizeof(err)));
   uint8_t *part = malloc(t.n_rows);
   double *cut = malloc(t.n_rows * sizeof(double));
-  ASSERT_OK(cli_split_assign(&t, part, cut));
+  ASSERT_OK(cli_split_assign(&t, 0, part, cut));
   size_t k = 0;
   for (size_t j = 0; j < t.n_num; j++) {
     const double r = train_corr(&t, part, j);
