@@ -140,6 +140,37 @@ const char *moe_trainer_error(const moe_trainer_t *tr);
  */
 int moe_trainer_set_idf(moe_trainer_t *tr, const moe_train_data_t *data);
 
+/* Options of moe_trainer_fit_linear. */
+typedef struct moe_linear_opts_s {
+  double c;     /* inverse L2 strength, as scikit-learn's C (> 0) */
+  int max_iter; /* L-BFGS iterations at most (>= 1) */
+  double tol;   /* stop once every gradient component is below this in magnitude (>= 0) */
+} moe_linear_opts_t;
+
+typedef struct moe_linear_result_s {
+  int iterations;
+  int n_pieces;     /* pieces that occur in the rows (the others' coefficients are 0) */
+  double objective; /* at the solution */
+  double grad_max;  /* largest gradient component magnitude at the solution */
+} moe_linear_result_t;
+
+/*
+ * Text pool "bag" with "head_norm": false, multiclass, n_labels <= d_model: fits multinomial
+ * logistic regression with an L2 penalty on the model's own bag features (the pooled weights
+ * w_t of MODEL_FORMAT.md with the current piece weights, so call moe_trainer_set_idf first when
+ * the model has them), deterministically (L-BFGS from 0, in double), minimising
+ *   (1/n) sum_r cw[y_r] CE(B x_r + b, y_r) + |B|^2 / (2 c n)
+ * (scikit-learn's LogisticRegression objective over C n; cw the class weights, 1 without; no
+ * label smoothing; intercepts not penalised), and puts the solution into the model: enc.tok
+ * row t = (B[0][t] .. B[K-1][t], 0 ...), the head the identity on the first K dimensions with b
+ * as its bias, every expert's and shared expert's down projection 0 (the MoE blocks add nothing).
+ * The model then scores exactly that classifier; moe_trainer_fit can fine-tune from it.
+ * Returns MOE_OK, MOE_EINVAL (the model or options do not fit, in moe_trainer_error), MOE_EDATA
+ * (a bad row) or MOE_ENOMEM.
+ */
+int moe_trainer_fit_linear(moe_trainer_t *tr, const moe_train_data_t *train, const moe_linear_opts_t *opts,
+                           moe_linear_result_t *result);
+
 /*
  * One optimizer step on one batch (1 <= n_rows): forward, loss, backward, clipping, AdamW,
  * then the selection-bias update from the batch's expert load. *loss (may be NULL) gets the
@@ -175,13 +206,17 @@ typedef struct moe_fit_opts_s {
   int batch_size;           /* rows per step (>= 1) */
   int patience;             /* stop after this many epochs without improvement; 0: never */
   moe_metric_kind_t metric; /* on the validation split */
+  int judge_start;          /* with a validation split: the starting parameters are judged
+                               first (epoch 0) and kept when no epoch beats them, e.g. after
+                               moe_trainer_fit_linear (0: the best epoch >= 1 is kept) */
   moe_fit_progress_cb progress; /* may be NULL */
   void *data;               /* for progress */
 } moe_fit_opts_t;
 
 typedef struct moe_fit_result_s {
   int epochs_run;
-  int best_epoch;        /* 1-based; its parameters are the trainer's after fit */
+  int best_epoch;        /* 1-based (0: the start, with judge_start); its parameters are the
+                            trainer's after fit */
   double best_metric;
   double last_train_loss;
 } moe_fit_result_t;

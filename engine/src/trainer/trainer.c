@@ -746,6 +746,20 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
   for (int i = 0; i < n; i++) perm[i] = i;
   const bool hib = val != NULL && moe_metric_higher_is_better(fo->metric);
   res->best_metric = hib ? -INFINITY : INFINITY;
+  bool have_best = false;
+  if (fo->judge_start && val != NULL) {
+    /* Epoch 0: the start (e.g. the convex fit) is kept unless an epoch beats it. */
+    const bool avg0 = tr->ema != NULL && tr->ema_n > 0;
+    if (avg0) swap_ema(tr);
+    rc = moe_trainer_eval(tr, val, fo->metric, &res->best_metric);
+    if (rc == MOE_OK) {
+      memcpy(best, tr->p, tr->n_values * sizeof(tr_real));
+      if (n_bias) memcpy(best + tr->n_values, tr->blocks[0].sel_bias, (size_t)n_bias * sizeof(tr_real));
+      have_best = true;
+    }
+    if (avg0) swap_ema(tr);
+    if (rc != MOE_OK) goto out;
+  }
   int since = 0;
   for (int ep = 1; ep <= fo->epochs; ep++) {
     for (int i = n - 1; i > 0; i--) {
@@ -792,6 +806,7 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
     if (hib ? metric > res->best_metric : metric < res->best_metric) {
       res->best_metric = metric;
       res->best_epoch = ep;
+      have_best = true;
       memcpy(best, tr->p, tr->n_values * sizeof(tr_real));
       if (n_bias) memcpy(best + tr->n_values, tr->blocks[0].sel_bias, (size_t)n_bias * sizeof(tr_real));
       since = 0;
@@ -802,7 +817,7 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
     if (fo->progress != NULL && fo->progress(fo->data, ep, res->last_train_loss, metric) != 0) break;
     if (fo->patience > 0 && since >= fo->patience) break;
   }
-  if (res->best_epoch > 0) {
+  if (have_best) {
     memcpy(tr->p, best, tr->n_values * sizeof(tr_real));
     if (n_bias) memcpy(tr->blocks[0].sel_bias, best + tr->n_values, (size_t)n_bias * sizeof(tr_real));
     if (tr->fq != NULL) moe__tr_fake_quant_all(tr);
