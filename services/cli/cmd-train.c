@@ -24,6 +24,10 @@
  *                       head as it is (no head.norm); --balanced weighs the classes as the
  *                       baseline does.
  * Then --moe-blocks MoE blocks of --experts experts (top --top-k, one shared) and the head.
+ * --linear-c C[,C...] (text bag with --no-head-norm) starts from the convex fit
+ * (moe_trainer_fit_linear): L2-penalised logistic regression on the bag's own features for each C,
+ * the one with the best validation figure kept, then fine-tuned by the epochs, which keep the
+ * start unless one beats it on validation (--epochs 0: the linear model alone).
  * --ema D keeps a moving average of the weights (moe_train_opts_t.ema_decay): it is what the
  * validation part judges each epoch and what is exported.
  *
@@ -50,7 +54,7 @@
 #include "moe/train.h"
 #include "split.h"
 
-#define TRAIN_RUL_CAP 125.0
+#define TRAIN_RUL_CAP 125.0 /* the default of --rul-cap */
 
 typedef struct train_opts_s {
   const char *out;
@@ -71,9 +75,14 @@ typedef struct train_opts_s {
   int no_head_norm; /* text bag: the head reads the pooled vector without head.norm */
   double min_corr; /* sensor: keep channels with |corr(channel, capped RUL)| >= this (0: all) */
   int minmax;      /* sensor: scale channels to [-1, 1] by the train part's range, not z-score */
+  double rul_cap;  /* sensor: the training target is min(RUL, rul_cap) / rul_cap */
+  int last_epoch;  /* keep the last epoch's weights, not the best on validation */
   double weight_decay;    /* < 0: the trainer's default */
   double ema;             /* > 0: the trainer's ema_decay (validated and shipped: the average) */
   double label_smoothing; /* < 0: the trainer's default; multiclass tasks only */
+  double linear_c[8];     /* text bag: the C values of the convex start (n_linear_c of them) */
+  int n_linear_c;
+  double linear_c_best;   /* the one chosen on validation */
   int json;
 } train_opts_t;
 
@@ -180,7 +189,7 @@ static int select_channels(train_t *tn) {
       for (size_t i = 0; i < t->n_rows; i++) {
         if (tn->part[i] != CLI_PART_TRAIN) continue;
         double x = t->num[i * t->n_num + j], y = t->label[i];
-        if (y > TRAIN_RUL_CAP) y = TRAIN_RUL_CAP;
+        if (y > tn->o.rul_cap) y = tn->o.rul_cap;
         x = (x - tn->mean[j]) / tn->std[j]; /* centred first: the raw values are large */
         sx += x;
         sy += y;
@@ -274,8 +283,8 @@ static int build_part(train_t *tn, int p) {
     pd->truth[k] = y;
     /* Regression is trained on RUL / cap (unit scale; the head is rescaled at export). */
     if (kind == MOE_TASK_REGRESSION)
-      pd->target[k] = (float)((p == CLI_PART_TRAIN && y > TRAIN_RUL_CAP ? TRAIN_RUL_CAP : y) /
-                              TRAIN_RUL_CAP);
+      pd->target[k] = (float)((p == CLI_PART_TRAIN && y > tn->o.rul_cap ? tn->o.rul_cap : y) /
+                              tn->o.rul_cap);
     else
       pd->label[k] = (int32_t)y;
     if (t->task == CLI_TASK_CMAPSS) {
@@ -455,6 +464,18 @@ static char *build_config(const train_t *tn, const card_t *card) {
       cli_json_key(&js, "pos_weight");
       cli_json_num(&js, card->pos_weight);
     }
+    if (o->n_linear_c > 0) {
+      cli_json_key(&js, "linear_c");
+      cli_json_num(&js, o->linear_c_best);
+      cli_json_key(&js, "linear_c_tried");
+      cli_json_arr_begin(&js);
+      for (int i = 0; i < o->n_linear_c; i++) cli_json_num(&js, o->linear_c[i]);
+      cli_json_arr_end(&js);
+    }
+    if (o->last_epoch) {
+      cli_json_key(&js, "last_epoch");
+      cli_json_bool(&js, 1);
+    }
     if (o->ema > 0) {
       cli_json_key(&js, "ema");
       cli_json_num(&js, o->ema);
@@ -469,9 +490,9 @@ static char *build_config(const train_t *tn, const card_t *card) {
     }
     if (t->task == CLI_TASK_CMAPSS) {
       cli_json_key(&js, "rul_cap");
-      cli_json_num(&js, TRAIN_RUL_CAP);
+      cli_json_num(&js, o->rul_cap);
       cli_json_key(&js, "target_scale");
-      cli_json_num(&js, 1.0 / TRAIN_RUL_CAP);
+      cli_json_num(&js, 1.0 / o->rul_cap);
     }
     cli_json_obj_end(&js);
     cli_json_key(&js, "metrics");
@@ -773,7 +794,7 @@ static int score_format(train_t *tn, moe_quant_t q, const card_t *card, float *s
     tn->o.quant = q;
     char *config = build_config(tn, &plain);
     tn->o.quant = file_quant;
-    int wrc = config != NULL ? rewrite_config(tmp, config, (float)TRAIN_RUL_CAP, err, err_size) : CLI_ENOMEM;
+    int wrc = config != NULL ? rewrite_config(tmp, config, (float)tn->o.rul_cap, err, err_size) : CLI_ENOMEM;
     free(config);
     if (wrc != CLI_OK) goto out;
   }
@@ -801,7 +822,7 @@ out:
 static int on_epoch(void *data, int epoch, double loss, double val) {
   train_t *tn = data;
   /* Regression trains on RUL / cap: report the validation RMSE in cycles. */
-  if (task_kind(&tn->t) == MOE_TASK_REGRESSION) val *= TRAIN_RUL_CAP;
+  if (task_kind(&tn->t) == MOE_TASK_REGRESSION) val *= tn->o.rul_cap;
   /* On stderr, so that --json output stays one object. */
   fprintf(stderr, "epoch %3d/%d  train loss %.6f  validation %s %.6f\n", epoch, tn->o.epochs,
             loss, task_kind(&tn->t) == MOE_TASK_BINARY       ? "pr_auc"
@@ -820,6 +841,41 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
   if (end == s || *end != '\0' || v < lo || v > hi) return -1;
   *out = (int)v;
   return 0;
+}
+
+/* The convex start: each --linear-c value fitted and judged on validation (ties: the first), the
+ * best fitted again (deterministic: the same solution). tn->fit then describes it as epoch 0. */
+static int linear_start(train_t *tn, const moe_train_data_t *dtr, const moe_train_data_t *dval,
+                        moe_metric_kind_t metric) {
+  const train_opts_t *o = &tn->o;
+  moe_linear_result_t lr;
+  double best = -INFINITY, v = 0;
+  int ib = -1;
+  for (int i = 0; i < o->n_linear_c; i++) {
+    moe_linear_opts_t lo = {.c = o->linear_c[i], .max_iter = 1000, .tol = 1e-6};
+    if (moe_trainer_fit_linear(tn->tr, dtr, &lo, &lr) != MOE_OK ||
+        moe_trainer_eval(tn->tr, dval, metric, &v) != MOE_OK) {
+      fprintf(stderr, "sluice train: the linear start (C %g): %s\n", o->linear_c[i],
+              moe_trainer_error(tn->tr));
+      return CLI_EINVAL;
+    }
+    fprintf(stderr, "linear C %-8g %4d iterations  validation %.6f\n", o->linear_c[i],
+            lr.iterations, v);
+    if (v > best) {
+      best = v;
+      ib = i;
+    }
+  }
+  tn->o.linear_c_best = o->linear_c[ib];
+  if (ib != o->n_linear_c - 1) {
+    moe_linear_opts_t lo = {.c = o->linear_c[ib], .max_iter = 1000, .tol = 1e-6};
+    if (moe_trainer_fit_linear(tn->tr, dtr, &lo, &lr) != MOE_OK) {
+      fprintf(stderr, "sluice train: the linear start: %s\n", moe_trainer_error(tn->tr));
+      return CLI_EINVAL;
+    }
+  }
+  tn->fit = (moe_fit_result_t){.epochs_run = 0, .best_epoch = 0, .best_metric = best};
+  return CLI_OK;
 }
 
 static void print_summary(const train_t *tn, const card_t *card, int json) {
@@ -889,7 +945,10 @@ int cli_cmd_train(int argc, char **argv) {
       {"min-corr", required_argument, NULL, 'R'},
       {"scale", required_argument, NULL, 'A'},
       {"ema", required_argument, NULL, 'G'},
+      {"linear-c", required_argument, NULL, 'X'},
       {"fold", required_argument, NULL, 'F'},
+      {"rul-cap", required_argument, NULL, 'U'},
+      {"last-epoch", no_argument, NULL, 'Z'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -911,7 +970,7 @@ int cli_cmd_train(int argc, char **argv) {
   *o = (train_opts_t){.quant = MOE_QUANT_F32, .seed = 1, .epochs = 20, .batch = 0,
                       .patience = 5, .lr = 0, .d_model = 32, .moe_blocks = 1, .experts = 4,
                       .top_k = 2, .d_ff = 64, .window = 30, .max_len = 128, .vocab = 4000,
-                      .weight_decay = -1, .label_smoothing = -1, .layers = -1};
+                      .weight_decay = -1, .rul_cap = TRAIN_RUL_CAP, .label_smoothing = -1, .layers = -1};
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -951,7 +1010,7 @@ int cli_cmd_train(int argc, char **argv) {
       else o->label_smoothing = v;
       break;
     }
-    case 'e': bad = parse_int(optarg, 1, 100000, &o->epochs); break;
+    case 'e': bad = parse_int(optarg, 0, 100000, &o->epochs); break;
     case 'b': bad = parse_int(optarg, 1, 65536, &o->batch); break;
     case 'p': bad = parse_int(optarg, 0, 100000, &o->patience); break;
     case 'D': bad = parse_int(optarg, 4, 4096, &o->d_model); break;
@@ -962,6 +1021,13 @@ int cli_cmd_train(int argc, char **argv) {
     case 'M': bad = parse_int(optarg, 2, 16384, &o->max_len); break;
     case 'L': bad = parse_int(optarg, 0, 16, &o->layers); break;
     case 'C': o->balanced = 1; break;
+    case 'Z': o->last_epoch = 1; break;
+    case 'U': {
+      char *end;
+      o->rul_cap = strtod(optarg, &end);
+      bad = end == optarg || *end != '\0' || !(o->rul_cap >= 1 && o->rul_cap <= 100000);
+      break;
+    }
     case 'I': o->idf = 1; break;
     case 'H': o->no_head_norm = 1; break;
     case 'P':
@@ -980,6 +1046,23 @@ int cli_cmd_train(int argc, char **argv) {
       char *end;
       o->ema = strtod(optarg, &end);
       bad = end == optarg || *end != '\0' || !(o->ema >= 0 && o->ema < 1);
+      break;
+    }
+    case 'X': {
+      /* A comma-separated list of C values, each > 0. */
+      const char *q = optarg;
+      o->n_linear_c = 0;
+      for (;;) {
+        char *end;
+        const double v = strtod(q, &end);
+        if (end == q || !(v > 0 && v < 1e9) || o->n_linear_c == 8 || (*end != ',' && *end != '\0')) {
+          bad = 1;
+          break;
+        }
+        o->linear_c[o->n_linear_c++] = v;
+        if (*end == '\0') break;
+        q = end + 1;
+      }
       break;
     }
     case 'A':
@@ -1031,9 +1114,9 @@ int cli_cmd_train(int argc, char **argv) {
                          task_name);
     goto done;
   }
-  if ((o->min_corr > 0 || o->minmax) && task != CLI_TASK_CMAPSS) {
-    status = usage_error("--min-corr and --scale apply to the sensor task (fault-cmapss), not "
-                         "'%s'",
+  if ((o->min_corr > 0 || o->minmax || o->rul_cap != TRAIN_RUL_CAP) && task != CLI_TASK_CMAPSS) {
+    status = usage_error("--min-corr, --scale and --rul-cap apply to the sensor task "
+                         "(fault-cmapss), not '%s'",
                          task_name);
     goto done;
   }
@@ -1043,6 +1126,14 @@ int cli_cmd_train(int argc, char **argv) {
   }
   if (o->no_head_norm && !o->bag) {
     status = usage_error("--no-head-norm applies to --pool bag only");
+    goto done;
+  }
+  if (o->n_linear_c > 0 && !(o->bag && o->no_head_norm)) {
+    status = usage_error("--linear-c starts a --pool bag with --no-head-norm only");
+    goto done;
+  }
+  if (o->epochs == 0 && o->n_linear_c == 0) {
+    status = usage_error("--epochs 0 trains nothing without --linear-c");
     goto done;
   }
   if (o->bag && o->layers > 0) {
@@ -1157,9 +1248,15 @@ int cli_cmd_train(int argc, char **argv) {
                        .metric = task_kind(t) == MOE_TASK_BINARY       ? MOE_METRIC_PR_AUC
                                  : task_kind(t) == MOE_TASK_MULTICLASS ? MOE_METRIC_MACRO_F1
                                                                        : MOE_METRIC_RMSE,
+                       .keep_last = o->last_epoch,
                        .progress = on_epoch,
                        .data = tn};
-  int frc = moe_trainer_fit(tn->tr, &dtr, &dval, &fo, &tn->fit);
+  if (o->n_linear_c > 0) {
+    if (linear_start(tn, &dtr, &dval, fo.metric) != CLI_OK) goto done;
+    fo.judge_start = 1;
+  }
+  int frc = MOE_OK;
+  if (o->epochs > 0) frc = moe_trainer_fit(tn->tr, &dtr, &dval, &fo, &tn->fit);
   if (frc != MOE_OK) {
     fprintf(stderr, "sluice train: training failed: %s: %s\n", moe_strerror(frc),
             moe_trainer_error(tn->tr));
@@ -1170,7 +1267,7 @@ int cli_cmd_train(int argc, char **argv) {
     goto done;
   }
   if (task_kind(t) == MOE_TASK_REGRESSION &&
-      rewrite_config(o->out, config, (float)TRAIN_RUL_CAP, err, sizeof(err)) != CLI_OK) {
+      rewrite_config(o->out, config, (float)o->rul_cap, err, sizeof(err)) != CLI_OK) {
     fprintf(stderr, "sluice train: %s\n", err);
     goto done;
   }

@@ -7,6 +7,8 @@
  *   - the text options: --pool bag, --idf and --balanced reach the model file (encoder.pool,
  *     encoder.idf, provenance options), and `sluice eval` (its own tokenizing path) finds the card's test
  *     figures on the written bag model;
+ *   - --linear-c (the convex start) with --epochs 0: the choice of C on validation is recorded,
+ *     int8 scores like fp32, and `sluice eval` finds the card's test figure;
  *   - bad combinations are refused with the usage exit code.
  */
 #include "test.h"
@@ -108,6 +110,43 @@ TEST(text_bag_balanced_options) {
   cli_jv_free(&tr);
 }
 
+/* --linear-c: the convex start, judged per C on validation; with --epochs 0 the file is that
+ * linear model, its expert outputs 0, so int8 scores like fp32. */
+TEST(text_bag_linear_start) {
+  char data[512], args[2048], model[256];
+  cli_test_data(data, sizeof(data), "clinical/medical_abstracts/abstracts_train.csv");
+  snprintf(model, sizeof(model), "%s/lin.st", tmpdir);
+  cli_jv_t tr, card, ev;
+  snprintf(args, sizeof(args),
+           "train --task records-abstracts --data %s --out %s --epochs 0 --pool bag --idf --no-head-norm "
+           "--max-len 1024 --vocab 2000 --d-model 8 --experts 2 --top-k 1 --balanced --linear-c 1,3 "
+           "--quant int8 --json",
+           data, model);
+  run_json(args, &tr);
+  ASSERT_EQ((int)num_at(&tr, "epochs_run", NULL), 0);
+  ASSERT_EQ((int)num_at(&tr, "best_epoch", NULL), 0);
+  const double f1 = num_at(&tr, "validation", "macro_f1");
+  ASSERT_OP(f1, >, 0.4); /* five classes: chance is 0.2 */
+  ASSERT_NEAR(num_at(cli_jv_get(&tr, "quantization"), "validation", "f32"), f1, 1e-3);
+  snprintf(args, sizeof(args), "inspect --json %s", model);
+  run_json(args, &card);
+  const cli_jv_t *prov = cli_jv_get(cli_jv_get(&card, "config"), "provenance");
+  const cli_jv_t *opt = cli_jv_get(prov, "options");
+  const double c = num_at(opt, "linear_c", NULL);
+  ASSERT(c == 1 || c == 3);
+  const cli_jv_t *tried = cli_jv_get(opt, "linear_c_tried");
+  ASSERT_NOT_NULL(tried);
+  ASSERT_EQ(tried->kind, CLI_JV_ARR);
+  ASSERT_EQ((int)tried->n, 2);
+  snprintf(args, sizeof(args), "eval --task records-abstracts --model %s --data %s --split test --json",
+           model, data);
+  run_json(args, &ev);
+  ASSERT_NEAR(num_at(&ev, "metrics", "macro_f1"), num_at(cli_jv_get(prov, "metrics"), "test", "macro_f1"), 1e-9);
+  cli_jv_free(&ev);
+  cli_jv_free(&card);
+  cli_jv_free(&tr);
+}
+
 TEST(bad_option_combinations) {
   char data[512], args[2048];
   static char out[65536];
@@ -118,6 +157,15 @@ TEST(bad_option_combinations) {
   snprintf(args, sizeof(args), "train --task records-abstracts --data %s --out %s/x.st --pool sum", data, tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
   snprintf(args, sizeof(args), "train --task records-abstracts --data %s --out %s/x.st --idf", data, tmpdir);
+  ASSERT_EQ(run(out, sizeof(out), args), 2);
+  snprintf(args, sizeof(args), "train --task records-abstracts --data %s --out %s/x.st --pool bag --linear-c 1",
+           data, tmpdir);
+  ASSERT_EQ(run(out, sizeof(out), args), 2); /* the head norm stays: not a linear model */
+  snprintf(args, sizeof(args), "train --task records-abstracts --data %s --out %s/x.st --epochs 0", data, tmpdir);
+  ASSERT_EQ(run(out, sizeof(out), args), 2);
+  snprintf(args, sizeof(args),
+           "train --task records-abstracts --data %s --out %s/x.st --pool bag --no-head-norm --linear-c 1,0", data,
+           tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
   cli_test_data(data, sizeof(data), "fault/ai4i2020_train.csv");
   snprintf(args, sizeof(args), "train --task fault-ai4i --data %s --out %s/x.st --balanced", data, tmpdir);
