@@ -37,7 +37,8 @@ typedef struct wk_migration_s {
   const char *sql;  /* unqualified names: it runs with search_path set to the schema */
 } wk_migration_t;
 
-/* The worker's migrations, oldest first. */
+/* The worker's migrations, oldest first (migrations.c, library wk_migrations: it links the
+ * pipelines whose tables migrations 4-6 create). */
 extern const wk_migration_t wk_migrations[];
 extern const size_t wk_n_migrations;
 
@@ -63,7 +64,7 @@ svc_err_t wk_schema_name_check(const char *schema, char *errstr, size_t errstr_s
 svc_err_t wk_schema_migrate_list(PGconn *conn, const char *schema, const wk_migration_t *list,
                                  size_t n, int *applied, char *errstr, size_t errstr_size);
 
-/* wk_schema_migrate_list with the worker's own migrations. */
+/* wk_schema_migrate_list with the worker's own migrations (migrations.c, wk_migrations). */
 svc_err_t wk_schema_migrate(PGconn *conn, const char *schema, int *applied, char *errstr,
                             size_t errstr_size);
 
