@@ -12,6 +12,7 @@
 #include "fault-input.h"
 #include "fault-window.h"
 #include "moe/moe.h"
+#include "test-sensor-reading.h"
 
 #define MIN 60000LL
 #define T0 1700000000000LL
@@ -38,33 +39,10 @@ static FILE *open_data(const char *rel) {
 /* Packs a reading as an envelope and decodes it back through wk_fault_decode. */
 static Sluice__V1__Envelope *roundtrip(const char *device, const char *type, int64_t t,
                                        const char *const *names, const double *vals, int n) {
-  Sluice__V1__ChannelValue cv[32], *cvp[32];
-  for (int i = 0; i < n; i++) {
-    Sluice__V1__ChannelValue init = SLUICE__V1__CHANNEL_VALUE__INIT;
-    cv[i] = init;
-    cv[i].name = (char *)names[i];
-    cv[i].has_value = 1;
-    cv[i].value = vals[i];
-    cvp[i] = &cv[i];
-  }
-  Sluice__V1__SensorReading rd = SLUICE__V1__SENSOR_READING__INIT;
-  rd.device_id = (char *)device;
-  rd.device_type = (char *)type;
-  rd.n_values = (size_t)n;
-  rd.values = cvp;
-  Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
   char id[64];
-  snprintf(id, sizeof id, "%s-%lld", device, (long long)t);
-  env.event_id = id;
-  env.key = (char *)device;
-  env.has_event_time_ms = 1;
-  env.event_time_ms = t;
-  env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
-  env.sensor_reading = &rd;
   uint8_t buf[4096];
-  size_t len = sluice__v1__envelope__get_packed_size(&env);
-  ASSERT(len <= sizeof buf);
-  sluice__v1__envelope__pack(&env, buf);
+  snprintf(id, sizeof id, "%s-%lld", device, (long long)t);
+  size_t len = test_pack_reading(id, device, type, t, names, vals, n, buf, sizeof buf);
   wk_reject_t rej;
   Sluice__V1__Envelope *out = wk_fault_decode(buf, len, sizeof buf, &rej);
   ASSERT_MSG(out != NULL, "%s", rej.detail);

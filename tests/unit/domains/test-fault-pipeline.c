@@ -27,6 +27,7 @@
 #include "sluice/v1/envelope.pb-c.h"
 #include "sluice/v1/results.pb-c.h"
 #include "stmt.h"
+#include "test-sensor-reading.h"
 
 #define MIN 60000LL
 #define T0 1700000000000LL
@@ -116,33 +117,12 @@ typedef struct rec_s {
 
 static void pack_reading(rec_t *r, const char *event_id, const char *device, const char *type,
                          int64_t t, const char *const *names, const double *vals, int n) {
-  Sluice__V1__ChannelValue cv[32], *cvp[32];
-  ASSERT(n <= 32);
-  for (int i = 0; i < n; i++) {
-    Sluice__V1__ChannelValue init = SLUICE__V1__CHANNEL_VALUE__INIT;
-    cv[i] = init;
-    cv[i].name = (char *)names[i];
-    cv[i].has_value = 1;
-    cv[i].value = vals[i];
-    cvp[i] = &cv[i];
-  }
-  Sluice__V1__SensorReading rd = SLUICE__V1__SENSOR_READING__INIT;
-  rd.device_id = (char *)device;
-  rd.device_type = (char *)type;
-  rd.n_values = (size_t)n;
-  rd.values = cvp;
-  Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
+  uint8_t buf[4096];
   snprintf(r->id, sizeof r->id, "%s", event_id);
-  env.event_id = r->id;
-  env.key = (char *)device;
-  env.has_event_time_ms = 1;
-  env.event_time_ms = t;
-  env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
-  env.sensor_reading = &rd;
-  r->len = sluice__v1__envelope__get_packed_size(&env);
+  r->len = test_pack_reading(r->id, device, type, t, names, vals, n, buf, sizeof buf);
   r->buf = malloc(r->len);
   ASSERT_NOT_NULL(r->buf);
-  sluice__v1__envelope__pack(&env, r->buf);
+  memcpy(r->buf, buf, r->len);
 }
 
 /* ---- a pipeline over one schema ------------------------------------------------------------- */

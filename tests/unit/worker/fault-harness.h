@@ -20,6 +20,7 @@
 #include "moe/moe.h"
 #include "sluice/v1/envelope.pb-c.h"
 #include "sluice/v1/results.pb-c.h"
+#include "test-sensor-reading.h"
 #include "worker-proc.h"
 
 #define FH_PARTS 3
@@ -98,44 +99,11 @@ static inline void fh_init(fh_ctx_t *c, const char *tag, int n_units) {
   moe_model_free(m);
 }
 
-/* A reading of `device` (of `type`, or none when NULL) at t as a packed Envelope into buf:
- * n_values (at most 24) channels names[i] = vals[i]. Returns its size; fails the test when
- * it does not fit `size`. */
-static inline size_t fh_pack_reading(const char *event_id, const char *device, const char *type,
-                                     int64_t t, const char *const *names, const double *vals,
-                                     int n_values, uint8_t *buf, size_t size) {
-  Sluice__V1__ChannelValue cv[24], *cvp[24];
-  ASSERT(n_values >= 0 && n_values <= 24);
-  for (int i = 0; i < n_values; i++) {
-    Sluice__V1__ChannelValue init = SLUICE__V1__CHANNEL_VALUE__INIT;
-    cv[i] = init;
-    cv[i].name = (char *)names[i];
-    cv[i].has_value = 1;
-    cv[i].value = vals[i];
-    cvp[i] = &cv[i];
-  }
-  Sluice__V1__SensorReading rd = SLUICE__V1__SENSOR_READING__INIT;
-  rd.device_id = (char *)device;
-  rd.device_type = (char *)type;
-  rd.n_values = (size_t)n_values;
-  rd.values = cvp;
-  Sluice__V1__Envelope env = SLUICE__V1__ENVELOPE__INIT;
-  env.event_id = (char *)event_id;
-  env.key = (char *)device;
-  env.has_event_time_ms = 1;
-  env.event_time_ms = t;
-  env.payload_case = SLUICE__V1__ENVELOPE__PAYLOAD_SENSOR_READING;
-  env.sensor_reading = &rd;
-  size_t len = sluice__v1__envelope__get_packed_size(&env);
-  ASSERT(len <= size);
-  return sluice__v1__envelope__pack(&env, buf);
-}
-
 /* A C-MAPSS reading (channels fh_names) as a packed Envelope into buf (at least 4096 bytes);
  * returns its size. n_values < 24 leaves channels out. */
 static inline size_t fh_pack(const char *event_id, const char *device, int64_t t,
                              const double *vals, int n_values, uint8_t *buf, size_t size) {
-  return fh_pack_reading(event_id, device, NULL, t, fh_names, vals, n_values, buf, size);
+  return test_pack_reading(event_id, device, NULL, t, fh_names, vals, n_values, buf, size);
 }
 
 static inline void fh_device(char *buf, size_t size, int u) { snprintf(buf, size, "engine-%02d", u + 1); }

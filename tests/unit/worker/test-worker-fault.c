@@ -206,7 +206,7 @@ TEST(ai4i_tabular_every_reading_once) {
     char id[48];
     snprintf(id, sizeof id, "ai4i:%d", n);
     uint8_t buf[1024];
-    size_t len = fh_pack_reading(id, pid_s, type, FH_T0 + (int64_t)udi * FH_MIN, names, v, 5, buf,
+    size_t len = test_pack_reading(id, pid_s, type, FH_T0 + (int64_t)udi * FH_MIN, names, v, 5, buf,
                                  sizeof buf);
     wp_send(rk, c->w.topic, pid_s, buf, len);
     n++;
