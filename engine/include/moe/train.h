@@ -209,6 +209,11 @@ typedef struct moe_fit_opts_s {
   int judge_start;          /* with a validation split: the starting parameters are judged
                                first (epoch 0) and kept when no epoch beats them, e.g. after
                                moe_trainer_fit_linear (0: the best epoch >= 1 is kept) */
+  int keep_last;            /* 1: the last epoch's parameters are kept, not the best epoch's
+                               (validation is still evaluated and reported each epoch;
+                               patience never stops): with a schedule that anneals to the end,
+                               picking the best of many noisy epochs on a small validation
+                               part flatters that part more than it helps held-out data */
   moe_fit_progress_cb progress; /* may be NULL */
   void *data;               /* for progress */
 } moe_fit_opts_t;
@@ -216,7 +221,7 @@ typedef struct moe_fit_opts_s {
 typedef struct moe_fit_result_s {
   int epochs_run;
   int best_epoch;        /* 1-based (0: the start, with judge_start); its parameters are the
-                            trainer's after fit */
+                            trainer's after fit (with keep_last: the last epoch run) */
   double best_metric;
   double last_train_loss;
 } moe_fit_result_t;

@@ -803,7 +803,7 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
       goto out;
     }
     res->epochs_run = ep;
-    if (hib ? metric > res->best_metric : metric < res->best_metric) {
+    if (fo->keep_last || (hib ? metric > res->best_metric : metric < res->best_metric)) {
       res->best_metric = metric;
       res->best_epoch = ep;
       have_best = true;
