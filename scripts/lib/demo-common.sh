@@ -19,6 +19,26 @@ demo_replay() {
     | sed 's/^/  replay: /'
 }
 
+# demo_labels FILE COLUMN TABLE: loads a data file's 0/1 label column into public.TABLE
+# (event_id text, label int), event ids "<file name>:<row>" as `sluice replay` sends them. The
+# labels stay in the data file and reach the summary through this table, never through Kafka.
+demo_labels() {
+  local file=$1 column=$2 table=$3 csv=$SLUICE_RUN_DIR/$3.csv
+  python3 - "$file" "$column" > "$csv" <<'PY' || die "cannot read the column $column of $file"
+import csv, os, sys
+name = os.path.basename(sys.argv[1])
+with open(sys.argv[1], newline="", encoding="utf-8-sig") as f:
+    r = csv.reader(f)
+    col = next(r).index(sys.argv[2])
+    for i, row in enumerate(r):
+        print(f"{name}:{i},{int(float(row[col]))}")
+PY
+  psql "$SLUICE_PG_DSN" -X -q -v ON_ERROR_STOP=1 \
+    -c "SET client_min_messages = warning; DROP TABLE IF EXISTS public.$table;
+        CREATE TABLE public.$table (event_id text PRIMARY KEY, label int);" \
+    -c "\\copy public.$table FROM '$csv' WITH (FORMAT csv)" || die "cannot load $csv into public.$table"
+}
+
 # demo_worker_start NAME ARGS...: starts `sluice-worker ARGS...` (log $SLUICE_RUN_DIR/worker-NAME.log)
 # on an ephemeral HTTP port and waits until /readyz says ready (model loaded, partitions
 # assigned, PostgreSQL connected). Sets DEMO_PID and DEMO_PORT.

@@ -152,24 +152,14 @@ demo_fault_ai4i() {
     "SELECT count(*) FROM sluice.fault_results WHERE kind = 'failure'"
   t1=$(date +%s.%N)
 
-  python3 - "$data" > "$SLUICE_RUN_DIR/fault-ai4i-labels.csv" <<'PY'
-import csv, sys
-with open(sys.argv[1], newline="", encoding="utf-8-sig") as f:
-    r = csv.reader(f)
-    col = next(r).index("Machine failure")
-    for i, row in enumerate(r):
-        print(f"ai4i2020_train.csv:{i},{int(row[col])}")
-PY
-  "${psql[@]}" -c "CREATE TABLE IF NOT EXISTS public.demo_fault_ai4i_labels (event_id text PRIMARY KEY, failure int);
-                   TRUNCATE public.demo_fault_ai4i_labels;" \
-    -c "\\copy public.demo_fault_ai4i_labels FROM '$SLUICE_RUN_DIR/fault-ai4i-labels.csv' WITH (FORMAT csv)"
+  demo_labels "$data" "Machine failure" demo_fault_ai4i_labels
   local e2e
   e2e=$(demo_quantiles "$port" sluice_end_to_end_seconds)
   "${psql[@]}" -F $'\t' > "$SLUICE_RUN_DIR/fault-ai4i-summary.tsv" <<'SQL'
 SELECT count(*),
        count(*) FILTER (WHERE alert_phase = 'firing'),
-       count(*) FILTER (WHERE l.failure = 1),
-       count(*) FILTER (WHERE alert_phase = 'firing' AND l.failure = 1),
+       count(*) FILTER (WHERE l.label = 1),
+       count(*) FILTER (WHERE alert_phase = 'firing' AND l.label = 1),
        (SELECT count(*) FROM sluice.outbox WHERE domain = 'fault' AND alert_id LIKE 'fault:%:failure:%:firing'),
        max(model_version)
 FROM sluice.fault_results f JOIN public.demo_fault_ai4i_labels l USING (event_id)

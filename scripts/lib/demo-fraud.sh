@@ -26,18 +26,7 @@ demo_fraud() {
   demo_wait_count fraud "$n_rows" "$log" "SELECT count(*) FROM sluice.results WHERE domain = 'fraud'"
   t1=$(date +%s.%N)
 
-  # The labels stay in the data file: join them in a temporary table, never through Kafka.
-  python3 - "$data" > "$SLUICE_RUN_DIR/labels.csv" <<'PY'
-import csv, sys
-with open(sys.argv[1], newline="", encoding="utf-8-sig") as f:
-    r = csv.reader(f)
-    cls = next(r).index("Class")
-    for i, row in enumerate(r):
-        print(f"creditcard_train.csv:{i},{int(float(row[cls]))}")
-PY
-  "${psql[@]}" -c "CREATE TABLE IF NOT EXISTS public.demo_fraud_labels (event_id text PRIMARY KEY, class int);
-                   TRUNCATE public.demo_fraud_labels;" \
-    -c "\\copy public.demo_fraud_labels FROM '$SLUICE_RUN_DIR/labels.csv' WITH (FORMAT csv)"
+  demo_labels "$data" Class demo_fraud_labels
 
   local e2e
   e2e=$(demo_quantiles "$port" sluice_end_to_end_seconds)
@@ -48,9 +37,9 @@ SELECT count(*),
        count(*) FILTER (WHERE decision = 'allow'),
        count(*) FILTER (WHERE decision = 'review'),
        count(*) FILTER (WHERE decision = 'block'),
-       count(*) FILTER (WHERE l.class = 1),
-       count(*) FILTER (WHERE decision = 'block' AND l.class = 1),
-       count(*) FILTER (WHERE decision <> 'allow' AND l.class = 1),
+       count(*) FILTER (WHERE l.label = 1),
+       count(*) FILTER (WHERE decision = 'block' AND l.label = 1),
+       count(*) FILTER (WHERE decision <> 'allow' AND l.label = 1),
        count(*) FILTER (WHERE decision <> 'allow'),
        (SELECT count(*) FROM sluice.outbox WHERE domain = 'fraud'),
        (SELECT count(*) FROM sluice.outbox WHERE domain = 'fraud' AND published_at IS NOT NULL),
