@@ -77,24 +77,13 @@ int main(int argc, char **argv) {
   smoke_cfg_t c = {0};
   svc_cfg_t *cfg = NULL;
   char err[1024];
-  if (svc_cfg_new(&cfg, "sluice-smoke",
-                  "Produce N events to a fresh Kafka topic, consume them in a group on a libuv "
-                  "loop, store them in PostgreSQL in batches with their offsets, and check that "
-                  "exactly those N event ids were stored once each.",
-                  smoke_table, &c, "SLUICE_SMOKE_CONFIG", err, sizeof err) != SVC_OK) {
-    fprintf(stderr, "sluice-smoke: %s\n", err);
-    return 2;
-  }
-  if (svc_cfg_load(cfg, argc, argv, err, sizeof err) != SVC_OK) {
-    fprintf(stderr, "sluice-smoke: %s\n", err);
-    svc_cfg_free(cfg);
-    return 2;
-  }
-  if (svc_cfg_help_requested(cfg)) {
-    svc_cfg_print_help(cfg, stdout);
-    svc_cfg_free(cfg);
-    return 0;
-  }
+  int status = svc_cfg_main(&cfg, "sluice-smoke",
+                            "Produce N events to a fresh Kafka topic, consume them in a group on "
+                            "a libuv loop, store them in PostgreSQL in batches with their "
+                            "offsets, and check that exactly those N event ids were stored once "
+                            "each.",
+                            smoke_table, &c, "SLUICE_SMOKE_CONFIG", argc, argv);
+  if (status >= 0) return status;
   svc_log_set_level((svc_log_level_t)c.log_level);
   svc_log_set_format((svc_log_format_t)c.log_format);
 

@@ -254,24 +254,13 @@ int main(int argc, char **argv) {
   /* SLUICE_FRAUD_MODEL, the fraud-only worker's variable, still names the model. */
   if (getenv("SLUICE_MODEL") == NULL && getenv("SLUICE_FRAUD_MODEL") != NULL)
     setenv("SLUICE_MODEL", getenv("SLUICE_FRAUD_MODEL"), 1);
-  if (svc_cfg_new(&cfg, "sluice-worker",
-                  "Score events from Kafka with the MoE engine (card transactions, sensor "
-                  "readings or clinical notes: the pipeline setting) and store every result, "
-                  "key state, alert and offset in PostgreSQL exactly once per batch.",
-                  wk_cfg_table, &c, "SLUICE_WORKER_CONFIG", err, sizeof err) != SVC_OK) {
-    fprintf(stderr, "sluice-worker: %s\n", err);
-    return 2;
-  }
-  if (svc_cfg_load(cfg, argc, argv, err, sizeof err) != SVC_OK) {
-    fprintf(stderr, "sluice-worker: %s\n", err);
-    svc_cfg_free(cfg);
-    return 2;
-  }
-  if (svc_cfg_help_requested(cfg)) {
-    svc_cfg_print_help(cfg, stdout);
-    svc_cfg_free(cfg);
-    return 0;
-  }
+  int status = svc_cfg_main(&cfg, "sluice-worker",
+                            "Score events from Kafka with the MoE engine (card transactions, "
+                            "sensor readings or clinical notes: the pipeline setting) and store "
+                            "every result, key state, alert and offset in PostgreSQL exactly "
+                            "once per batch.",
+                            wk_cfg_table, &c, "SLUICE_WORKER_CONFIG", argc, argv);
+  if (status >= 0) return status;
   svc_log_set_level((svc_log_level_t)c.log_level);
   svc_log_set_format((svc_log_format_t)c.log_format);
   /* The model scores one batch at a time on a libuv pool thread, while librdkafka, PostgreSQL

@@ -747,3 +747,24 @@ void svc_cfg_dump(const svc_cfg_t *cfg, FILE *out) {
     fprintf(out, "%s = %s  # %s\n", d->name, val, src_names[s ? s->src : SRC_NONE]);
   }
 }
+
+int svc_cfg_main(svc_cfg_t **out, const char *prog, const char *summary,
+                 const svc_cfg_def_t *defs, void *target, const char *config_env, int argc,
+                 char *const *argv) {
+  char err[1024];
+  svc_cfg_t *cfg = NULL;
+  *out = NULL;
+  if (svc_cfg_new(&cfg, prog, summary, defs, target, config_env, err, sizeof err) != SVC_OK ||
+      svc_cfg_load(cfg, argc, argv, err, sizeof err) != SVC_OK) {
+    fprintf(stderr, "%s: %s\n", prog, err);
+    svc_cfg_free(cfg);
+    return 2;
+  }
+  if (svc_cfg_help_requested(cfg)) {
+    svc_cfg_print_help(cfg, stdout);
+    svc_cfg_free(cfg);
+    return 0;
+  }
+  *out = cfg;
+  return -1;
+}

@@ -212,6 +212,30 @@ TEST(help_is_generated_from_the_table) {
   svc_cfg_free(cfg);
 }
 
+/* svc_cfg_main: go on with the loaded settings, 0 after --help, 2 after an error. */
+TEST(main_start_goes_on_helps_or_fails) {
+  clear_env();
+  opts_t o;
+  memset(&o, 0, sizeof o);
+  svc_cfg_t *cfg = (svc_cfg_t *)&o; /* must be reset on every return */
+  char *ok[] = {"prog", "--pg-dsn=host=x", "--batch-size=7", NULL};
+  ASSERT_EQ(svc_cfg_main(&cfg, "prog", "A test program.", table, &o, "TCFG_CONFIG", 3, ok), -1);
+  ASSERT_NOT_NULL(cfg);
+  ASSERT_EQ(o.batch, 7);
+  ASSERT_STR_EQ(o.dsn, "host=x");
+  svc_cfg_free(cfg);
+  char *help[] = {"prog", "--help", NULL};
+  ASSERT_EQ(svc_cfg_main(&cfg, "prog", "A test program.", table, &o, "TCFG_CONFIG", 2, help), 0);
+  ASSERT_NULL(cfg);
+  char *bad[] = {"prog", "--pg-dsn=host=x", "--batch-size=oops", NULL};
+  ASSERT_EQ(svc_cfg_main(&cfg, "prog", "A test program.", table, &o, "TCFG_CONFIG", 3, bad), 2);
+  ASSERT_NULL(cfg);
+  char *missing[] = {"prog", NULL}; /* pg.dsn is required */
+  ASSERT_EQ(svc_cfg_main(&cfg, "prog", "A test program.", table, &o, "TCFG_CONFIG", 1, missing),
+            2);
+  ASSERT_NULL(cfg);
+}
+
 TEST(every_error_names_source_setting_value_and_expectation) {
   clear_env();
   {

@@ -128,6 +128,16 @@ svc_err_t svc_cfg_reload(svc_cfg_t *cfg, int *n_changed, char *errstr, size_t er
 void svc_cfg_print_help(const svc_cfg_t *cfg, FILE *out);
 
 /*
+ * The start of a service's main(): svc_cfg_new, svc_cfg_load from argv, then --help. Returns
+ * -1 when the service goes on (*out holds the loaded configuration, for the caller to free);
+ * otherwise the exit status main() should return, with nothing left to free: 0 after --help
+ * was printed on stdout, 2 after an error printed on stderr as "<prog>: <message>".
+ */
+int svc_cfg_main(svc_cfg_t **out, const char *prog, const char *summary,
+                 const svc_cfg_def_t *defs, void *target, const char *config_env, int argc,
+                 char *const *argv);
+
+/*
  * Writes the effective configuration, one `name = value  # source` line per setting, with
  * SECRET values shown as "(secret)". For startup logs and INFO-style dumps.
  */
