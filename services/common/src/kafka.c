@@ -442,6 +442,33 @@ static void cons_close_step(cons_t *c) {
   }
 }
 
+/*
+ * Asks the cluster for the subscribed topics' partition leaders before subscribing, so that
+ * they are known when the group hands the partitions out. Without it the assignment can come
+ * first: a partition that has no stored offset then has to look its start up (ListOffsets)
+ * while librdkafka has no leader for it, and librdkafka waits a fixed 500 ms before it tries
+ * again. Measured on a fresh worker (fraud, 4000 events/s): half of the partitions started
+ * fetching 513 ms after the assignment, and the first second's events waited up to 340 ms
+ * (p99 of the whole run 345 ms against 50 ms once warm). Best effort, bounded: a broker that is
+ * down only costs this wait (the consumer then starts as before). Regex subscriptions ("^...")
+ * are left to librdkafka.
+ */
+static void warm_metadata(rd_kafka_t *rk, const char *const *topics, size_t n_topics) {
+  const int timeout_ms = 2000;
+  for (size_t i = 0; i < n_topics; i++) {
+    if (topics[i][0] == '^') continue;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topics[i], NULL);
+    if (rkt == NULL) continue;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+      SVC_LOG(SVC_LOG_WARN, "kafka topic metadata not fetched before subscribing",
+              "topic=%s err=\"%s\"", topics[i], rd_kafka_err2str(err));
+    if (md != NULL) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+  }
+}
+
 svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *o, kq_consumer_t **out,
                           char *errstr, size_t errstr_size) {
   *out = NULL;
@@ -513,6 +540,7 @@ svc_err_t kq_consumer_new(uv_loop_t *loop, const kq_consumer_opts_t *o, kq_consu
 
   size_t n_topics = 0;
   while (o->topics[n_topics] != NULL) n_topics++;
+  warm_metadata(c->rk, o->topics, n_topics);
   subs = rd_kafka_topic_partition_list_new((int)n_topics);
   for (size_t i = 0; i < n_topics; i++)
     rd_kafka_topic_partition_list_add(subs, o->topics[i], RD_KAFKA_PARTITION_UA);

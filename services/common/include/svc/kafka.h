@@ -130,6 +130,9 @@ typedef struct kq_consumer_opts_s {
  *   max.poll.interval.ms=300000 (we poll every wakeup and at least every second, so only a
  *     stalled loop trips it);
  *   enable.partition.eof=false; isolation.level=read_committed.
+ * Before subscribing it fetches the topics' metadata (blocking, at most 2 s per topic, best
+ * effort), so that partitions handed out at once can start fetching at once (kafka.c says
+ * what the wait would otherwise be).
  * Returns SVC_OK, SVC_EINVAL (missing option) or SVC_ECONFIG (librdkafka rejected a property;
  * errstr says which), SVC_EKAFKA/SVC_EUV/SVC_EIO on setup failures. On failure nothing needs
  * closing (handles already opened are closed and freed by the loop's next run).
