@@ -6,7 +6,10 @@
  * gradient itself, and checks that the gradient vanishes (the problem is strictly convex in the
  * coefficients, so that is the one solution) while it did not at the start. Also: a model that
  * does not fit is refused with the reason, and moe_fit_opts_t.judge_start keeps the start when
- * fine-tuning does not beat it on validation.
+ * fine-tuning does not beat it on validation. And against scikit-learn: TF-IDF (sublinear, smoothed
+ * IDF, L2) + LogisticRegression(C, class_weight "balanced") on the rows of
+ * tests/golden/train/fixtures/linear-bag.txt (gen_linear_golden.py) gives the probabilities the
+ * trainer's fit gives, with moe_trainer_set_idf's piece weights.
  */
 #include "test.h"
 
@@ -203,4 +206,58 @@ TEST(linear_start_refuses_a_head_norm) {
   ASSERT_EQ(moe_trainer_fit_linear(tr, &d, &lo, &res), MOE_EINVAL);
   ASSERT_STR_CONTAINS(moe_trainer_error(tr), "c 0 (> 0)");
   moe_trainer_free(tr);
+}
+
+TEST(linear_start_agrees_with_scikit_learn) {
+  FILE *f = fopen("tests/golden/train/fixtures/linear-bag.txt", "r");
+  ASSERT_MSG(f != NULL, "tests/golden/train/fixtures/linear-bag.txt is missing (gen_linear_golden.py)");
+  int n, k, ml, vocab;
+  double C;
+  ASSERT_EQ(fscanf(f, "%d %d %d %d %lf", &n, &k, &ml, &vocab, &C), 5);
+  ASSERT(n > 0 && n <= 1000 && k == 4 && ml > 0 && ml <= 64 && vocab > 0 && vocab <= 1000);
+  int32_t *tok = calloc((size_t)n * ml, sizeof(int32_t)), *nt = calloc((size_t)n, sizeof(int32_t));
+  int32_t *lab = calloc((size_t)n, sizeof(int32_t));
+  double *want = calloc((size_t)n * k, sizeof(double));
+  float *got = calloc((size_t)n * k, sizeof(float));
+  ASSERT(tok && nt && lab && want && got);
+  for (int r = 0; r < n; r++) {
+    ASSERT_EQ(fscanf(f, "%d %d", &lab[r], &nt[r]), 2);
+    ASSERT(nt[r] >= 1 && nt[r] <= ml);
+    for (int i = 0; i < nt[r]; i++) ASSERT_EQ(fscanf(f, "%d", &tok[(size_t)r * ml + i]), 1);
+  }
+  for (int i = 0; i < n * k; i++) ASSERT_EQ(fscanf(f, "%lf", &want[i]), 1);
+  fclose(f);
+  char cfg[1024], err[256];
+  snprintf(cfg, sizeof cfg,
+           "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"t\",\"quant\":\"f32\",\"d_model\":8,"
+           "\"encoder\":{\"kind\":\"text\",\"vocab_size\":%d,\"max_len\":%d,\"n_layer\":0,\"n_head\":1,\"d_ff\":8,"
+           "\"window\":[],\"n_global\":0,\"pool\":\"bag\",\"idf\":true,\"head_norm\":false},"
+           "\"moe\":[{\"n_expert\":2,\"top_k\":1,\"n_shared\":1,\"d_ff\":8,\"score\":\"softmax\"}],"
+           "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\",\"d\"]}}",
+           vocab, ml);
+  double cnt[4] = {0};
+  for (int r = 0; r < n; r++) cnt[lab[r]] += 1;
+  float cw[4];
+  for (int c = 0; c < k; c++) cw[c] = (float)(n / (k * cnt[c]));
+  moe_train_opts_t o;
+  moe_train_opts_default(&o);
+  o.class_weight = cw;
+  moe_trainer_t *tr;
+  ASSERT_OK(moe_trainer_new(cfg, 1, &o, &tr, err, sizeof err));
+  moe_train_data_t d = {.n_rows = n, .label = lab, .tokens = tok, .n_tokens = nt};
+  ASSERT_OK(moe_trainer_set_idf(tr, &d));
+  moe_linear_opts_t lo = {.c = C, .max_iter = 5000, .tol = 1e-10};
+  moe_linear_result_t res;
+  ASSERT_OK(moe_trainer_fit_linear(tr, &d, &lo, &res));
+  ASSERT_OK(moe_trainer_predict(tr, &d, got));
+  double worst = 0;
+  for (int i = 0; i < n * k; i++) worst = fmax(worst, fabs(got[i] - want[i]));
+  printf("  scikit-learn: %d rows, C %g, %d iterations; max |p - p_sklearn| %.2e\n", n, C, res.iterations, worst);
+  ASSERT_OP(worst, <, 1e-4);
+  moe_trainer_free(tr);
+  free(tok);
+  free(nt);
+  free(lab);
+  free(want);
+  free(got);
 }
