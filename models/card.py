@@ -212,9 +212,12 @@ def main():
     L.append("")
     L.append("`sluice train --task %s --data ../shared/data/%s %s --seed %s --quant int8` "
              "(`--quant f32` for the fp32 row). Settings chosen on validation only, from a "
-             "handful of tries (see models/README.md). %s epochs run, best epoch %s restored. "
+             "handful of tries (see models/README.md). %s epochs run, %s. "
              "Wall-clock on this shared 2-core machine: %.0f s (int8), %.0f s (fp32)." %
-             (t, file_rel, settings, prov["seed"], prov["epochs_run"], prov["best_epoch"],
+             (t, file_rel, settings, prov["seed"], prov["epochs_run"],
+              "the last one kept (`--last-epoch`: validation only reported)"
+              if prov.get("options", {}).get("last_epoch") else
+              "best epoch %s restored" % prov["best_epoch"],
               times["int8"], times["f32"]))
     L.append("")
     L.append("Stored options: `%s`." % json.dumps(prov.get("options", {}), sort_keys=True))

@@ -717,12 +717,17 @@ static void late_dup(int policy) {
   wk_fault_settings_default(&set);
   set.late_policy = policy;
   set.window_lateness_ms = 5 * MIN;
+  /* N readings in order: windows of the shipped model's length T from the T-th on, six. */
+  moe_model_t *mm = load_model("fault-cmapss.safetensors");
+  const int N = moe_model_sensor_window(mm) + 5;
+  moe_model_free(mm);
   fx_t fx;
   fx_open(&fx, policy == WK_FAULT_LATE_DLQ ? "ld" : "lc", "fault-cmapss.safetensors", &set);
   static double rows[400][24];
   cmapss_unit(3, rows, 400);
-  rec_t recs[30];
-  for (int i = 0; i < 25; i++) {
+  static rec_t recs[128];
+  ASSERT_OP(N + 3, <=, 128);
+  for (int i = 0; i < N; i++) {
     char id[32];
     snprintf(id, sizeof id, "u3-%02d", i);
     pack_reading(&recs[i], id, "engine-3", NULL, T0 + i * MIN, cm_names, rows[i], 24);
@@ -730,16 +735,18 @@ static void late_dup(int policy) {
     recs[i].offset = i;
   }
   /* late (10 min behind the newest, lateness 5), duplicate time, and garbage */
-  pack_reading(&recs[25], "u3-late", "engine-3", NULL, T0 + 14 * MIN, cm_names, rows[30], 24);
-  pack_reading(&recs[26], "u3-dup", "engine-3", NULL, T0 + 24 * MIN, cm_names, rows[31], 24);
-  recs[27].buf = malloc(4);
-  memcpy(recs[27].buf, "\xff\xff\xff\xff", 4);
-  recs[27].len = 4;
-  snprintf(recs[27].id, sizeof recs[27].id, "garbage");
-  for (int i = 25; i < 28; i++) recs[i].partition = 2, recs[i].offset = i;
-  fx_batch(&fx, recs, 25, NULL);
+  pack_reading(&recs[N], "u3-late", "engine-3", NULL, T0 + (N - 11) * MIN, cm_names, rows[N + 5],
+               24);
+  pack_reading(&recs[N + 1], "u3-dup", "engine-3", NULL, T0 + (N - 1) * MIN, cm_names,
+               rows[N + 6], 24);
+  recs[N + 2].buf = malloc(4);
+  memcpy(recs[N + 2].buf, "\xff\xff\xff\xff", 4);
+  recs[N + 2].len = 4;
+  snprintf(recs[N + 2].id, sizeof recs[N + 2].id, "garbage");
+  for (int i = N; i < N + 3; i++) recs[i].partition = 2, recs[i].offset = i;
+  fx_batch(&fx, recs, (size_t)N, NULL);
   wk_reject_t rej[3];
-  ASSERT_EQ(fx_batch(&fx, recs + 25, 3, rej), 0u);
+  ASSERT_EQ(fx_batch(&fx, recs + N, 3, rej), 0u);
   if (policy == WK_FAULT_LATE_DLQ) {
     ASSERT_EQ(rej[0].reason, WK_REJECT_LATE);
     ASSERT_EQ(rej[1].reason, WK_REJECT_DUPLICATE);
@@ -751,16 +758,16 @@ static void late_dup(int policy) {
   ASSERT_EQ(rej[2].reason, WK_REJECT_DECODE);
   wk_fault_counts_t cnt;
   wk_fault_pipeline_counts(fx.p, &cnt);
-  ASSERT_EQ(cnt.window[WK_FAULT_WIN_OK], 25u);
+  ASSERT_EQ(cnt.window[WK_FAULT_WIN_OK], (uint64_t)N);
   ASSERT_EQ(cnt.window[WK_FAULT_WIN_LATE], 1u);
   ASSERT_EQ(cnt.window[WK_FAULT_WIN_DUPLICATE], 1u);
-  ASSERT_EQ(fx.n_results, 6); /* windows of 20 from the 20th reading on: 20..25 */
-  /* the refused readings changed nothing: the stored state is that of reading 24 */
+  ASSERT_EQ(fx.n_results, 6); /* windows of T from the T-th reading on: T..T+5 */
+  /* the refused readings changed nothing: the stored state is that of reading N - 1 */
   PGresult *res = fx_query(&fx, "SELECT last_offset FROM \"%s\".fault_state");
   ASSERT_EQ(PQntuples(res), 1);
-  ASSERT_STR_EQ(PQgetvalue(res, 0, 0), "24");
+  ASSERT_EQ(atoi(PQgetvalue(res, 0, 0)), N - 1);
   PQclear(res);
-  for (int i = 0; i < 28; i++) free(recs[i].buf);
+  for (int i = 0; i < N + 3; i++) free(recs[i].buf);
   fx_close(&fx);
 }
 
