@@ -183,10 +183,12 @@ def main():
                  "vocabulary (%d pieces, learnt on the train part), at most %d pieces, pooled "
                  "as a bag (engine/MODEL_FORMAT.md, pool \"bag\"): each distinct piece weighs "
                  "(1 + ln count)%s, L2-normalised over the note, times its embedding; no "
-                 "positions, no attention." %
+                 "positions, no attention%s." %
                  (enc["vocab_size"], enc["max_len"],
                   " x a learnt piece weight started at its IDF over the train part"
-                  if enc.get("idf") else ""))
+                  if enc.get("idf") else "",
+                  "; the head reads the pooled vector as it is (no head norm)"
+                  if enc.get("head_norm") is False else ""))
     else:
         L.append("Inputs: the note's text, `[CLS]` + WordPiece pieces of the model's own "
                  "vocabulary (%d pieces, learnt on the train part), cut to %d; %d attention "
@@ -210,15 +212,29 @@ def main():
     L.append("")
     L.append("## Training")
     L.append("")
+    opts = prov.get("options", {})
+    if "linear_c" in opts and prov["epochs_run"] == 0:
+        fitted = ("No epochs: the weights are the convex fit alone (`--linear-c`): "
+                  "L2-penalised, class-weighted multinomial logistic regression on the bag's "
+                  "own features by L-BFGS, C %g (tried: %s, best on validation), written into "
+                  "the embeddings (the first %d dimensions) with an identity head; the MoE "
+                  "block's experts are left with zero output, so the model is that linear one" %
+                  (opts["linear_c"], ", ".join("%g" % c for c in opts.get("linear_c_tried", [])),
+                   len(cfg["task"]["labels"])))
+    elif "linear_c" in opts:
+        fitted = ("Started from the convex fit (`--linear-c`, C %g), then %s epochs run, "
+                  "best %s kept (0: the start)" %
+                  (opts["linear_c"], prov["epochs_run"], prov["best_epoch"]))
+    else:
+        fitted = "%s epochs run, %s" % (
+            prov["epochs_run"],
+            "the last one kept (`--last-epoch`: validation only reported)"
+            if opts.get("last_epoch") else "best epoch %s restored" % prov["best_epoch"])
     L.append("`sluice train --task %s --data ../shared/data/%s %s --seed %s --quant int8` "
              "(`--quant f32` for the fp32 row). Settings chosen on validation only, from a "
-             "handful of tries (see models/README.md). %s epochs run, %s. "
+             "handful of tries (see models/README.md). %s. "
              "Wall-clock on this shared 2-core machine: %.0f s (int8), %.0f s (fp32)." %
-             (t, file_rel, settings, prov["seed"], prov["epochs_run"],
-              "the last one kept (`--last-epoch`: validation only reported)"
-              if prov.get("options", {}).get("last_epoch") else
-              "best epoch %s restored" % prov["best_epoch"],
-              times["int8"], times["f32"]))
+             (t, file_rel, settings, prov["seed"], fitted, times["int8"], times["f32"]))
     L.append("")
     L.append("Stored options: `%s`." % json.dumps(prov.get("options", {}), sort_keys=True))
     L.append("")
