@@ -22,13 +22,17 @@ demo_fault() {
   [ -f "$data" ] || die "the C-MAPSS data set is missing: $data (../shared/data beside the repository)"
   [ -f "$model" ] || die "the fault model is missing: $model (models/reproduce fault-cmapss rebuilds it)"
 
-  # Readings, and windows to score: every reading from an engine's 20th cycle on (window 20,
-  # stride 1, one cycle a minute with no gaps).
-  local n_rows n_windows n_units
-  read -r n_rows n_windows n_units < <(python3 - "$data" <<'PY'
+  # Readings, and windows to score: every reading from an engine's T-th cycle on (the model's
+  # window T, stride 1, one cycle a minute with no gaps).
+  local n_rows n_windows n_units window
+  window=$("$DEMO_BIN/sluice" inspect --json "$model" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["config"]["encoder"]["window"])') ||
+    die "sluice inspect could not read the window of $model"
+  read -r n_rows n_windows n_units < <(python3 - "$data" "$window" <<'PY'
 import collections, sys
 units = collections.Counter(int(l.split()[0]) for l in open(sys.argv[1]) if l.strip())
-print(sum(units.values()), sum(max(0, n - 19) for n in units.values()), len(units))
+t = int(sys.argv[2])
+print(sum(units.values()), sum(max(0, n - t + 1) for n in units.values()), len(units))
 PY
 )
   local topic=${SLUICE_DEMO_FAULT_TOPIC:-sluice.fault.events}
