@@ -8,9 +8,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "json-value.h"
 #include "test-run.h"
 
 /*
@@ -41,6 +43,13 @@ static inline int cli_test_sluice(char *out, size_t size, char *err, size_t err_
     remove(errpath);
   }
   return status;
+}
+
+/* `sluice ARGS` must exit 0 with one JSON value on stdout, parsed into v (cli_jv_free it). */
+static inline void cli_test_sluice_json(const char *args, cli_jv_t *v) {
+  static char out[1 << 20];
+  ASSERT_EQ(cli_test_sluice(out, sizeof out, NULL, 0, args), 0);
+  ASSERT_OK(cli_jv_parse(out, strlen(out), v, NULL, 0));
 }
 
 #endif /* CLI_TEST_RUN_H */

@@ -23,12 +23,6 @@ static int run(char *out, size_t size, const char *args) {
   return cli_test_sluice(out, size, NULL, 0, args);
 }
 
-static void run_json(const char *args, cli_jv_t *v) {
-  static char out[1 << 20];
-  ASSERT_EQ(run(out, sizeof(out), args), 0);
-  ASSERT_OK(cli_jv_parse(out, strlen(out), v, NULL, 0));
-}
-
 TEST(cap_and_last_epoch) {
   char data[512], args[2048], model[256];
   cli_test_data(data, sizeof(data), "fault/cmapss/train_FD001.txt");
@@ -38,11 +32,11 @@ TEST(cap_and_last_epoch) {
            "train --task fault-cmapss --data %s --out %s --epochs 3 --patience 1 --window 12 "
            "--scale minmax --rul-cap 130 --last-epoch --seed 2 --json",
            data, model);
-  run_json(args, &tr);
+  cli_test_sluice_json(args, &tr);
   ASSERT_EQ(cli_jv_num(cli_jv_get(&tr, "epochs_run"), 0), 3);
   ASSERT_EQ(cli_jv_num(cli_jv_get(&tr, "best_epoch"), 0), 3);
   snprintf(args, sizeof(args), "inspect --json %s", model);
-  run_json(args, &card);
+  cli_test_sluice_json(args, &card);
   const cli_jv_t *opt =
       cli_jv_get(cli_jv_get(cli_jv_get(&card, "config"), "provenance"), "options");
   ASSERT_NOT_NULL(opt);
@@ -55,7 +49,7 @@ TEST(cap_and_last_epoch) {
 
   snprintf(args, sizeof(args),
            "eval --task fault-cmapss --model %s --data %s --split validation --json", model, data);
-  run_json(args, &ev);
+  cli_test_sluice_json(args, &ev);
   const double want = cli_jv_num(cli_jv_get(cli_jv_get(&tr, "validation"), "rmse"), NAN);
   ASSERT(want > 1 && want < 150);
   ASSERT_NEAR(cli_jv_num(cli_jv_get(cli_jv_get(&ev, "metrics"), "rmse"), NAN), want, 1e-9);

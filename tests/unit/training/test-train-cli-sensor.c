@@ -30,12 +30,6 @@ static int run(char *out, size_t size, const char *args) {
   return cli_test_sluice(out, size, NULL, 0, args);
 }
 
-static void run_json(const char *args, cli_jv_t *v) {
-  static char out[1 << 20];
-  ASSERT_EQ(run(out, sizeof(out), args), 0);
-  ASSERT_OK(cli_jv_parse(out, strlen(out), v, NULL, 0));
-}
-
 /* |corr(column j, min(RUL, 125))| over the train part, in double. */
 static double train_corr(const cli_table_t *t, const uint8_t *part, size_t j) {
   double sx = 0, sy = 0, n = 0;
@@ -68,9 +62,9 @@ TEST(channels_scale_and_average) {
            "train --task fault-cmapss --data %s --out %s --epochs 2 --window 12 --min-corr 0.2 "
            "--scale minmax --ema 0.99 --quant int8 --seed 3 --json",
            data, model);
-  run_json(args, &tr);
+  cli_test_sluice_json(args, &tr);
   snprintf(args, sizeof(args), "inspect --json %s", model);
-  run_json(args, &card);
+  cli_test_sluice_json(args, &card);
   const cli_jv_t *cfg = cli_jv_get(&card, "config");
   const cli_jv_t *ch = cli_jv_get(cli_jv_get(cfg, "encoder"), "channels");
   ASSERT_NOT_NULL(ch);
@@ -119,7 +113,7 @@ TEST(channels_scale_and_average) {
   /* eval reads all 24 columns and feeds the model the channels it names. */
   snprintf(args, sizeof(args),
            "eval --task fault-cmapss --model %s --data %s --split validation --json", model, data);
-  run_json(args, &ev);
+  cli_test_sluice_json(args, &ev);
   const double want = cli_jv_num(cli_jv_get(cli_jv_get(&tr, "validation"), "rmse"), NAN);
   ASSERT(want > 1 && want < 100);
   ASSERT_NEAR(cli_jv_num(cli_jv_get(cli_jv_get(&ev, "metrics"), "rmse"), NAN), want, 1e-9);

@@ -28,12 +28,6 @@ static int run(char *out, size_t size, const char *args) {
   return cli_test_sluice(out, size, NULL, 0, args);
 }
 
-static void run_json(const char *args, cli_jv_t *v) {
-  static char out[1 << 20];
-  ASSERT_EQ(run(out, sizeof(out), args), 0);
-  ASSERT_OK(cli_jv_parse(out, strlen(out), v, NULL, 0));
-}
-
 static double num_at(const cli_jv_t *obj, const char *a, const char *b) {
   const cli_jv_t *x = cli_jv_get(obj, a);
   ASSERT_MSG(x != NULL, "no member %s", a);
@@ -53,7 +47,7 @@ TEST(quantization_cost_reported) {
            "train --task fault-cmapss --data %s --out %s/c4.st --epochs 1 --window 12 --seed 5 "
            "--quant int4 --json",
            data, tmpdir);
-  run_json(args, &q4);
+  cli_test_sluice_json(args, &q4);
   const cli_jv_t *qr = cli_jv_get(&q4, "quantization");
   ASSERT_NOT_NULL(qr);
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(qr, "metric"), ""), "rmse");
@@ -68,7 +62,7 @@ TEST(quantization_cost_reported) {
            "train --task fault-cmapss --data %s --out %s/c32.st --epochs 1 --window 12 --seed 5 "
            "--quant f32 --json",
            data, tmpdir);
-  run_json(args, &f32);
+  cli_test_sluice_json(args, &f32);
   ASSERT_NEAR(num_at(&f32, "validation", "rmse"), v32, 1e-6);
   /* Nothing to compare an fp32 file with: no report. */
   ASSERT(cli_jv_get(&f32, "quantization") == NULL);
@@ -85,10 +79,10 @@ TEST(text_bag_balanced_options) {
            "train --task records-abstracts --data %s --out %s --epochs 1 --pool bag --idf --max-len 4096 "
            "--vocab 400 --d-model 8 --experts 2 --top-k 1 --balanced --quant int8 --json",
            data, model);
-  run_json(args, &tr);
+  cli_test_sluice_json(args, &tr);
   ASSERT_NOT_NULL(cli_jv_get(cli_jv_get(&tr, "quantization"), "validation"));
   snprintf(args, sizeof(args), "inspect --json %s", model);
-  run_json(args, &card);
+  cli_test_sluice_json(args, &card);
   const cli_jv_t *enc = cli_jv_get(cli_jv_get(&card, "config"), "encoder");
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(enc, "pool"), ""), "bag");
   ASSERT_EQ((int)cli_jv_num(cli_jv_get(enc, "n_layer"), -1), 0);
@@ -100,7 +94,7 @@ TEST(text_bag_balanced_options) {
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(cli_jv_get(prov, "options"), "class_weight"), ""), "balanced");
   snprintf(args, sizeof(args), "eval --task records-abstracts --model %s --data %s --split test --json",
            model, data);
-  run_json(args, &ev);
+  cli_test_sluice_json(args, &ev);
   const cli_jv_t *want = cli_jv_get(cli_jv_get(prov, "metrics"), "test");
   ASSERT_NOT_NULL(want);
   ASSERT_NEAR(num_at(&ev, "metrics", "macro_f1"), num_at(want, "macro_f1", NULL), 1e-9);
@@ -122,14 +116,14 @@ TEST(text_bag_linear_start) {
            "--max-len 1024 --vocab 2000 --d-model 8 --experts 2 --top-k 1 --balanced --linear-c 1,3 "
            "--quant int8 --json",
            data, model);
-  run_json(args, &tr);
+  cli_test_sluice_json(args, &tr);
   ASSERT_EQ((int)num_at(&tr, "epochs_run", NULL), 0);
   ASSERT_EQ((int)num_at(&tr, "best_epoch", NULL), 0);
   const double f1 = num_at(&tr, "validation", "macro_f1");
   ASSERT_OP(f1, >, 0.4); /* five classes: chance is 0.2 */
   ASSERT_NEAR(num_at(cli_jv_get(&tr, "quantization"), "validation", "f32"), f1, 1e-3);
   snprintf(args, sizeof(args), "inspect --json %s", model);
-  run_json(args, &card);
+  cli_test_sluice_json(args, &card);
   const cli_jv_t *prov = cli_jv_get(cli_jv_get(&card, "config"), "provenance");
   const cli_jv_t *opt = cli_jv_get(prov, "options");
   const double c = num_at(opt, "linear_c", NULL);
@@ -140,7 +134,7 @@ TEST(text_bag_linear_start) {
   ASSERT_EQ((int)tried->n, 2);
   snprintf(args, sizeof(args), "eval --task records-abstracts --model %s --data %s --split test --json",
            model, data);
-  run_json(args, &ev);
+  cli_test_sluice_json(args, &ev);
   ASSERT_NEAR(num_at(&ev, "metrics", "macro_f1"), num_at(cli_jv_get(prov, "metrics"), "test", "macro_f1"), 1e-9);
   cli_jv_free(&ev);
   cli_jv_free(&card);
