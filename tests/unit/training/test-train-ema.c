@@ -25,29 +25,9 @@
 #include "train-synth.h"
 #include "trainer/trainer-impl.h"
 
-enum { T = 16, C = 3 };
+enum { T = SYNTH_SENSOR_T, C = SYNTH_SENSOR_C };
 
-static const char *CFG =
-    "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"e\",\"quant\":\"f32\",\"d_model\":8,"
-    "\"encoder\":{\"kind\":\"sensor\",\"window\":16,"
-    "\"channels\":[{\"name\":\"a\",\"mean\":0,\"std\":1},{\"name\":\"b\",\"mean\":0,\"std\":1},"
-    "{\"name\":\"c\",\"mean\":0,\"std\":1}],"
-    "\"conv\":[{\"out\":8,\"kernel\":3,\"stride\":1}],\"activation\":\"gelu\"},"
-    "\"moe\":[{\"n_expert\":2,\"top_k\":1,\"n_shared\":1,\"d_ff\":8,\"score\":\"softmax\"}],"
-    "\"task\":{\"kind\":\"regression\",\"labels\":[\"rul\"]}}";
-
-/* Windows whose target is the slope of channel 0 plus noise: something to fit. */
-static void make(int n, uint64_t seed, float *win, float *tgt, moe_train_data_t *d) {
-  uint64_t st = seed;
-  for (int r = 0; r < n; r++) {
-    const double slope = synth_u(&st) - 0.5;
-    for (int t = 0; t < T; t++)
-      for (int c = 0; c < C; c++)
-        win[((size_t)r * T + t) * C + c] = (float)((c == 0 ? slope * (t - T / 2.0) : 0) + 0.3 * synth_n(&st));
-    tgt[r] = (float)(slope + 0.05 * synth_n(&st));
-  }
-  *d = (moe_train_data_t){.n_rows = n, .target = tgt, .window = win};
-}
+static const char *CFG = SYNTH_SENSOR_CFG;
 
 /* The same model 32 wide: its expert linears (k = 32) are quantized, so QAT has work to do. */
 static const char *CFG32 =
@@ -78,7 +58,7 @@ TEST(average_follows_recurrence_and_leaves_training_alone) {
   enum { N = 64, B = 16, STEPS = 30 };
   static float win[N * T * C], tgt[N];
   moe_train_data_t all;
-  make(N, 3, win, tgt, &all);
+  synth_sensor_make(N, 3, win, tgt, &all);
   const float d = 0.9f;
   moe_trainer_t *a = trainer(d), *b = trainer(0);
   ASSERT_EQ(a->n_values, b->n_values);
@@ -117,8 +97,8 @@ TEST(fit_keeps_the_best_average) {
   enum { N = 256, V = 64 };
   static float win[N * T * C], tgt[N], vwin[V * T * C], vtgt[V];
   moe_train_data_t tr_d, va_d;
-  make(N, 11, win, tgt, &tr_d);
-  make(V, 12, vwin, vtgt, &va_d);
+  synth_sensor_make(N, 11, win, tgt, &tr_d);
+  synth_sensor_make(V, 12, vwin, vtgt, &va_d);
   moe_trainer_t *a = trainer(0.95f), *b = trainer(0);
   moe_fit_opts_t fo = {.epochs = 6, .batch_size = 32, .patience = 0, .metric = MOE_METRIC_RMSE};
   moe_fit_result_t ra, rb;
@@ -148,8 +128,8 @@ TEST(fit_with_qat_scores_the_restored_average) {
   enum { N = 256, V = 64 };
   static float win[N * T * C], tgt[N], vwin[V * T * C], vtgt[V];
   moe_train_data_t tr_d, va_d;
-  make(N, 21, win, tgt, &tr_d);
-  make(V, 22, vwin, vtgt, &va_d);
+  synth_sensor_make(N, 21, win, tgt, &tr_d);
+  synth_sensor_make(V, 22, vwin, vtgt, &va_d);
   moe_trainer_t *a = trainer_q(CFG32, 0.95f, MOE_QUANT_Q8_0);
   ASSERT_NOT_NULL(a->fq);
   moe_fit_opts_t fo = {.epochs = 4, .batch_size = 32, .patience = 0, .metric = MOE_METRIC_RMSE};

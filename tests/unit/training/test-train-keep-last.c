@@ -16,30 +16,9 @@
 #include "moe/train.h"
 #include "train-synth.h"
 
-enum { T = 16, C = 3, EPOCHS = 8 };
+enum { T = SYNTH_SENSOR_T, C = SYNTH_SENSOR_C, EPOCHS = 8 };
 
-static const char *CFG =
-    "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"k\",\"quant\":\"f32\",\"d_model\":8,"
-    "\"encoder\":{\"kind\":\"sensor\",\"window\":16,"
-    "\"channels\":[{\"name\":\"a\",\"mean\":0,\"std\":1},{\"name\":\"b\",\"mean\":0,\"std\":1},"
-    "{\"name\":\"c\",\"mean\":0,\"std\":1}],"
-    "\"conv\":[{\"out\":8,\"kernel\":3,\"stride\":1}],\"activation\":\"gelu\"},"
-    "\"moe\":[{\"n_expert\":2,\"top_k\":1,\"n_shared\":1,\"d_ff\":8,\"score\":\"softmax\"}],"
-    "\"task\":{\"kind\":\"regression\",\"labels\":[\"rul\"]}}";
-
-/* Windows whose target is the slope of channel 0 plus noise. */
-static void make(int n, uint64_t seed, float *win, float *tgt, moe_train_data_t *d) {
-  uint64_t st = seed;
-  for (int r = 0; r < n; r++) {
-    const double slope = synth_u(&st) - 0.5;
-    for (int t = 0; t < T; t++)
-      for (int c = 0; c < C; c++)
-        win[((size_t)r * T + t) * C + c] =
-            (float)((c == 0 ? slope * (t - T / 2.0) : 0) + 0.3 * synth_n(&st));
-    tgt[r] = (float)(slope + 0.05 * synth_n(&st));
-  }
-  *d = (moe_train_data_t){.n_rows = n, .target = tgt, .window = win};
-}
+static const char *CFG = SYNTH_SENSOR_CFG;
 
 typedef struct {
   int n;
@@ -71,8 +50,8 @@ TEST(keeps_the_last_epoch_not_the_best) {
   enum { N = 256, V = 32 };
   static float win[N * T * C], tgt[N], vwin[V * T * C], vtgt[V];
   moe_train_data_t tr_d, va_d;
-  make(N, 31, win, tgt, &tr_d);
-  make(V, 32, vwin, vtgt, &va_d);
+  synth_sensor_make(N, 31, win, tgt, &tr_d);
+  synth_sensor_make(V, 32, vwin, vtgt, &va_d);
   /* A high learning rate makes the validation figure wander, so that the best epoch is not
    * the last one and the two choices differ. */
   moe_trainer_t *a = trainer(5e-2f), *b = trainer(5e-2f);

@@ -69,4 +69,32 @@ static inline void synth_free(synth_t *s) {
   free(s->tgt);
 }
 
+/* A small sensor regression model: windows of SYNTH_SENSOR_T cycles of SYNTH_SENSOR_C channels,
+ * one Conv1d, one MoE block (2 experts, top-1, 1 shared). */
+enum { SYNTH_SENSOR_T = 16, SYNTH_SENSOR_C = 3 };
+#define SYNTH_SENSOR_CFG                                                                          \
+  "{\"format\":\"sluice-moe\",\"format_version\":1,\"version\":\"s\",\"quant\":\"f32\","         \
+  "\"d_model\":8,\"encoder\":{\"kind\":\"sensor\",\"window\":16,"                                \
+  "\"channels\":[{\"name\":\"a\",\"mean\":0,\"std\":1},{\"name\":\"b\",\"mean\":0,\"std\":1},"    \
+  "{\"name\":\"c\",\"mean\":0,\"std\":1}],"                                                        \
+  "\"conv\":[{\"out\":8,\"kernel\":3,\"stride\":1}],\"activation\":\"gelu\"},"                      \
+  "\"moe\":[{\"n_expert\":2,\"top_k\":1,\"n_shared\":1,\"d_ff\":8,\"score\":\"softmax\"}],"         \
+  "\"task\":{\"kind\":\"regression\",\"labels\":[\"rul\"]}}"
+
+/* n windows (win: n x T x C) whose target (tgt: n) is the slope of channel 0 plus noise:
+ * something to fit; d describes them. */
+static inline void synth_sensor_make(int n, uint64_t seed, float *win, float *tgt,
+                                     moe_train_data_t *d) {
+  uint64_t st = seed;
+  for (int r = 0; r < n; r++) {
+    const double slope = synth_u(&st) - 0.5;
+    for (int t = 0; t < SYNTH_SENSOR_T; t++)
+      for (int c = 0; c < SYNTH_SENSOR_C; c++)
+        win[((size_t)r * SYNTH_SENSOR_T + t) * SYNTH_SENSOR_C + c] =
+            (float)((c == 0 ? slope * (t - SYNTH_SENSOR_T / 2.0) : 0) + 0.3 * synth_n(&st));
+    tgt[r] = (float)(slope + 0.05 * synth_n(&st));
+  }
+  *d = (moe_train_data_t){.n_rows = n, .target = tgt, .window = win};
+}
+
 #endif /* TRAIN_SYNTH_H */
