@@ -6,7 +6,9 @@
  * consumer limited to one message per wakeup still drains a backlog at loop speed (the bounded
  * drain re-arms itself instead of waiting for a wakeup byte that will not come), and hands
  * librdkafka's statistics to the stats hook; a member whose coordinator vanishes for longer than
- * the session timeout gets its partitions reported LOST (not REVOKE), then assigned again.
+ * the session timeout gets its partitions reported LOST (not REVOKE), then assigned again; a
+ * consumer whose broker cannot be reached still starts, after the bounded wait for its topics'
+ * leaders, and closes.
  */
 #include "test.h"
 
@@ -185,6 +187,28 @@ TEST(bounded_drain_rearms_itself) {
   kq_producer_close(prod, 1000, on_closed);
   run_until(&loop, &c.closed, 1, 20);
   run_until(&loop, &s.closed, 1, 20);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
+/* kq_consumer_new asks for the topics' leaders before subscribing (svc/kafka.h); with no broker
+ * to answer, that wait is bounded and the consumer still starts, as before it, and closes. */
+TEST(consumer_starts_without_a_broker) {
+  uv_loop_t loop;
+  ASSERT_OK(uv_loop_init(&loop));
+  cstate_t c = {0};
+  const char *topics[] = {"nowhere", NULL};
+  kq_consumer_opts_t co = {.brokers = "127.0.0.1:1", .group_id = "g", .topics = topics,
+                           .on_message = on_message, .close_timeout_ms = 500, .data = &c};
+  kq_consumer_t *cons = NULL;
+  char err[512];
+  double t0 = test_now_s();
+  ASSERT_MSG(kq_consumer_new(&loop, &co, &cons, err, sizeof err) == SVC_OK, "%s", err);
+  /* 2 s per topic at most, with a wide margin for a loaded machine; never unbounded. */
+  ASSERT_OP(test_now_s() - t0, <, 15);
+  ASSERT_EQ(c.got, 0);
+  kq_consumer_close(cons, cons_closed);
+  run_until(&loop, &c.closed, 1, 20);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_OK(uv_loop_close(&loop));
 }
