@@ -161,6 +161,10 @@ typedef struct moe_input_s {
   const int32_t *categorical;
   /* sensor: [window, channels] raw readings, row-major (time major). */
   const float *window;
+  /* sensor: how many of the window's last steps were observed, 1..window; 0 means all. The
+   * steps before them must still be finite (readers repeat the first reading). Pool "summary"
+   * reads the observed steps only; pool "mean" reads the whole window as it is. */
+  int32_t n_steps;
   /* text: n_tokens ids, 1 <= n_tokens <= max_len. */
   const int32_t *tokens;
   int32_t n_tokens;

@@ -98,6 +98,7 @@ typedef struct moe_train_data_s {
   const float *window;        /* sensor: (n_rows, window, channels) raw readings, time major */
   const int32_t *tokens;      /* text: (n_rows, max_len) ids; row r uses its first n_tokens[r] */
   const int32_t *n_tokens;    /* text: (n_rows), each in [1, max_len] */
+  const int32_t *n_steps;     /* sensor, optional: (n_rows) observed steps (moe_input_t.n_steps) */
 } moe_train_data_t;
 
 /*

@@ -133,21 +133,37 @@ static int parse_tabular(const moe_json_t *enc, moe__config_t *cfg, char *errstr
   return MOE_OK;
 }
 
+int moe__sensor_pool_steps(const moe__config_t *cfg, int n_steps) {
+  int t = cfg->window, first = n_steps > 0 && n_steps < t ? t - n_steps : 0;
+  for (int i = 0; i < cfg->n_conv; i++) {
+    const int t_out = (t - cfg->conv[i].kernel) / cfg->conv[i].stride + 1;
+    /* output step s reads input steps s * stride onwards */
+    first = (first + cfg->conv[i].stride - 1) / cfg->conv[i].stride;
+    if (first > t_out - 1) first = t_out - 1;
+    t = t_out;
+  }
+  return t - first;
+}
+
 static int parse_sensor(const moe_json_t *enc, moe__config_t *cfg, char *errstr, size_t errstr_size) {
-  static const char *const keys[] = {"kind", "window", "channels", "conv", "activation"};
+  static const char *const keys[] = {"kind", "window", "channels", "conv", "activation", "pool"};
   static const char *const conv_keys[] = {"out", "kernel", "stride"};
   static const char *const acts[] = {"gelu", "silu"};
+  static const char *const pools[] = {"mean", "summary"};
   const char *path = "config.encoder";
   const moe_json_t *arr;
-  int act;
+  int act, pool;
   TRY(moe_json_check_members(enc, path, keys, ARRAY_LEN(keys), errstr, errstr_size));
   TRY(get_int(enc, "window", path, 1, 65536, &cfg->window, errstr, errstr_size));
   TRY(get_array(enc, "channels", path, 1, 4096, &arr, &cfg->n_channels, errstr, errstr_size));
   TRY(parse_features(arr, cfg->n_channels, "config.encoder.channels", &cfg->channels, errstr, errstr_size));
   TRY(get_enum(enc, "activation", path, acts, 2, "gelu", &act, errstr, errstr_size));
   cfg->conv_silu = act == 1;
-  TRY(get_array(enc, "conv", path, 1, 32, &arr, &cfg->n_conv, errstr, errstr_size));
-  cfg->conv = moe__calloc((size_t)cfg->n_conv, sizeof *cfg->conv);
+  TRY(get_enum(enc, "pool", path, pools, 2, "mean", &pool, errstr, errstr_size));
+  cfg->sensor_summary = pool == 1;
+  /* No conv layer: the pool reads the normalised channels themselves. */
+  TRY(get_array(enc, "conv", path, 0, 32, &arr, &cfg->n_conv, errstr, errstr_size));
+  cfg->conv = moe__calloc((size_t)cfg->n_conv + 1, sizeof *cfg->conv);
   if (cfg->conv == NULL) return MOE_ENOMEM;
   int t = cfg->window;
   for (int i = 0; i < cfg->n_conv; i++) {

@@ -187,6 +187,9 @@ static int encode_sensor(moe_session_t *sess, const moe_input_t *rows, int m, fl
   for (int r = 0; r < m; r++) {
     if (rows[r].window == NULL)
       return sess_err(sess, MOE_EDATA, "row %d: window is NULL (the model reads [%d, %d] readings)", r, T, C);
+    if (rows[r].n_steps < 0 || rows[r].n_steps > T)
+      return sess_err(sess, MOE_EDATA, "row %d: n_steps is %d, outside [0, %d] (0: the whole window)", r,
+                      (int)rows[r].n_steps, T);
     for (int t = 0; t < T; t++)
       for (int c = 0; c < C; c++) {
         const float v = rows[r].window[(size_t)t * C + c];
@@ -209,10 +212,18 @@ static int encode_sensor(moe_session_t *sess, const moe_input_t *rows, int m, fl
     x = y;
     t = t_out;
   }
-  /* Mean over time of the last conv's output. */
-  const int c_last = model->d_in;
-  float *pooled = MOE__ARENA_FLOATS(&sess->arena, (size_t)m * c_last);
+  /* Mean over time of the last conv's output (or of the channels, with no conv layer); pool
+   * "summary" also takes the last step and the rise of the least-squares line over the window. */
+  const int c_last = cfg->n_conv > 0 ? model->conv[cfg->n_conv - 1].c_out : C;
+  float *pooled = MOE__ARENA_FLOATS(&sess->arena, (size_t)m * model->d_in);
   if (pooled == NULL) return MOE_ENOMEM;
+  if (cfg->sensor_summary) {
+    int32_t *steps = moe__arena_alloc(&sess->arena, (size_t)m * sizeof(int32_t));
+    if (steps == NULL) return MOE_ENOMEM;
+    for (int r = 0; r < m; r++) steps[r] = moe__sensor_pool_steps(cfg, rows[r].n_steps);
+    moe__sensor_summary(x, m, t, c_last, steps, pooled);
+    return moe__linear_forward(&model->enc_in, &sess->arena, pooled, m, h);
+  }
   for (int r = 0; r < m; r++) {
     float *p = pooled + (size_t)r * c_last;
     memset(p, 0, (size_t)c_last * sizeof(float));

@@ -59,6 +59,8 @@ typedef struct moe__config_s {
   int n_conv;
   moe__conv_cfg_t *conv;           /* (n_conv) */
   bool conv_silu;                  /* activation after each conv: SiLU, else GELU */
+  bool sensor_summary;             /* pool "summary": enc.in reads each channel's last value, mean
+                                      and rise over the window (d_in = 3 x last out), not the mean */
   /* text */
   int vocab_size, max_len, n_layer, n_head, text_d_ff, n_global;
   int *windows;                    /* (n_layer) attention span per layer */
@@ -80,6 +82,9 @@ typedef struct moe__config_s {
  * moe__config_close. MOE_ECONFIG with the path of the bad field in errstr, or MOE_ENOMEM. */
 int moe__config_parse(const moe_json_t *root, moe__config_t *cfg, char *errstr, size_t errstr_size);
 void moe__config_close(moe__config_t *cfg);
+/* Sensor: of the last conv layer's steps (the window's, with no conv), how many read only
+ * observed input steps when the window's last n_steps were observed (0: all were). At least 1. */
+int moe__sensor_pool_steps(const moe__config_t *cfg, int n_steps);
 
 /* ---- layers ---------------------------------------------------------------------------- */
 

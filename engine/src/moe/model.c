@@ -320,8 +320,10 @@ static int load_sensor(loader_t *ld) {
     t = moe__conv1d_out_len(conv, t);
   }
   model->conv_t_out = t;
-  model->d_in = c_in;
-  return load_linear(ld, "enc.in", cfg->d_model, c_in, true, true, "(d_model, last conv out)", &model->enc_in);
+  model->d_in = cfg->sensor_summary ? 3 * c_in : c_in;
+  return load_linear(ld, "enc.in", cfg->d_model, model->d_in, true, true,
+                     cfg->sensor_summary ? "(d_model, 3 x last conv out)" : "(d_model, last conv out)",
+                     &model->enc_in);
 }
 
 static int load_text(loader_t *ld) {

@@ -17,6 +17,29 @@ void moe__conv1d_pack(int c_out, int c_in, int kernel, const float *src, float *
         dst[((size_t)o * kernel + j) * c_in + i] = src[((size_t)o * c_in + i) * kernel + j];
 }
 
+void moe__sensor_summary(const float *x, int m, int t, int c, const int32_t *n_steps, float *y) {
+  for (int r = 0; r < m; r++) {
+    const int n = n_steps != NULL ? n_steps[r] : t, s0 = t - n;
+    /* slope = sum_s (s - centre) x_s / sum_s (s - centre)^2 over steps s0..t-1 */
+    const double centre = s0 + 0.5 * (n - 1);
+    double den = 0;
+    for (int s = s0; s < t; s++) den += (s - centre) * (s - centre);
+    const float rise_w = den > 0 ? (float)((t - 1) / den) : 0.0f;
+    const float *xr = x + (size_t)r * t * c;
+    float *last = y + (size_t)r * 3 * c, *mean = last + c, *rise = mean + c;
+    memcpy(last, xr + (size_t)(t - 1) * c, (size_t)c * sizeof(float));
+    memset(mean, 0, 2 * (size_t)c * sizeof(float));
+    for (int s = s0; s < t; s++) {
+      const float ws = (float)(s - centre) * rise_w;
+      for (int i = 0; i < c; i++) {
+        mean[i] += xr[(size_t)s * c + i];
+        rise[i] += ws * xr[(size_t)s * c + i];
+      }
+    }
+    for (int i = 0; i < c; i++) mean[i] /= (float)n;
+  }
+}
+
 int moe__conv1d_forward(const moe__conv1d_t *conv, moe__arena_t *arena, const float *x, int m,
                         int t_in, float *y) {
   const int t_out = moe__conv1d_out_len(conv, t_in);

@@ -98,6 +98,15 @@ static inline int moe__conv1d_out_len(const moe__conv1d_t *conv, int t_in) {
 }
 
 /*
+ * The sensor pool "summary": x (m, t, c) time major -> y (m, 3c) = per row [last (c), mean (c),
+ * rise (c)] over the row's last n steps (n_steps[r], or all t when n_steps is NULL): last is
+ * step t - 1, mean the average over the n steps and rise (t - 1) * the slope of their
+ * least-squares line (0 for n = 1): the level now, the level over the window and its trend
+ * per window length, in the channel's own units.
+ */
+void moe__sensor_summary(const float *x, int m, int t, int c, const int32_t *n_steps, float *y);
+
+/*
  * Valid (unpadded) convolution of m independent sequences: x (m, t_in, c_in) time-major ->
  * y (m, t_out, c_out), by im2col and one GEMM over all m * t_out positions.
  */

@@ -275,6 +275,21 @@ static void im2col(const moe__conv_cfg_t *cc, int c_in, const tr_real *x, int m,
     }
 }
 
+/* Pool "summary": the last conv layer's steps that row r reads (all without batch->n_steps). */
+static int summary_steps(const moe__config_t *cfg, const moe_train_data_t *batch, int r) {
+  return moe__sensor_pool_steps(cfg, batch->n_steps != NULL ? batch->n_steps[r] : 0);
+}
+
+/* The least-squares line over steps s0..t-1: its centre, and in *rise_w the factor that makes
+ * sum_s (s - centre) x_s the rise over a window of t steps, (t - 1) * slope (0 for one step). */
+static tr_real summary_line(int s0, int t, tr_real *rise_w) {
+  const tr_real centre = (tr_real)s0 + (tr_real)0.5 * (tr_real)(t - 1 - s0);
+  tr_real den = 0;
+  for (int s = s0; s < t; s++) den += ((tr_real)s - centre) * ((tr_real)s - centre);
+  *rise_w = den > 0 ? (tr_real)(t - 1) / den : 0;
+  return centre;
+}
+
 static int encode_sensor(moe_trainer_t *tr, const tr_real *W, const moe_train_data_t *batch, tr_cache_t *c) {
   const moe__config_t *cfg = &tr->cfg;
   const int m = c->m, T = cfg->window, C = cfg->n_channels;
@@ -282,6 +297,12 @@ static int encode_sensor(moe_trainer_t *tr, const tr_real *W, const moe_train_da
     snprintf(tr->err, sizeof tr->err, "batch: window is NULL but the model reads [%d, %d] readings", T, C);
     return MOE_EINVAL;
   }
+  for (int r = 0; batch->n_steps != NULL && r < m; r++)
+    if (batch->n_steps[r] < 0 || batch->n_steps[r] > T) {
+      snprintf(tr->err, sizeof tr->err, "row %d: n_steps is %d, outside [0, %d] (0: the whole window)", r,
+               (int)batch->n_steps[r], T);
+      return MOE_EDATA;
+    }
   c->cx = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_conv + 1) * sizeof(tr_real *));
   c->cz = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_conv + 1) * sizeof(tr_real *));
   c->ct = moe__arena_alloc(&tr->arena, (size_t)(cfg->n_conv + 1) * sizeof(int));
@@ -314,6 +335,28 @@ static int encode_sensor(moe_trainer_t *tr, const tr_real *W, const moe_train_da
     c_in = L->n;
     c->ct[l + 1] = t_out;
   }
+  /* Pool "summary" (nn.h moe__sensor_summary): last step, mean and rise of each channel. */
+  if (cfg->sensor_summary) {
+    const tr_real *xl = c->cx[cfg->n_conv];
+    for (int r = 0; r < m; r++) {
+      const int s0 = t_in - summary_steps(cfg, batch, r);
+      tr_real rise_w;
+      const tr_real centre = summary_line(s0, t_in, &rise_w);
+      const tr_real *xr = xl + (size_t)r * t_in * c_in;
+      tr_real *last = c->x0 + (size_t)r * 3 * c_in, *mean = last + c_in, *rise = mean + c_in;
+      for (int i = 0; i < c_in; i++) {
+        last[i] = xr[(size_t)(t_in - 1) * c_in + i];
+        mean[i] = rise[i] = 0;
+      }
+      for (int s = s0; s < t_in; s++)
+        for (int i = 0; i < c_in; i++) {
+          mean[i] += xr[(size_t)s * c_in + i];
+          rise[i] += ((tr_real)s - centre) * rise_w * xr[(size_t)s * c_in + i];
+        }
+      for (int i = 0; i < c_in; i++) mean[i] /= (tr_real)(t_in - s0);
+    }
+    return MOE_OK;
+  }
   /* Mean over time: the pooled vector is the input of enc.in. */
   for (int r = 0; r < m; r++) {
     tr_real *p = c->x0 + (size_t)r * c_in;
@@ -334,10 +377,27 @@ static int encode_sensor_bwd(moe_trainer_t *tr, const tr_real *W, tr_real *G, co
   const int t_last = c->ct[nl], c_last = tr->conv[nl - 1].n;
   tr_real *dx = ALLOC_R((size_t)m * t_last * c_last);
   if (dx == NULL) return MOE_ENOMEM;
-  for (int r = 0; r < m; r++)
-    for (int s = 0; s < t_last; s++)
-      for (int i = 0; i < c_last; i++)
-        dx[((size_t)r * t_last + s) * c_last + i] = dpool[(size_t)r * c_last + i] / (tr_real)t_last;
+  if (cfg->sensor_summary) {
+    /* d last goes to the last step, d mean to each read step / their count, d rise to read
+     * step s weighted (s - centre) rise_w, as in the forward pass; unread steps get nothing. */
+    for (int r = 0; r < m; r++) {
+      const int s0 = t_last - summary_steps(cfg, c->batch, r);
+      tr_real rise_w;
+      const tr_real centre = summary_line(s0, t_last, &rise_w);
+      const tr_real *dl = dpool + (size_t)r * 3 * c_last, *dm = dl + c_last, *dr = dm + c_last;
+      for (int s = 0; s < t_last; s++)
+        for (int i = 0; i < c_last; i++)
+          dx[((size_t)r * t_last + s) * c_last + i] =
+              s < s0 ? 0
+                     : dm[i] / (tr_real)(t_last - s0) + ((tr_real)s - centre) * rise_w * dr[i] +
+                           (s == t_last - 1 ? dl[i] : 0);
+    }
+  } else {
+    for (int r = 0; r < m; r++)
+      for (int s = 0; s < t_last; s++)
+        for (int i = 0; i < c_last; i++)
+          dx[((size_t)r * t_last + s) * c_last + i] = dpool[(size_t)r * c_last + i] / (tr_real)t_last;
+  }
   for (int l = nl - 1; l >= 0; l--) {
     const tr_lin_t *L = &tr->conv[l];
     const moe__conv_cfg_t *cc = &cfg->conv[l];

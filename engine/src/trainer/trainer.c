@@ -144,7 +144,7 @@ static int build_registry(moe_trainer_t *tr) {
       TRY(add_tensor(tr, &L->b, false, false, 1, L->n, 1, 1, "enc.conv.%d.bias", i));
       c_in = L->n;
     }
-    tr->d_in = c_in;
+    tr->d_in = cfg->sensor_summary ? 3 * c_in : c_in;
   }
   if (cfg->enc == MOE_ENCODER_TEXT) {
     tr->layers = moe__calloc((size_t)cfg->n_layer + 1, sizeof *tr->layers);
@@ -591,6 +591,7 @@ static moe_train_data_t slice(const moe_trainer_t *tr, const moe_train_data_t *d
   if (d->window) s.window = d->window + (size_t)lo * tr->cfg.window * tr->cfg.n_channels;
   if (d->tokens) s.tokens = d->tokens + (size_t)lo * tr->cfg.max_len;
   if (d->n_tokens) s.n_tokens = d->n_tokens + lo;
+  if (d->n_steps) s.n_steps = d->n_steps + lo;
   return s;
 }
 
@@ -740,9 +741,10 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
   float *win = moe__malloc(((size_t)bs * nw + 1) * sizeof(float));
   const size_t ml = (size_t)cfg->max_len;
   int32_t *tok = moe__malloc(((size_t)bs * ml + 1) * sizeof(int32_t)), *ntok = moe__malloc((size_t)bs * sizeof(int32_t));
+  int32_t *nstep = moe__malloc((size_t)bs * sizeof(int32_t));
   tr_real *best = moe__malloc((tr->n_values + (size_t)n_bias + 1) * sizeof(tr_real));
   rc = MOE_ENOMEM;
-  if (!perm || !num || !cat || !lab || !tgt || !win || !tok || !ntok || !best) goto out;
+  if (!perm || !num || !cat || !lab || !tgt || !win || !tok || !ntok || !nstep || !best) goto out;
   for (int i = 0; i < n; i++) perm[i] = i;
   const bool hib = val != NULL && moe_metric_higher_is_better(fo->metric);
   res->best_metric = hib ? -INFINITY : INFINITY;
@@ -780,6 +782,7 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
         if (train->window) memcpy(win + (size_t)i * nw, train->window + r * nw, nw * sizeof(float));
         if (train->tokens) memcpy(tok + (size_t)i * ml, train->tokens + r * ml, ml * sizeof(int32_t));
         if (train->n_tokens) ntok[i] = train->n_tokens[r];
+        if (train->n_steps) nstep[i] = train->n_steps[r];
       }
       moe_train_data_t batch = {m,
                                 nn && train->numeric ? num : NULL,
@@ -788,7 +791,8 @@ int moe_trainer_fit(moe_trainer_t *tr, const moe_train_data_t *train, const moe_
                                 train->target ? tgt : NULL,
                                 train->window ? win : NULL,
                                 train->tokens ? tok : NULL,
-                                train->n_tokens ? ntok : NULL};
+                                train->n_tokens ? ntok : NULL,
+                                train->n_steps ? nstep : NULL};
       double loss;
       if ((rc = moe_trainer_step(tr, &batch, &loss)) != MOE_OK) goto out;
       sum += loss * m;
@@ -832,6 +836,7 @@ out:
   moe__free(win);
   moe__free(tok);
   moe__free(ntok);
+  moe__free(nstep);
   moe__free(best);
   return rc;
 }
