@@ -185,6 +185,11 @@ static int map_inputs(eval_t *ev, char *err, size_t err_size) {
       return cli__fail(CLI_ENOMEM, err, err_size, "out of memory");
     for (int c = 0; c < nch; c++) {
       const char *nm = moe_model_sensor_channel_name(m, c);
+      /* The age channel (sluice train --age) is the cycle column, index n_num here. */
+      if (strcmp(nm, CLI_AGE_CHANNEL) == 0 && find_name(t->num_name, t->n_num, nm) < 0) {
+        ev->num_map[c] = (int)t->n_num;
+        continue;
+      }
       if ((ev->num_map[c] = find_name(t->num_name, t->n_num, nm)) < 0)
         return cli__fail(CLI_EINVAL, err, err_size,
                          "%s: channel '%s' of the model is not a column of the %s data "
@@ -289,10 +294,14 @@ static int fill_row(eval_t *ev, batch_buf_t *bb, int b, size_t k, size_t f_per, 
       /* Cycle r - (T - 1 - s), or the unit's first cycle when the unit is shorter. */
       size_t back = (size_t)(T - 1 - s);
       size_t row = r - first >= back ? r - back : first;
-      for (int c = 0; c < C; c++)
-        f[(size_t)s * (size_t)C + (size_t)c] = (float)t->num[row * t->n_num + (size_t)ev->num_map[c]];
+      for (int c = 0; c < C; c++) {
+        size_t j = (size_t)ev->num_map[c];
+        f[(size_t)s * (size_t)C + (size_t)c] =
+            (float)(j < t->n_num ? t->num[row * t->n_num + j] : t->order[row]);
+      }
     }
     in->window = f;
+    in->n_steps = r - first + 1 < (size_t)T ? (int32_t)(r - first + 1) : T;
     break;
   }
   case MOE_ENCODER_TEXT: {

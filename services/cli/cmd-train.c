@@ -70,11 +70,13 @@ typedef struct train_opts_s {
   int vocab;      /* text */
   int layers;     /* text: attention layers */
   int bag;        /* text: pool "bag" (no positions, no attention; MODEL_FORMAT.md) */
+  int summary;    /* sensor: pool "summary" (no conv; each channel's last value, mean and rise) */
   int balanced;   /* multiclass: class weights n / (n_classes * count) over the train part */
   int idf;        /* text bag: learnt piece weights, started at the train part's IDF */
   int no_head_norm; /* text bag: the head reads the pooled vector without head.norm */
   double min_corr; /* sensor: keep channels with |corr(channel, capped RUL)| >= this (0: all) */
   int minmax;      /* sensor: scale channels to [-1, 1] by the train part's range, not z-score */
+  int age;         /* sensor: one more channel, the cycle count (CLI_AGE_CHANNEL) */
   double rul_cap;  /* sensor: the training target is min(RUL, rul_cap) / rul_cap */
   int last_epoch;  /* keep the last epoch's weights, not the best on validation */
   double weight_decay;    /* < 0: the trainer's default */
@@ -94,6 +96,7 @@ typedef struct part_data_s {
   int32_t *label;   /* (n) */
   float *target;    /* (n) */
   float *window;    /* (n, T, C) */
+  int32_t *n_steps; /* (n) observed cycles of each window (moe_input_t.n_steps) */
   int32_t *tokens;  /* (n, max_len) */
   int32_t *n_tok;   /* (n) */
   double *truth;    /* (n) for the metrics: 0/1, class, or the true (uncapped) value */
@@ -121,6 +124,7 @@ static void part_free(part_data_t *p) {
   free(p->label);
   free(p->target);
   free(p->window);
+  free(p->n_steps);
   free(p->tokens);
   free(p->n_tok);
   free(p->truth);
@@ -135,14 +139,20 @@ static moe_task_t task_kind(const cli_table_t *t) {
 
 /* ---- data ------------------------------------------------------------------------------------ */
 
+/* Column j of row i, where j == n_num is the age channel (the row's cycle, t->order). */
+static double num_at(const cli_table_t *t, size_t i, size_t j) {
+  return j < t->n_num ? t->num[i * t->n_num + j] : t->order[i];
+}
+
 static void norm_stats(train_t *tn) {
   const cli_table_t *t = &tn->t;
-  for (size_t j = 0; j < t->n_num; j++) {
+  size_t n_col = t->n_num + (tn->o.age ? 1 : 0);
+  for (size_t j = 0; j < n_col; j++) {
     double s = 0, s2 = 0;
     size_t n = 0;
     for (size_t i = 0; i < t->n_rows; i++) {
       if (tn->part[i] != CLI_PART_TRAIN) continue;
-      double v = t->num[i * t->n_num + j];
+      double v = num_at(t, i, j);
       s += v;
       s2 += v * v;
       n++;
@@ -157,7 +167,7 @@ static void norm_stats(train_t *tn) {
       double lo = INFINITY, hi = -INFINITY;
       for (size_t i = 0; i < t->n_rows; i++) {
         if (tn->part[i] != CLI_PART_TRAIN) continue;
-        double v = t->num[i * t->n_num + j];
+        double v = num_at(t, i, j);
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
       }
@@ -206,6 +216,7 @@ static int select_channels(train_t *tn) {
     }
     if (keep) tn->ch[tn->n_ch++] = j;
   }
+  if (tn->o.age) tn->ch[tn->n_ch++] = t->n_num; /* kept whatever its correlation */
   return CLI_OK;
 }
 
@@ -222,7 +233,7 @@ static void fill_window(const train_t *tn, float *w, size_t r, size_t first) {
     size_t back = (size_t)(T - 1 - s);
     size_t row = r - first >= back ? r - back : first;
     for (size_t c = 0; c < tn->n_ch; c++)
-      w[(size_t)s * tn->n_ch + c] = (float)t->num[row * t->n_num + tn->ch[c]];
+      w[(size_t)s * tn->n_ch + c] = (float)num_at(t, row, tn->ch[c]);
   }
 }
 
@@ -262,8 +273,9 @@ static int build_part(train_t *tn, int p) {
     return CLI_ENOMEM;
   }
   if (t->task == CLI_TASK_CMAPSS) {
-    if ((pd->window = malloc(m * (size_t)tn->o.window * tn->n_ch * sizeof(float))) == NULL)
-      return CLI_ENOMEM;
+    pd->window = malloc(m * (size_t)tn->o.window * tn->n_ch * sizeof(float));
+    pd->n_steps = malloc(m * sizeof(int32_t));
+    if (pd->window == NULL || pd->n_steps == NULL) return CLI_ENOMEM;
   } else if (t->text != NULL) {
     pd->tokens = malloc(m * (size_t)tn->o.max_len * sizeof(int32_t));
     pd->n_tok = malloc(m * sizeof(int32_t));
@@ -289,6 +301,7 @@ static int build_part(train_t *tn, int p) {
       pd->label[k] = (int32_t)y;
     if (t->task == CLI_TASK_CMAPSS) {
       fill_window(tn, pd->window + k * (size_t)tn->o.window * tn->n_ch, i, first);
+      pd->n_steps[k] = i - first + 1 < (size_t)tn->o.window ? (int32_t)(i - first + 1) : tn->o.window;
     } else if (t->text != NULL) {
       if (fill_tokens(tn, pd->tokens + k * (size_t)tn->o.max_len, &pd->n_tok[k], t->text[i]))
         return CLI_ENOMEM;
@@ -311,6 +324,7 @@ static moe_train_data_t as_train_data(const part_data_t *pd) {
   d.label = pd->label;
   d.target = pd->target;
   d.window = pd->window;
+  d.n_steps = pd->n_steps;
   d.tokens = pd->tokens;
   d.n_tokens = pd->n_tok;
   return d;
@@ -381,7 +395,7 @@ static void emit_num_stats(cli_json_t *js, const train_t *tn) {
     size_t j = tn->ch[k];
     cli_json_obj_begin(js);
     cli_json_key(js, "name");
-    cli_json_str(js, t->num_name[j]);
+    cli_json_str(js, j < t->n_num ? t->num_name[j] : CLI_AGE_CHANNEL);
     cli_json_key(js, "mean");
     cli_json_num(js, tn->mean[j]);
     cli_json_key(js, "std");
@@ -480,6 +494,10 @@ static char *build_config(const train_t *tn, const card_t *card) {
       cli_json_key(&js, "ema");
       cli_json_num(&js, o->ema);
     }
+    if (o->age) {
+      cli_json_key(&js, "age");
+      cli_json_bool(&js, 1);
+    }
     if (o->min_corr > 0) {
       cli_json_key(&js, "min_corr");
       cli_json_num(&js, o->min_corr);
@@ -525,7 +543,7 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_arr_end(&js);
     cli_json_key(&js, "conv");
     cli_json_arr_begin(&js);
-    for (int l = 0; l < 2; l++) {
+    for (int l = 0; l < (o->summary ? 0 : 2); l++) {
       cli_json_obj_begin(&js);
       cli_json_key(&js, "out");
       cli_json_int(&js, 32);
@@ -538,6 +556,10 @@ static char *build_config(const train_t *tn, const card_t *card) {
     cli_json_arr_end(&js);
     cli_json_key(&js, "activation");
     cli_json_str(&js, "gelu");
+    if (o->summary) {
+      cli_json_key(&js, "pool");
+      cli_json_str(&js, "summary");
+    }
   } else if (t->text != NULL) {
     cli_json_key(&js, "kind");
     cli_json_str(&js, "text");
@@ -760,7 +782,10 @@ static int score_part(const moe_model_t *model, const train_t *tn, int p, float 
     for (int b = 0; b < nb; b++) {
       size_t k = (size_t)(k0 + b);
       memset(&rows[b], 0, sizeof(rows[b]));
-      if (pd->window) rows[b].window = pd->window + k * win;
+      if (pd->window) {
+        rows[b].window = pd->window + k * win;
+        rows[b].n_steps = pd->n_steps[k];
+      }
       if (pd->tokens) {
         rows[b].tokens = pd->tokens + k * (size_t)tn->o.max_len;
         rows[b].n_tokens = pd->n_tok[k];
@@ -949,6 +974,7 @@ int cli_cmd_train(int argc, char **argv) {
       {"fold", required_argument, NULL, 'F'},
       {"rul-cap", required_argument, NULL, 'U'},
       {"last-epoch", no_argument, NULL, 'Z'},
+      {"age", no_argument, NULL, 'Y'},
       {NULL, 0, NULL, 0}};
   train_t *tn = calloc(1, sizeof(*tn));
   const char **files = calloc((size_t)argc + 1, sizeof(char *));
@@ -1022,6 +1048,7 @@ int cli_cmd_train(int argc, char **argv) {
     case 'L': bad = parse_int(optarg, 0, 16, &o->layers); break;
     case 'C': o->balanced = 1; break;
     case 'Z': o->last_epoch = 1; break;
+    case 'Y': o->age = 1; break;
     case 'U': {
       char *end;
       o->rul_cap = strtod(optarg, &end);
@@ -1031,8 +1058,9 @@ int cli_cmd_train(int argc, char **argv) {
     case 'I': o->idf = 1; break;
     case 'H': o->no_head_norm = 1; break;
     case 'P':
-      if (!strcmp(optarg, "bag")) o->bag = 1;
-      else if (!strcmp(optarg, "mean")) o->bag = 0;
+      if (!strcmp(optarg, "bag")) o->bag = 1, o->summary = 0;
+      else if (!strcmp(optarg, "summary")) o->summary = 1, o->bag = 0;
+      else if (!strcmp(optarg, "mean")) o->bag = 0, o->summary = 0;
       else bad = 1;
       break;
     case 'V': bad = parse_int(optarg, 200, 1000000, &o->vocab); break;
@@ -1114,8 +1142,17 @@ int cli_cmd_train(int argc, char **argv) {
                          task_name);
     goto done;
   }
-  if ((o->min_corr > 0 || o->minmax || o->rul_cap != TRAIN_RUL_CAP) && task != CLI_TASK_CMAPSS) {
-    status = usage_error("--min-corr, --scale and --rul-cap apply to the sensor task "
+  if (o->bag && !text_task) {
+    status = usage_error("--pool bag applies to the text tasks, not '%s'", task_name);
+    goto done;
+  }
+  if (o->summary && task != CLI_TASK_CMAPSS) {
+    status = usage_error("--pool summary applies to the sensor task (fault-cmapss), not '%s'", task_name);
+    goto done;
+  }
+  if ((o->min_corr > 0 || o->minmax || o->age || o->rul_cap != TRAIN_RUL_CAP) &&
+      task != CLI_TASK_CMAPSS) {
+    status = usage_error("--min-corr, --scale, --age and --rul-cap apply to the sensor task "
                          "(fault-cmapss), not '%s'",
                          task_name);
     goto done;

@@ -47,6 +47,13 @@ typedef enum {
 #define CLI_MTSAMPLES_MIN_NOTES 50
 #define CLI_MAX_DROP 8
 
+/*
+ * The age channel of a C-MAPSS window: the engine's cycle count (the file's second column,
+ * cli_table_t.order), read by a model trained with `sluice train --age` under this name. It is
+ * not one of the table's numeric columns; in an event it is SensorReading.sequence.
+ */
+#define CLI_AGE_CHANNEL "cycle"
+
 typedef struct cli_drop_s {
   char reason[112];
   size_t count;
