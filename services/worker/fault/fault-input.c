@@ -82,6 +82,10 @@ bool wk_fault_channel_value(const Sluice__V1__SensorReading *rd, const char *nam
       return true;
     }
   }
+  if (rd->has_sequence && strcmp(name, WK_FAULT_AGE_CHANNEL) == 0) {
+    *out = (double)rd->sequence;
+    return true;
+  }
   return false;
 }
 

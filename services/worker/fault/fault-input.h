@@ -50,7 +50,14 @@ Sluice__V1__Envelope *wk_fault_decode(const uint8_t *buf, size_t len, size_t max
  */
 bool wk_fault_validate(const Sluice__V1__Envelope *env, wk_reject_t *rej);
 
-/* The value of channel `name` in a reading; false when the reading does not carry it. */
+/*
+ * The age channel of a sensor model (`sluice train --age`): the device's cycle count, which a
+ * reading carries as its sequence. A reading with a value of that name gives that value instead.
+ */
+#define WK_FAULT_AGE_CHANNEL "cycle"
+
+/* The value of channel `name` in a reading (for WK_FAULT_AGE_CHANNEL, its sequence when it has
+ * no value of that name); false when the reading does not carry it. */
 bool wk_fault_channel_value(const Sluice__V1__SensorReading *rd, const char *name, double *out);
 
 /* ---- the tabular (AI4I) model input, by name ------------------------------------------ */

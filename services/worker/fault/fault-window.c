@@ -86,8 +86,13 @@ bool wk_fault_window_values(const wk_fault_window_cfg_t *cfg, const Sluice__V1__
     double v;
     if (!wk_fault_channel_value(rd, cfg->channels[c], &v)) {
       rej->reason = WK_REJECT_INVALID;
-      snprintf(rej->detail, sizeof rej->detail,
-               "sensor_reading has no channel \"%s\", a model input", cfg->channels[c]);
+      if (strcmp(cfg->channels[c], WK_FAULT_AGE_CHANNEL) == 0)
+        snprintf(rej->detail, sizeof rej->detail,
+                 "sensor_reading has no sequence (nor a channel \"%s\"): the model reads the "
+                 "device's cycle count", cfg->channels[c]);
+      else
+        snprintf(rej->detail, sizeof rej->detail,
+                 "sensor_reading has no channel \"%s\", a model input", cfg->channels[c]);
       return false;
     }
     out[c] = (float)v;

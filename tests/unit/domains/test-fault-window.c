@@ -6,6 +6,7 @@
  */
 #include "test.h"
 
+#include "fault-input.h"
 #include "fault-window.h"
 
 #define MIN 60000LL
@@ -125,6 +126,43 @@ TEST(values_by_channel_name) {
   ASSERT(!wk_fault_window_values(&c, &rd, out, &rej));
   ASSERT_EQ(rej.reason, WK_REJECT_INVALID);
   ASSERT_STR_CONTAINS(rej.detail, "sensor_2");
+}
+
+/* The age channel of a model trained with --age is the reading's sequence (the engine cycle),
+ * unless the reading carries a value of that name; without either the reading is refused and
+ * the detail says what the model wanted. */
+TEST(age_channel_is_the_sequence) {
+  const char *const names[] = {"sensor_2", WK_FAULT_AGE_CHANNEL};
+  wk_fault_window_cfg_t c = base_cfg();
+  c.channels = names;
+  Sluice__V1__ChannelValue v1 = SLUICE__V1__CHANNEL_VALUE__INIT, v2 = SLUICE__V1__CHANNEL_VALUE__INIT;
+  v1.name = (char *)"sensor_2";
+  v1.has_value = 1;
+  v1.value = 641.5;
+  Sluice__V1__ChannelValue *vals[2] = {&v1, &v2};
+  Sluice__V1__SensorReading rd = SLUICE__V1__SENSOR_READING__INIT;
+  rd.n_values = 1;
+  rd.values = vals;
+  float out[2];
+  wk_reject_t rej;
+  ASSERT(!wk_fault_window_values(&c, &rd, out, &rej));
+  ASSERT_EQ(rej.reason, WK_REJECT_INVALID);
+  ASSERT_STR_CONTAINS(rej.detail, "no sequence");
+  rd.has_sequence = 1;
+  rd.sequence = 137;
+  ASSERT(wk_fault_window_values(&c, &rd, out, &rej));
+  ASSERT_EQ(out[0], 641.5f);
+  ASSERT_EQ(out[1], 137.0f);
+  /* A value named "cycle" wins over the sequence. */
+  v2.name = (char *)WK_FAULT_AGE_CHANNEL;
+  v2.has_value = 1;
+  v2.value = 12;
+  rd.n_values = 2;
+  ASSERT(wk_fault_window_values(&c, &rd, out, &rej));
+  ASSERT_EQ(out[1], 12.0f);
+  /* Only the age channel falls back to the sequence. */
+  double v;
+  ASSERT(!wk_fault_channel_value(&rd, "sensor_3", &v));
 }
 
 /* ---- the oracle ------------------------------------------------------------------------ */
