@@ -28,6 +28,10 @@
  * (moe_trainer_fit_linear): L2-penalised logistic regression on the bag's own features for each C,
  * the one with the best validation figure kept, then fine-tuned by the epochs, which keep the
  * start unless one beats it on validation (--epochs 0: the linear model alone).
+ * fault-cmapss: --pool summary replaces the conv layers by each channel's last value, mean
+ * and least-squares rise over the cycles the engine has run within the window (MODEL_FORMAT.md;
+ * the window's observed steps go to the engine with it), and --age adds the cycle count as a
+ * channel named CLI_AGE_CHANNEL.
  * --ema D keeps a moving average of the weights (moe_train_opts_t.ema_decay): it is what the
  * validation part judges each epoch and what is exported.
  *

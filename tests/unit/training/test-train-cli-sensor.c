@@ -9,6 +9,10 @@
  *     part's minimum and maximum of each kept channel;
  *   - --ema reaches the provenance options, and `sluice eval` on the 24-column file (channels
  *     matched by name) finds the card's validation figures on the 14-channel model;
+ *   - --pool summary --age: no conv layer, the encoder's pool is "summary", the last channel is
+ *     the cycle count named "cycle" (scaled by the train part's range of cycles), and
+ *     `sluice eval` (which builds the windows and their observed steps itself) finds the
+ *     command's validation and test figures, with windows longer than some held-out histories;
  *   - bad values and options on the wrong task are refused with the usage exit code, and a
  *     threshold that keeps no channel fails with a message that says so.
  */
@@ -125,12 +129,75 @@ TEST(channels_scale_and_average) {
   cli_jv_free(&tr);
 }
 
+TEST(summary_pool_with_age) {
+  char data[512], args[2048], model[256], err[256];
+  cli_test_data(data, sizeof(data), "fault/cmapss/train_FD001.txt");
+  snprintf(model, sizeof(model), "%s/summary.st", tmpdir);
+  cli_jv_t tr, card, ev;
+  snprintf(args, sizeof(args),
+           "train --task fault-cmapss --data %s --out %s --epochs 2 --window 60 --min-corr 0.2 "
+           "--scale minmax --pool summary --age --quant int8 --seed 2 --json",
+           data, model);
+  cli_test_sluice_json(args, &tr);
+  snprintf(args, sizeof(args), "inspect --json %s", model);
+  cli_test_sluice_json(args, &card);
+  const cli_jv_t *cfg = cli_jv_get(&card, "config");
+  const cli_jv_t *enc = cli_jv_get(cfg, "encoder");
+  ASSERT_STR_EQ(cli_jv_str(cli_jv_get(enc, "pool"), ""), "summary");
+  const cli_jv_t *conv = cli_jv_get(enc, "conv");
+  ASSERT_NOT_NULL(conv);
+  ASSERT_EQ(conv->n, 0u);
+  const cli_jv_t *ch = cli_jv_get(enc, "channels");
+  ASSERT_EQ(ch->n, 15u); /* the 14 informative sensors and the age */
+  const cli_jv_t *age = &ch->items[ch->n - 1];
+  ASSERT_STR_EQ(cli_jv_str(cli_jv_get(age, "name"), ""), "cycle");
+  cli_table_t t;
+  const char *files[1] = {data};
+  ASSERT_OK(cli_table_load(&t, CLI_TASK_CMAPSS, files, 1, err, sizeof(err)));
+  uint8_t *part = malloc(t.n_rows);
+  double *cut = malloc(t.n_rows * sizeof(double));
+  ASSERT_OK(cli_split_assign(&t, 0, part, cut));
+  double lo = INFINITY, hi = -INFINITY;
+  size_t short_history = 0;
+  for (size_t i = 0; i < t.n_rows; i++) {
+    if (part[i] == CLI_PART_TRAIN) {
+      lo = fmin(lo, t.order[i]);
+      hi = fmax(hi, t.order[i]);
+    }
+    /* held-out engines cut before they have run 60 cycles: their windows are partly padding */
+    if (part[i] == CLI_PART_VAL && t.order[i] == cut[i] && t.order[i] < 60) short_history++;
+  }
+  ASSERT_EQ(lo, 1.0);
+  const double m = cli_jv_num(cli_jv_get(age, "mean"), NAN), s = cli_jv_num(cli_jv_get(age, "std"), NAN);
+  ASSERT_NEAR(m - s, lo, 1e-9);
+  ASSERT_NEAR(m + s, hi, 1e-9 * hi);
+  ASSERT_MSG(short_history > 0, "no validation engine is cut before cycle 60: the case is not covered");
+  const cli_jv_t *opt = cli_jv_get(cli_jv_get(cfg, "provenance"), "options");
+  ASSERT_EQ(cli_jv_get(opt, "age")->kind, CLI_JV_BOOL);
+
+  static const char *const parts[] = {"validation", "test"};
+  for (int p = 0; p < 2; p++) {
+    snprintf(args, sizeof(args), "eval --task fault-cmapss --model %s --data %s --split %s --json",
+             model, data, parts[p]);
+    cli_test_sluice_json(args, &ev);
+    const double want = cli_jv_num(cli_jv_get(cli_jv_get(&tr, parts[p]), "rmse"), NAN);
+    ASSERT(want > 1 && want < 100);
+    ASSERT_NEAR(cli_jv_num(cli_jv_get(cli_jv_get(&ev, "metrics"), "rmse"), NAN), want, 1e-9);
+    cli_jv_free(&ev);
+  }
+  free(part);
+  free(cut);
+  cli_table_close(&t);
+  cli_jv_free(&card);
+  cli_jv_free(&tr);
+}
+
 TEST(bad_sensor_options) {
   char data[512], args[2048];
   static char out[65536];
   cli_test_data(data, sizeof(data), "fault/cmapss/train_FD001.txt");
   const char *bad[] = {"--min-corr 1", "--min-corr -0.1", "--min-corr x", "--scale range",
-                       "--ema 1", "--ema -0.5"};
+                       "--ema 1", "--ema -0.5", "--pool bag", "--pool flat"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     snprintf(args, sizeof(args), "train --task fault-cmapss --data %s --out %s/x.st %s", data,
              tmpdir, bad[i]);
@@ -151,5 +218,11 @@ TEST(bad_sensor_options) {
   snprintf(args, sizeof(args), "train --task fault-ai4i --data %s --out %s/x.st --min-corr 0.1",
            data, tmpdir);
   ASSERT_EQ(run(out, sizeof(out), args), 2);
+  const char *sensor_only[] = {"--age", "--pool summary"};
+  for (size_t i = 0; i < sizeof(sensor_only) / sizeof(sensor_only[0]); i++) {
+    snprintf(args, sizeof(args), "train --task fault-ai4i --data %s --out %s/x.st %s", data,
+             tmpdir, sensor_only[i]);
+    ASSERT_MSG(run(out, sizeof(out), args) == 2, "%s was accepted for fault-ai4i", sensor_only[i]);
+  }
 }
 
