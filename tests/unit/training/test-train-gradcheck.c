@@ -8,7 +8,8 @@
  * and biases, routers (softmax and sigmoid scores, normalised and scaled gates, top-1 and
  * top-2, with the auxiliary balance loss), routed and shared experts' gate / up / down, the
  * head; under each loss (BCE with class weight, focal, cross-entropy with label smoothing, MSE,
- * Huber). The selection biases are random so that they change some choices; an entry whose
+ * Huber); the sensor pool "summary" with and without conv layers and with per-row observed
+ * steps (n_steps), whose unobserved steps must not move the loss at all. The selection biases are random so that they change some choices; an entry whose
  * perturbation changes a routing decision is skipped (top-k is not differentiable there).
  */
 #include "test.h"
@@ -45,7 +46,51 @@ typedef struct {
   const char *name;
   const char *cfg;
   moe_loss_t loss;
+  const int32_t *n_steps; /* sensor, optional: (9) observed steps per row (moe_train_data_t.n_steps) */
 } gc_case_t;
+
+/* Sensor pool "summary" with cs->n_steps: the input steps before the first one that the pooled
+ * conv steps read are not part of the model's view of the row, so changing them must leave the
+ * loss exactly as it was (not merely give a zero gradient within tolerance); changing the
+ * first step read must not. Returns how many rows were checked that way. */
+static int check_unread_steps(moe_trainer_t *tr, const moe_train_data_t *b, float *win) {
+  const moe__config_t *cfg = &tr->cfg;
+  const int T = cfg->window, C = cfg->n_channels;
+  int32_t ids[512];
+  const double l0 = loss_only(tr, b, ids, 512);
+  int rows = 0;
+  for (int r = 0; r < b->n_rows; r++) {
+    const int n = b->n_steps[r];
+    if (n == 0 || n == T) continue;
+    /* The last conv layer's steps, then back through each layer to the first input step read:
+     * output step s of a layer reads its input steps s * stride onwards. */
+    int t = T;
+    for (int l = 0; l < cfg->n_conv; l++) t = (t - cfg->conv[l].kernel) / cfg->conv[l].stride + 1;
+    int first = t - moe__sensor_pool_steps(cfg, n);
+    for (int l = cfg->n_conv - 1; l >= 0; l--) first *= cfg->conv[l].stride;
+    if (first < T - n) continue; /* too few observed steps for one conv output: the pool clamps */
+    for (int u = 0; u < T - n; u++)
+      for (int i = 0; i < C; i++) {
+        float *v = &win[((size_t)r * T + u) * C + i];
+        const float v0 = *v;
+        *v = v0 + 1.5f;
+        const double l = loss_only(tr, b, ids, 512);
+        *v = v0;
+        ASSERT_MSG(l == l0, "row %d (n_steps %d): unobserved step %d channel %d changed the loss %.17g -> %.17g", r,
+                   n, u, i, l0, l);
+      }
+    /* The first step read must count (the window's last step need not: a stride-2 layer whose
+     * input length is off by one from its kernel drops it). */
+    float *v = &win[((size_t)r * T + first) * C];
+    const float v0 = *v;
+    *v = v0 + 1.5f;
+    const double l = loss_only(tr, b, ids, 512);
+    *v = v0;
+    ASSERT_MSG(l != l0, "row %d: its first read step %d did not change the loss", r, first);
+    rows++;
+  }
+  return rows;
+}
 
 static void run_case(const gc_case_t *cs) {
   char err[256];
@@ -91,7 +136,7 @@ static void run_case(const gc_case_t *cs) {
     ntok[r] = tr->cfg.max_len > 0 ? 1 + (r * 5) % tr->cfg.max_len : 0;
     for (int i = 0; i < tr->cfg.max_len; i++) tok[r * tr->cfg.max_len + i] = (int32_t)(urand() * tr->cfg.vocab_size);
   }
-  moe_train_data_t batch = {M, num, cat, lab, tgt, win, tok, ntok};
+  moe_train_data_t batch = {M, num, cat, lab, tgt, win, tok, ntok, cs->n_steps};
   tr_cache_t c;
   double loss;
   ASSERT_OK(moe__tr_loss_grad(tr, &batch, &loss, &c));
@@ -141,6 +186,11 @@ static void run_case(const gc_case_t *cs) {
   ASSERT_OP(skipped, <, checked / 10 + 1);
   printf("  %-26s loss %.5f: %d entries of %d tensors, max relative error %.2e (%d skipped)\n", cs->name, loss,
          checked, tr->n_tensors, worst, skipped);
+  if (cs->n_steps != NULL && tr->cfg.sensor_summary) {
+    const int rows = check_unread_steps(tr, &batch, win);
+    ASSERT_OP(rows, >, 0);
+    printf("  %-26s unobserved steps leave the loss unchanged in %d rows\n", "", rows);
+  }
   free(ga);
   moe_trainer_free(tr);
 }
@@ -216,6 +266,84 @@ TEST(sensor_silu_multiclass_layernorm) {
                            "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
                   MOE_LOSS_CE};
   run_case(&cs);
+}
+
+/* Pool "summary" (each channel's last value, mean and least-squares rise over the observed
+ * steps): on the normalised channels themselves ("conv": []), and after the two conv layers of
+ * CFG_SENSOR (the second of stride 2: 12 -> 10 -> 4 steps). */
+#define CFG_SUMMARY_NO_CONV                                                                                  \
+  "\"encoder\":{\"kind\":\"sensor\",\"window\":12,\"channels\":[{\"name\":\"t\",\"mean\":0.5,\"std\":2},"        \
+  "{\"name\":\"v\",\"mean\":0,\"std\":1}],\"conv\":[],\"pool\":\"summary\"},"
+#define CFG_SUMMARY(act)                                                                                     \
+  "\"encoder\":{\"kind\":\"sensor\",\"window\":12,\"channels\":[{\"name\":\"t\",\"mean\":0.5,\"std\":2},"        \
+  "{\"name\":\"v\",\"mean\":0,\"std\":1}],\"conv\":[{\"out\":3,\"kernel\":3,\"stride\":1},"                       \
+  "{\"out\":4,\"kernel\":3,\"stride\":2}],\"activation\":\"" act "\",\"pool\":\"summary\"},"
+
+/* Observed steps of the 9 rows of a batch: one step, partial counts, 0 (all) and the whole
+ * window (12) spelt out. Through CFG_SUMMARY's convs 1, 2, 3, 5 and 7 observed steps leave one
+ * pooled step (the pool clamps to the last), 9 leaves 2 and 12 / 0 all 4. */
+static const int32_t summary_steps[9] = {1, 5, 0, 12, 3, 9, 2, 0, 7};
+
+TEST(sensor_summary_no_conv_regression) {
+  gc_case_t cs = {"summary, no conv, MSE",
+                  CFG_HEAD CFG_SUMMARY_NO_CONV
+                  "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"softmax\"}],"
+                  "\"task\":{\"kind\":\"regression\",\"labels\":[\"y1\",\"y2\"]}}",
+                  MOE_LOSS_MSE, NULL};
+  run_case(&cs);
+}
+
+TEST(sensor_summary_no_conv_n_steps_huber) {
+  gc_case_t cs = {"summary, no conv, n_steps",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_SUMMARY_NO_CONV MOE_TWO
+                  "\"task\":{\"kind\":\"regression\",\"labels\":[\"y\"]}}",
+                  MOE_LOSS_HUBER, summary_steps};
+  run_case(&cs);
+}
+
+TEST(sensor_summary_conv_stride2_binary) {
+  gc_case_t cs = {"summary, conv s2, binary",
+                  CFG_HEAD CFG_SUMMARY("gelu") MOE_TWO "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                  MOE_LOSS_BCE, NULL};
+  run_case(&cs);
+}
+
+TEST(sensor_summary_conv_n_steps_multiclass) {
+  gc_case_t cs = {"summary, conv s2, n_steps",
+                  CFG_HEAD "\"norm\":\"layernorm\"," CFG_SUMMARY("silu")
+                  "\"moe\":[{\"n_expert\":3,\"top_k\":2,\"n_shared\":1,\"d_ff\":4,\"score\":\"softmax\"}],"
+                  "\"task\":{\"kind\":\"multiclass\",\"labels\":[\"a\",\"b\",\"c\"]}}",
+                  MOE_LOSS_CE, summary_steps};
+  run_case(&cs);
+}
+
+/* A mean-pool row reads the whole window whatever n_steps says (moe_input_t.n_steps): the same
+ * rows with and without n_steps give the same loss; n_steps outside [0, window] is refused
+ * naming the row and the value. */
+TEST(sensor_mean_ignores_n_steps) {
+  char err[256];
+  moe_trainer_t *tr = NULL;
+  ASSERT_OK(moe_trainer_new(CFG_HEAD CFG_SENSOR("gelu") MOE_TWO "\"task\":{\"kind\":\"binary\",\"labels\":[\"n\",\"p\"]}}",
+                            7, NULL, &tr, err, sizeof err));
+  float win[9 * 24];
+  int32_t lab[9], ids[512];
+  for (int i = 0; i < 9 * 24; i++) win[i] = (float)(3 * urand() - 1);
+  for (int r = 0; r < 9; r++) lab[r] = r % 2;
+  moe_train_data_t b = {.n_rows = 9, .label = lab, .window = win};
+  const double l_all = loss_only(tr, &b, ids, 512);
+  b.n_steps = summary_steps;
+  ASSERT_EQ(loss_only(tr, &b, ids, 512) == l_all, 1);
+  int32_t bad[9];
+  memcpy(bad, summary_steps, sizeof bad);
+  bad[4] = 13;
+  b.n_steps = bad;
+  double loss;
+  ASSERT_EQ(moe_trainer_step(tr, &b, &loss), MOE_EDATA);
+  ASSERT_STR_CONTAINS(moe_trainer_error(tr), "row 4: n_steps is 13");
+  bad[4] = -1;
+  ASSERT_EQ(moe_trainer_step(tr, &b, &loss), MOE_EDATA);
+  ASSERT_STR_CONTAINS(moe_trainer_error(tr), "row 4: n_steps is -1");
+  moe_trainer_free(tr);
 }
 
 #define CFG_TEXT                                                                                             \
