@@ -89,6 +89,8 @@ int moe_session_attribute(moe_session_t *sess, const moe_input_t *row, int outpu
       if (f >= 0)
         for (int t = 0; t < cfg->window; t++) w[(size_t)t * cfg->n_channels + f] = cfg->channels[f].mean;
       in->window = w;
+      /* The row's observed steps too: pool "summary" reads only those (moe_input_t.n_steps). */
+      in->n_steps = row->n_steps;
     } else {
       int32_t *tok = (int32_t *)d;
       memcpy(tok, row->tokens, per_row);
