@@ -10,10 +10,11 @@ steps on fixed batches with the trainer's recipe:
   the learning rate of each step set to linear warmup then cosine decay, then the selection
   bias update bias_i += gamma * sign(mean load - load_i) outside the gradient.
 
-Run with Debian's python3 (python3-torch 1.13):  /usr/bin/python3 tests/golden/train/gen_train_golden.py
+Run with Debian's python3 (python3-torch 1.13):  /usr/bin/python3 tests/golden/train/gen_train_golden.py [case ...]
 For each case it writes tests/golden/train/fixtures/<case>.init.safetensors (the initial fp32
 model file, which the C test loads with moe_trainer_load) and <case>.io.safetensors: the batches
-("numeric" (S, m, n_num), "categorical" (S, m, n_cat), "label" (S, m) or "target" (S, m, n_t)),
+("numeric" (S, m, n_num), "categorical" (S, m, n_cat), "window" (S, m, T, C) and, for the summary
+pool, "n_steps" (S, m), "tokens" / "n_tokens", "label" (S, m) or "target" (S, m, n_t)),
 "loss" (S) the loss of each step before its update, and "final.<tensor>" the parameters after
 the S steps, with the options as JSON in __metadata__["opts"].
 
@@ -62,6 +63,19 @@ def sensor_config(name):
     return c
 
 
+def sensor_summary_config(name):
+    """Pool "summary" (MODEL_FORMAT.md) after a stride-2 conv stack (12 -> 10 -> 4 steps), on rows
+    with observed steps n_steps (io "n_steps"): 0 (all), 1, partial counts and the window."""
+    c = base_config(name, "rmsnorm",
+                    [{"n_expert": 4, "top_k": 2, "n_shared": 1, "d_ff": 6, "score": "sigmoid"}],
+                    {"kind": "regression", "labels": ["rul", "health"]})
+    c["encoder"] = {"kind": "sensor", "window": 12,
+                    "channels": [{"name": "temp", "mean": 60.0, "std": 5.0}, {"name": "vib", "mean": 0.0, "std": 2.0}],
+                    "conv": [{"out": 4, "kernel": 3, "stride": 1}, {"out": 5, "kernel": 3, "stride": 2}],
+                    "activation": "silu", "pool": "summary"}
+    return c
+
+
 def text_config(name):
     c = base_config(name, "rmsnorm",
                     [{"n_expert": 4, "top_k": 2, "n_shared": 1, "d_ff": 6, "score": "sigmoid", "route_scale": 1.5}],
@@ -91,6 +105,7 @@ CASES = {
         {"loss": "huber", "huber_delta": 0.5}),
     "sensor-ce": (sensor_config("sensor-ce"), {"loss": "ce", "label_smoothing": 0.0}),
     "text-bce": (text_config("text-bce"), {"loss": "bce", "pos_weight": 1.0}),
+    "sensor-summary-huber": (sensor_summary_config("sensor-summary-huber"), {"loss": "huber", "huber_delta": 0.5}),
 }
 
 COMMON_OPTS = {"lr": 0.01, "min_lr": 0.001, "warmup_steps": 2, "total_steps": STEPS, "beta1": 0.9,
@@ -135,7 +150,7 @@ class Model:
                 P[f"enc.conv.{i}.weight"] = rng.standard_normal((c["out"], c_in, c["kernel"])) / np.sqrt(c_in * c["kernel"])
                 P[f"enc.conv.{i}.bias"] = 0.1 * rng.standard_normal(c["out"])
                 c_in = c["out"]
-            lin("enc.in", d, c_in, True)
+            lin("enc.in", d, 3 * c_in if enc.get("pool") == "summary" else c_in, True)
         else:
             P["enc.tok.weight"] = rng.standard_normal((enc["vocab_size"], d))
             P["enc.pos.weight"] = 0.3 * rng.standard_normal((enc["max_len"], d))
@@ -194,6 +209,35 @@ class Model:
             outs.append(torch.softmax(sc, dim=-1) @ v[:, hd * dh:(hd + 1) * dh])
         return torch.cat(outs, dim=1)
 
+    def first_pooled(self, n):
+        """The first of the last conv layer's steps whose inputs were all observed, when the window's
+        last n steps were (0: all): output step s of a layer reads its input steps s * stride onwards;
+        at least the last step."""
+        enc = self.cfg["encoder"]
+        t = enc["window"]
+        first = t - n if 0 < n < t else 0
+        for c in enc["conv"]:
+            t_out = (t - c["kernel"]) // c["stride"] + 1
+            first = min(-(-first // c["stride"]), t_out - 1)
+            t = t_out
+        return first
+
+    def summary(self, x, n_steps):
+        """x (m, C, t) -> (m, 3C): [last, mean, (t - 1) * least-squares slope] over each row's pooled steps."""
+        t = x.shape[2]
+        rows = []
+        for r in range(x.shape[0]):
+            first = self.first_pooled(int(n_steps[r]) if n_steps is not None else 0)
+            xs = x[r, :, first:]
+            s = torch.arange(first, t, dtype=torch.float64)
+            if xs.shape[1] > 1:
+                sc = s - s.mean()
+                slope = ((xs - xs.mean(dim=1, keepdim=True)) * sc).sum(dim=1) / (sc * sc).sum()
+            else:
+                slope = torch.zeros(x.shape[1])
+            rows.append(torch.cat([x[r, :, t - 1], xs.mean(dim=1), (t - 1) * slope]))
+        return torch.stack(rows)
+
     def encode(self, inp):
         P, enc = self.P, self.cfg["encoder"]
         if enc["kind"] == "tabular":
@@ -211,6 +255,8 @@ class Model:
             for i, c in enumerate(enc["conv"]):
                 x = F.conv1d(x, P[f"enc.conv.{i}.weight"], P[f"enc.conv.{i}.bias"], stride=c["stride"])
                 x = F.silu(x) if enc.get("activation", "gelu") == "silu" else F.gelu(x)
+            if enc.get("pool") == "summary":
+                return F.linear(self.summary(x, inp.get("n_steps")), P["enc.in.weight"], P["enc.in.bias"])
             return F.linear(x.mean(dim=2), P["enc.in.weight"], P["enc.in.bias"])
         out = []
         for r in range(inp["tokens"].shape[0]):
@@ -291,6 +337,12 @@ def run(name, cfg, extra, seed):
         mean = np.array([c["mean"] for c in enc["channels"]])
         std = np.array([c["std"] for c in enc["channels"]])
         io["window"] = (mean + std * rng.standard_normal((STEPS, ROWS, enc["window"], len(mean)))).astype(np.float32)
+        if enc.get("pool") == "summary":
+            # Each batch: all (0), one step, the whole window, and random partial counts.
+            T = enc["window"]
+            n = rng.integers(2, T, (STEPS, ROWS))
+            n[:, 0], n[:, 1], n[:, 2] = 0, 1, T
+            io["n_steps"] = n.astype(np.int32)
     else:
         lens = rng.integers(1, enc["max_len"] + 1, (STEPS, ROWS)).astype(np.int32)
         toks = rng.integers(2, enc["vocab_size"], (STEPS, ROWS, enc["max_len"])).astype(np.int32)
@@ -331,8 +383,12 @@ def run(name, cfg, extra, seed):
 
 
 def main():
+    """Writes every case's fixtures, or only those of the cases named on the command line."""
     os.makedirs(OUT, exist_ok=True)
+    only = sys.argv[1:]
     for name, (cfg, extra) in CASES.items():
+        if only and name not in only:
+            continue
         for seed in range(100, 200):
             o, init, io, lab, tgt, losses, model, margin = run(name, cfg, extra, seed)
             if margin > ROUTE_MARGIN:

@@ -1,6 +1,6 @@
 /*
  * Agreement with PyTorch: tests/golden/train/gen_train_golden.py trains the same models (tabular
- * with three losses, sensor, text)
+ * with three losses, sensor with pool "mean" and with pool "summary" on rows of n_steps, text)
  * (float64 autograd, torch.optim.AdamW, clip_grad_norm_, the warmup + cosine schedule, the
  * balance loss and the selection-bias update) for a few steps from a given fp32 model file on
  * given batches. The C trainer loads that file, runs the same steps in float32, and must report
@@ -66,7 +66,7 @@ static void run_case(const char *name) {
   ASSERT_MSG(rc == MOE_OK, "%s: %s", init, err);
   const moe_st_tensor_t *num = moe_st_tensor_find(io, "numeric"), *cat = moe_st_tensor_find(io, "categorical");
   const moe_st_tensor_t *win = moe_st_tensor_find(io, "window"), *tok = moe_st_tensor_find(io, "tokens");
-  const moe_st_tensor_t *ntok = moe_st_tensor_find(io, "n_tokens");
+  const moe_st_tensor_t *ntok = moe_st_tensor_find(io, "n_tokens"), *nst = moe_st_tensor_find(io, "n_steps");
   const moe_st_tensor_t *lab = moe_st_tensor_find(io, "label"), *tgt = moe_st_tensor_find(io, "target");
   const moe_st_tensor_t *loss = moe_st_tensor_find(io, "loss");
   ASSERT(((num && cat) || win || (tok && ntok)) && loss && (lab || tgt));
@@ -85,7 +85,8 @@ static void run_case(const char *name) {
                           tgt ? (const float *)tgt->data + r0 * nt : NULL,
                           win ? (const float *)win->data + r0 * nw : NULL,
                           tok ? (const int32_t *)tok->data + r0 * nk : NULL,
-                          ntok ? (const int32_t *)ntok->data + r0 : NULL};
+                          ntok ? (const int32_t *)ntok->data + r0 : NULL,
+                          nst ? (const int32_t *)nst->data + r0 : NULL};
     double l;
     ASSERT_OK(moe_trainer_step(tr, &b, &l));
     const double want = ((const float *)loss->data)[t];
@@ -139,3 +140,5 @@ TEST(multiclass_ce) { run_case("multiclass-ce"); }
 TEST(regression_huber) { run_case("regression-huber"); }
 TEST(sensor_ce) { run_case("sensor-ce"); }
 TEST(text_bce) { run_case("text-bce"); }
+/* Pool "summary" after a stride-2 conv stack, on rows of observed steps 0, 1, partial and all. */
+TEST(sensor_summary_huber) { run_case("sensor-summary-huber"); }
