@@ -1,9 +1,10 @@
 /*
  * The fault modules against the shipped models and real data: C-MAPSS FD001 readings of one
- * engine, packed as the replay tool sends them (one cycle per minute, a few arriving out of
- * order), go through decode, the window (channels by the model's names) and the
- * fault-cmapss model; every ready window must equal the file's last T cycles read directly,
- * and the predicted remaining useful life must fall as the engine wears out. AI4I rows go
+ * engine, packed as the replay tool sends them (one cycle per minute, sequence = the file's
+ * cycle, a few arriving out of order), go through decode, the window (channels by the model's
+ * names; the age channel "cycle" is the reading's sequence) and the fault-cmapss model; every
+ * ready window must equal the file's last T cycles read directly, by name, and the predicted
+ * remaining useful life must fall as the engine wears out. AI4I rows go
  * through the tabular input map built from fault-ai4i's own input names and Type vocabulary,
  * and must score exactly as the same row built by column position.
  */
@@ -36,13 +37,15 @@ static FILE *open_data(const char *rel) {
   return f;
 }
 
-/* Packs a reading as an envelope and decodes it back through wk_fault_decode. */
+/* Packs a reading (with *seq as its sequence, none when NULL) as an envelope and decodes it
+ * back through wk_fault_decode. */
 static Sluice__V1__Envelope *roundtrip(const char *device, const char *type, int64_t t,
-                                       const char *const *names, const double *vals, int n) {
+                                       const int64_t *seq, const char *const *names,
+                                       const double *vals, int n) {
   char id[64];
   uint8_t buf[4096];
   snprintf(id, sizeof id, "%s-%lld", device, (long long)t);
-  size_t len = test_pack_reading(id, device, type, t, names, vals, n, buf, sizeof buf);
+  size_t len = test_pack_reading_seq(id, device, type, t, seq, names, vals, n, buf, sizeof buf);
   wk_reject_t rej;
   Sluice__V1__Envelope *out = wk_fault_decode(buf, len, sizeof buf, &rej);
   ASSERT_MSG(out != NULL, "%s", rej.detail);
@@ -53,15 +56,30 @@ TEST(cmapss_windows_and_rul) {
   moe_model_t *m = load("fault-cmapss.safetensors");
   ASSERT_EQ(moe_model_encoder(m), MOE_ENCODER_SENSOR);
   int T = moe_model_sensor_window(m), C = moe_model_sensor_channels(m);
-  ASSERT_EQ(C, 24);
-  const char *names[24];
-  for (int c = 0; c < C; c++) names[c] = moe_model_sensor_channel_name(m, c);
   /* The file's columns: unit, cycle, setting_1..3, sensor_1..21. */
   static const char *const file_names[24] = {
       "setting_1", "setting_2", "setting_3", "sensor_1", "sensor_2", "sensor_3", "sensor_4",
       "sensor_5", "sensor_6", "sensor_7", "sensor_8", "sensor_9", "sensor_10", "sensor_11",
       "sensor_12", "sensor_13", "sensor_14", "sensor_15", "sensor_16", "sensor_17", "sensor_18",
       "sensor_19", "sensor_20", "sensor_21"};
+  /* Each model channel is a file column (col[c]) or the age channel (col[c] = -1), once. */
+  ASSERT(C >= 1 && C <= 24 + 1);
+  const char *names[24 + 1];
+  int col[24 + 1], n_age = 0;
+  for (int c = 0; c < C; c++) {
+    names[c] = moe_model_sensor_channel_name(m, c);
+    col[c] = -1;
+    for (int k = 0; k < 24; k++)
+      if (strcmp(file_names[k], names[c]) == 0) col[c] = k;
+    for (int j = 0; j < c; j++)
+      ASSERT_MSG(strcmp(names[j], names[c]) != 0, "channel %s twice", names[c]);
+    if (col[c] < 0) {
+      ASSERT_MSG(strcmp(names[c], WK_FAULT_AGE_CHANNEL) == 0,
+                 "model channel %d \"%s\" is neither a column of train_FD001 nor \"%s\"", c,
+                 names[c], WK_FAULT_AGE_CHANNEL);
+      n_age++;
+    }
+  }
   FILE *f = open_data("fault/cmapss/train_FD001.txt");
   enum { MAXC = 400 };
   static double rows[MAXC][24];
@@ -72,7 +90,8 @@ TEST(cmapss_windows_and_rul) {
     n++;
   }
   fclose(f);
-  ASSERT_OP(n, >, 100);
+  /* enough windows that the first and last 20 do not overlap */
+  ASSERT_MSG(n >= T + 40, "unit 1 has %d cycles, the model's window is %d", n, T);
 
   wk_fault_window_cfg_t cfg = {.length = (size_t)T, .stride = 1, .period_ms = MIN,
                                .tolerance_ms = 5000, .lateness_ms = 3 * MIN, .max_fill = 2,
@@ -83,8 +102,23 @@ TEST(cmapss_windows_and_rul) {
   ASSERT_OK(wk_fault_window_init(&w, &cfg));
   moe_session_t *sess;
   ASSERT_OK(moe_session_new(m, 2, &sess));
-  float *win = malloc((size_t)T * (size_t)C * sizeof *win), *ref = malloc((size_t)T * (size_t)C * sizeof *ref);
-  ASSERT(win != NULL && ref != NULL);
+  float *win = malloc((size_t)T * (size_t)C * sizeof *win);
+  float *ref = malloc((size_t)T * (size_t)C * sizeof *ref);
+  float *vals = malloc((size_t)C * sizeof *vals);
+  int64_t *times = malloc((size_t)T * sizeof *times);
+  ASSERT(win != NULL && ref != NULL && vals != NULL && times != NULL);
+
+  /* A reading without a sequence is refused when the model reads the age channel, saying so. */
+  if (n_age > 0) {
+    Sluice__V1__Envelope *env = roundtrip("train_FD001-unit-1", NULL, T0, NULL, file_names,
+                                          rows[0], 24);
+    wk_reject_t rej;
+    ASSERT(!wk_fault_window_values(&cfg, env->sensor_reading, vals, &rej));
+    ASSERT_EQ(rej.reason, WK_REJECT_INVALID);
+    ASSERT_STR_CONTAINS(rej.detail, "no sequence");
+    sluice__v1__envelope__free_unpacked(env, NULL);
+  }
+
   /* Arrival order: cycles 10k+3 and 10k+4 swapped, so every tenth pair comes out of order. */
   int order[MAXC];
   for (int i = 0; i < n; i++) order[i] = i;
@@ -96,32 +130,31 @@ TEST(cmapss_windows_and_rul) {
   int n_ready = 0, n_early = 0, n_late = 0, n_filled = 0;
   for (int k = 0; k < n; k++) {
     int i = order[k];
+    int64_t seq = i + 1; /* the file's cycle, as sluice replay sends it */
     Sluice__V1__Envelope *env = roundtrip("train_FD001-unit-1", NULL, T0 + (int64_t)(i + 1) * MIN,
-                                          file_names, rows[i], 24);
-    float vals[24];
+                                          &seq, file_names, rows[i], 24);
     wk_reject_t rej;
-    ASSERT(wk_fault_window_values(&cfg, env->sensor_reading, vals, &rej));
+    ASSERT_MSG(wk_fault_window_values(&cfg, env->sensor_reading, vals, &rej), "%s", rej.detail);
     bool ready;
     ASSERT_EQ(wk_fault_window_add(&w, &cfg, env->event_time_ms, vals, &ready, NULL, 0),
               WK_FAULT_WIN_OK);
     sluice__v1__envelope__free_unpacked(env, NULL);
     if (!ready) continue;
     n_ready++;
-    /* The window = the file's T cycles ending at the newest cycle seen, by column name; a
-     * cycle not arrived yet (the early half of a swap) is the previous cycle forward-filled. */
+    /* The window = the file's T cycles ending at the newest cycle seen, by channel name (the
+     * age channel: the cycle's sequence); a cycle not arrived yet (the early half of a swap) is
+     * the previous cycle forward-filled, its cycle count included. */
     int newest = (int)((w.watermark - T0) / MIN) - 1;
-    int64_t times[64];
-    ASSERT(T <= 64);
     ASSERT_EQ(wk_fault_window_copy(&w, win, times), (size_t)T);
     for (int t = 0; t < T; t++) {
       int cyc = newest - T + 1 + t;
       ASSERT_EQ(times[t], T0 + (int64_t)(cyc + 1) * MIN);
       n_filled += w.filled[t];
+      int r = w.filled[t] ? cyc - 1 : cyc;
       for (int c = 0; c < C; c++) {
-        int col = 0;
-        while (strcmp(file_names[col], names[c]) != 0) col++;
-        ref[t * C + c] = (float)rows[w.filled[t] ? cyc - 1 : cyc][col];
-        ASSERT_EQ(win[t * C + c], ref[t * C + c]);
+        ref[t * C + c] = col[c] < 0 ? (float)(r + 1) : (float)rows[r][col[c]];
+        ASSERT_MSG(win[t * C + c] == ref[t * C + c], "window at cycle %d: step %d %s = %g, file %g",
+                   newest + 1, t, names[c], (double)win[t * C + c], (double)ref[t * C + c]);
       }
     }
     moe_input_t in[2] = {{.window = win}, {.window = ref}};
@@ -140,14 +173,17 @@ TEST(cmapss_windows_and_rul) {
   ASSERT_OP(n_ready, <=, n - T + 1);
   ASSERT_OP(n_filled, >, 0);
   ASSERT_EQ(w.n_filled, (uint64_t)((n - 5) / 10 + 1));
+  ASSERT(n_early > 0 && n_late > 0);
   rul_early /= n_early;
   rul_late /= n_late;
-  printf("unit 1: %d cycles, %d windows (%d filled slots seen); predicted RUL %.1f over the first 20, %.1f over the "
-         "last 20 (true 0..19)\n",
-         n, n_ready, n_filled, rul_early, rul_late);
+  printf("unit 1: %d cycles, window %d x %d channels, %d windows (%d filled slots seen); predicted "
+         "RUL %.1f over the first 20, %.1f over the last 20 (true 0..19)\n",
+         n, T, C, n_ready, n_filled, rul_early, rul_late);
   ASSERT_OP(rul_late, <, rul_early - 30);
   free(win);
   free(ref);
+  free(vals);
+  free(times);
   moe_session_free(sess);
   wk_fault_window_close(&w);
   moe_model_free(m);
@@ -186,7 +222,7 @@ TEST(ai4i_inputs_by_name) {
     ASSERT_EQ(sscanf(line, "%d,%31[^,],%7[^,],%lf,%lf,%lf,%lf,%lf", &udi, pid, type, &v[0], &v[1],
                      &v[2], &v[3], &v[4]),
               8);
-    Sluice__V1__Envelope *env = roundtrip(pid, type, T0 + (int64_t)udi * MIN, cols, v, 5);
+    Sluice__V1__Envelope *env = roundtrip(pid, type, T0 + (int64_t)udi * MIN, NULL, cols, v, 5);
     float x[5], direct[5];
     int32_t c[1], cdirect[1] = {-1};
     wk_reject_t rej;
