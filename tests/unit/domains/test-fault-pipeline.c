@@ -9,10 +9,11 @@
  *     transitions with stable ids; every stored score equals the model's score of the stored
  *     input, recomputed here.
  *   - C-MAPSS engines run to failure and then restarted healthy: every stored window equals the
- *     file's last T cycles; an interrupted run (pipeline dropped mid-stream, state restored from
- *     fault_state, the last committed records delivered again) ends with the same results,
- *     outbox and state, byte for byte, as an uninterrupted one, and the re-delivered records
- *     are not folded twice.
+ *     file's last T cycles, channel by channel by the model's names (its age channel "cycle" is
+ *     the reading's sequence, the file's cycle); an interrupted run (pipeline dropped
+ *     mid-stream, state restored from fault_state, the last committed records delivered
+ *     again) ends with the same results, outbox and state, byte for byte, as an uninterrupted
+ *     one, and the re-delivered records are not folded twice.
  *   - Window refusals (late, duplicate) are dead-lettered with their reason, or counted and
  *     skipped; undecodable records are rejected; models that do not fit are refused.
  */
@@ -48,6 +49,7 @@ static moe_model_t *load_model(const char *name) {
   return m;
 }
 
+/* The columns of train_FD001.txt after unit and cycle, which the readings carry as channels. */
 static const char *const cm_names[24] = {
     "setting_1", "setting_2", "setting_3", "sensor_1",  "sensor_2",  "sensor_3",
     "sensor_4",  "sensor_5",  "sensor_6",  "sensor_7",  "sensor_8",  "sensor_9",
@@ -115,11 +117,13 @@ typedef struct rec_s {
   char id[64];
 } rec_t;
 
+/* A reading with sequence *seq (none when NULL) into r (r->buf is the caller's to free). */
 static void pack_reading(rec_t *r, const char *event_id, const char *device, const char *type,
-                         int64_t t, const char *const *names, const double *vals, int n) {
+                         int64_t t, const int64_t *seq, const char *const *names,
+                         const double *vals, int n) {
   uint8_t buf[4096];
   snprintf(r->id, sizeof r->id, "%s", event_id);
-  r->len = test_pack_reading(r->id, device, type, t, names, vals, n, buf, sizeof buf);
+  r->len = test_pack_reading_seq(r->id, device, type, t, seq, names, vals, n, buf, sizeof buf);
   r->buf = malloc(r->len);
   ASSERT_NOT_NULL(r->buf);
   memcpy(r->buf, buf, r->len);
@@ -343,9 +347,15 @@ static int check_scores(fx_t *fx, const char *model, int n_numeric) {
   moe_session_t *sess;
   ASSERT_OK(moe_session_new(mm, 1, &sess));
   PGresult *res = fx_query(fx, "SELECT event_id, score, input::text FROM \"%s\".fault_results");
-  static float in[24 * 64];
+  /* room for one value more than the model takes, so that a longer input is seen as such */
+  size_t max = moe_model_encoder(mm) == MOE_ENCODER_TABULAR
+                   ? (size_t)(n_numeric + moe_model_n_categorical(mm))
+                   : (size_t)moe_model_sensor_window(mm) * (size_t)moe_model_sensor_channels(mm);
+  max++;
+  float *in = malloc(max * sizeof *in);
+  ASSERT_NOT_NULL(in);
   for (int i = 0; i < PQntuples(res); i++) {
-    size_t n = parse_reals(PQgetvalue(res, i, 2), in, sizeof in / sizeof in[0]);
+    size_t n = parse_reals(PQgetvalue(res, i, 2), in, max);
     moe_input_t row = {0};
     int32_t cat[8];
     if (moe_model_encoder(mm) == MOE_ENCODER_TABULAR) {
@@ -369,6 +379,7 @@ static int check_scores(fx_t *fx, const char *model, int n_numeric) {
   }
   int n = PQntuples(res);
   PQclear(res);
+  free(in);
   moe_session_free(sess);
   moe_model_free(mm);
   return n;
@@ -425,7 +436,7 @@ TEST(ai4i_alert_fires_once_and_clears_with_hysteresis) {
     int r = seq[i] == 'H' ? h : seq[i] == 'L' ? l : mid;
     char id[32];
     snprintf(id, sizeof id, "ai-%02d", i);
-    pack_reading(&recs[i], id, "M-DEV-1", rows[r].type, T0 + i * MIN, ai_names, rows[r].v, 5);
+    pack_reading(&recs[i], id, "M-DEV-1", rows[r].type, T0 + i * MIN, NULL, ai_names, rows[r].v, 5);
     recs[i].partition = 0;
     recs[i].offset = 100 + i;
   }
@@ -497,7 +508,8 @@ TEST(ai4i_alert_fires_once_and_clears_with_hysteresis) {
   /* The device moves to another partition (re-partitioned topic) with lower offsets: its next
    * reading is new, not a replay, and the state row follows it. */
   rec_t moved;
-  pack_reading(&moved, "ai-moved", "M-DEV-1", rows[l].type, T0 + n * MIN, ai_names, rows[l].v, 5);
+  pack_reading(&moved, "ai-moved", "M-DEV-1", rows[l].type, T0 + n * MIN, NULL, ai_names,
+               rows[l].v, 5);
   moved.partition = 1;
   moved.offset = 3;
   ASSERT_EQ(fx_batch(&fx, &moved, 1, NULL), 1u);
@@ -516,7 +528,18 @@ TEST(ai4i_alert_fires_once_and_clears_with_hysteresis) {
 
 /* ---- C-MAPSS: windows, restore identical to an uninterrupted run ---------------------------------- */
 
-enum { CM_DEVS = 2, CM_TAIL = 45, CM_HEALTHY = 30, CM_PER_DEV = CM_TAIL + CM_HEALTHY };
+/* CM_TAIL cycles before the overhaul: the shipped model's window (100) plus about 50 scored
+ * cycles, the last 40 or so of them under the alert's 40 cycles of life (units 1 and 2 have 192
+ * and 287 cycles). CM_DROP: where run B crashes, late in the run to failure (alerts firing),
+ * between the two devices' readings of one cycle. */
+enum {
+  CM_DEVS = 2,
+  CM_TAIL = 150,
+  CM_HEALTHY = 30,
+  CM_PER_DEV = CM_TAIL + CM_HEALTHY,
+  CM_DROP = CM_DEVS * (CM_TAIL - 4) + 1,
+  CM_REPLAY = 10
+};
 
 typedef struct cm_stream_s {
   rec_t recs[CM_DEVS * CM_PER_DEV];
@@ -528,13 +551,45 @@ typedef struct cm_stream_s {
 static double cm_rows[CM_DEVS][400][24];
 static int cm_len[CM_DEVS];
 
+/* A C-MAPSS reading of file row `row` (0-based) carrying the row's cycle (row + 1) as its
+ * sequence, as sluice replay sends it. */
+static void cm_pack(rec_t *r, const char *event_id, const char *device, int64_t t, int row,
+                    const double *vals) {
+  int64_t seq = row + 1;
+  pack_reading(r, event_id, device, NULL, t, &seq, cm_names, vals, 24);
+}
+
+/* Where each of the model's C channels comes from: col[c] is the file column (cm_names) of
+ * the same name, or -1 for the age channel "cycle" (the reading's sequence). Fails the test for
+ * any other name, or a name twice. */
+static void cm_channels(const moe_model_t *mm, int *col, int C) {
+  for (int c = 0; c < C; c++) {
+    const char *name = moe_model_sensor_channel_name(mm, c);
+    col[c] = -1;
+    for (int k = 0; k < 24; k++)
+      if (strcmp(cm_names[k], name) == 0) col[c] = k;
+    ASSERT_MSG(col[c] >= 0 || strcmp(name, "cycle") == 0,
+               "model channel %d \"%s\" is neither a column of train_FD001 nor \"cycle\"", c,
+               name);
+    for (int j = 0; j < c; j++)
+      ASSERT_MSG(strcmp(moe_model_sensor_channel_name(mm, j), name) != 0, "channel %s twice",
+                 name);
+  }
+}
+
 /* Each engine's last CM_TAIL cycles (run to failure), then, after an overhaul, its first
- * CM_HEALTHY cycles again with later times: a failing engine, then a healthy one. Devices
- * interleave by time; device d is on partition d. */
+ * CM_HEALTHY cycles again with later times: a failing engine, then a healthy one. Each reading
+ * carries its file row's cycle as its sequence, so the count restarts at 1 after the overhaul:
+ * the sequence counts cycles since the engine (re)entered service, as the file's cycle column
+ * (and so the model's "cycle" channel) does for each run. Devices interleave by time; device d
+ * is on partition d. */
 static void cm_stream(cm_stream_t *s) {
   int64_t off[CM_DEVS] = {0};
   s->n = 0;
-  for (int d = 0; d < CM_DEVS; d++) cm_len[d] = cmapss_unit(d + 1, cm_rows[d], 400);
+  for (int d = 0; d < CM_DEVS; d++) {
+    cm_len[d] = cmapss_unit(d + 1, cm_rows[d], 400);
+    ASSERT_OP(cm_len[d], >=, CM_TAIL);
+  }
   for (int k = 0; k < CM_PER_DEV; k++)
     for (int d = 0; d < CM_DEVS; d++) {
       int row = k < CM_TAIL ? cm_len[d] - CM_TAIL + k : k - CM_TAIL;
@@ -542,7 +597,7 @@ static void cm_stream(cm_stream_t *s) {
       snprintf(id, sizeof id, "cm-%d-%03d", d, k);
       snprintf(dev, sizeof dev, "engine-%d", d + 1);
       rec_t *r = &s->recs[s->n];
-      pack_reading(r, id, dev, NULL, T0 + k * MIN, cm_names, cm_rows[d][row], 24);
+      cm_pack(r, id, dev, T0 + k * MIN, row, cm_rows[d][row]);
       r->partition = d;
       r->offset = off[d]++;
       s->cycle[s->n] = row;
@@ -619,8 +674,12 @@ TEST(cmapss_windows_alerts_and_restore_identical) {
   cm_settings(&set);
   moe_model_t *mm = load_model("fault-cmapss.safetensors");
   int T = moe_model_sensor_window(mm), C = moe_model_sensor_channels(mm);
-  for (int c = 0; c < C; c++) ASSERT_STR_EQ(moe_model_sensor_channel_name(mm, c), cm_names[c]);
+  int col[64];
+  ASSERT(C >= 1 && C <= 64);
+  cm_channels(mm, col, C);
   moe_model_free(mm);
+  /* enough scored cycles before the overhaul for the alert to fire, and B's crash among them */
+  ASSERT_MSG(T + 20 <= CM_TAIL && CM_DROP - CM_REPLAY > CM_DEVS * T, "window %d too long", T);
 
   /* A: uninterrupted, batches of 7. */
   fx_t a;
@@ -628,26 +687,33 @@ TEST(cmapss_windows_alerts_and_restore_identical) {
   cm_run(&a, &s, 0, s.n, 7);
 
   /* Every reading from the T-th of each run on is scored once (in order, no gaps, stride 1;
-   * the overhaul is a 1-minute step in time, so the window continues across it). */
+   * the overhaul is a 1-minute step in time, so the window continues across it, old cycles
+   * and new ones side by side). */
   ASSERT_EQ(a.n_results, CM_DEVS * (CM_PER_DEV - T + 1));
   /* Each stored window is the file's T rows ending at the reading's cycle. */
   PGresult *res = fx_query(&a, "SELECT event_id, input::text, extract(epoch FROM event_time - "
                                "window_start)::int, kind FROM \"%s\".fault_results");
-  static float win[24 * 64];
+  size_t max = (size_t)T * (size_t)C + 1;
+  float *win = malloc(max * sizeof *win);
+  ASSERT_NOT_NULL(win);
   for (int i = 0; i < PQntuples(res); i++) {
     int d, k;
     ASSERT_EQ(sscanf(PQgetvalue(res, i, 0), "cm-%d-%d", &d, &k), 2);
-    ASSERT_EQ(parse_reals(PQgetvalue(res, i, 1), win, sizeof win / sizeof win[0]),
-              (size_t)(T * C));
+    ASSERT_EQ(parse_reals(PQgetvalue(res, i, 1), win, max), (size_t)(T * C));
     ASSERT_EQ(atoi(PQgetvalue(res, i, 2)), (T - 1) * 60);
     ASSERT_STR_EQ(PQgetvalue(res, i, 3), "rul");
     for (int t = 0; t < T; t++) {
       int kk = k - T + 1 + t;
       int row = kk < CM_TAIL ? cm_len[d] - CM_TAIL + kk : kk - CM_TAIL;
-      for (int c = 0; c < C; c++) ASSERT_EQ(win[t * C + c], (float)cm_rows[d][row][c]);
+      for (int c = 0; c < C; c++) {
+        float want = col[c] < 0 ? (float)(row + 1) : (float)cm_rows[d][row][col[c]];
+        ASSERT_MSG(win[t * C + c] == want, "%s: window[%d] channel %d = %g, file %g",
+                   PQgetvalue(res, i, 0), t, c, (double)win[t * C + c], (double)want);
+      }
     }
   }
   PQclear(res);
+  free(win);
   ASSERT_EQ(check_scores(&a, "fault-cmapss.safetensors", 0), (int)a.n_results);
   /* The scenario does what it is for: each engine's alert fired near its end and cleared
    * after the overhaul, once each. */
@@ -661,12 +727,12 @@ TEST(cmapss_windows_alerts_and_restore_identical) {
   }
   PQclear(res);
 
-  /* B: the same stream, the pipeline dropped after 83 records (a crash: memory lost), state
-   * restored from PostgreSQL, then the last committed batch's records delivered again before
-   * the rest (in batches of another size). */
+  /* B: the same stream, the pipeline dropped after CM_DROP records (a crash: memory lost),
+   * state restored from PostgreSQL, then the last CM_REPLAY committed records delivered again
+   * before the rest (in batches of another size). */
   fx_t b;
   fx_open(&b, "cmb", "fault-cmapss.safetensors", &set);
-  cm_run(&b, &s, 0, 83, 5);
+  cm_run(&b, &s, 0, CM_DROP, 5);
   wk_fault_counts_t before;
   wk_fault_pipeline_counts(b.p, &before);
   fx_drop_pipeline(&b);
@@ -675,11 +741,11 @@ TEST(cmapss_windows_alerts_and_restore_identical) {
   wk_fault_counts_t cnt;
   wk_fault_pipeline_counts(b.p, &cnt);
   ASSERT_EQ(cnt.devices, (size_t)CM_DEVS);
-  cm_run(&b, &s, 73, s.n, 11);
+  cm_run(&b, &s, CM_DROP - CM_REPLAY, s.n, 11);
   wk_fault_pipeline_counts(b.p, &cnt);
-  ASSERT_EQ(cnt.replayed, 10u); /* records 73..82 were already folded */
-  ASSERT_EQ(cnt.window[WK_FAULT_WIN_OK], (uint64_t)(s.n - 83));
-  ASSERT_EQ(before.window[WK_FAULT_WIN_OK], 83u);
+  ASSERT_EQ(cnt.replayed, (uint64_t)CM_REPLAY); /* those records were already folded */
+  ASSERT_EQ(cnt.window[WK_FAULT_WIN_OK], (uint64_t)(s.n - CM_DROP));
+  ASSERT_EQ(before.window[WK_FAULT_WIN_OK], (uint64_t)CM_DROP);
 
   const char *const qs[3] = {q_results, q_outbox, q_state};
   for (int q = 0; q < 4; q++) {
@@ -724,27 +790,27 @@ static void late_dup(int policy) {
   fx_t fx;
   fx_open(&fx, policy == WK_FAULT_LATE_DLQ ? "ld" : "lc", "fault-cmapss.safetensors", &set);
   static double rows[400][24];
-  cmapss_unit(3, rows, 400);
+  ASSERT_OP(cmapss_unit(3, rows, 400), >, N + 6);
   static rec_t recs[128];
   ASSERT_OP(N + 3, <=, 128);
   for (int i = 0; i < N; i++) {
     char id[32];
     snprintf(id, sizeof id, "u3-%02d", i);
-    pack_reading(&recs[i], id, "engine-3", NULL, T0 + i * MIN, cm_names, rows[i], 24);
+    cm_pack(&recs[i], id, "engine-3", T0 + i * MIN, i, rows[i]);
     recs[i].partition = 2;
     recs[i].offset = i;
   }
-  /* late (10 min behind the newest, lateness 5), duplicate time, and garbage */
-  pack_reading(&recs[N], "u3-late", "engine-3", NULL, T0 + (N - 11) * MIN, cm_names, rows[N + 5],
-               24);
-  pack_reading(&recs[N + 1], "u3-dup", "engine-3", NULL, T0 + (N - 1) * MIN, cm_names,
-               rows[N + 6], 24);
+  /* late (10 min behind the newest, lateness 5), duplicate time (both complete readings with a
+   * sequence, refused for their time alone), and garbage */
+  cm_pack(&recs[N], "u3-late", "engine-3", T0 + (N - 11) * MIN, N + 5, rows[N + 5]);
+  cm_pack(&recs[N + 1], "u3-dup", "engine-3", T0 + (N - 1) * MIN, N + 6, rows[N + 6]);
   recs[N + 2].buf = malloc(4);
   memcpy(recs[N + 2].buf, "\xff\xff\xff\xff", 4);
   recs[N + 2].len = 4;
   snprintf(recs[N + 2].id, sizeof recs[N + 2].id, "garbage");
   for (int i = N; i < N + 3; i++) recs[i].partition = 2, recs[i].offset = i;
-  fx_batch(&fx, recs, (size_t)N, NULL);
+  for (int i = 0; i < N; i += 64) /* fx_batch takes at most 64 */
+    fx_batch(&fx, recs + i, (size_t)(N - i < 64 ? N - i : 64), NULL);
   wk_reject_t rej[3];
   ASSERT_EQ(fx_batch(&fx, recs + N, 3, rej), 0u);
   if (policy == WK_FAULT_LATE_DLQ) {
@@ -811,8 +877,11 @@ TEST(models_that_do_not_fit_are_refused) {
   wk_pipeline_fault.model_free(m);
   wk_pipeline_fault.destroy(p);
 
-  /* window settings that do not fit the model's window are named */
-  set.window_max_fill = 100;
+  /* window settings that do not fit the model's window are named: more forward-filled slots
+   * than the window has */
+  moe_model_t *mm = load_model("fault-cmapss.safetensors");
+  set.window_max_fill = moe_model_sensor_window(mm) + 1;
+  moe_model_free(mm);
   ASSERT_OK(wk_pipeline_fault.create(&env, &p, err, sizeof err));
   ASSERT_EQ(wk_pipeline_fault.model_open(p, path, &m, err, sizeof err), SVC_ECONFIG);
   ASSERT_STR_CONTAINS(err, "max_fill");
