@@ -24,7 +24,7 @@
  *     towards the stride.
  *
  * Memory: entries are kept sorted in flat arrays (T timestamps, T flags, T*C floats); T is
- * small (20 for the shipped C-MAPSS model), so insertion by memmove is cheaper than a ring
+ * small (100 for the shipped C-MAPSS model), so insertion by memmove is cheaper than a ring
  * with an index. State serialises to a versioned byte string for PostgreSQL.
  *
  * Threads: a window is plain data with no locking; one thread at a time.
