@@ -341,6 +341,16 @@ static size_t parse_reals(const char *s, float *v, size_t max) {
   return n;
 }
 
+/*
+ * How far a score may move with the batch around its row, relative to max(1, |score|): the
+ * engine groups a batch's rows by expert, and for the shipped C-MAPSS model (window 100, pool
+ * "summary") a row's score moves by up to 2.2e-4 of the value with the rows around it
+ * (measured: 2 of the 890 windows of units 1-6 scored alone and in batches of 64). The tabular
+ * AI4I model's probabilities stay within the last bits.
+ */
+#define CM_SCORE_RTOL 1e-3f
+#define AI_SCORE_TOL 1e-5f
+
 /* Every stored score is the model's score of the stored input (recomputed here). */
 static int check_scores(fx_t *fx, const char *model, int n_numeric) {
   moe_model_t *mm = load_model(model);
@@ -370,10 +380,9 @@ static int check_scores(fx_t *fx, const char *model, int n_numeric) {
     float score;
     moe_output_t out = {.scores = &score};
     ASSERT_OK(moe_session_run(sess, &row, 1, &out));
-    /* The engine groups a batch's rows by expert, so a row scored in a batch may differ from
-     * the same row alone in the last bits. */
     float stored = strtof(PQgetvalue(res, i, 1), NULL);
-    ASSERT_MSG(fabsf(score - stored) <= 1e-5f * fmaxf(1.0f, fabsf(score)),
+    float tol = moe_model_encoder(mm) == MOE_ENCODER_TABULAR ? AI_SCORE_TOL : CM_SCORE_RTOL;
+    ASSERT_MSG(fabsf(score - stored) <= tol * fmaxf(1.0f, fabsf(score)),
                "%s: stored %s, recomputed %.9g", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                (double)score);
   }
@@ -619,7 +628,7 @@ static void cm_run(fx_t *fx, cm_stream_t *s, int from, int to, int batch) {
     fx_batch(fx, s->recs + i, (size_t)(to - i < batch ? to - i : batch), NULL);
 }
 
-/* Scores and alert peaks may differ in the last bits between two runs whose batches are cut
+/* Scores and alert peaks may differ (by CM_SCORE_RTOL) between two runs whose batches are cut
  * differently (the engine groups a batch's rows by expert); everything else must be equal. */
 static const char *const q_results =
     "SELECT event_id, kind, device_id, model_version, alert_phase, event_time, window_start, "
@@ -631,8 +640,10 @@ static const char *const q_state =
     "SELECT device_id, kind, topic, partition, last_offset, encode(window_state, 'hex') FROM "
     "\"%s\".fault_state ORDER BY device_id";
 
-/* The outbox's alerts and the stored alert states, decoded, as one string; floats rounded. */
-static char *dump_alerts(fx_t *fx) {
+/* The outbox's alerts and the stored alert states, decoded, as one string without their scores
+ * and peaks, which go to floats[*n_floats] (at most 64) in the same order. */
+enum { CM_MAX_ALERT_FLOATS = 64 };
+static char *dump_alerts(fx_t *fx, double *floats, int *n_floats) {
   static char out[16384];
   size_t len = 0;
   PGresult *res = fx_query(fx, "SELECT payload FROM \"%s\".outbox ORDER BY alert_id");
@@ -641,9 +652,10 @@ static char *dump_alerts(fx_t *fx) {
     unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 0), &n);
     Sluice__V1__Alert *a = sluice__v1__alert__unpack(NULL, n, b);
     ASSERT_NOT_NULL(a);
-    len += (size_t)snprintf(out + len, sizeof out - len, "%s %d %s %lld %.3f\n", a->alert_id,
-                            (int)a->state, a->event_id, (long long)a->at_ms, (double)a->score);
-    ASSERT(len < sizeof out);
+    len += (size_t)snprintf(out + len, sizeof out - len, "%s %d %s %lld\n", a->alert_id,
+                            (int)a->state, a->event_id, (long long)a->at_ms);
+    ASSERT(len < sizeof out && *n_floats < CM_MAX_ALERT_FLOATS);
+    floats[(*n_floats)++] = a->score;
     sluice__v1__alert__free_unpacked(a, NULL);
     PQfreemem(b);
   }
@@ -655,10 +667,11 @@ static char *dump_alerts(fx_t *fx) {
     wk_fault_alert_t st;
     char err[256];
     ASSERT_OK(wk_fault_alert_decode(&st, b, n, err, sizeof err));
-    len += (size_t)snprintf(out + len, sizeof out - len, "%s %d %lld %lld %llu %.3f\n",
+    len += (size_t)snprintf(out + len, sizeof out - len, "%s %d %lld %lld %llu\n",
                             PQgetvalue(res, i, 0), (int)st.phase, (long long)st.since_ms,
-                            (long long)st.last_ms, (unsigned long long)st.seq, (double)st.peak);
-    ASSERT(len < sizeof out);
+                            (long long)st.last_ms, (unsigned long long)st.seq);
+    ASSERT(len < sizeof out && *n_floats < CM_MAX_ALERT_FLOATS);
+    floats[(*n_floats)++] = st.peak;
     PQfreemem(b);
   }
   PQclear(res);
@@ -748,9 +761,11 @@ TEST(cmapss_windows_alerts_and_restore_identical) {
   ASSERT_EQ(before.window[WK_FAULT_WIN_OK], (uint64_t)CM_DROP);
 
   const char *const qs[3] = {q_results, q_outbox, q_state};
+  double pa[CM_MAX_ALERT_FLOATS], pb[CM_MAX_ALERT_FLOATS];
+  int npa = 0, npb = 0;
   for (int q = 0; q < 4; q++) {
-    char *da = q < 3 ? fx_dump(&a, qs[q]) : dump_alerts(&a);
-    char *db = q < 3 ? fx_dump(&b, qs[q]) : dump_alerts(&b);
+    char *da = q < 3 ? fx_dump(&a, qs[q]) : dump_alerts(&a, pa, &npa);
+    char *db = q < 3 ? fx_dump(&b, qs[q]) : dump_alerts(&b, pb, &npb);
     ASSERT_OP(strlen(da), >, 0);
     if (strcmp(da, db) != 0) {
       FILE *fa = fopen("/tmp/tfp-a.txt", "w"), *fb = fopen("/tmp/tfp-b.txt", "w");
@@ -765,10 +780,14 @@ TEST(cmapss_windows_alerts_and_restore_identical) {
     free(da);
     free(db);
   }
+  ASSERT_EQ(npa, npb);
+  for (int i = 0; i < npa; i++) ASSERT_NEAR(pa[i], pb[i], CM_SCORE_RTOL * fmax(1.0, fabs(pa[i])));
   PGresult *ra = fx_query(&a, q_scores), *rb = fx_query(&b, q_scores);
   ASSERT_EQ(PQntuples(ra), PQntuples(rb));
-  for (int i = 0; i < PQntuples(ra); i++)
-    ASSERT_NEAR(atof(PQgetvalue(ra, i, 0)), atof(PQgetvalue(rb, i, 0)), 1e-5);
+  for (int i = 0; i < PQntuples(ra); i++) {
+    double sa = atof(PQgetvalue(ra, i, 0));
+    ASSERT_NEAR(sa, atof(PQgetvalue(rb, i, 0)), CM_SCORE_RTOL * fmax(1.0, fabs(sa)));
+  }
   PQclear(ra);
   PQclear(rb);
   for (int i = 0; i < s.n; i++) free(s.recs[i].buf);
