@@ -16,13 +16,16 @@ TEST(postgres_restart_recovers_in_process) {
   fh_ctx_t *c = &ctx;
   fh_init(c, "pgr", 6);
   PGconn *conn = wp_db(&c->w);
-  long total = fh_produce(c, 0, 120);
+  /* The restart comes while the first part is being scored: it is produced up to 50 readings
+   * past each engine's first window, the restart waits for 20 of them. */
+  int cut = c->T + 50;
+  long total = fh_produce(c, 0, cut);
   pid_t pid = fh_start(c);
-  fh_wait_results(conn, c, 6 * (60 - c->T + 1), &pid, 1, 90);
+  fh_wait_results(conn, c, 6 * (20 + 1), &pid, 1, 90);
 
   wp_pg_restart();
   PQfinish(conn);
-  total += fh_produce(c, 120, FH_MAX_CYCLES + FH_HEALTHY); /* the stream goes on meanwhile */
+  total += fh_produce(c, cut, FH_MAX_CYCLES + FH_HEALTHY); /* the stream goes on meanwhile */
   conn = wp_db(&c->w);
   fh_wait_results(conn, c, fh_expected_results(c), &pid, 1, 90);
   int status;

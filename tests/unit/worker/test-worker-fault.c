@@ -26,13 +26,15 @@ TEST(kill9_mid_stream_then_restart) {
   PGconn *conn = wp_db(&c->w);
   /* A first part, scored while the group settles (a member killed during its first rebalance
    * holds the partitions until its session times out, static membership or not), then the
-   * rest, and the kill while that is being scored. */
-  long total = fh_produce(c, 0, 150);
+   * rest, and the kill while that is being scored. The first part ends 50 readings after each
+   * engine's first window (fh_init: every engine has T + 20 or more before its overhaul). */
+  int cut = c->T + 50;
+  long total = fh_produce(c, 0, cut);
   pid_t pid = fh_start(c);
-  long want = fh_expected_results(c), first = N_UNITS * (150 - c->T + 1);
+  long want = fh_expected_results(c), first = N_UNITS * (cut - c->T + 1);
   fh_wait_results(conn, c, first, &pid, 1, 90);
   usleep(500000);
-  total += fh_produce(c, 150, FH_MAX_CYCLES + FH_HEALTHY);
+  total += fh_produce(c, cut, FH_MAX_CYCLES + FH_HEALTHY);
   /* Killed as soon as the first batch of the rest is in (polled every 2 ms): waiting for 100
    * more results at the harness's 20 ms polling let a fast worker finish everything first. */
   for (int i = 0; i < 45000 && fh_results(conn, c) <= first; i++) {
@@ -62,27 +64,32 @@ TEST(kill9_mid_stream_then_restart) {
   wp_drop(conn, &c->w);
 }
 
-/* What read_dlq's reader counts: DLQ records per reason header. */
+/* What read_dlq's reader counts: DLQ records per reason header, and details saying that a
+ * reading had no sequence. */
 typedef struct dlq_count_s {
   const char *const *reasons;
   int n_reasons;
   int *by_reason;
+  int n_no_sequence;
 } dlq_count_t;
 
 /* One DLQ record: a known reason and a detail. */
 static bool dlq_record(const rd_kafka_message_t *msg, void *arg) {
-  const dlq_count_t *d = arg;
+  dlq_count_t *d = arg;
   char val[512];
   d->by_reason[wp_header_index(msg, "sluice-dlq-reason", d->reasons, d->n_reasons)]++;
   ASSERT_OP(wp_header(msg, "sluice-dlq-detail", val, sizeof val), >, 0u);
+  d->n_no_sequence += strstr(val, "no sequence") != NULL;
   return true;
 }
 
-/* Reads `want` records of the DLQ and counts them per reason header. */
-static void read_dlq(const fh_ctx_t *c, int want, const char *const *reasons, int n_reasons,
-                     int *by_reason) {
-  dlq_count_t d = {reasons, n_reasons, by_reason};
+/* Reads `want` records of the DLQ and counts them per reason header; returns how many details
+ * said "no sequence". */
+static int read_dlq(const fh_ctx_t *c, int want, const char *const *reasons, int n_reasons,
+                    int *by_reason) {
+  dlq_count_t d = {reasons, n_reasons, by_reason, 0};
   ASSERT_EQ(wp_consume_all(&c->w, c->w.dlq, want, 30, dlq_record, &d), want);
+  return d.n_no_sequence;
 }
 
 /* Poison of every kind among good readings: each goes to the DLQ with its reason, the good
@@ -108,15 +115,25 @@ TEST(poison_messages_go_to_the_dlq) {
   tx.has_amount = 1;
   tx.amount = 3;
   wp_send(rk, c->w.topic, "engine-01", buf, sluice__v1__envelope__pack(&env, buf));
-  /* invalid: a reading without four of the model's channels */
-  size_t len = fh_pack("p-missing", "engine-01", FH_T0 + 101 * FH_MIN, c->rows[0][50], 20, buf,
-                       sizeof buf);
+  /* invalid: a reading without the file's last four channels (sensor_18..21; the shipped
+   * model reads sensor_20 and sensor_21) */
+  int64_t seq = 51;
+  size_t len = fh_pack("p-missing", "engine-01", FH_T0 + 101 * FH_MIN, &seq, c->rows[0][50], 20,
+                       buf, sizeof buf);
+  wp_send(rk, c->w.topic, "engine-01", buf, len);
+  /* invalid: every channel but no sequence, which the model's "cycle" channel reads */
+  len = fh_pack("p-noseq", "engine-01", FH_T0 + 101 * FH_MIN, NULL, c->rows[0][50], 24, buf,
+                sizeof buf);
   wp_send(rk, c->w.topic, "engine-01", buf, len);
   /* late: 90 minutes behind engine-01's newest reading (lateness 5m) */
-  len = fh_pack("p-late", "engine-01", FH_T0 + 10 * FH_MIN, c->rows[0][9], 24, buf, sizeof buf);
+  seq = 10;
+  len = fh_pack("p-late", "engine-01", FH_T0 + 10 * FH_MIN, &seq, c->rows[0][9], 24, buf,
+                sizeof buf);
   wp_send(rk, c->w.topic, "engine-01", buf, len);
   /* duplicate: the event time of engine-01's newest reading (k = 99) */
-  len = fh_pack("p-dup", "engine-01", FH_T0 + 100 * FH_MIN, c->rows[0][5], 24, buf, sizeof buf);
+  seq = 6;
+  len = fh_pack("p-dup", "engine-01", FH_T0 + 100 * FH_MIN, &seq, c->rows[0][5], 24, buf,
+                sizeof buf);
   wp_send(rk, c->w.topic, "engine-01", buf, len);
   wp_flush(rk);
   rd_kafka_destroy(rk);
@@ -125,14 +142,16 @@ TEST(poison_messages_go_to_the_dlq) {
   fh_wait_results(conn, c, fh_expected_results(c), &pid, 1, 90);
   static const char *const reasons[] = {"decode", "wrong_payload", "invalid", "late",
                                         "duplicate"};
+  static const int want_by[5] = {1, 1, 2, 1, 1}; /* two invalid: a channel missing, no sequence */
   int by[5] = {0};
-  read_dlq(c, 5, reasons, 5, by);
-  for (int r = 0; r < 5; r++) ASSERT_MSG(by[r] == 1, "%d records with reason %s", by[r], reasons[r]);
+  ASSERT_EQ(read_dlq(c, 6, reasons, 5, by), 1);
+  for (int r = 0; r < 5; r++)
+    ASSERT_MSG(by[r] == want_by[r], "%d records with reason %s", by[r], reasons[r]);
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
   ASSERT_OP(fired, >=, 3);
   /* every record, poison included, is committed past */
-  wp_wait_offsets(conn, c->w.schema, total + 5, 5);
+  wp_wait_offsets(conn, c->w.schema, total + 6, 5);
   ASSERT_EQ(wp_metric(c->w.port, "sluice_fault_window_events_total{status=\"late\"} "), 1);
   ASSERT_EQ(wp_metric(c->w.port, "sluice_fault_window_events_total{status=\"duplicate\"} "), 1);
   ASSERT_EQ(wp_stop(pid), 0);
@@ -146,9 +165,13 @@ TEST(two_workers_and_rebalances) {
   fh_init(c, "rb", N_UNITS);
   PGconn *conn = wp_db(&c->w);
   pid_t pids[2];
+  /* Cut points: 20 scored readings per engine before the second worker joins, 100 before the
+   * first leaves (every engine has at least T + 20 readings before its overhaul, and 30 after). */
+  int cut1 = c->T + 20, cut2 = c->T + 100;
+  for (int u = 0; u < N_UNITS; u++) ASSERT_OP(fh_stream_len(c, u), >=, cut2);
   pids[0] = fh_start(c);
-  long total = fh_produce(c, 0, 80);
-  fh_wait_results(conn, c, N_UNITS * (80 - c->T + 1), pids, 1, 90);
+  long total = fh_produce(c, 0, cut1);
+  fh_wait_results(conn, c, N_UNITS * (cut1 - c->T + 1), pids, 1, 90);
 
   fh_ctx_t *c2 = malloc(sizeof *c2); /* the second worker: same group, own HTTP port */
   ASSERT_NOT_NULL(c2);
@@ -157,14 +180,14 @@ TEST(two_workers_and_rebalances) {
   pids[1] = fh_start(c2);
   for (int i = 0; i < 200 && wp_metric(c2->w.port, "sluice_partitions_assigned ") < 1; i++)
     usleep(50000);
-  total += fh_produce(c, 80, 160);
-  fh_wait_results(conn, c, N_UNITS * (160 - c->T + 1), pids, 2, 90);
+  total += fh_produce(c, cut1, cut2);
+  fh_wait_results(conn, c, N_UNITS * (cut2 - c->T + 1), pids, 2, 90);
   double w2 = wp_metric(c2->w.port, "sluice_fault_window_events_total{status=\"ok\"} ");
   fprintf(stderr, "second worker folded %g readings\n", w2);
   ASSERT_OP(w2, >, 0); /* it took part */
 
   ASSERT_EQ(wp_stop(pids[0]), 0); /* the first leaves: the second takes every partition */
-  total += fh_produce(c, 160, FH_MAX_CYCLES + FH_HEALTHY);
+  total += fh_produce(c, cut2, FH_MAX_CYCLES + FH_HEALTHY);
   fh_wait_results(conn, c, fh_expected_results(c), pids + 1, 1, 90);
   int fired, cleared;
   fh_check(conn, c, &fired, &cleared);
