@@ -27,6 +27,12 @@ typedef struct moe__linear_s {
   float *bias;       /* (n) or NULL */
 } moe__linear_t;
 
+/*
+ * fp32 layers of at most this many weights (64 KB) are computed row by row, so that their rows'
+ * outputs are the same in any batch (linear.c says why); larger ones with one GEMM.
+ */
+#define MOE__LINEAR_ROWWISE_MAX 16384
+
 /* x (m, k) -> y (m, n). y must not alias x. Returns MOE_ENOMEM when the arena cannot grow. */
 int moe__linear_forward(const moe__linear_t *lin, moe__arena_t *arena, const float *x, int m,
                         float *y);
