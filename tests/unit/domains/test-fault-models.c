@@ -21,6 +21,13 @@
 #define MIN 60000LL
 #define T0 1700000000000LL
 
+/* The columns of train_FD001.txt after unit and cycle. */
+static const char *const file_names[24] = {
+    "setting_1", "setting_2", "setting_3", "sensor_1", "sensor_2", "sensor_3", "sensor_4",
+    "sensor_5", "sensor_6", "sensor_7", "sensor_8", "sensor_9", "sensor_10", "sensor_11",
+    "sensor_12", "sensor_13", "sensor_14", "sensor_15", "sensor_16", "sensor_17", "sensor_18",
+    "sensor_19", "sensor_20", "sensor_21"};
+
 static moe_model_t *load(const char *name) {
   const char *dir = getenv("SLUICE_SOURCE_DIR");
   char path[512], err[512];
@@ -59,12 +66,6 @@ TEST(cmapss_windows_and_rul) {
   moe_model_t *m = load("fault-cmapss.safetensors");
   ASSERT_EQ(moe_model_encoder(m), MOE_ENCODER_SENSOR);
   int T = moe_model_sensor_window(m), C = moe_model_sensor_channels(m);
-  /* The file's columns: unit, cycle, setting_1..3, sensor_1..21. */
-  static const char *const file_names[24] = {
-      "setting_1", "setting_2", "setting_3", "sensor_1", "sensor_2", "sensor_3", "sensor_4",
-      "sensor_5", "sensor_6", "sensor_7", "sensor_8", "sensor_9", "sensor_10", "sensor_11",
-      "sensor_12", "sensor_13", "sensor_14", "sensor_15", "sensor_16", "sensor_17", "sensor_18",
-      "sensor_19", "sensor_20", "sensor_21"};
   /* Each model channel is a file column (col[c]) or the age channel (col[c] = -1), once. */
   ASSERT(C >= 1 && C <= 24 + 1);
   const char *names[24 + 1];
@@ -203,11 +204,6 @@ TEST(cmapss_windows_and_rul) {
 TEST(cmapss_scores_do_not_depend_on_the_batch) {
   moe_model_t *m = load("fault-cmapss.safetensors");
   const int T = moe_model_sensor_window(m), C = moe_model_sensor_channels(m);
-  static const char *const file_names[24] = {
-      "setting_1", "setting_2", "setting_3", "sensor_1", "sensor_2", "sensor_3", "sensor_4",
-      "sensor_5", "sensor_6", "sensor_7", "sensor_8", "sensor_9", "sensor_10", "sensor_11",
-      "sensor_12", "sensor_13", "sensor_14", "sensor_15", "sensor_16", "sensor_17", "sensor_18",
-      "sensor_19", "sensor_20", "sensor_21"};
   int col[64];
   ASSERT(C <= 64);
   for (int c = 0; c < C; c++) {
