@@ -57,18 +57,38 @@ static double train_corr(const cli_table_t *t, const uint8_t *part, size_t j) {
   return fabs(cxy / sqrt(vx * vy));
 }
 
+/* `sluice train --task fault-cmapss ... OPTS --json` into model, then `sluice inspect --json`:
+ * the command's summary in *tr, the file's card in *card. */
+static void train_and_inspect(const char *data, const char *model, const char *opts, cli_jv_t *tr,
+                              cli_jv_t *card) {
+  char args[2048];
+  snprintf(args, sizeof(args), "train --task fault-cmapss --data %s --out %s %s --json", data,
+           model, opts);
+  cli_test_sluice_json(args, tr);
+  snprintf(args, sizeof(args), "inspect --json %s", model);
+  cli_test_sluice_json(args, card);
+}
+
+/* The table and the standard split as the command sees them (*part, *cut malloc'd). */
+static void load_split(const char *data, cli_table_t *t, uint8_t **part, double **cut) {
+  char err[256];
+  const char *files[1] = {data};
+  ASSERT_OK(cli_table_load(t, CLI_TASK_CMAPSS, files, 1, err, sizeof(err)));
+  *part = malloc(t->n_rows);
+  *cut = malloc(t->n_rows * sizeof(double));
+  ASSERT(*part != NULL && *cut != NULL);
+  ASSERT_OK(cli_split_assign(t, 0, *part, *cut));
+}
+
 TEST(channels_scale_and_average) {
-  char data[512], args[2048], model[256], err[256];
+  char data[512], args[2048], model[256];
   cli_test_data(data, sizeof(data), "fault/cmapss/train_FD001.txt");
   snprintf(model, sizeof(model), "%s/s.st", tmpdir);
   cli_jv_t tr, card, ev;
-  snprintf(args, sizeof(args),
-           "train --task fault-cmapss --data %s --out %s --epochs 2 --window 12 --min-corr 0.2 "
-           "--scale minmax --ema 0.99 --quant int8 --seed 3 --json",
-           data, model);
-  cli_test_sluice_json(args, &tr);
-  snprintf(args, sizeof(args), "inspect --json %s", model);
-  cli_test_sluice_json(args, &card);
+  train_and_inspect(data, model,
+                    "--epochs 2 --window 12 --min-corr 0.2 --scale minmax --ema 0.99 --quant int8 "
+                    "--seed 3",
+                    &tr, &card);
   const cli_jv_t *cfg = cli_jv_get(&card, "config");
   const cli_jv_t *ch = cli_jv_get(cli_jv_get(cfg, "encoder"), "channels");
   ASSERT_NOT_NULL(ch);
@@ -76,11 +96,9 @@ TEST(channels_scale_and_average) {
 
   /* The table and split as the command sees them, and the rule recomputed. */
   cli_table_t t;
-  const char *files[1] = {data};
-  ASSERT_OK(cli_table_load(&t, CLI_TASK_CMAPSS, files, 1, err, sizeof(err)));
-  uint8_t *part = malloc(t.n_rows);
-  double *cut = malloc(t.n_rows * sizeof(double));
-  ASSERT_OK(cli_split_assign(&t, 0, part, cut));
+  uint8_t *part;
+  double *cut;
+  load_split(data, &t, &part, &cut);
   size_t k = 0;
   for (size_t j = 0; j < t.n_num; j++) {
     const double r = train_corr(&t, part, j);
@@ -130,17 +148,14 @@ TEST(channels_scale_and_average) {
 }
 
 TEST(summary_pool_with_age) {
-  char data[512], args[2048], model[256], err[256];
+  char data[512], args[2048], model[256];
   cli_test_data(data, sizeof(data), "fault/cmapss/train_FD001.txt");
   snprintf(model, sizeof(model), "%s/summary.st", tmpdir);
   cli_jv_t tr, card, ev;
-  snprintf(args, sizeof(args),
-           "train --task fault-cmapss --data %s --out %s --epochs 2 --window 60 --min-corr 0.2 "
-           "--scale minmax --pool summary --age --quant int8 --seed 2 --json",
-           data, model);
-  cli_test_sluice_json(args, &tr);
-  snprintf(args, sizeof(args), "inspect --json %s", model);
-  cli_test_sluice_json(args, &card);
+  train_and_inspect(data, model,
+                    "--epochs 2 --window 60 --min-corr 0.2 --scale minmax --pool summary --age "
+                    "--quant int8 --seed 2",
+                    &tr, &card);
   const cli_jv_t *cfg = cli_jv_get(&card, "config");
   const cli_jv_t *enc = cli_jv_get(cfg, "encoder");
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(enc, "pool"), ""), "summary");
@@ -152,11 +167,9 @@ TEST(summary_pool_with_age) {
   const cli_jv_t *age = &ch->items[ch->n - 1];
   ASSERT_STR_EQ(cli_jv_str(cli_jv_get(age, "name"), ""), "cycle");
   cli_table_t t;
-  const char *files[1] = {data};
-  ASSERT_OK(cli_table_load(&t, CLI_TASK_CMAPSS, files, 1, err, sizeof(err)));
-  uint8_t *part = malloc(t.n_rows);
-  double *cut = malloc(t.n_rows * sizeof(double));
-  ASSERT_OK(cli_split_assign(&t, 0, part, cut));
+  uint8_t *part;
+  double *cut;
+  load_split(data, &t, &part, &cut);
   double lo = INFINITY, hi = -INFINITY;
   size_t short_history = 0;
   for (size_t i = 0; i < t.n_rows; i++) {
