@@ -50,7 +50,8 @@ typedef enum {
 /*
  * The age channel of a C-MAPSS window: the engine's cycle count (the file's second column,
  * cli_table_t.order), read by a model trained with `sluice train --age` under this name. It is
- * not one of the table's numeric columns; in an event it is SensorReading.sequence.
+ * not one of the table's numeric columns; in an event it is SensorReading.sequence, which the
+ * worker reads under the same name (WK_FAULT_AGE_CHANNEL, services/worker/fault/fault-input.h).
  */
 #define CLI_AGE_CHANNEL "cycle"
 

@@ -53,6 +53,7 @@ bool wk_fault_validate(const Sluice__V1__Envelope *env, wk_reject_t *rej);
 /*
  * The age channel of a sensor model (`sluice train --age`): the device's cycle count, which a
  * reading carries as its sequence. A reading with a value of that name gives that value instead.
+ * The same name as CLI_AGE_CHANNEL (services/cli/dataset.h), which training writes into models.
  */
 #define WK_FAULT_AGE_CHANNEL "cycle"
 
